@@ -1,0 +1,46 @@
+# labelloop: `make run` starts the whole stack, `make test` runs every check. Only Python 3.11+ and git
+# are needed; PostgreSQL and Redis come from pip wheels unless DATABASE_URL / REDIS_URL are set.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP_FLAGS := --quiet --disable-pip-version-check
+
+.PHONY: run test lint typecheck pytest migrate openapi bench-import bench-list bench-bulk bench-gateway demo clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Runtime dependencies only: enough for `make run`.
+$(VENV)/.runtime: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install $(PIP_FLAGS) -e .
+	touch $@
+
+# Everything, test and lint tools included.
+$(VENV)/.dev: pyproject.toml $(VENV)/.runtime
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev]'
+	touch $@
+
+run: $(VENV)/.runtime
+	$(PY) -m devstack.run
+
+test: lint typecheck pytest
+
+lint: $(VENV)/.dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: $(VENV)/.dev
+	$(PY) -m mypy
+
+pytest: $(VENV)/.dev
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+migrate: $(VENV)/.runtime
+	$(PY) -m devstack.exec -- $(PY) -m alembic upgrade head
+
+openapi: $(VENV)/.runtime
+	$(PY) -m devstack.openapi
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,68 @@
+"""Engine, sessions and the one place where a request's transaction commits.
+
+Services never commit. ``get_session`` opens one session per request, commits it when the handler
+returns, rolls back on error, and only then runs the callbacks registered with ``after_commit`` (e.g.
+enqueueing arq work) so a background job can never point at a row that was rolled back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from shared.settings import asyncpg_url
+
+log = logging.getLogger(__name__)
+AfterCommit = Callable[[], Awaitable[None]]
+_AFTER_COMMIT_KEY = "labelloop_after_commit"
+
+
+def make_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        asyncpg_url(database_url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+    )
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run ``callback`` once the request's transaction has committed (never if it rolls back)."""
+    session.info.setdefault(_AFTER_COMMIT_KEY, []).append(callback)
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with maker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+        callbacks: list[AfterCommit] = session.info.pop(_AFTER_COMMIT_KEY, [])
+        for callback in callbacks:
+            try:
+                await callback()
+            except Exception:
+                # The data is committed; whatever the callback should have started is picked up
+                # again by the periodic sweeper, so a failure here must not turn into a 500.
+                log.exception("after-commit callback failed")
+
+
+# scope="function": the transaction commits before the response is sent, so a failed commit is an
+# error response and never a 2xx for data that was not stored.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

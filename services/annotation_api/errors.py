@@ -1,0 +1,121 @@
+"""Typed errors that carry their HTTP status, and the handlers that render every error as JSON.
+
+Bad input is always a 4xx naming the field: request validation errors become 400 with
+``{"detail": ..., "validation_errors": {"field.path": ["message"]}}`` (the shape Label Studio clients
+expect), and a database integrity error that slipped past validation becomes 409/400, never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.http import JsonResponse
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    status_code = 400
+
+    def __init__(self, detail: str, *, field: str | None = None, extra: dict[str, Any] | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+        self.extra = extra or {}
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"detail": self.detail, **self.extra}
+        if self.field:
+            body["validation_errors"] = {self.field: [self.detail]}
+        return body
+
+
+class BadRequest(ApiError):
+    status_code = 400
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+
+
+class NotFound(ApiError):
+    status_code = 404
+
+
+class Conflict(ApiError):
+    status_code = 409
+
+
+class PayloadTooLarge(ApiError):
+    status_code = 413
+
+
+class UpstreamError(ApiError):
+    """The model gateway or a backend behind it failed in a way the client cannot fix by retrying input."""
+
+    status_code = 502
+
+
+def _field_path(loc: tuple[int | str, ...] | list[int | str]) -> str:
+    parts = [str(part) for part in loc if part not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+async def _api_error(_: Request, exc: Exception) -> JsonResponse:
+    assert isinstance(exc, ApiError)
+    headers = {"WWW-Authenticate": "Token"} if exc.status_code == 401 else None
+    return JsonResponse(exc.body(), status_code=exc.status_code, headers=headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JsonResponse:
+    assert isinstance(exc, RequestValidationError)
+    fields: dict[str, list[str]] = {}
+    for error in exc.errors():
+        message = error.get("msg", "invalid")
+        if error.get("type") == "json_invalid":
+            message = f"malformed JSON: {error.get('ctx', {}).get('error', message)}"
+        fields.setdefault(_field_path(error.get("loc", ())), []).append(message)
+    summary = "; ".join(f"{name}: {', '.join(messages)}" for name, messages in fields.items())
+    return JsonResponse(
+        {"detail": f"Invalid request: {summary}", "validation_errors": fields}, status_code=400
+    )
+
+
+async def _http_error(_: Request, exc: Exception) -> JsonResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JsonResponse(
+        {"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+    )
+
+
+async def _integrity_error(_: Request, exc: Exception) -> JsonResponse:
+    assert isinstance(exc, IntegrityError)
+    constraint = getattr(getattr(exc.orig, "__cause__", None), "constraint_name", None)
+    log.info("integrity error: %s", constraint or exc.orig)
+    return JsonResponse(
+        {"detail": f"Conflicts with existing data ({constraint or 'constraint violated'})"},
+        status_code=409,
+    )
+
+
+async def _data_error(_: Request, exc: Exception) -> JsonResponse:
+    assert isinstance(exc, DBAPIError)
+    cause = getattr(exc.orig, "__cause__", None)
+    sqlstate = getattr(cause, "sqlstate", "") or ""
+    if sqlstate.startswith("22"):  # class 22: data exception (out of range, bad text, …)
+        return JsonResponse({"detail": f"Invalid value: {cause}"}, status_code=400)
+    raise exc
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(DBAPIError, _data_error)

@@ -1,0 +1,58 @@
+"""The annotation API application: Label Studio–compatible REST over Postgres."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.annotation_api import health
+from services.annotation_api.auth import router as auth_router
+from services.annotation_api.auth.service import ensure_user_with_token
+from services.annotation_api.db import make_engine, make_sessionmaker
+from services.annotation_api.errors import install_error_handlers
+from services.annotation_api.limits import BodySizeLimitMiddleware
+from services.annotation_api.settings import ApiSettings
+from shared.logging import RequestIdMiddleware, configure_logging
+
+BOOTSTRAP_EMAIL = "admin@labelloop.local"
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url, settings.db_pool_size)
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        if settings.api_token:
+            async with app.state.sessionmaker.begin() as session:
+                await ensure_user_with_token(session, BOOTSTRAP_EMAIL, settings.api_token)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="labelloop annotation API",
+        version="0.1.0",
+        description="Projects, tasks, annotations, predictions, ML backends and jobs "
+        "(Label Studio–compatible paths and fields).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(health.router)
+    app.include_router(auth_router.router)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Entry point for uvicorn (``--factory``): settings and logging from the environment."""
+    settings = ApiSettings()
+    configure_logging("annotation-api", settings.log_level, settings.log_json)
+    return create_app(settings)

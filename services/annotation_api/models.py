@@ -1,0 +1,275 @@
+"""The annotation API's tables: the durable record of everything labelloop knows.
+
+Counters that pages show (task_number, total_predictions, …) are columns maintained by set-based
+statements in the services, so listing never counts millions of rows. Relationships are
+``lazy="raise"``: an accidental N+1 query fails loudly instead of silently slowing a page down.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSONB, list[Any]: JSONB}
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+def _updated() -> Mapped[datetime]:
+    return mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+class User(Base):
+    __tablename__ = "user"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+
+
+class ApiToken(Base):
+    """An API key, stored only as its SHA-256 digest (keys are 160-bit random, so no salt is needed)."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    key_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = _created()
+
+
+class Project(Base):
+    __tablename__ = "project"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(250), default="", server_default="")
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    label_config: Mapped[str] = mapped_column(Text)
+    model_version: Mapped[str] = mapped_column(Text, default="", server_default="")
+    sampling: Mapped[str] = mapped_column(
+        String(40), default="Sequential sampling", server_default="Sequential sampling"
+    )
+    show_collab_predictions: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    evaluate_predictions_automatically: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default="false"
+    )
+    repredict_on_new_version: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    task_number: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    total_annotations_number: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    total_predictions_number: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    num_tasks_with_annotations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class Task(Base):
+    __tablename__ = "task"
+    __table_args__ = (Index("ix_task_project_id_id", "project_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    is_labeled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    total_annotations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cancelled_annotations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    total_predictions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class Annotation(Base):
+    __tablename__ = "annotation"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    result: Mapped[list[Any]] = mapped_column(JSONB, default=list)
+    was_cancelled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    ground_truth: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    lead_time: Mapped[float | None] = mapped_column(Double)
+    completed_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    parent_prediction_id: Mapped[int | None] = mapped_column(
+        ForeignKey("prediction.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class MlBackendState(enum.StrEnum):
+    CONNECTED = "CO"
+    DISCONNECTED = "DI"
+    ERROR = "ER"
+    TRAINING = "TR"
+    PREDICTING = "PR"
+
+
+class MlBackend(Base):
+    __tablename__ = "ml_backend"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    title: Mapped[str] = mapped_column(String(500), default="", server_default="")
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    auth_method: Mapped[str] = mapped_column(String(20), default="NONE", server_default="NONE")
+    basic_auth_user: Mapped[str | None] = mapped_column(Text)
+    basic_auth_pass: Mapped[str | None] = mapped_column(Text)
+    extra_params: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    timeout: Mapped[float] = mapped_column(Double, default=100.0, server_default="100")
+    batch_size: Mapped[int] = mapped_column(Integer, default=32, server_default="32")
+    max_concurrency: Mapped[int] = mapped_column(Integer, default=4, server_default="4")
+    auto_update: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    is_interactive: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    state: Mapped[str] = mapped_column(String(2), default="DI", server_default="DI")
+    model_version: Mapped[str] = mapped_column(Text, default="", server_default="")
+    error_message: Mapped[str | None] = mapped_column(Text)
+    last_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_event_id: Mapped[int] = mapped_column(
+        BigInteger, default=0, server_default="0", doc="Outbox cursor: last event delivered."
+    )
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class Prediction(Base):
+    __tablename__ = "prediction"
+    __table_args__ = (
+        Index("ix_prediction_project_id_model_version_score", "project_id", "model_version", "score"),
+        Index("ix_prediction_task_id_model_version", "task_id", "model_version"),
+        Index(
+            "ix_prediction_task_id_ml_backend_id_model_version",
+            "task_id",
+            "ml_backend_id",
+            "model_version",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"))
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    result: Mapped[list[Any]] = mapped_column(JSONB)
+    score: Mapped[float | None] = mapped_column(Double)
+    model_version: Mapped[str] = mapped_column(Text, default="undefined", server_default="undefined")
+    ml_backend_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ml_backend.id", ondelete="SET NULL"), index=True
+    )
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("job.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Job(Base):
+    """A unit of background work the user can follow: bulk prediction or training."""
+
+    __tablename__ = "job"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    ml_backend_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ml_backend.id", ondelete="SET NULL"), index=True
+    )
+    model_version: Mapped[str | None] = mapped_column(Text)
+    selection: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    status: Mapped[str] = mapped_column(String(20), default="queued", server_default="queued")
+    total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    skipped: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    errors: Mapped[list[Any]] = mapped_column(JSONB, default=list, server_default="[]")
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = _updated()
+
+
+class ChunkStatus(enum.StrEnum):
+    PENDING = "pending"
+    LEASED = "leased"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+class JobChunk(Base):
+    """A slice of a job's tasks; the unit a worker leases, and the unit of exactly-once writes."""
+
+    __tablename__ = "job_chunk"
+    __table_args__ = (Index("ix_job_chunk_status_lease_expires_at", "status", "lease_expires_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    task_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    status: Mapped[str] = mapped_column(String(20), default="pending", server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OutboxEvent(Base):
+    """Annotation events written in the annotation's own transaction, delivered later to backends."""
+
+    __tablename__ = "outbox_event"
+    __table_args__ = (Index("ix_outbox_event_project_id_id", "project_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _created()
+
+
+class TaskLock(Base):
+    """A short claim on a task served by /next, so two annotators do not label it at once."""
+
+    __tablename__ = "task_lock"
+
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

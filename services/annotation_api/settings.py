@@ -1,0 +1,35 @@
+"""Configuration of the annotation API (env prefix ``LABELLOOP_``; ``DATABASE_URL`` / ``REDIS_URL`` bare)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+
+from shared.settings import CommonSettings, RedisSettingsMixin
+
+
+class ApiSettings(CommonSettings, RedisSettingsMixin):
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/labelloop",
+        validation_alias=AliasChoices("DATABASE_URL", "LABELLOOP_DATABASE_URL"),
+    )
+    db_pool_size: int = Field(default=10, ge=1)
+    api_token: str = Field(
+        default="",
+        description="When set, a user with this API token is created at start-up (if missing).",
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="URL ML backends use to reach this API (sent as `hostname` in /setup).",
+    )
+    gateway_url: str = Field(default="http://127.0.0.1:8090", description="Model gateway base URL.")
+    max_request_bytes: int = Field(
+        default=200 * 1024 * 1024, description="Largest request body accepted; larger gets 413."
+    )
+    max_page_size: int = Field(default=1000, ge=1)
+    chunk_size: int = Field(default=500, ge=1, description="Tasks per bulk-prediction chunk.")
+    chunk_lease_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A chunk not finished within this is given to another worker.",
+    )
+    sweep_interval_s: float = Field(default=5.0, gt=0, description="How often expired chunks are re-queued.")

@@ -1,0 +1,44 @@
+"""The model gateway's HTTP API: the single egress to ML backends for synchronous work."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from arq import create_pool
+from arq.connections import RedisSettings
+from fastapi import FastAPI
+
+from services.model_gateway import health
+from services.model_gateway.settings import GatewaySettings
+from shared.logging import RequestIdMiddleware, configure_logging
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.redis = await create_pool(RedisSettings.from_dsn(settings.redis_url), retry=0)
+        try:
+            yield
+        finally:
+            await app.state.redis.aclose()
+
+    app = FastAPI(
+        title="labelloop model gateway",
+        version="0.1.0",
+        description="Calls ML backends (Label Studio ML protocol) with timeouts, retries and "
+        "circuit breaking; runs bulk prediction and training as arq jobs.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(health.router)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    settings = GatewaySettings()
+    configure_logging("model-gateway", settings.log_level, settings.log_json)
+    return create_app(settings)

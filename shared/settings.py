@@ -1,0 +1,46 @@
+"""Settings pieces both services share.
+
+Every service reads its configuration from the environment through pydantic-settings with the
+``LABELLOOP_`` prefix. The two connection URLs are the exception: ``DATABASE_URL`` and ``REDIS_URL``
+are the names every hosting platform already uses, so they are read unprefixed.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "LABELLOOP_"
+
+
+class CommonSettings(BaseSettings):
+    """Settings every labelloop process understands."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    log_level: str = "INFO"
+    log_json: bool | None = Field(
+        default=None,
+        description="JSON log lines; default: JSON unless stderr is a terminal.",
+    )
+    service_token: str = Field(
+        default="",
+        description="Credential the API and the gateway use with each other; client tokens never work here.",
+    )
+
+
+class RedisSettingsMixin(BaseSettings):
+    """The Redis the arq queue lives on."""
+
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "LABELLOOP_REDIS_URL"),
+    )
+
+
+def asyncpg_url(url: str) -> str:
+    """Turn a plain ``postgresql://`` URL into the SQLAlchemy asyncpg form."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {url.split(':', 1)[0]}://…")
