@@ -1,0 +1,133 @@
+"""The contract between the annotation API and the model gateway (both directions, over HTTP).
+
+The API owns every durable fact and sends the gateway everything a backend call needs (``BackendSpec``,
+``ProjectRef``), so gateways and workers keep no state of their own and scale freely. Routes:
+
+API → gateway (service token):
+- ``POST /internal/backends/check``  ``CheckBackendRequest`` → ``CheckBackendResult``
+- ``POST /internal/predict``         ``PredictTasksRequest`` → ``PredictTasksResult`` (not stored)
+- ``POST /internal/webhook``         ``WebhookRequest`` → ``WebhookResult``
+
+gateway worker → API (service token):
+- ``POST /internal/chunks/{chunk_id}/lease``    → ``ChunkLease`` (tasks still to predict, or done/cancelled)
+- ``POST /internal/chunks/{chunk_id}/complete`` ``ChunkReport`` → ``ChunkAck`` (exactly-once write)
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class BackendSpec(BaseModel):
+    """Everything needed to call one ML backend; the gateway never looks it up itself."""
+
+    id: int | None = None
+    url: str
+    auth_method: Literal["NONE", "BASIC_AUTH"] = "NONE"
+    basic_auth_user: str | None = None
+    basic_auth_pass: str | None = Field(default=None, repr=False)
+    extra_params: dict[str, Any] | None = None
+    timeout_s: float = Field(default=100.0, gt=0, description="Per-attempt read timeout of /predict.")
+    batch_size: int = Field(default=32, ge=1)
+    max_concurrency: int = Field(default=4, ge=1)
+    model_version: str | None = Field(default=None, description="Version /setup reported, if known.")
+
+
+class ProjectRef(BaseModel):
+    id: int
+    created_at_ts: int = Field(description="Unix time the project was created; forms `<id>.<ts>`.")
+    label_config: str
+
+    @property
+    def protocol_id(self) -> str:
+        """The project string the Label Studio ML protocol uses."""
+        return f"{self.id}.{self.created_at_ts}"
+
+
+class CheckFailure(StrEnum):
+    POLICY = "policy"
+    DNS = "dns"
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+    UNAUTHORIZED = "unauthorized"
+    BAD_RESPONSE = "bad_response"
+    BACKEND_ERROR = "backend_error"
+    NO_MODEL_VERSION = "no_model_version"
+
+
+class CheckBackendRequest(BaseModel):
+    backend: BackendSpec
+    project: ProjectRef
+    hostname: str = Field(description="URL of the annotation API, sent in /setup.")
+    access_token: str = Field(default="", repr=False)
+
+
+class CheckBackendResult(BaseModel):
+    ok: bool
+    model_version: str | None = None
+    model_class: str | None = None
+    failure: CheckFailure | None = None
+    error: str | None = None
+
+
+class TaskPrediction(BaseModel):
+    task_id: int
+    result: list[Any]
+    score: float | None = None
+    model_version: str
+
+
+class TaskError(BaseModel):
+    task_id: int
+    message: str
+
+
+class PredictTasksRequest(BaseModel):
+    backend: BackendSpec
+    project: ProjectRef
+    tasks: list[dict[str, Any]] = Field(description="Task objects as the backend sees them: id, data, …")
+    context: dict[str, Any] | None = None
+    interactive: bool = Field(default=False, description="Tight timeouts, no retries.")
+
+
+class PredictTasksResult(BaseModel):
+    predictions: list[TaskPrediction] = []
+    errors: list[TaskError] = []
+    model_version: str | None = None
+
+
+class ChunkLease(BaseModel):
+    chunk_id: int
+    job_id: int
+    status: Literal["leased", "done", "cancelled"]
+    backend: BackendSpec | None = None
+    project: ProjectRef | None = None
+    tasks: list[dict[str, Any]] = []
+    skipped: int = Field(default=0, description="Tasks that already had this backend's version.")
+
+
+class ChunkReport(BaseModel):
+    predictions: list[TaskPrediction] = []
+    errors: list[TaskError] = []
+    model_version: str | None = None
+
+
+class ChunkAck(BaseModel):
+    accepted: bool
+    job_status: str
+
+
+class WebhookRequest(BaseModel):
+    backend: BackendSpec
+    payload: dict[str, Any]
+    legacy_train: bool = Field(default=False, description="Use 1.0.x POST /train for START_TRAINING.")
+
+
+class WebhookResult(BaseModel):
+    ok: bool
+    status_code: int | None = None
+    body: Any = None
+    error: str | None = None
