@@ -12,7 +12,9 @@ from services.annotation_api.auth import router as auth_router
 from services.annotation_api.auth.service import ensure_user_with_token
 from services.annotation_api.db import make_engine, make_sessionmaker
 from services.annotation_api.errors import install_error_handlers
+from services.annotation_api.imports import router as imports_router
 from services.annotation_api.limits import BodySizeLimitMiddleware
+from services.annotation_api.projects import router as projects_router
 from services.annotation_api.settings import ApiSettings
 from shared.logging import RequestIdMiddleware, configure_logging
 
@@ -48,6 +50,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(auth_router.router)
+    app.include_router(projects_router.router)
+    app.include_router(imports_router.router)
     return app
 
 

@@ -1,0 +1,1 @@
+"""Bulk task import: one request, one transaction, validated in a tight loop, written with COPY."""

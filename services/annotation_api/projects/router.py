@@ -1,0 +1,85 @@
+"""``/api/projects``: Label Studio's project CRUD, paging and label-config validation."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request, Response
+
+from services.annotation_api.auth.dependencies import CurrentUser
+from services.annotation_api.db import SessionDep
+from services.annotation_api.projects import service
+from services.annotation_api.projects.schemas import (
+    LabelConfigIn,
+    LabelConfigOut,
+    ProjectCreate,
+    ProjectOut,
+    ProjectPage,
+    ProjectUpdate,
+)
+
+router = APIRouter(prefix="/api/projects", tags=["projects"])
+
+
+def _page_url(request: Request, page: int) -> str:
+    return str(request.url.include_query_params(page=page))
+
+
+@router.get("", response_model=ProjectPage)
+@router.get("/", response_model=ProjectPage, include_in_schema=False)
+async def list_projects(
+    request: Request,
+    session: SessionDep,
+    _: CurrentUser,
+    page: int = Query(1, ge=1),
+    page_size: int = Query(30, ge=1),
+) -> ProjectPage:
+    page_size = min(page_size, request.app.state.settings.max_page_size)
+    count, projects = await service.list_projects(session, page, page_size)
+    return ProjectPage(
+        count=count,
+        next=_page_url(request, page + 1) if page * page_size < count else None,
+        previous=_page_url(request, page - 1) if page > 1 else None,
+        results=[ProjectOut.model_validate(project) for project in projects],
+    )
+
+
+@router.post("", response_model=ProjectOut, status_code=201)
+@router.post("/", response_model=ProjectOut, status_code=201, include_in_schema=False)
+async def create_project(body: ProjectCreate, session: SessionDep, user: CurrentUser) -> ProjectOut:
+    return ProjectOut.model_validate(await service.create_project(session, body, user))
+
+
+@router.post("/validate", response_model=LabelConfigOut)
+@router.post("/validate/", response_model=LabelConfigOut, include_in_schema=False)
+async def validate_config(body: LabelConfigIn, _: CurrentUser) -> LabelConfigOut:
+    await service.parse_config(body.label_config)
+    return LabelConfigOut(label_config=body.label_config)
+
+
+@router.get("/{project_id}", response_model=ProjectOut)
+@router.get("/{project_id}/", response_model=ProjectOut, include_in_schema=False)
+async def get_project(project_id: int, session: SessionDep, _: CurrentUser) -> ProjectOut:
+    return ProjectOut.model_validate(await service.get_project(session, project_id))
+
+
+@router.patch("/{project_id}", response_model=ProjectOut)
+@router.patch("/{project_id}/", response_model=ProjectOut, include_in_schema=False)
+async def update_project(
+    project_id: int, body: ProjectUpdate, session: SessionDep, _: CurrentUser
+) -> ProjectOut:
+    return ProjectOut.model_validate(await service.update_project(session, project_id, body))
+
+
+@router.delete("/{project_id}", status_code=204)
+@router.delete("/{project_id}/", status_code=204, include_in_schema=False)
+async def delete_project(project_id: int, session: SessionDep, _: CurrentUser) -> Response:
+    await service.delete_project(session, project_id)
+    return Response(status_code=204)
+
+
+@router.post("/{project_id}/validate", response_model=LabelConfigOut)
+@router.post("/{project_id}/validate/", response_model=LabelConfigOut, include_in_schema=False)
+async def validate_project_config(
+    project_id: int, body: LabelConfigIn, session: SessionDep, _: CurrentUser
+) -> LabelConfigOut:
+    await service.validate_config_for_project(session, project_id, body.label_config)
+    return LabelConfigOut(label_config=body.label_config)

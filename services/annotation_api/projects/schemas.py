@@ -1,0 +1,77 @@
+"""Project request/response bodies, with Label Studio's field names."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Sampling = Literal["Sequential sampling", "Uniform sampling", "Uncertainty sampling"]
+DEFAULT_LABEL_CONFIG = "<View></View>"
+
+
+class _Input(BaseModel):
+    # Label Studio clients send many project fields we do not model (color, expert_instruction, …);
+    # ignoring them keeps those clients working.
+    model_config = ConfigDict(extra="ignore")
+
+
+class ProjectCreate(_Input):
+    title: str = Field(default="", max_length=250)
+    description: str = ""
+    label_config: str = DEFAULT_LABEL_CONFIG
+    model_version: str = ""
+    sampling: Sampling = "Sequential sampling"
+    show_collab_predictions: bool = True
+    evaluate_predictions_automatically: bool = False
+    repredict_on_new_version: bool = False
+
+
+class ProjectUpdate(_Input):
+    """Partial update: only the fields present in the body change."""
+
+    title: str = Field(default="", max_length=250)
+    description: str = ""
+    label_config: str = DEFAULT_LABEL_CONFIG
+    model_version: str = ""
+    sampling: Sampling = "Sequential sampling"
+    show_collab_predictions: bool = True
+    evaluate_predictions_automatically: bool = False
+    repredict_on_new_version: bool = False
+
+
+class LabelConfigIn(BaseModel):
+    label_config: str
+
+
+class LabelConfigOut(BaseModel):
+    label_config: str
+
+
+class ProjectOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    title: str
+    description: str
+    label_config: str
+    model_version: str
+    sampling: str
+    show_collab_predictions: bool
+    evaluate_predictions_automatically: bool
+    repredict_on_new_version: bool
+    task_number: int
+    total_predictions_number: int
+    total_annotations_number: int
+    num_tasks_with_annotations: int
+    created_by: int | None = Field(validation_alias="created_by_id")
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProjectPage(BaseModel):
+    count: int
+    next: str | None
+    previous: str | None
+    results: list[ProjectOut]

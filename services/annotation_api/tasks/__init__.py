@@ -1,0 +1,1 @@
+"""Tasks: listing (keyset or page), one-task CRUD, and the bulk SQL behind them."""

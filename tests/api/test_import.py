@@ -1,0 +1,116 @@
+"""Import over real HTTP: both task forms, inline annotations/predictions, all-or-nothing errors."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.api.helpers import choice, create_project, import_tasks
+
+
+async def _project(api: httpx.AsyncClient, project_id: int) -> dict[str, object]:
+    body: dict[str, object] = (await api.get(f"/api/projects/{project_id}")).json()
+    return body
+
+
+async def test_import_bare_and_full_tasks_with_counters(api: httpx.AsyncClient) -> None:
+    project = await create_project(api)
+    tasks = [
+        {"text": "bare", "extra": 1},
+        {"data": {"text": "full"}, "meta": {"source": "s"}},
+        {
+            "data": {"text": "with both"},
+            "annotations": [{"result": choice("positive"), "lead_time": 1.5}],
+            "predictions": [
+                {"result": choice("negative"), "score": 0.4, "model_version": "v1"},
+                {"result": choice("positive")},
+            ],
+        },
+        {"data": {"text": "skipped"}, "annotations": [{"result": [], "was_cancelled": True}]},
+    ]
+    body = await import_tasks(api, project["id"], tasks, return_task_ids="true")
+    assert body["task_count"] == 4
+    assert body["annotation_count"] == 2
+    assert body["prediction_count"] == 2
+    assert body["data_columns"] == ["extra", "text"]
+    assert body["could_be_tasks_list"] is False
+    assert body["found_formats"] == []
+    assert body["file_upload_ids"] == []
+    assert body["duration"] >= 0
+    assert len(body["task_ids"]) == 4
+    assert body["task_ids"] == sorted(body["task_ids"])
+    counters = await _project(api, project["id"])
+    assert counters["task_number"] == 4
+    assert counters["total_annotations_number"] == 1
+    assert counters["total_predictions_number"] == 2
+    assert counters["num_tasks_with_annotations"] == 1
+    # a prediction without model_version is "undefined"; that was the last one imported
+    assert counters["model_version"] == "undefined"
+    second = await import_tasks(api, project["id"], [{"text": "more"}])
+    assert "task_ids" not in second
+    assert (await _project(api, project["id"]))["task_number"] == 5
+
+
+async def test_project_model_version_set_from_import_only_when_empty(api: httpx.AsyncClient) -> None:
+    project = await create_project(api)
+    task = {"data": {"text": "t"}, "predictions": [{"result": choice("positive"), "model_version": "m1"}]}
+    await import_tasks(api, project["id"], [task])
+    assert (await _project(api, project["id"]))["model_version"] == "m1"
+    task["predictions"][0]["model_version"] = "m2"  # type: ignore[index]
+    await import_tasks(api, project["id"], [task])
+    assert (await _project(api, project["id"]))["model_version"] == "m1"
+
+
+async def test_bad_item_is_named_and_nothing_is_written(api: httpx.AsyncClient) -> None:
+    project = await create_project(api)
+    tasks: list[object] = [{"text": f"t{i}"} for i in range(20)]
+    tasks[17] = {"data": {"txt": "typo"}}
+    response = await api.post(f"/api/projects/{project['id']}/import", json=tasks)
+    assert response.status_code == 400
+    body = response.json()
+    assert body["detail"] == 'tasks[17].data: missing key "text" required by <Text name="text" value="$text">'
+    assert list(body["validation_errors"]) == ["tasks[17].data"]
+    assert (await _project(api, project["id"]))["task_number"] == 0
+    listed = await api.get("/api/tasks", params={"project": project["id"]})
+    if listed.status_code == 200:
+        assert listed.json()["tasks"] == []
+
+
+async def test_invalid_inline_results_are_400(api: httpx.AsyncClient) -> None:
+    project = await create_project(api)
+    cases = {
+        "tasks[0].predictions[0].result": {
+            "data": {"text": "x"},
+            "predictions": [{"result": choice("unknown-label")}],
+        },
+        "tasks[0].predictions[0].score": {
+            "data": {"text": "x"},
+            "predictions": [{"result": choice("positive"), "score": "high"}],
+        },
+        "tasks[0].predictions[0].model_version": {
+            "data": {"text": "x"},
+            "predictions": [{"result": choice("positive"), "model_version": 3}],
+        },
+        "tasks[0].annotations[0].result": {"data": {"text": "x"}, "annotations": [{"lead_time": 1}]},
+        "tasks[0].annotations": {"data": {"text": "x"}, "annotations": {"result": []}},
+        "tasks[0].data": {"data": "text"},
+        "tasks[0].meta": {"data": {"text": "x"}, "meta": [1]},
+        "tasks[0]": 5,
+    }
+    for field, task in cases.items():
+        response = await api.post(f"/api/projects/{project['id']}/import", json=[task])
+        assert response.status_code == 400, (field, response.text)
+        assert list(response.json()["validation_errors"]) == [field], response.text
+    assert (await _project(api, project["id"]))["task_number"] == 0
+
+
+async def test_body_must_be_a_non_empty_json_list(api: httpx.AsyncClient) -> None:
+    project = await create_project(api)
+    url = f"/api/projects/{project['id']}/import"
+    headers = {"Content-Type": "application/json"}
+    for content in (b"[{", b"{}", b"[]", b"", b'"text"'):
+        response = await api.post(url, content=content, headers=headers)
+        assert response.status_code == 400, (content, response.text)
+        assert "tasks" in response.json()["validation_errors"]
+    missing = await api.post("/api/projects/99999/import", json=[{"text": "x"}])
+    assert missing.status_code == 404
+    assert "99999" in missing.json()["detail"]
