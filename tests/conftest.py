@@ -102,7 +102,14 @@ def api_settings(database_url: str, redis_url: str, ports: Ports) -> ApiSettings
 
 @pytest.fixture
 def gateway_settings(redis_url: str, ports: Ports) -> GatewaySettings:
-    return GatewaySettings(REDIS_URL=redis_url, api_url=ports.api_url, service_token=SERVICE_TOKEN)
+    return GatewaySettings(
+        REDIS_URL=redis_url,
+        api_url=ports.api_url,
+        service_token=SERVICE_TOKEN,
+        allowed_networks="127.0.0.0/8",
+        retry_base_s=0.001,
+        retry_max_s=0.01,
+    )
 
 
 @pytest.fixture

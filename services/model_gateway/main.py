@@ -9,7 +9,8 @@ from arq import create_pool
 from arq.connections import RedisSettings
 from fastapi import FastAPI
 
-from services.model_gateway import health
+from services.model_gateway import health, routes
+from services.model_gateway.predictor import BackendGateway
 from services.model_gateway.settings import GatewaySettings
 from shared.logging import RequestIdMiddleware, configure_logging
 
@@ -20,9 +21,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.redis = await create_pool(RedisSettings.from_dsn(settings.redis_url), retry=0)
+        app.state.gateway = BackendGateway(settings)
+        app.state.token_verifier = routes.TokenVerifier(settings.api_url, settings.whoami_cache_s)
         try:
             yield
         finally:
+            await app.state.token_verifier.aclose()
+            await app.state.gateway.aclose()
             await app.state.redis.aclose()
 
     app = FastAPI(
@@ -35,6 +40,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
+    app.include_router(routes.internal)
+    app.include_router(routes.public)
     return app
 
 

@@ -1,10 +1,40 @@
-"""Configuration of the model gateway and its workers (env prefix ``LABELLOOP_``, ``REDIS_URL`` bare)."""
+"""Configuration of the model gateway and its workers (env prefix ``LABELLOOP_``, ``REDIS_URL`` bare).
+
+Network lists are comma-separated CIDRs in the environment, e.g.
+``LABELLOOP_ALLOWED_NETWORKS="127.0.0.0/8,::1/128"`` (what ``make run`` passes).
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from shared.settings import CommonSettings, RedisSettingsMixin
+
+Network = IPv4Network | IPv6Network
+
+
+def parse_networks(value: Any) -> tuple[Network, ...]:
+    """A CIDR list from a comma-separated string or a sequence; a bad entry is named in the error."""
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    networks: list[Network] = []
+    for item in items:
+        if isinstance(item, IPv4Network | IPv6Network):
+            networks.append(item)
+            continue
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            networks.append(ip_network(text, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not a CIDR network: {exc}") from None
+    return tuple(networks)
 
 
 class GatewaySettings(CommonSettings, RedisSettingsMixin):
@@ -12,3 +42,53 @@ class GatewaySettings(CommonSettings, RedisSettingsMixin):
         default="http://127.0.0.1:8080",
         description="Annotation API base URL (results are written there).",
     )
+
+    # ---- address policy -------------------------------------------------------------------
+    allowed_networks: Annotated[tuple[Network, ...], NoDecode] = Field(
+        default=(),
+        description="Networks backends may live in although a built-in rule denies them (loopback, "
+        "private, link-local…). Default: none, so only public addresses are reachable.",
+    )
+    denied_networks: Annotated[tuple[Network, ...], NoDecode] = Field(
+        default=(),
+        description="Extra networks backends may never live in. The most specific matching rule wins; "
+        "on a tie this list beats allowed_networks.",
+    )
+    dns_timeout_s: float = Field(default=2.0, gt=0)
+
+    # ---- timeouts (seconds) ---------------------------------------------------------------
+    connect_timeout_s: float = Field(default=1.0, gt=0, description="TCP connect, as Label Studio.")
+    health_timeout_s: float = Field(default=3.0, gt=0)
+    setup_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Annotation events to /webhook.")
+    interactive_timeout_s: float = Field(default=5.0, gt=0, description="Whole interactive predict.")
+    call_deadline_s: float = Field(
+        default=300.0, gt=0, description="One backend call including all its retries and backoffs."
+    )
+
+    # ---- retries, budget, breaker ---------------------------------------------------------
+    retry_attempts: int = Field(default=3, ge=1, description="Attempts per call, the first included.")
+    retry_base_s: float = Field(default=0.2, ge=0)
+    retry_max_s: float = Field(default=5.0, ge=0)
+    retry_after_max_s: float = Field(default=30.0, ge=0, description="Longest Retry-After honoured.")
+    retry_budget_ratio: float = Field(
+        default=0.2, ge=0, le=1, description="Retries allowed per first attempt, per backend."
+    )
+    retry_budget_burst: float = Field(
+        default=10.0, ge=1, description="Retry tokens a backend starts with and can save up."
+    )
+    breaker_failure_threshold: int = Field(default=5, ge=1, description="Consecutive failures to open.")
+    breaker_cool_down_s: float = Field(default=10.0, ge=0, description="Open time before a probe.")
+
+    # ---- connection pools -----------------------------------------------------------------
+    max_backend_clients: int = Field(
+        default=256, ge=1, description="Backend origins with a pooled client; idle ones beyond are closed."
+    )
+    keepalive_expiry_s: float = Field(default=30.0, gt=0)
+    whoami_cache_s: float = Field(default=60.0, ge=0, description="How long a client token stays valid.")
+    public_max_tasks: int = Field(default=100, ge=1, description="Tasks per POST /api/predict.")
+
+    @field_validator("allowed_networks", "denied_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> tuple[Network, ...]:
+        return parse_networks(value)

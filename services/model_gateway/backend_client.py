@@ -1,0 +1,458 @@
+"""HTTP to ML backends: pooled keep-alive clients, the address policy at connect time, and the one retry loop.
+
+One ``httpx.AsyncClient`` per backend origin lives as long as the process, so a bulk job reuses warm
+connections instead of paying a TCP (and TLS) handshake per batch. Each client's connections are opened
+by ``PolicyNetworkBackend``, which resolves the host, checks every address against the
+``AddressPolicy`` and connects to a checked address.
+
+``BackendCaller.call`` makes one logical call: concurrency slot, circuit breaker, per-attempt timeout,
+classification of the outcome, and retries (backoff with full jitter, ``Retry-After``, retry budget,
+overall deadline). Callers get a ``BackendResponse`` for a 2xx answer and a ``CallFailure`` otherwise.
+Credentials travel only in the ``Authorization`` header; they are never part of a URL, message or repr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import httpcore
+import httpx
+
+from services.model_gateway.address_policy import AddressPolicy, AddressRejected
+from services.model_gateway.resilience import (
+    CircuitBreaker,
+    CircuitOpen,
+    Limiter,
+    RetryBudget,
+    RetryPolicy,
+    retry_after_seconds,
+)
+from services.model_gateway.settings import GatewaySettings
+from shared.gateway_contract import BackendSpec
+from shared.protocol import backend_error_detail
+
+_RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+_UNAVAILABLE_STATUS = frozenset({502, 503, 504})
+
+
+class FailureKind(StrEnum):
+    INVALID_URL = "invalid_url"
+    POLICY = "policy"
+    DNS = "dns"
+    REFUSED = "refused"
+    CONNECTION_LOST = "connection_lost"
+    TIMEOUT = "timeout"
+    UNAUTHORIZED = "unauthorized"
+    HTTP_ERROR = "http_error"
+    """A 4xx other than 401/429: the request, not the backend's health, is the problem."""
+    BACKEND_ERROR = "backend_error"
+    """A 5xx answer (after retries for 502/503/504)."""
+    THROTTLED = "throttled"
+    CIRCUIT_OPEN = "circuit_open"
+
+
+class CallFailure(Exception):
+    """A backend call that did not produce a 2xx answer; ``message`` is safe to show to users."""
+
+    def __init__(
+        self,
+        kind: FailureKind,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retryable: bool = False,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status_code = status_code
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+
+    @property
+    def counts_against_backend(self) -> bool:
+        """Whether this failure says the backend is unhealthy (feeds the circuit breaker)."""
+        return self.kind in {
+            FailureKind.REFUSED,
+            FailureKind.CONNECTION_LOST,
+            FailureKind.TIMEOUT,
+            FailureKind.BACKEND_ERROR,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BackendResponse:
+    status_code: int
+    content: bytes
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A backend's base URL split into what the pool keys on and what requests use; no credentials."""
+
+    origin: str
+    base: str
+    url_user: str | None
+    url_password: str | None = field(repr=False)
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint:
+        try:
+            parsed = httpx.URL(url.strip())
+        except httpx.InvalidURL as exc:
+            raise CallFailure(FailureKind.INVALID_URL, f"backend url is not a URL: {exc}") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise CallFailure(
+                FailureKind.INVALID_URL, "backend url must look like http(s)://host[:port][/path]"
+            )
+        clean = parsed.copy_with(username=None, password=None, query=None, fragment=None)
+        origin = f"{clean.scheme}://{clean.netloc.decode('ascii')}"
+        return cls(
+            origin=origin,
+            base=str(clean).rstrip("/"),
+            url_user=parsed.username or None,
+            url_password=parsed.password or None,
+        )
+
+
+def authorization_header(spec: BackendSpec, endpoint: Endpoint) -> str | None:
+    """Basic auth from the backend entry, else from credentials written into its URL."""
+    if spec.auth_method == "BASIC_AUTH":
+        user, password = spec.basic_auth_user or "", spec.basic_auth_pass or ""
+    elif endpoint.url_user is not None:
+        user, password = endpoint.url_user, endpoint.url_password or ""
+    else:
+        return None
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+class PolicyNetworkBackend(httpcore.AsyncNetworkBackend):
+    """Opens TCP connections only to addresses the policy allows, trying each checked address in turn."""
+
+    def __init__(self, policy: AddressPolicy) -> None:
+        self._policy = policy
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = await self._policy.resolve(host, port)
+        last: httpcore.ConnectError | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(
+                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
+            except httpcore.ConnectError as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise AddressRejected("policy", "unix sockets are not allowed for backends")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class PolicyTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport with its connection pool opened through ``PolicyNetworkBackend``.
+
+    httpx takes no network backend argument, so the pool it builds is replaced by an identical one
+    that has ours (httpx and httpcore are pinned).
+    """
+
+    def __init__(self, policy: AddressPolicy, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits, trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=PolicyNetworkBackend(policy),
+        )
+
+
+@dataclass(slots=True)
+class _PooledClient:
+    client: httpx.AsyncClient
+    in_use: int = 0
+
+
+class ClientPool:
+    """One keep-alive client per origin; beyond ``max_clients`` the least recently used idle ones close."""
+
+    def __init__(self, policy: AddressPolicy, max_clients: int, keepalive_expiry_s: float) -> None:
+        self._policy = policy
+        self._max_clients = max_clients
+        self._limits = httpx.Limits(
+            max_connections=None, max_keepalive_connections=64, keepalive_expiry=keepalive_expiry_s
+        )
+        self._clients: OrderedDict[str, _PooledClient] = OrderedDict()
+
+    @asynccontextmanager
+    async def client(self, origin: str) -> AsyncIterator[httpx.AsyncClient]:
+        pooled = self._clients.get(origin)
+        if pooled is None:
+            await self._evict_idle()
+            transport = PolicyTransport(self._policy, self._limits)
+            pooled = self._clients[origin] = _PooledClient(
+                httpx.AsyncClient(transport=transport, trust_env=False, follow_redirects=False)
+            )
+        self._clients.move_to_end(origin)
+        pooled.in_use += 1
+        try:
+            yield pooled.client
+        finally:
+            pooled.in_use -= 1
+
+    async def _evict_idle(self) -> None:
+        excess = len(self._clients) + 1 - self._max_clients
+        for origin in [key for key, entry in self._clients.items() if entry.in_use == 0][: max(excess, 0)]:
+            await self._clients.pop(origin).client.aclose()
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), OrderedDict()
+        for pooled in clients:
+            await pooled.client.aclose()
+
+
+@dataclass(slots=True)
+class BackendState:
+    """What the process remembers about one backend (by URL) between calls."""
+
+    breaker: CircuitBreaker
+    budget: RetryBudget
+    limiter: Limiter
+    single_task: bool = False
+    """The backend answered one result for a multi-task batch: send it one task per call."""
+
+
+class BackendCaller:
+    """Makes calls to backends for the whole process; see the module docstring."""
+
+    def __init__(self, settings: GatewaySettings, policy: AddressPolicy) -> None:
+        self.settings = settings
+        self.pool = ClientPool(policy, settings.max_backend_clients, settings.keepalive_expiry_s)
+        self.retry = RetryPolicy(
+            attempts=settings.retry_attempts,
+            base_s=settings.retry_base_s,
+            max_s=settings.retry_max_s,
+            retry_after_max_s=settings.retry_after_max_s,
+        )
+        self._states: OrderedDict[str, BackendState] = OrderedDict()
+
+    def state(self, spec: BackendSpec, endpoint: Endpoint | None = None) -> BackendState:
+        """The per-backend state, created on first use; bounded like the client pool."""
+        key = (endpoint or Endpoint.parse(spec.url)).base
+        state = self._states.get(key)
+        if state is None:
+            s = self.settings
+            state = BackendState(
+                breaker=CircuitBreaker(key, s.breaker_failure_threshold, s.breaker_cool_down_s),
+                budget=RetryBudget(s.retry_budget_ratio, s.retry_budget_burst),
+                limiter=Limiter(spec.max_concurrency),
+            )
+            self._states[key] = state
+            while len(self._states) > 4 * s.max_backend_clients:
+                self._states.popitem(last=False)
+        else:
+            state.limiter = state.limiter.resized(spec.max_concurrency)
+            self._states.move_to_end(key)
+        return state
+
+    async def call(
+        self,
+        spec: BackendSpec,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        timeout_s: float,
+        deadline_s: float | None = None,
+        retries: bool = True,
+        retry_on_timeout: bool = True,
+        use_breaker: bool = True,
+    ) -> BackendResponse:
+        """One logical call to ``<backend url><path>``; raises CallFailure unless the answer is 2xx.
+
+        ``timeout_s`` bounds each attempt's reads; ``deadline_s`` bounds the whole call, waiting for a
+        concurrency slot, retries and backoffs included.
+        """
+        endpoint = Endpoint.parse(spec.url)
+        state = self.state(spec, endpoint)
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        auth = authorization_header(spec, endpoint)
+        if auth is not None:
+            headers["Authorization"] = auth
+        url = endpoint.base + path
+        deadline = time.monotonic() + (
+            deadline_s if deadline_s is not None else self.settings.call_deadline_s
+        )
+        state.budget.on_request()
+        retry = 0
+        while True:
+            failure = await self._attempt(
+                state, endpoint, method, url, path, headers, body, timeout_s, deadline, use_breaker
+            )
+            if isinstance(failure, BackendResponse):
+                return failure
+            if not (
+                retries and failure.retryable and (retry_on_timeout or failure.kind != FailureKind.TIMEOUT)
+            ):
+                raise failure
+            if retry + 1 >= self.retry.attempts:
+                raise failure
+            delay = self.retry.backoff(retry)
+            if failure.retry_after_s is not None:
+                if failure.retry_after_s > self.retry.retry_after_max_s:
+                    raise failure
+                delay = max(delay, failure.retry_after_s)
+            if time.monotonic() + delay >= deadline:
+                raise failure
+            if not state.budget.try_spend():
+                failure.message += " (not retried: retry budget for this backend exhausted)"
+                raise failure
+            await asyncio.sleep(delay)
+            retry += 1
+
+    async def _attempt(
+        self,
+        state: BackendState,
+        endpoint: Endpoint,
+        method: str,
+        url: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        timeout_s: float,
+        deadline: float,
+        use_breaker: bool,
+    ) -> BackendResponse | CallFailure:
+        """One attempt; returns the failure instead of raising so the retry loop stays flat."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return CallFailure(FailureKind.TIMEOUT, f"{path}: deadline exceeded", retryable=False)
+        if use_breaker:
+            try:
+                state.breaker.before_call()
+            except CircuitOpen as exc:
+                return CallFailure(FailureKind.CIRCUIT_OPEN, str(exc), retry_after_s=exc.retry_after_s)
+        try:
+            result = await self._send(state, endpoint, method, url, path, headers, body, timeout_s, remaining)
+        except BaseException:
+            if use_breaker:
+                state.breaker.release_probe()
+            raise
+        if use_breaker:
+            self._record(state.breaker, result)
+        return result
+
+    async def _send(
+        self,
+        state: BackendState,
+        endpoint: Endpoint,
+        method: str,
+        url: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        timeout_s: float,
+        remaining: float,
+    ) -> BackendResponse | CallFailure:
+        timeout = httpx.Timeout(
+            min(timeout_s, remaining), connect=min(self.settings.connect_timeout_s, remaining)
+        )
+        try:
+            async with (
+                asyncio.timeout(remaining),
+                state.limiter.semaphore,
+                self.pool.client(endpoint.origin) as client,
+            ):
+                response = await client.request(method, url, content=body, headers=headers, timeout=timeout)
+        except AddressRejected as exc:
+            return CallFailure(FailureKind(exc.kind), exc.message)
+        except TimeoutError:
+            message = f"{path}: no answer within the call's deadline ({remaining:.1f}s left)"
+            return CallFailure(FailureKind.TIMEOUT, message, retryable=True)
+        except httpx.TimeoutException as exc:
+            return self._timeout_failure(path, exc, timeout_s)
+        except httpx.ConnectError as exc:
+            message = f"{path}: cannot connect to {endpoint.origin}: {exc}"
+            return CallFailure(FailureKind.REFUSED, message, retryable=True)
+        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
+            message = f"{path}: connection to {endpoint.origin} lost: {exc or type(exc).__name__}"
+            return CallFailure(FailureKind.CONNECTION_LOST, message, retryable=True)
+        except httpx.TransportError as exc:
+            return CallFailure(FailureKind.INVALID_URL, f"{path}: {type(exc).__name__}: {exc}")
+        return self._classify(path, response)
+
+    @staticmethod
+    def _record(breaker: CircuitBreaker, result: BackendResponse | CallFailure) -> None:
+        if isinstance(result, CallFailure) and result.counts_against_backend:
+            breaker.record_failure()
+        elif isinstance(result, CallFailure) and result.kind in (FailureKind.POLICY, FailureKind.DNS):
+            breaker.release_probe()
+        else:
+            breaker.record_success()
+
+    def _timeout_failure(self, path: str, exc: httpx.TimeoutException, timeout_s: float) -> CallFailure:
+        if isinstance(exc, httpx.ConnectTimeout):
+            message = f"{path}: connect timed out after {self.settings.connect_timeout_s:g}s"
+        elif isinstance(exc, httpx.PoolTimeout):
+            message = f"{path}: no free connection in time"
+        else:
+            message = f"{path}: no answer within {timeout_s:g}s"
+        return CallFailure(FailureKind.TIMEOUT, message, retryable=True)
+
+    @staticmethod
+    def _classify(path: str, response: httpx.Response) -> BackendResponse | CallFailure:
+        status = response.status_code
+        content_type = response.headers.get("content-type", "")
+        if 200 <= status < 300:
+            return BackendResponse(status, response.content, content_type)
+        detail = backend_error_detail(status, content_type, response.content)
+        message = f"{path} answered {status}: {detail}"
+        if status == 401:
+            return CallFailure(FailureKind.UNAUTHORIZED, message, status_code=status)
+        if status == 429:
+            return CallFailure(
+                FailureKind.THROTTLED,
+                message,
+                status_code=status,
+                retryable=True,
+                retry_after_s=retry_after_seconds(response.headers.get("retry-after")),
+            )
+        if status >= 500:
+            return CallFailure(
+                FailureKind.BACKEND_ERROR,
+                message,
+                status_code=status,
+                retryable=status in _UNAVAILABLE_STATUS,
+            )
+        return CallFailure(FailureKind.HTTP_ERROR, message, status_code=status)
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()

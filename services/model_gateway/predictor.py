@@ -1,0 +1,368 @@
+"""``BackendGateway``: everything the gateway asks of an ML backend (check, predict, webhook).
+
+One instance per process (the HTTP app and each worker hold one), because it owns what must be
+shared by every caller: pooled clients, circuit breakers, retry budgets and concurrency limits per
+backend. Predictions come back validated against the project's label config and tagged with a
+resolved model version; whatever cannot be predicted becomes a per-task error saying why, so a bulk
+job reports exact failures instead of a silent gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from services.model_gateway.address_policy import AddressPolicy, Resolver, system_resolver
+from services.model_gateway.backend_client import BackendCaller, BackendResponse, CallFailure, FailureKind
+from services.model_gateway.settings import GatewaySettings
+from shared.gateway_contract import (
+    BackendSpec,
+    CheckBackendRequest,
+    CheckBackendResult,
+    CheckFailure,
+    PredictTasksResult,
+    ProjectRef,
+    TaskError,
+    TaskPrediction,
+    WebhookRequest,
+    WebhookResult,
+)
+from shared.label_config import LabelConfig, LabelConfigError, parse_label_config_cached
+from shared.prediction_validation import validate_result, validate_score
+from shared.protocol import (
+    CountMismatch,
+    HealthResponse,
+    ProtocolError,
+    SetupRequest,
+    SetupResponse,
+    WebhookEvent,
+    decode_json,
+    normalize_predict_response,
+)
+
+log = logging.getLogger(__name__)
+
+UNDEFINED_VERSION = "undefined"
+"""Stored on predictions whose backend named no version at all (per prediction, response or /setup)."""
+
+_BISECT_STATUS = frozenset({400, 413, 422, 500})
+"""Whole-batch failures that one bad task can cause: split the batch to find it."""
+_MAX_PROBLEMS_SHOWN = 5
+
+_CHECK_FAILURE = {
+    FailureKind.INVALID_URL: CheckFailure.POLICY,
+    FailureKind.POLICY: CheckFailure.POLICY,
+    FailureKind.DNS: CheckFailure.DNS,
+    FailureKind.REFUSED: CheckFailure.REFUSED,
+    FailureKind.CONNECTION_LOST: CheckFailure.BACKEND_ERROR,
+    FailureKind.TIMEOUT: CheckFailure.TIMEOUT,
+    FailureKind.UNAUTHORIZED: CheckFailure.UNAUTHORIZED,
+    FailureKind.HTTP_ERROR: CheckFailure.BAD_RESPONSE,
+    FailureKind.BACKEND_ERROR: CheckFailure.BACKEND_ERROR,
+    FailureKind.THROTTLED: CheckFailure.BACKEND_ERROR,
+    FailureKind.CIRCUIT_OPEN: CheckFailure.BACKEND_ERROR,
+}
+
+
+def _task_id(task: dict[str, Any], index: int) -> int:
+    task_id = task.get("id")
+    if isinstance(task_id, bool) or not isinstance(task_id, int):
+        raise ValueError(f"tasks[{index}].id must be an integer, got {task_id!r}")
+    return task_id
+
+
+def _problems_text(problems: list[str]) -> str:
+    shown = "; ".join(problems[:_MAX_PROBLEMS_SHOWN])
+    more = len(problems) - _MAX_PROBLEMS_SHOWN
+    return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+@dataclass(slots=True)
+class _Collector:
+    """Predictions and errors of one predict() call, kept in task order whatever order batches finish."""
+
+    config: LabelConfig
+    positions: dict[int, int]
+    predictions: list[tuple[int, TaskPrediction]] = field(default_factory=list)
+    errors: list[tuple[int, TaskError]] = field(default_factory=list)
+
+    def fail(self, tasks: Sequence[dict[str, Any]], message: str) -> None:
+        for task in tasks:
+            task_id = task["id"]
+            self.errors.append((self.positions[task_id], TaskError(task_id=task_id, message=message)))
+
+    def add(self, task_id: int, result: list[Any], score: float | None, version: str | None) -> None:
+        """Keep a prediction if it fits the label config, else record why it was rejected."""
+        problems = validate_result(self.config, result) + validate_score(score)
+        position = self.positions[task_id]
+        if problems:
+            message = f"prediction rejected, it does not fit the label config: {_problems_text(problems)}"
+            self.errors.append((position, TaskError(task_id=task_id, message=message)))
+            return
+        prediction = TaskPrediction(
+            task_id=task_id, result=result, score=score, model_version=version or UNDEFINED_VERSION
+        )
+        self.predictions.append((position, prediction))
+
+    def result(self, fallback_version: str | None) -> PredictTasksResult:
+        """Top-level version: the one all predictions share; None when they differ."""
+        predictions = [item for _, item in sorted(self.predictions, key=lambda pair: pair[0])]
+        errors = [item for _, item in sorted(self.errors, key=lambda pair: pair[0])]
+        versions = {prediction.model_version for prediction in predictions}
+        if len(versions) == 1:
+            version: str | None = versions.pop()
+        elif not versions:
+            version = fallback_version
+        else:
+            version = None
+        return PredictTasksResult(predictions=predictions, errors=errors, model_version=version)
+
+
+@dataclass(frozen=True, slots=True)
+class _PredictCall:
+    """What stays fixed across the batches of one predict() call."""
+
+    backend: BackendSpec
+    project: ProjectRef
+    context: dict[str, Any] | None
+    timeout_s: float
+    deadline_s: float
+    retries: bool
+    collector: _Collector
+
+
+class BackendGateway:
+    """The process-wide entry point to ML backends; see the module docstring. Close with ``aclose()``."""
+
+    def __init__(self, settings: GatewaySettings, *, resolver: Resolver = system_resolver) -> None:
+        self.settings = settings
+        self.policy = AddressPolicy(
+            settings.allowed_networks,
+            settings.denied_networks,
+            resolver=resolver,
+            dns_timeout_s=settings.dns_timeout_s,
+        )
+        self.caller = BackendCaller(settings, self.policy)
+
+    async def aclose(self) -> None:
+        await self.caller.aclose()
+
+    # ---- check -----------------------------------------------------------------------------
+
+    async def check(self, req: CheckBackendRequest) -> CheckBackendResult:
+        """``/health`` then ``/setup``; on success the version /setup reported, else the failure kind."""
+        spec, s = req.backend, self.settings
+        try:
+            health_response = await self.caller.call(
+                spec,
+                "GET",
+                "/health",
+                timeout_s=s.health_timeout_s,
+                retries=False,
+                use_breaker=False,
+                deadline_s=s.health_timeout_s + s.connect_timeout_s,
+            )
+            health = HealthResponse.model_validate(decode_json(health_response.content))
+        except CallFailure as failure:
+            return CheckBackendResult(ok=False, failure=_CHECK_FAILURE[failure.kind], error=failure.message)
+        except (ProtocolError, ValidationError) as exc:
+            return _bad_response("/health", exc)
+        if not health.is_up:
+            return CheckBackendResult(
+                ok=False,
+                failure=CheckFailure.BACKEND_ERROR,
+                model_class=health.model_class,
+                error=f"/health reports status {health.status[:100]!r}, expected 'UP'",
+            )
+        extra = req.backend.extra_params
+        setup = SetupRequest(
+            project=req.project.protocol_id,
+            label_schema=req.project.label_config,
+            hostname=req.hostname,
+            access_token=req.access_token,
+            extra_params=None if extra is None else orjson.dumps(extra).decode(),
+        )
+        try:
+            setup_response = await self.caller.call(
+                spec,
+                "POST",
+                "/setup",
+                orjson.dumps(setup.model_dump(by_alias=True)),
+                timeout_s=s.setup_timeout_s,
+                retries=False,
+                use_breaker=False,
+                deadline_s=s.setup_timeout_s + s.connect_timeout_s,
+            )
+            version = SetupResponse.model_validate(decode_json(setup_response.content)).model_version
+        except CallFailure as failure:
+            return CheckBackendResult(
+                ok=False,
+                failure=_CHECK_FAILURE[failure.kind],
+                model_class=health.model_class,
+                error=failure.message,
+            )
+        except (ProtocolError, ValidationError) as exc:
+            return _bad_response("/setup", exc, health.model_class)
+        if version is None:
+            return CheckBackendResult(
+                ok=False,
+                failure=CheckFailure.NO_MODEL_VERSION,
+                model_class=health.model_class,
+                error="/setup answered without a model_version",
+            )
+        self.caller.state(spec).breaker.record_success()
+        return CheckBackendResult(ok=True, model_version=version, model_class=health.model_class)
+
+    # ---- predict ---------------------------------------------------------------------------
+
+    async def predict(
+        self,
+        backend: BackendSpec,
+        project: ProjectRef,
+        tasks: list[dict[str, Any]],
+        *,
+        context: dict[str, Any] | None = None,
+        interactive: bool = False,
+    ) -> PredictTasksResult:
+        """Predictions for ``tasks`` (each needs an integer ``id``), validated and version-tagged.
+
+        Tasks go in batches of ``backend.batch_size`` (one at a time for a backend known not to batch),
+        concurrently up to the backend's concurrency limit. Interactive calls get one attempt under
+        the tight interactive timeout. Raises ValueError only for tasks without an integer id.
+        """
+        positions = {_task_id(task, index): index for index, task in enumerate(tasks)}
+        try:
+            config = parse_label_config_cached(project.label_config)
+        except LabelConfigError as exc:
+            return PredictTasksResult(
+                errors=[
+                    TaskError(task_id=task_id, message=f"project label config is invalid: {exc}")
+                    for task_id in positions
+                ]
+            )
+        s = self.settings
+        if interactive:
+            timeout_s = min(backend.timeout_s, s.interactive_timeout_s)
+            deadline_s = s.interactive_timeout_s
+        else:
+            timeout_s, deadline_s = backend.timeout_s, s.call_deadline_s
+        call = _PredictCall(
+            backend, project, context, timeout_s, deadline_s, not interactive, _Collector(config, positions)
+        )
+        size = 1 if self.caller.state(backend).single_task else backend.batch_size
+        batches = [tasks[start : start + size] for start in range(0, len(tasks), size)]
+        if len(batches) == 1:
+            await self._predict_batch(call, batches[0])
+        else:
+            await asyncio.gather(*(self._predict_batch(call, batch) for batch in batches))
+        return call.collector.result(backend.model_version)
+
+    async def _predict_batch(self, call: _PredictCall, tasks: list[dict[str, Any]]) -> None:
+        backend, collector = call.backend, call.collector
+        body = {
+            "tasks": tasks,
+            "project": call.project.protocol_id,
+            "label_config": call.project.label_config,
+            "params": {"login": None, "password": None, "context": call.context},
+        }
+        try:
+            response = await self.caller.call(
+                backend,
+                "POST",
+                "/predict",
+                orjson.dumps(body),
+                timeout_s=call.timeout_s,
+                deadline_s=call.deadline_s,
+                retries=call.retries,
+            )
+        except CallFailure as failure:
+            if len(tasks) > 1 and not failure.retryable and failure.status_code in _BISECT_STATUS:
+                # One task may break the whole batch: halve until the culprit is alone.
+                middle = len(tasks) // 2
+                await asyncio.gather(
+                    self._predict_batch(call, tasks[:middle]), self._predict_batch(call, tasks[middle:])
+                )
+            else:
+                collector.fail(tasks, failure.message)
+            return
+        await self._read_predictions(call, tasks, response)
+
+    async def _read_predictions(
+        self, call: _PredictCall, tasks: list[dict[str, Any]], response: BackendResponse
+    ) -> None:
+        backend, collector = call.backend, call.collector
+        try:
+            normalized = normalize_predict_response(
+                decode_json(response.content), len(tasks), backend.model_version
+            )
+        except ProtocolError as exc:
+            collector.fail(tasks, f"/predict answered with a malformed body: {exc.detail}")
+            return
+        if normalized.mismatch is CountMismatch.SINGLE_RESULT:
+            log.warning(
+                "backend answered one result for %d tasks; sending it one task per call from now on",
+                len(tasks),
+                extra={"backend": self.caller.state(backend).breaker.name},
+            )
+            self.caller.state(backend).single_task = True
+            await asyncio.gather(*(self._predict_batch(call, [task]) for task in tasks))
+            return
+        if normalized.mismatch is not None:
+            collector.fail(
+                tasks,
+                f"/predict answered {normalized.result_count} results for {normalized.task_count} tasks; "
+                "results cannot be matched to tasks",
+            )
+            return
+        for task, predictions in zip(tasks, normalized.per_task, strict=True):
+            for prediction in predictions:
+                collector.add(task["id"], prediction.result, prediction.score, prediction.model_version)
+
+    # ---- webhook ---------------------------------------------------------------------------
+
+    async def webhook(self, req: WebhookRequest) -> WebhookResult:
+        """Deliver one event; 1.0.x backends train through ``POST /train`` when ``legacy_train``.
+
+        Training can run long, so START_TRAINING gets the backend's predict timeout; other events the
+        short webhook timeout. A read timeout is not retried: the backend may already be training.
+        """
+        training = req.payload.get("action") == WebhookEvent.START_TRAINING
+        path = "/train" if training and req.legacy_train else "/webhook"
+        timeout_s = req.backend.timeout_s if training else self.settings.webhook_timeout_s
+        try:
+            response = await self.caller.call(
+                req.backend,
+                "POST",
+                path,
+                orjson.dumps(req.payload),
+                timeout_s=timeout_s,
+                retry_on_timeout=False,
+            )
+        except CallFailure as failure:
+            return WebhookResult(ok=False, status_code=failure.status_code, error=failure.message)
+        try:
+            body: Any = decode_json(response.content) if response.content else None
+        except ProtocolError:
+            body = response.content[:2000].decode("utf-8", "replace")
+        return WebhookResult(ok=True, status_code=response.status_code, body=body)
+
+
+def _bad_response(path: str, exc: Exception, model_class: str | None = None) -> CheckBackendResult:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        detail = f"{where}: {first['msg']}"
+    else:
+        detail = str(exc)
+    return CheckBackendResult(
+        ok=False,
+        failure=CheckFailure.BAD_RESPONSE,
+        model_class=model_class,
+        error=f"{path} answered with an unexpected body: {detail}",
+    )

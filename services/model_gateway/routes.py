@@ -1,0 +1,229 @@
+"""The gateway's HTTP routes: internal ones for the annotation API, and a public predict.
+
+``/internal/*`` (contract in ``shared.gateway_contract``) accept only the service token.
+``POST /api/predict`` serves people who want predictions without storing them: it takes the label
+config and backend inline and accepts the service token or a client API token, which the annotation
+API vouches for through ``GET /api/current-user/whoami`` (positive answers cached briefly, so a busy
+client costs the API one request a minute). A stored backend *id* is not accepted here: backends live
+in the API's database, which the gateway never reads; clients with a stored backend use the API's
+``/api/ml/{id}/interactive-annotating``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from typing import Annotated, Any, Literal
+
+import httpx
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from pydantic import BaseModel, Field
+
+from services.model_gateway.predictor import BackendGateway
+from services.model_gateway.settings import GatewaySettings
+from shared.gateway_contract import (
+    BackendSpec,
+    CheckBackendRequest,
+    CheckBackendResult,
+    PredictTasksRequest,
+    PredictTasksResult,
+    ProjectRef,
+    WebhookRequest,
+    WebhookResult,
+)
+from shared.label_config import LabelConfigError, parse_label_config_cached
+from shared.logging import outgoing_request_headers
+
+_MAX_CACHED_TOKENS = 10_000
+
+
+def _bearer(request: Request, *schemes: str) -> str | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() not in schemes or not value.strip():
+        return None
+    return value.strip()
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _is_service_token(settings: GatewaySettings, given: str | None) -> bool:
+    expected = settings.service_token
+    return bool(expected) and given is not None and secrets.compare_digest(given, expected)
+
+
+async def service_caller(request: Request) -> None:
+    """Only labelloop services, holding the service token, may call ``/internal`` routes."""
+    if not _is_service_token(request.app.state.settings, _bearer(request, "bearer")):
+        raise _unauthorized(
+            "This route is for labelloop services only (Authorization: Bearer <service token>)."
+        )
+
+
+class TokenVerifier:
+    """Asks the annotation API whether a client token is valid; remembers yeses for ``ttl_s``.
+
+    Only digests of tokens are kept. No is never cached, so a freshly created token works at once.
+    """
+
+    def __init__(self, api_url: str, ttl_s: float) -> None:
+        self._client = httpx.AsyncClient(base_url=api_url.rstrip("/"), timeout=5.0, trust_env=False)
+        self._ttl_s = ttl_s
+        self._valid_until: dict[str, float] = {}
+
+    async def verify(self, token: str) -> bool:
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        now = time.monotonic()
+        if self._valid_until.get(digest, 0.0) > now:
+            return True
+        headers = {"Authorization": f"Token {token}", **outgoing_request_headers()}
+        try:
+            response = await self._client.get("/api/current-user/whoami", headers=headers)
+        except httpx.HTTPError as exc:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                f"cannot verify the token: annotation API unreachable ({exc})",
+            ) from None
+        if response.status_code in (401, 403):
+            return False
+        if response.status_code != 200:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                f"cannot verify the token: annotation API answered {response.status_code}",
+            )
+        if len(self._valid_until) >= _MAX_CACHED_TOKENS:
+            self._valid_until = {key: until for key, until in self._valid_until.items() if until > now}
+        if len(self._valid_until) < _MAX_CACHED_TOKENS:
+            self._valid_until[digest] = now + self._ttl_s
+        return True
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+async def public_caller(request: Request) -> None:
+    """The service token, or a client token (``Token <key>`` or ``Bearer <key>``) the API accepts."""
+    token = _bearer(request, "token", "bearer")
+    if token is None:
+        raise _unauthorized("Authentication credentials were not provided (Authorization: Token <key>).")
+    if _is_service_token(request.app.state.settings, token):
+        return
+    verifier: TokenVerifier = request.app.state.token_verifier
+    if not await verifier.verify(token):
+        raise _unauthorized("Invalid token.")
+
+
+def get_gateway(request: Request) -> BackendGateway:
+    gateway: BackendGateway = request.app.state.gateway
+    return gateway
+
+
+GatewayDep = Annotated[BackendGateway, Depends(get_gateway)]
+
+internal = APIRouter(prefix="/internal", tags=["internal"], dependencies=[Depends(service_caller)])
+public = APIRouter(prefix="/api", tags=["predict"], dependencies=[Depends(public_caller)])
+
+
+@internal.post("/backends/check", response_model=CheckBackendResult)
+async def check_backend(body: CheckBackendRequest, gateway: GatewayDep) -> CheckBackendResult:
+    """``/health`` then ``/setup`` of a backend; the failure kind says what to fix."""
+    return await gateway.check(body)
+
+
+async def _predict(
+    gateway: BackendGateway,
+    backend: BackendSpec,
+    project: ProjectRef,
+    tasks: list[dict[str, Any]],
+    context: dict[str, Any] | None,
+    interactive: bool,
+) -> PredictTasksResult:
+    try:
+        return await gateway.predict(backend, project, tasks, context=context, interactive=interactive)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+
+
+@internal.post("/predict", response_model=PredictTasksResult)
+async def predict_tasks(body: PredictTasksRequest, gateway: GatewayDep) -> PredictTasksResult:
+    """Predictions for tasks, validated and version-tagged, not stored; per-task errors inside."""
+    return await _predict(gateway, body.backend, body.project, body.tasks, body.context, body.interactive)
+
+
+@internal.post("/webhook", response_model=WebhookResult)
+async def deliver_webhook(body: WebhookRequest, gateway: GatewayDep) -> WebhookResult:
+    """One event to a backend's ``/webhook`` (or 1.0.x ``/train``); the backend's answer or error."""
+    return await gateway.webhook(body)
+
+
+class PublicBackend(BaseModel):
+    """A backend given inline; the same address policy applies as for stored backends."""
+
+    url: str
+    auth_method: Literal["NONE", "BASIC_AUTH"] = "NONE"
+    basic_auth_user: str | None = None
+    basic_auth_pass: str | None = Field(default=None, repr=False)
+    model_version: str | None = Field(default=None, description="Version to tag predictions that name none.")
+    timeout_s: float = Field(default=30.0, gt=0, le=300)
+    batch_size: int = Field(default=32, ge=1, le=100)
+
+
+class PublicProject(BaseModel):
+    id: int = Field(default=0, ge=0)
+    created_at_ts: int = Field(default=0, ge=0)
+
+
+class PublicPredictRequest(BaseModel):
+    tasks: list[dict[str, Any]] = Field(
+        min_length=1,
+        description="Task objects ({data: {...}}); a task without an integer id gets its position.",
+    )
+    label_config: str = Field(min_length=1)
+    backend: PublicBackend
+    context: dict[str, Any] | None = None
+    interactive: bool = Field(default=False, description="Tight timeout, one attempt.")
+    project: PublicProject = Field(
+        default_factory=PublicProject, description="Sent to the backend as `<id>.<created ts>`."
+    )
+
+
+def _with_ids(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    numbered: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for index, task in enumerate(tasks):
+        task_id = task.get("id")
+        if task_id is None:
+            task = {**task, "id": index}
+            task_id = index
+        elif isinstance(task_id, bool) or not isinstance(task_id, int):
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"tasks[{index}].id must be an integer")
+        if task_id in seen:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"tasks[{index}].id {task_id} is not unique")
+        seen.add(task_id)
+        numbered.append(task)
+    return numbered
+
+
+@public.post("/predict", response_model=PredictTasksResult)
+@public.post("/predict/", response_model=PredictTasksResult, include_in_schema=False)
+async def public_predict(
+    body: PublicPredictRequest, request: Request, gateway: GatewayDep
+) -> PredictTasksResult:
+    """Predictions from a backend for the given tasks, checked against the label config; nothing is stored."""
+    settings: GatewaySettings = request.app.state.settings
+    if len(body.tasks) > settings.public_max_tasks:
+        raise HTTPException(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            f"tasks: at most {settings.public_max_tasks} tasks per request, got {len(body.tasks)}",
+        )
+    try:
+        parse_label_config_cached(body.label_config)
+    except LabelConfigError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"label_config: {exc}") from None
+    backend = BackendSpec(**body.backend.model_dump())
+    project = ProjectRef(
+        id=body.project.id, created_at_ts=body.project.created_at_ts, label_config=body.label_config
+    )
+    return await _predict(gateway, backend, project, _with_ids(body.tasks), body.context, body.interactive)
