@@ -16,6 +16,7 @@ from services.annotation_api.imports import router as imports_router
 from services.annotation_api.limits import BodySizeLimitMiddleware
 from services.annotation_api.projects import router as projects_router
 from services.annotation_api.settings import ApiSettings
+from services.annotation_api.tasks import router as tasks_router
 from shared.logging import RequestIdMiddleware, configure_logging
 
 BOOTSTRAP_EMAIL = "admin@labelloop.local"
@@ -52,6 +53,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(auth_router.router)
     app.include_router(projects_router.router)
     app.include_router(imports_router.router)
+    app.include_router(tasks_router.router)
     return app
 
 

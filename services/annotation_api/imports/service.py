@@ -115,8 +115,8 @@ def _annotation(
             raise _bad(f"{path}.{name}", f"must be true or false, got {value!r}")
         flags.append(value)
     lead_time = item.get("lead_time")
-    if validate_score(lead_time):
-        raise _bad(f"{path}.lead_time", f"must be a number or null, got {lead_time!r}")
+    if validate_score(lead_time) or (lead_time is not None and lead_time < 0):
+        raise _bad(f"{path}.lead_time", f"must be a non-negative number or null, got {lead_time!r}")
     return index, result, flags[0], flags[1], lead_time
 
 

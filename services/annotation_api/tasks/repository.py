@@ -7,6 +7,7 @@ text and embedded into the response unparsed (``orjson.Fragment``), and bulk wri
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -44,7 +45,8 @@ _ANNOTATIONS = """
 """
 
 _PREDICTIONS = """
-    SELECT id, task_id, project_id, result::text, score, model_version, ml_backend_id, created_at, updated_at
+    SELECT id, task_id, project_id, result::text, score, model_version, ml_backend_id, job_id,
+           created_at, updated_at
     FROM prediction WHERE task_id = ANY($1::bigint[]) {version_filter} ORDER BY task_id, id
 """
 
@@ -90,8 +92,9 @@ def prediction_json(row: Sequence[Any]) -> dict[str, Any]:
         "score": row[4],
         "model_version": row[5],
         "ml_backend": row[6],
-        "created_at": row[7],
-        "updated_at": row[8],
+        "job": row[7],
+        "created_at": row[8],
+        "updated_at": row[9],
     }
 
 
@@ -120,3 +123,137 @@ async def embed_annotations_and_predictions(
         )
     for row in rows:
         by_id[row[1]]["predictions"].append(prediction_json(row))
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    project_id: int
+    is_labeled: bool | None = None
+    has_predictions_of: str | None = None
+
+    @property
+    def narrows(self) -> bool:
+        """True when the filter selects fewer than all of the project's tasks."""
+        return self.is_labeled is not None or self.has_predictions_of is not None
+
+
+class _Params:
+    """Numbered asyncpg placeholders collected while a statement is built."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+def _where(task_filter: TaskFilter, params: _Params) -> list[str]:
+    clauses = [f"t.project_id = {params(task_filter.project_id)}"]
+    if task_filter.is_labeled is not None:
+        clauses.append(f"t.is_labeled = {params(task_filter.is_labeled)}")
+    if task_filter.has_predictions_of is not None:
+        clauses.append(
+            "EXISTS (SELECT 1 FROM prediction hp WHERE hp.task_id = t.id "
+            f"AND hp.model_version = {params(task_filter.has_predictions_of)})"
+        )
+    return clauses
+
+
+def _scored(alias: str, task: str, version: str | None) -> str:
+    """Condition: prediction ``alias`` of ``task`` carries a score (of ``version`` when given)."""
+    version_clause = f" AND {alias}.model_version = {version}" if version else ""
+    return f"{alias}.task_id = {task} AND {alias}.score IS NOT NULL{version_clause}"
+
+
+async def page_by_id(
+    conn: asyncpg.Connection,
+    task_filter: TaskFilter,
+    *,
+    descending: bool,
+    offset: int,
+    limit: int,
+    after: int | None,
+) -> list[dict[str, Any]]:
+    """A page in id order: an index range scan on (project_id, id), keyset when ``after`` is given."""
+    params = _Params()
+    clauses = _where(task_filter, params)
+    if after is not None:
+        clauses.append(f"t.id {'<' if descending else '>'} {params(after)}")
+    direction = "DESC" if descending else "ASC"
+    sql = (
+        f"SELECT {TASK_COLUMNS} FROM task t WHERE {' AND '.join(clauses)} "
+        f"ORDER BY t.project_id {direction}, t.id {direction} OFFSET {params(offset)} LIMIT {params(limit)}"
+    )
+    return [task_json(row) for row in await conn.fetch(sql, *params.values)]
+
+
+async def page_by_score(
+    conn: asyncpg.Connection,
+    task_filter: TaskFilter,
+    *,
+    version: str | None,
+    descending: bool,
+    offset: int,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """A page ordered by prediction score, tasks without a scored prediction last (by id).
+
+    A task's score is the highest of its predictions of ``version`` (any version when None). Scored
+    tasks come from walking the (project_id, model_version, score) index and keeping each task's top
+    prediction, so a first page reads a page worth of index entries, not every prediction.
+    """
+    params = _Params()
+    clauses = _where(task_filter, params)
+    version_param = params(version) if version else None
+    direction = "DESC" if descending else "ASC"
+    project_clause = f"p.project_id = {params(task_filter.project_id)}"
+    scored_sql = (
+        f"SELECT {TASK_COLUMNS} FROM prediction p JOIN task t ON t.id = p.task_id "
+        f"WHERE {project_clause} AND {_scored('p', 'p.task_id', version_param)} "
+        f"AND {' AND '.join(clauses)} "
+        f"AND NOT EXISTS (SELECT 1 FROM prediction q WHERE {_scored('q', 'p.task_id', version_param)} "
+        "AND (q.score > p.score OR (q.score = p.score AND q.id > p.id))) "
+        f"ORDER BY p.score {direction}, p.task_id {direction} "
+        f"OFFSET {params(offset)} LIMIT {params(limit)}"
+    )
+    tasks = [task_json(row) for row in await conn.fetch(scored_sql, *params.values)]
+    if len(tasks) == limit:
+        return tasks
+    # Past the scored tasks: continue with the unscored ones in id order.
+    params = _Params()
+    clauses = _where(task_filter, params)
+    version_param = params(version) if version else None
+    unscored = f"NOT EXISTS (SELECT 1 FROM prediction s WHERE {_scored('s', 't.id', version_param)})"
+    if tasks:
+        unscored_offset = 0
+    else:
+        scored_count: int = await conn.fetchval(
+            f"SELECT count(*) FROM task t WHERE {' AND '.join(clauses)} AND NOT {unscored}",
+            *params.values,
+        )
+        unscored_offset = max(0, offset - scored_count)
+    sql = (
+        f"SELECT {TASK_COLUMNS} FROM task t WHERE {' AND '.join(clauses)} AND {unscored} "
+        f"ORDER BY t.project_id, t.id OFFSET {params(unscored_offset)} LIMIT {params(limit - len(tasks))}"
+    )
+    tasks.extend(task_json(row) for row in await conn.fetch(sql, *params.values))
+    return tasks
+
+
+async def totals(conn: asyncpg.Connection, task_filter: TaskFilter) -> tuple[int, int, int]:
+    """(tasks, annotations, predictions) over the filtered tasks, from the task counters."""
+    params = _Params()
+    clauses = _where(task_filter, params)
+    row = await conn.fetchrow(
+        "SELECT count(*), COALESCE(sum(t.total_annotations), 0), COALESCE(sum(t.total_predictions), 0) "
+        f"FROM task t WHERE {' AND '.join(clauses)}",
+        *params.values,
+    )
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+async def fetch_task(conn: asyncpg.Connection, task_id: int) -> dict[str, Any] | None:
+    row = await conn.fetchrow(f"SELECT {TASK_COLUMNS} FROM task t WHERE t.id = $1", task_id)
+    return None if row is None else task_json(row)

@@ -1,0 +1,85 @@
+"""``/api/tasks``: Label Studio's task list (page or keyset cursor) and single-task CRUD."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request, Response
+
+from services.annotation_api.auth.dependencies import CurrentUser
+from services.annotation_api.db import SessionDep
+from services.annotation_api.tasks import service
+from services.annotation_api.tasks.repository import TaskFilter
+from services.annotation_api.tasks.schemas import (
+    BIGINT_MAX,
+    INT_MAX,
+    Fields,
+    Ordering,
+    TaskCreate,
+    TaskId,
+    TaskOut,
+    TaskPage,
+    TaskUpdate,
+)
+from shared.http import JsonResponse
+
+router = APIRouter(prefix="/api/tasks", tags=["tasks"])
+
+DEFAULT_PAGE_SIZE = 100
+
+
+@router.get("", response_model=TaskPage)
+@router.get("/", response_model=TaskPage, include_in_schema=False)
+async def list_tasks(
+    request: Request,
+    session: SessionDep,
+    _: CurrentUser,
+    project: int = Query(ge=1, le=INT_MAX),
+    page: int = Query(1, ge=1),
+    page_size: int = Query(DEFAULT_PAGE_SIZE, ge=1, description="Capped at the server's max page size."),
+    after: int | None = Query(
+        None, ge=0, le=BIGINT_MAX, description="Keyset cursor: tasks after this id (in the ordering)."
+    ),
+    fields: Fields = Query("task_only", description="`all` embeds annotations and predictions."),
+    ordering: Ordering = "id",
+    is_labeled: bool | None = None,
+    has_predictions_of: str | None = Query(
+        None, description="Only tasks with a prediction of this model version."
+    ),
+    only_selected_version: bool = Query(
+        False, description="Embed only predictions of the project's model_version (what annotators see)."
+    ),
+) -> JsonResponse:
+    page_request = service.PageRequest(
+        page=page,
+        page_size=min(page_size, request.app.state.settings.max_page_size),
+        after=after,
+        ordering=ordering,
+        fields=fields,
+        only_selected_version=only_selected_version,
+    )
+    task_filter = TaskFilter(project_id=project, is_labeled=is_labeled, has_predictions_of=has_predictions_of)
+    return JsonResponse(await service.list_tasks(session, task_filter, page_request))
+
+
+@router.post("", response_model=TaskOut, status_code=201)
+@router.post("/", response_model=TaskOut, status_code=201, include_in_schema=False)
+async def create_task(body: TaskCreate, session: SessionDep, _: CurrentUser) -> JsonResponse:
+    return JsonResponse(await service.create_task(session, body), status_code=201)
+
+
+@router.get("/{task_id}", response_model=TaskOut)
+@router.get("/{task_id}/", response_model=TaskOut, include_in_schema=False)
+async def get_task(task_id: TaskId, session: SessionDep, _: CurrentUser) -> JsonResponse:
+    return JsonResponse(await service.get_task(session, task_id))
+
+
+@router.patch("/{task_id}", response_model=TaskOut)
+@router.patch("/{task_id}/", response_model=TaskOut, include_in_schema=False)
+async def update_task(task_id: TaskId, body: TaskUpdate, session: SessionDep, _: CurrentUser) -> JsonResponse:
+    return JsonResponse(await service.update_task(session, task_id, body))
+
+
+@router.delete("/{task_id}", status_code=204)
+@router.delete("/{task_id}/", status_code=204, include_in_schema=False)
+async def delete_task(task_id: TaskId, session: SessionDep, _: CurrentUser) -> Response:
+    await service.delete_task(session, task_id)
+    return Response(status_code=204)

@@ -1,0 +1,63 @@
+"""Task bodies and the task page, with Label Studio's field names.
+
+Pages are rendered straight from rows with orjson (see tasks.repository); these models document the
+shape in OpenAPI and validate the small bodies of single-task writes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal
+
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field
+
+BIGINT_MAX: Final = 2**63 - 1
+INT_MAX: Final = 2**31 - 1
+
+TaskId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
+Ordering = Literal["id", "-id", "prediction_score", "-prediction_score"]
+Fields = Literal["all", "task_only"]
+
+
+class TaskCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    project: int = Field(ge=1, le=INT_MAX)
+    data: dict[str, Any]
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskUpdate(BaseModel):
+    """Partial update: only the fields present change."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    data: dict[str, Any] = Field(default_factory=dict)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskOut(BaseModel):
+    id: int
+    project: int
+    data: dict[str, Any]
+    meta: dict[str, Any]
+    is_labeled: bool
+    total_annotations: int
+    cancelled_annotations: int
+    total_predictions: int
+    created_at: datetime
+    updated_at: datetime
+    annotations: list[dict[str, Any]] | None = Field(
+        default=None, description="With fields=all (always on a single task)."
+    )
+    predictions: list[dict[str, Any]] | None = Field(
+        default=None, description="With fields=all (always on a single task)."
+    )
+
+
+class TaskPage(BaseModel):
+    tasks: list[TaskOut]
+    total: int = Field(description="Tasks matching the filters (all pages).")
+    total_annotations: int
+    total_predictions: int

@@ -1,0 +1,274 @@
+"""Task pages and single-task CRUD over real HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import httpx
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from services.annotation_api.counters import refresh_project_counters, refresh_task_counters
+from services.annotation_api.db import make_engine
+from tests.api.helpers import choice, create_project, import_tasks
+
+
+async def _ids(api: httpx.AsyncClient, **params: Any) -> list[int]:
+    response = await api.get("/api/tasks", params=params)
+    assert response.status_code == 200, response.text
+    return [task["id"] for task in response.json()["tasks"]]
+
+
+async def _scored_project(api: httpx.AsyncClient) -> tuple[int, list[int]]:
+    """Tasks 0..5: scores (v1) 0.5, 0.9, none, 0.1, none, 0.7; task 3 also has a v2 0.99 prediction."""
+    project = await create_project(api, model_version="v1")
+    scores: list[float | None] = [0.5, 0.9, None, 0.1, None, 0.7]
+    tasks = []
+    for index, score in enumerate(scores):
+        predictions = (
+            [] if score is None else [{"result": choice("positive"), "score": score, "model_version": "v1"}]
+        )
+        if index == 3:
+            predictions.append({"result": choice("negative"), "score": 0.99, "model_version": "v2"})
+        tasks.append({"data": {"text": f"t{index}"}, "predictions": predictions})
+    body = await import_tasks(api, project["id"], tasks, return_task_ids=True)
+    return project["id"], body["task_ids"]
+
+
+async def test_pages_and_keyset_cover_every_task_once(api: httpx.AsyncClient) -> None:
+    project = await create_project(api)
+    ids = (await import_tasks(api, project["id"], [{"text": str(i)} for i in range(7)], return_task_ids=1))[
+        "task_ids"
+    ]
+    paged: list[int] = []
+    page = 1
+    while True:
+        chunk = await _ids(api, project=project["id"], page=page, page_size=3)
+        if not chunk:
+            break
+        paged += chunk
+        page += 1
+    assert paged == ids
+    assert page == 4  # pages 1-3 had tasks, page 4 (past the end) is empty, not an error
+    keyset: list[int] = []
+    after = 0
+    while chunk := await _ids(api, project=project["id"], after=after, page_size=3):
+        keyset += chunk
+        after = chunk[-1]
+    assert keyset == ids
+    assert await _ids(api, project=project["id"], ordering="-id", page_size=2) == ids[::-1][:2]
+    assert await _ids(api, project=project["id"], ordering="-id", after=ids[2]) == ids[:2][::-1]
+    body = (await api.get("/api/tasks/", params={"project": project["id"], "page_size": 2})).json()
+    assert (body["total"], body["total_annotations"], body["total_predictions"]) == (7, 0, 0)
+    task = body["tasks"][0]
+    assert set(task) >= {
+        "id",
+        "data",
+        "meta",
+        "project",
+        "created_at",
+        "updated_at",
+        "is_labeled",
+        "total_annotations",
+        "total_predictions",
+    }
+    assert "annotations" not in task
+
+
+async def test_fields_all_embeds_annotations_and_predictions(api: httpx.AsyncClient) -> None:
+    project_id, ids = await _scored_project(api)
+    project = await create_project(api)
+    await import_tasks(
+        api, project["id"], [{"data": {"text": "a"}, "annotations": [{"result": choice("negative")}]}]
+    )
+    tasks = (await api.get("/api/tasks", params={"project": project_id, "fields": "all"})).json()["tasks"]
+    by_id = {task["id"]: task for task in tasks}
+    assert [p["model_version"] for p in by_id[ids[3]]["predictions"]] == ["v1", "v2"]
+    assert by_id[ids[3]]["predictions"][0]["score"] == 0.1
+    assert by_id[ids[3]]["predictions"][0]["result"] == choice("positive")
+    assert by_id[ids[2]]["predictions"] == []
+    assert all(task["annotations"] == [] for task in tasks)
+    selected = (
+        await api.get(
+            "/api/tasks", params={"project": project_id, "fields": "all", "only_selected_version": "true"}
+        )
+    ).json()["tasks"]
+    assert [p["model_version"] for p in selected[3]["predictions"]] == ["v1"]
+    labeled = (await api.get("/api/tasks", params={"project": project["id"], "fields": "all"})).json()
+    annotation = labeled["tasks"][0]["annotations"][0]
+    assert annotation["result"] == choice("negative")
+    assert annotation["task"] == labeled["tasks"][0]["id"]
+    assert labeled["tasks"][0]["is_labeled"] is True
+    assert labeled["total_annotations"] == 1
+
+
+async def test_filters_and_totals(api: httpx.AsyncClient) -> None:
+    project_id, ids = await _scored_project(api)
+    await api.post(
+        f"/api/projects/{project_id}/import",
+        json=[{"data": {"text": "done"}, "annotations": [{"result": choice("positive")}]}],
+    )
+    labeled = (await api.get("/api/tasks", params={"project": project_id, "is_labeled": "true"})).json()
+    assert [t["data"]["text"] for t in labeled["tasks"]] == ["done"]
+    assert (labeled["total"], labeled["total_annotations"], labeled["total_predictions"]) == (1, 1, 0)
+    assert len(await _ids(api, project=project_id, is_labeled="false")) == 6
+    v2 = (await api.get("/api/tasks", params={"project": project_id, "has_predictions_of": "v2"})).json()
+    assert [t["id"] for t in v2["tasks"]] == [ids[3]]
+    assert (v2["total"], v2["total_predictions"]) == (1, 2)
+    assert await _ids(api, project=project_id, has_predictions_of="v1", is_labeled="true") == []
+    everything = (await api.get("/api/tasks", params={"project": project_id})).json()
+    assert (everything["total"], everything["total_annotations"], everything["total_predictions"]) == (
+        7,
+        1,
+        5,
+    )
+
+
+async def test_ordering_by_selected_version_score(api: httpx.AsyncClient) -> None:
+    project_id, ids = await _scored_project(api)
+    ascending = [ids[3], ids[0], ids[5], ids[1], ids[2], ids[4]]
+    assert await _ids(api, project=project_id, ordering="prediction_score") == ascending
+    descending = [ids[1], ids[5], ids[0], ids[3], ids[2], ids[4]]
+    assert await _ids(api, project=project_id, ordering="-prediction_score") == descending
+    paged = []
+    for page in range(1, 5):
+        paged += await _ids(api, project=project_id, ordering="prediction_score", page=page, page_size=2)
+    assert paged == ascending
+    assert await _ids(api, project=project_id, ordering="prediction_score", page=3, page_size=2) == [
+        ids[2],
+        ids[4],
+    ]
+    # the project now shows v2: only task 3 has a score, all others follow by id
+    await api.patch(f"/api/projects/{project_id}", json={"model_version": "v2"})
+    assert await _ids(api, project=project_id, ordering="-prediction_score") == [ids[3], *ids[:3], *ids[4:]]
+    refused = await api.get(
+        "/api/tasks", params={"project": project_id, "ordering": "prediction_score", "after": 1}
+    )
+    assert refused.status_code == 400
+    assert "after" in refused.json()["validation_errors"]
+
+
+async def test_bad_query_parameters_are_400_naming_them(api: httpx.AsyncClient) -> None:
+    project = await create_project(api)
+    for params, field in (
+        ({}, "project"),
+        ({"project": "x"}, "project"),
+        ({"project": project["id"], "ordering": "title"}, "ordering"),
+        ({"project": project["id"], "page": 0}, "page"),
+        ({"project": project["id"], "is_labeled": "maybe"}, "is_labeled"),
+    ):
+        response = await api.get("/api/tasks", params=params)
+        assert response.status_code == 400, params
+        assert field in response.json()["validation_errors"], response.text
+    missing = await api.get("/api/tasks", params={"project": 777777})
+    assert missing.status_code == 404
+    assert "777777" in missing.json()["detail"]
+
+
+async def test_single_task_crud_keeps_counters(api: httpx.AsyncClient, database_url: str) -> None:
+    project = await create_project(api)
+    created = await api.post(
+        "/api/tasks", json={"project": project["id"], "data": {"text": "x"}, "meta": {"m": 1}}
+    )
+    assert created.status_code == 201, created.text
+    task = created.json()
+    assert (task["data"], task["meta"], task["project"]) == ({"text": "x"}, {"m": 1}, project["id"])
+    assert task["annotations"] == [] and task["predictions"] == []
+    missing_key = await api.post("/api/tasks/", json={"project": project["id"], "data": {"txt": "x"}})
+    assert missing_key.status_code == 400
+    assert '"text"' in missing_key.json()["validation_errors"]["data"][0]
+    patched = await api.patch(f"/api/tasks/{task['id']}/", json={"meta": {"m": 2}})
+    assert patched.status_code == 200
+    assert (patched.json()["data"], patched.json()["meta"]) == ({"text": "x"}, {"m": 2})
+    bad_patch = await api.patch(f"/api/tasks/{task['id']}", json={"data": {"other": 1}})
+    assert bad_patch.status_code == 400
+    assert (await api.get(f"/api/tasks/{task['id']}")).json()["data"] == {"text": "x"}
+    await import_tasks(
+        api, project["id"], [{"data": {"text": "y"}, "annotations": [{"result": choice("positive")}]}]
+    )
+    labeled_id = (await _ids(api, project=project["id"]))[-1]
+    assert (await api.get(f"/api/projects/{project['id']}")).json()["num_tasks_with_annotations"] == 1
+    assert (await api.delete(f"/api/tasks/{labeled_id}")).status_code == 204
+    assert (await api.get(f"/api/tasks/{labeled_id}")).status_code == 404
+    assert (await api.delete(f"/api/tasks/{labeled_id}/")).status_code == 404
+    counters = (await api.get(f"/api/projects/{project['id']}")).json()
+    assert (
+        counters["task_number"],
+        counters["total_annotations_number"],
+        counters["num_tasks_with_annotations"],
+    ) == (
+        1,
+        0,
+        0,
+    )
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM annotation") == 0
+    finally:
+        await conn.close()
+    for path in ("/api/tasks/99999999", "/api/tasks/99999999/"):
+        response = await api.get(path)
+        assert response.status_code == 404
+        assert "99999999" in response.json()["detail"]
+    assert (await api.post("/api/tasks", json={"project": 888888, "data": {"text": "x"}})).status_code == 404
+
+
+async def test_counter_refresh_functions_recount_in_bulk(api: httpx.AsyncClient, database_url: str) -> None:
+    """The functions annotation/prediction writers call: task counters and project deltas, one statement."""
+    project = await create_project(api)
+    ids = (await import_tasks(api, project["id"], [{"text": str(i)} for i in range(3)], return_task_ids=1))[
+        "task_ids"
+    ]
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO annotation (task_id, project_id, result, was_cancelled) "
+            "SELECT t, $2, '[]', c FROM unnest($1::bigint[], $3::bool[]) AS u(t, c)",
+            [ids[0], ids[0], ids[1]],
+            project["id"],
+            [False, False, True],
+        )
+        await conn.execute(
+            "INSERT INTO prediction (task_id, project_id, result) SELECT t, $2, '[]' FROM unnest($1::bigint[]) t",
+            [ids[1], ids[2], ids[2]],
+            project["id"],
+        )
+    finally:
+        await conn.close()
+    engine = make_engine(database_url, 1)
+    try:
+        async with async_sessionmaker(engine).begin() as session:
+            await refresh_task_counters(session, ids)
+            await refresh_task_counters(session, ids)  # idempotent: nothing changes the second time
+        tasks = {
+            t["id"]: t
+            for t in (await api.get("/api/tasks", params={"project": project["id"]})).json()["tasks"]
+        }
+        assert [
+            (
+                tasks[i]["total_annotations"],
+                tasks[i]["cancelled_annotations"],
+                tasks[i]["total_predictions"],
+                tasks[i]["is_labeled"],
+            )
+            for i in ids
+        ] == [(2, 0, 0, True), (0, 1, 1, False), (0, 0, 2, False)]
+        counters = (await api.get(f"/api/projects/{project['id']}")).json()
+        expected = {
+            "task_number": 3,
+            "total_annotations_number": 2,
+            "total_predictions_number": 3,
+            "num_tasks_with_annotations": 1,
+        }
+        assert {key: counters[key] for key in expected} == expected
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute("UPDATE project SET task_number = 0, total_predictions_number = 42")
+        finally:
+            await conn.close()
+        async with async_sessionmaker(engine).begin() as session:
+            await refresh_project_counters(session, project["id"])
+        counters = (await api.get(f"/api/projects/{project['id']}")).json()
+        assert {key: counters[key] for key in expected} == expected
+    finally:
+        await engine.dispose()
