@@ -11,8 +11,9 @@ Rules, most specific prefix first (a tie goes to ``denied_networks``, then ``all
   reserved and unspecified ranges, plus the well-known metadata hosts as single addresses;
 - ``LABELLOOP_ALLOWED_NETWORKS`` re-opens ranges (``make run`` allows loopback);
 - ``LABELLOOP_DENIED_NETWORKS`` closes more.
-Anything no rule matches (public addresses) is allowed. Allowing ``0.0.0.0/0`` does not open the
-metadata ranges, because they are more specific; list them explicitly to allow them.
+Anything no rule matches (public addresses) is allowed. An allowed network reopens only built-in
+ranges at least as wide as itself: ``0.0.0.0/0`` opens nothing, ``127.0.0.0/8`` opens loopback, and the
+metadata ranges stay closed unless listed themselves.
 """
 
 from __future__ import annotations

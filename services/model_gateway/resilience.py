@@ -73,7 +73,7 @@ class RetryBudget:
 
     def try_spend(self) -> bool:
         """Take one retry's worth of tokens; False means the caller must not retry."""
-        if self._tokens < 1.0:
+        if self._tokens < 1.0 - 1e-9:  # sums of 0.2 land just below whole numbers
             return False
         self._tokens -= 1.0
         return True

@@ -10,9 +10,9 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
-from pydantic_settings import NoDecode
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from shared.settings import CommonSettings, RedisSettingsMixin
+from shared.settings import ENV_PREFIX, CommonSettings, RedisSettingsMixin
 
 Network = IPv4Network | IPv6Network
 
@@ -38,6 +38,9 @@ def parse_networks(value: Any) -> tuple[Network, ...]:
 
 
 class GatewaySettings(CommonSettings, RedisSettingsMixin):
+    # Restated: with two BaseSettings bases pydantic keeps the last base's config, which has no prefix.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
     api_url: str = Field(
         default="http://127.0.0.1:8080",
         description="Annotation API base URL (results are written there).",
