@@ -12,6 +12,7 @@ from services.annotation_api.auth import router as auth_router
 from services.annotation_api.auth.service import ensure_user_with_token
 from services.annotation_api.db import make_engine, make_sessionmaker
 from services.annotation_api.errors import install_error_handlers
+from services.annotation_api.exports import router as exports_router
 from services.annotation_api.imports import router as imports_router
 from services.annotation_api.limits import BodySizeLimitMiddleware
 from services.annotation_api.projects import router as projects_router
@@ -53,6 +54,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(auth_router.router)
     app.include_router(projects_router.router)
     app.include_router(imports_router.router)
+    app.include_router(exports_router.router)
     app.include_router(tasks_router.router)
     return app
 

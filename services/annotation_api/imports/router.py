@@ -10,6 +10,7 @@ from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
 from services.annotation_api.imports import service
 from services.annotation_api.imports.schemas import ImportResponse
+from services.annotation_api.projects.schemas import ProjectId
 from shared.http import JsonResponse
 
 router = APIRouter(prefix="/api/projects", tags=["import"])
@@ -37,7 +38,7 @@ _BODY: dict[str, Any] = {
     include_in_schema=False,
 )
 async def import_tasks(
-    project_id: int,
+    project_id: ProjectId,
     request: Request,
     session: SessionDep,
     user: CurrentUser,

@@ -11,6 +11,7 @@ from services.annotation_api.projects.schemas import (
     LabelConfigIn,
     LabelConfigOut,
     ProjectCreate,
+    ProjectId,
     ProjectOut,
     ProjectPage,
     ProjectUpdate,
@@ -57,21 +58,21 @@ async def validate_config(body: LabelConfigIn, _: CurrentUser) -> LabelConfigOut
 
 @router.get("/{project_id}", response_model=ProjectOut)
 @router.get("/{project_id}/", response_model=ProjectOut, include_in_schema=False)
-async def get_project(project_id: int, session: SessionDep, _: CurrentUser) -> ProjectOut:
+async def get_project(project_id: ProjectId, session: SessionDep, _: CurrentUser) -> ProjectOut:
     return ProjectOut.model_validate(await service.get_project(session, project_id))
 
 
 @router.patch("/{project_id}", response_model=ProjectOut)
 @router.patch("/{project_id}/", response_model=ProjectOut, include_in_schema=False)
 async def update_project(
-    project_id: int, body: ProjectUpdate, session: SessionDep, _: CurrentUser
+    project_id: ProjectId, body: ProjectUpdate, session: SessionDep, _: CurrentUser
 ) -> ProjectOut:
     return ProjectOut.model_validate(await service.update_project(session, project_id, body))
 
 
 @router.delete("/{project_id}", status_code=204)
 @router.delete("/{project_id}/", status_code=204, include_in_schema=False)
-async def delete_project(project_id: int, session: SessionDep, _: CurrentUser) -> Response:
+async def delete_project(project_id: ProjectId, session: SessionDep, _: CurrentUser) -> Response:
     await service.delete_project(session, project_id)
     return Response(status_code=204)
 
@@ -79,7 +80,7 @@ async def delete_project(project_id: int, session: SessionDep, _: CurrentUser) -
 @router.post("/{project_id}/validate", response_model=LabelConfigOut)
 @router.post("/{project_id}/validate/", response_model=LabelConfigOut, include_in_schema=False)
 async def validate_project_config(
-    project_id: int, body: LabelConfigIn, session: SessionDep, _: CurrentUser
+    project_id: ProjectId, body: LabelConfigIn, session: SessionDep, _: CurrentUser
 ) -> LabelConfigOut:
     await service.validate_config_for_project(session, project_id, body.label_config)
     return LabelConfigOut(label_config=body.label_config)

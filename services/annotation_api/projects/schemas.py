@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 Sampling = Literal["Sequential sampling", "Uniform sampling", "Uncertainty sampling"]
 DEFAULT_LABEL_CONFIG = "<View></View>"
+INT_MAX = 2**31 - 1
+#: A project id in a path: beyond Postgres ``integer`` it can name no project, so 400 before any query.
+ProjectId = Annotated[int, Path(ge=1, le=INT_MAX)]
 
 
 class _Input(BaseModel):

@@ -1,0 +1,1 @@
+"""Export: every task of a project with annotations and predictions, streamed in constant memory."""
