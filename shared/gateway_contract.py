@@ -10,6 +10,7 @@ API → gateway (service token):
 
 gateway worker → API (service token):
 - ``POST /internal/chunks/{chunk_id}/lease``    → ``ChunkLease`` (tasks still to predict, or done/cancelled)
+- ``POST /internal/chunks/{chunk_id}/heartbeat`` → ``ChunkHeartbeat`` (extends the lease while working)
 - ``POST /internal/chunks/{chunk_id}/complete`` ``ChunkReport`` → ``ChunkAck`` (exactly-once write)
 """
 
@@ -107,6 +108,13 @@ class ChunkLease(BaseModel):
     project: ProjectRef | None = None
     tasks: list[dict[str, Any]] = []
     skipped: int = Field(default=0, description="Tasks that already had this backend's version.")
+    lease_s: float | None = Field(
+        default=None, description="How long the lease lasts; heartbeat well within it to keep it."
+    )
+
+
+class ChunkHeartbeat(BaseModel):
+    status: Literal["leased", "done", "cancelled"]
 
 
 class ChunkReport(BaseModel):

@@ -33,3 +33,6 @@ class ApiSettings(CommonSettings, RedisSettingsMixin):
         description="A chunk not finished within this is given to another worker.",
     )
     sweep_interval_s: float = Field(default=5.0, gt=0, description="How often expired chunks are re-queued.")
+    backend_check_interval_s: float = Field(
+        default=60.0, gt=0, description="How often each ML backend's health and model version are re-checked."
+    )

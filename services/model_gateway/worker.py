@@ -1,19 +1,47 @@
 """arq worker of the model gateway: bulk prediction, training and webhook delivery run here.
 
-Start with ``python -m services.model_gateway.worker``. Shared resources (settings, HTTP clients) are
-created once at start-up and passed to every job in ``ctx``.
+Start with ``python -m services.model_gateway.worker``. Shared resources (settings, one
+``BackendGateway`` with its pooled backend clients, one pooled client of the annotation API) are created
+once at start-up and passed to every job in ``ctx``.
+
+A bulk chunk is: lease it from the API (which says which tasks still need predicting), predict them
+through the ``BackendGateway``, report back. The API applies a report at most once, so a chunk done
+twice (this worker died after predicting, Redis redelivered the job) never stores a prediction twice;
+and the API's sweeper re-queues a chunk whose lease ran out, so a worker that dies loses nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from typing import Any
 
+import httpx
 from arq import run_worker
 from arq.connections import RedisSettings
+from pydantic import BaseModel
 
+from services.model_gateway.predictor import BackendGateway
 from services.model_gateway.settings import GatewaySettings
+from shared.gateway_contract import ChunkAck, ChunkHeartbeat, ChunkLease, ChunkReport, PredictTasksResult
 from shared.jobs import QUEUE_NAME
 from shared.logging import configure_logging
+
+log = logging.getLogger(__name__)
+
+_API_TIMEOUT = httpx.Timeout(connect=5.0, read=120.0, write=60.0, pool=60.0)
+_DEFAULT_LEASE_S = 120.0
+_REPORT_ATTEMPTS = 4
+"""Completing is idempotent, so a transient API failure (restart, deadlock victim) is simply retried."""
+
+
+class ApiCallFailed(Exception):
+    """The annotation API refused or failed a call; the chunk's lease will expire and be re-queued."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 async def ping(ctx: dict[str, Any]) -> str:
@@ -21,22 +49,118 @@ async def ping(ctx: dict[str, Any]) -> str:
     return "pong"
 
 
+async def _post(api: httpx.AsyncClient, path: str, body: BaseModel | None = None) -> bytes:
+    content = b"{}" if body is None else body.model_dump_json().encode()
+    response = await api.post(path, content=content, headers={"Content-Type": "application/json"})
+    if response.status_code != 200:
+        raise ApiCallFailed(
+            f"POST {path} answered {response.status_code}: {response.text[:300]}", response.status_code
+        )
+    return response.content
+
+
+async def _report(api: httpx.AsyncClient, chunk_id: int, report: ChunkReport) -> ChunkAck:
+    path = f"/internal/chunks/{chunk_id}/complete"
+    for attempt in range(1, _REPORT_ATTEMPTS + 1):
+        try:
+            return ChunkAck.model_validate_json(await _post(api, path, report))
+        except (httpx.TransportError, ApiCallFailed) as exc:
+            refused = isinstance(exc, ApiCallFailed) and exc.status_code < 500
+            if refused or attempt == _REPORT_ATTEMPTS:
+                raise
+            log.warning("chunk %s: report failed (%s), retrying", chunk_id, exc)
+            await asyncio.sleep(0.5 * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+async def _predict_while_leased(
+    api: httpx.AsyncClient, gateway: BackendGateway, chunk_id: int, lease: ChunkLease
+) -> PredictTasksResult | None:
+    """Predict the leased tasks, heartbeating so a slow backend does not lose the lease.
+
+    None when the API says the chunk was cancelled (or finished elsewhere) meanwhile: the work stops.
+    """
+    assert lease.backend is not None and lease.project is not None
+    predicting = asyncio.create_task(gateway.predict(lease.backend, lease.project, lease.tasks))
+    interval = max((lease.lease_s or _DEFAULT_LEASE_S) / 3, 0.05)
+    try:
+        while True:
+            done, _ = await asyncio.wait({predicting}, timeout=interval)
+            if done:
+                return predicting.result()
+            try:
+                beat = ChunkHeartbeat.model_validate_json(
+                    await _post(api, f"/internal/chunks/{chunk_id}/heartbeat")
+                )
+            except (httpx.TransportError, ApiCallFailed) as exc:
+                log.warning("chunk %s: heartbeat failed (%s)", chunk_id, exc)
+                continue
+            if beat.status != "leased":
+                return None
+    finally:
+        if not predicting.done():
+            predicting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await predicting
+
+
+async def process_chunk(ctx: dict[str, Any], chunk_id: int) -> str:
+    """Predict one chunk of a bulk job and write it back through the API."""
+    api: httpx.AsyncClient = ctx["api"]
+    gateway: BackendGateway = ctx["gateway"]
+    lease = ChunkLease.model_validate_json(await _post(api, f"/internal/chunks/{chunk_id}/lease"))
+    if lease.status != "leased":
+        return f"chunk {chunk_id} already {lease.status}"
+    result = PredictTasksResult()
+    if lease.tasks:
+        predicted = await _predict_while_leased(api, gateway, chunk_id, lease)
+        if predicted is None:
+            return f"chunk {chunk_id} stopped: cancelled or finished elsewhere"
+        result = predicted
+    report = ChunkReport(
+        predictions=result.predictions, errors=result.errors, model_version=result.model_version
+    )
+    ack = await _report(api, chunk_id, report)
+    return (
+        f"chunk {chunk_id}: {len(result.predictions)} predictions, {len(result.errors)} errors, "
+        f"{lease.skipped} skipped, {'stored' if ack.accepted else 'dropped (already done or cancelled)'}"
+    )
+
+
+def api_client(settings: GatewaySettings) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=settings.api_url.rstrip("/"),
+        headers={"Authorization": f"Bearer {settings.service_token}"},
+        timeout=_API_TIMEOUT,
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+    )
+
+
 async def startup(ctx: dict[str, Any]) -> None:
-    ctx["settings"] = GatewaySettings()
+    settings: GatewaySettings = ctx.get("settings") or GatewaySettings()
+    ctx["settings"] = settings
+    ctx["gateway"] = BackendGateway(settings)
+    ctx["api"] = api_client(settings)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    return None
+    if "api" in ctx:
+        await ctx["api"].aclose()
+    if "gateway" in ctx:
+        await ctx["gateway"].aclose()
 
 
 class WorkerSettings:
-    functions = [ping]
+    functions = [ping, process_chunk]
     on_startup = startup
     on_shutdown = shutdown
     queue_name = QUEUE_NAME
     redis_settings = RedisSettings.from_dsn(GatewaySettings().redis_url)
     max_jobs = 16
-    job_timeout = 600
+    job_timeout = 900
+    keep_result = 0
+    """Postgres holds every outcome; a kept result would also block re-queueing the same job id."""
+    poll_delay = 0.1
 
 
 def main() -> None:

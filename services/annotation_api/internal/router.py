@@ -1,0 +1,36 @@
+"""``/internal/chunks``: how gateway workers take and return bulk-prediction chunks (service token only).
+
+Not part of the public API: the model gateway's workers are the only callers, and client tokens are
+refused here.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from services.annotation_api.auth.dependencies import service_caller
+from services.annotation_api.db import SessionDep
+from services.annotation_api.jobs import service
+from shared.gateway_contract import ChunkAck, ChunkHeartbeat, ChunkLease, ChunkReport
+from shared.http import JsonResponse
+
+router = APIRouter(prefix="/internal/chunks", tags=["internal"], dependencies=[Depends(service_caller)])
+
+
+@router.post("/{chunk_id}/lease", response_model=ChunkLease)
+async def lease_chunk(chunk_id: int, request: Request, session: SessionDep) -> JsonResponse:
+    """Lease the chunk for ``chunk_lease_s``; its tasks minus those already predicted by the backend."""
+    lease = await service.lease_chunk(session, chunk_id, request.app.state.settings.chunk_lease_s)
+    return JsonResponse(lease.model_dump(mode="json"))
+
+
+@router.post("/{chunk_id}/heartbeat", response_model=ChunkHeartbeat)
+async def heartbeat(chunk_id: int, request: Request, session: SessionDep) -> ChunkHeartbeat:
+    """Keep the lease of a chunk still being predicted; ``cancelled`` tells the worker to stop."""
+    return await service.heartbeat(session, chunk_id, request.app.state.settings.chunk_lease_s)
+
+
+@router.post("/{chunk_id}/complete", response_model=ChunkAck)
+async def complete_chunk(chunk_id: int, report: ChunkReport, session: SessionDep) -> ChunkAck:
+    """Store the chunk's predictions once; a repeated or late report is acknowledged and ignored."""
+    return await service.complete_chunk(session, chunk_id, report)

@@ -1,0 +1,70 @@
+"""The API's background loops: the chunk sweeper and the periodic ML backend check.
+
+Both run in every API replica; their SQL takes rows with ``SKIP LOCKED``, so replicas share the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.annotation_api.jobs.queue import ChunkQueue
+from services.annotation_api.jobs.service import sweep
+from services.annotation_api.ml_backends.gateway_client import close_gateway_client, gateway_client
+from services.annotation_api.ml_backends.monitor import monitor_loop
+from services.annotation_api.settings import ApiSettings
+
+log = logging.getLogger(__name__)
+_SWEEP_BATCH = 500
+
+
+def chunk_queue(app: FastAPI) -> ChunkQueue:
+    queue: ChunkQueue = app.state.chunk_queue
+    return queue
+
+
+async def sweep_once(maker: async_sessionmaker[AsyncSession], queue: ChunkQueue, lease_s: float) -> int:
+    """One sweep; returns how many chunks were re-queued (a full batch means "go again")."""
+    async with maker.begin() as session:
+        to_enqueue = await sweep(session, lease_s, _SWEEP_BATCH)
+    if to_enqueue:
+        log.info("sweeper re-queued %d chunks", len(to_enqueue))
+        await queue.enqueue(to_enqueue)
+    return len(to_enqueue)
+
+
+async def sweeper_loop(
+    maker: async_sessionmaker[AsyncSession], queue: ChunkQueue, settings: ApiSettings
+) -> None:
+    while True:
+        try:
+            while await sweep_once(maker, queue, settings.chunk_lease_s) >= _SWEEP_BATCH:
+                pass
+        except Exception:
+            log.exception("chunk sweep failed")
+        await asyncio.sleep(settings.sweep_interval_s)
+
+
+@contextlib.asynccontextmanager
+async def background(app: FastAPI, settings: ApiSettings) -> AsyncIterator[None]:
+    """Start the chunk queue and the loops for the app's lifetime; stop and close them after."""
+    queue = ChunkQueue(settings.redis_url)
+    app.state.chunk_queue = queue
+    maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
+    tasks = [
+        asyncio.create_task(sweeper_loop(maker, queue, settings), name="chunk-sweeper"),
+        asyncio.create_task(monitor_loop(maker, gateway_client(app), settings), name="backend-monitor"),
+    ]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await queue.aclose()
+        await close_gateway_client(app)

@@ -1,0 +1,304 @@
+"""The SQL of bulk jobs: chunking a selection, leasing, exactly-once completion, sweeping.
+
+Every statement is set-based: a 100k-task job is one INSERT of chunk rows, and a finished chunk is a
+handful of statements whatever its size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import Select, func, insert, literal, select, text
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.annotation_api.models import JobChunk
+from shared.gateway_contract import TaskError, TaskPrediction
+
+ERRORS_SAMPLE_MAX = 50
+
+
+async def insert_chunks(
+    session: AsyncSession, job_id: int, task_ids: Select[Any], chunk_size: int
+) -> list[tuple[int, int]]:
+    """Split the selected task ids (ordered by id) into chunk rows; returns ``(chunk_id, size)``."""
+    selected = task_ids.subquery()
+    id_column = selected.c[0]
+    numbered = select(
+        id_column.label("id"),
+        (func.row_number().over(order_by=id_column) - 1).label("n"),
+    ).subquery()
+    seq = (numbered.c.n // chunk_size).label("seq")
+    source = select(
+        literal(job_id),
+        seq,
+        func.array_agg(aggregate_order_by(numbered.c.id, numbered.c.id)),
+        literal("pending"),
+        func.now(),
+    ).group_by(seq)
+    stmt = (
+        insert(JobChunk)
+        .from_select(["job_id", "seq", "task_ids", "status", "enqueued_at"], source)
+        .returning(JobChunk.id, func.cardinality(JobChunk.task_ids))
+    )
+    rows = (await session.execute(stmt)).all()
+    return sorted((int(chunk_id), int(size)) for chunk_id, size in rows)
+
+
+_LEASE = text(
+    """
+    UPDATE job_chunk
+    SET status = 'leased', attempts = attempts + 1,
+        lease_expires_at = now() + make_interval(secs => :lease_s)
+    WHERE id = :chunk AND status IN ('pending', 'leased')
+    RETURNING job_id, task_ids
+    """
+)
+
+
+async def lease_chunk(session: AsyncSession, chunk_id: int, lease_s: float) -> tuple[int, list[int]] | None:
+    row = (await session.execute(_LEASE, {"chunk": chunk_id, "lease_s": lease_s})).first()
+    return None if row is None else (int(row[0]), list(row[1]))
+
+
+_EXTEND_LEASE = text(
+    """
+    UPDATE job_chunk SET lease_expires_at = now() + make_interval(secs => :lease_s)
+    WHERE id = :chunk AND status = 'leased'
+    RETURNING status
+    """
+)
+
+
+async def extend_lease(session: AsyncSession, chunk_id: int, lease_s: float) -> bool:
+    row = (await session.execute(_EXTEND_LEASE, {"chunk": chunk_id, "lease_s": lease_s})).first()
+    return row is not None
+
+
+async def chunk_state(session: AsyncSession, chunk_id: int) -> tuple[int, str] | None:
+    row = (
+        await session.execute(select(JobChunk.job_id, JobChunk.status).where(JobChunk.id == chunk_id))
+    ).first()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+_MARK_RUNNING = text(
+    """
+    UPDATE job SET status = 'running', started_at = COALESCE(started_at, now()), updated_at = now()
+    WHERE id = :job AND status = 'queued'
+    """
+)
+
+
+async def mark_job_running(session: AsyncSession, job_id: int) -> None:
+    await session.execute(_MARK_RUNNING, {"job": job_id})
+
+
+_TASKS_TO_PREDICT = text(
+    """
+    SELECT t.id, t.data, t.meta
+    FROM task t
+    WHERE t.id = ANY(CAST(:ids AS bigint[]))
+      AND NOT EXISTS (
+          SELECT 1 FROM prediction p
+          WHERE p.task_id = t.id AND p.ml_backend_id = :backend AND p.model_version = :version
+      )
+    ORDER BY t.id
+    """
+)
+
+
+async def tasks_to_predict(
+    session: AsyncSession, task_ids: list[int], backend_id: int, version: str
+) -> list[dict[str, Any]]:
+    """The chunk's tasks that still exist and have no prediction of this backend and version yet."""
+    rows = await session.execute(
+        _TASKS_TO_PREDICT, {"ids": task_ids, "backend": backend_id, "version": version}
+    )
+    return [{"id": row[0], "data": row[1], "meta": row[2]} for row in rows]
+
+
+_FINISH_CHUNK = text(
+    """
+    UPDATE job_chunk SET status = 'done', finished_at = now(), lease_expires_at = NULL
+    WHERE id = :chunk AND status NOT IN ('done', 'cancelled')
+    RETURNING job_id, task_ids
+    """
+)
+
+
+async def finish_chunk(session: AsyncSession, chunk_id: int) -> tuple[int, list[int]] | None:
+    """Flip the chunk to done; None when it was already done or cancelled (the report is dropped)."""
+    row = (await session.execute(_FINISH_CHUNK, {"chunk": chunk_id})).first()
+    return None if row is None else (int(row[0]), list(row[1]))
+
+
+# Tasks neither predicted nor failed in this report that already had this backend's version (or were
+# deleted meanwhile) were skipped; the rest of the unreported ones got an empty answer and count as done.
+_COUNT_SKIPPED = text(
+    """
+    SELECT count(*) FROM unnest(CAST(:ids AS bigint[])) AS c(id)
+    WHERE NOT (c.id = ANY(CAST(:reported AS bigint[])))
+      AND (
+          NOT EXISTS (SELECT 1 FROM task t WHERE t.id = c.id)
+          OR EXISTS (
+              SELECT 1 FROM prediction p
+              WHERE p.task_id = c.id AND p.ml_backend_id = :backend AND p.model_version = :version
+          )
+      )
+    """
+)
+
+
+async def count_skipped(
+    session: AsyncSession, task_ids: list[int], reported: Sequence[int], backend_id: int | None, version: str
+) -> int:
+    params = {"ids": task_ids, "reported": list(reported), "backend": backend_id, "version": version}
+    return int((await session.execute(_COUNT_SKIPPED, params)).scalar_one())
+
+
+_INSERT_PREDICTIONS = text(
+    """
+    INSERT INTO prediction
+        (task_id, project_id, result, score, model_version, ml_backend_id, job_id, created_at, updated_at)
+    SELECT u.task_id, :project, CAST(u.result AS jsonb), u.score, u.model_version, :backend, :job,
+           now(), now()
+    FROM unnest(
+        CAST(:task_ids AS bigint[]), CAST(:results AS text[]), CAST(:scores AS float8[]),
+        CAST(:versions AS text[])
+    ) AS u(task_id, result, score, model_version)
+    JOIN task t ON t.id = u.task_id AND t.project_id = :project
+    WHERE u.task_id = ANY(CAST(:chunk_ids AS bigint[]))
+      AND NOT EXISTS (
+          SELECT 1 FROM prediction p
+          WHERE p.task_id = u.task_id AND p.ml_backend_id = :backend
+            AND p.model_version = u.model_version
+      )
+    RETURNING task_id
+    """
+)
+
+
+async def insert_predictions(
+    session: AsyncSession,
+    *,
+    project_id: int,
+    backend_id: int | None,
+    job_id: int,
+    chunk_task_ids: list[int],
+    predictions: Sequence[TaskPrediction],
+) -> list[int]:
+    """Bulk insert in one statement; returns the task ids that got a prediction."""
+    if not predictions:
+        return []
+    params = {
+        "project": project_id,
+        "backend": backend_id,
+        "job": job_id,
+        "chunk_ids": chunk_task_ids,
+        "task_ids": [p.task_id for p in predictions],
+        "results": [orjson.dumps(p.result).decode() for p in predictions],
+        "scores": [p.score for p in predictions],
+        "versions": [p.model_version for p in predictions],
+    }
+    return [int(row[0]) for row in await session.execute(_INSERT_PREDICTIONS, params)]
+
+
+_ADD_TO_JOB = text(
+    """
+    UPDATE job
+    SET done = done + :done, skipped = skipped + :skipped, failed = failed + :failed,
+        errors = CASE
+            WHEN jsonb_array_length(errors) >= :cap THEN errors
+            ELSE COALESCE((
+                SELECT jsonb_agg(e ORDER BY n) FROM (
+                    SELECT e, n FROM jsonb_array_elements(errors || CAST(:errors AS jsonb))
+                        WITH ORDINALITY AS x(e, n)
+                    ORDER BY n LIMIT :cap
+                ) AS kept
+            ), '[]'::jsonb)
+        END,
+        updated_at = now()
+    WHERE id = :job
+    """
+)
+
+
+async def add_to_job(
+    session: AsyncSession, job_id: int, *, done: int, skipped: int, failed: int, errors: Sequence[TaskError]
+) -> None:
+    sample = [{"task": e.task_id, "message": e.message[:500]} for e in errors[:ERRORS_SAMPLE_MAX]]
+    await session.execute(
+        _ADD_TO_JOB,
+        {
+            "job": job_id,
+            "done": done,
+            "skipped": skipped,
+            "failed": failed,
+            "errors": orjson.dumps(sample).decode(),
+            "cap": ERRORS_SAMPLE_MAX,
+        },
+    )
+
+
+# Runs after this transaction's UPDATE of the job row, so every chunk whose transaction took the job
+# lock earlier has committed and is visible: the last chunk to finish always sees all the others.
+_FINISH_JOB_IF_DONE = text(
+    """
+    UPDATE job
+    SET status = CASE WHEN done = 0 AND failed > 0 THEN 'failed' ELSE 'completed' END,
+        error = CASE WHEN done = 0 AND failed > 0 THEN 'every task failed; see errors' ELSE error END,
+        finished_at = now(), updated_at = now()
+    WHERE id = :job AND status IN ('queued', 'running')
+      AND NOT EXISTS (
+          SELECT 1 FROM job_chunk c WHERE c.job_id = :job AND c.status NOT IN ('done', 'cancelled')
+      )
+    RETURNING status
+    """
+)
+
+
+async def finish_job_if_done(session: AsyncSession, job_id: int) -> None:
+    await session.execute(_FINISH_JOB_IF_DONE, {"job": job_id})
+
+
+_CANCEL_CHUNKS = text(
+    """
+    UPDATE job_chunk SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL
+    WHERE job_id = :job AND status IN ('pending', 'leased')
+    """
+)
+
+
+async def cancel_chunks(session: AsyncSession, job_id: int) -> None:
+    await session.execute(_CANCEL_CHUNKS, {"job": job_id})
+
+
+_DUE_CHUNKS = text(
+    """
+    SELECT id, status, attempts FROM job_chunk
+    WHERE (status = 'leased' AND lease_expires_at < now())
+       OR (status = 'pending' AND enqueued_at < now() - make_interval(secs => :lease_s))
+    ORDER BY id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+    """
+)
+
+_REQUEUE = text(
+    """
+    UPDATE job_chunk SET status = 'pending', lease_expires_at = NULL, enqueued_at = now()
+    WHERE id = ANY(CAST(:ids AS bigint[]))
+    """
+)
+
+
+async def due_chunks(session: AsyncSession, lease_s: float, limit: int) -> list[tuple[int, str, int]]:
+    rows = await session.execute(_DUE_CHUNKS, {"lease_s": lease_s, "limit": limit})
+    return [(int(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+
+async def requeue(session: AsyncSession, chunk_ids: list[int]) -> None:
+    await session.execute(_REQUEUE, {"ids": chunk_ids})

@@ -1,0 +1,95 @@
+"""Job bodies: progress a client can poll without knowing anything about chunks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from services.annotation_api.models import Job, JobStatus
+
+_ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    project: int
+    ml_backend: int | None
+    model_version: str | None
+    status: str
+    total: int
+    done: int
+    skipped: int
+    failed: int
+    processed: int
+    progress: float
+    rate: float | None
+    """Tasks processed per second since the job started."""
+    eta_s: float | None
+    """Seconds left at the current rate, while the job runs."""
+    errors: list[Any]
+    """A sample of per-task errors: ``{"task": id, "message": "…"}``."""
+    error: str | None
+    selection: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        processed = job.done + job.skipped + job.failed
+        rate = eta = None
+        if job.started_at is not None:
+            end = job.finished_at or datetime.now(UTC)
+            elapsed = (end - job.started_at).total_seconds()
+            if elapsed > 0 and processed:
+                rate = processed / elapsed
+                if job.status in _ACTIVE:
+                    eta = max(job.total - processed, 0) / rate
+        return cls(
+            id=job.id,
+            kind=job.kind,
+            project=job.project_id,
+            ml_backend=job.ml_backend_id,
+            model_version=job.model_version,
+            status=job.status,
+            total=job.total,
+            done=job.done,
+            skipped=job.skipped,
+            failed=job.failed,
+            processed=processed,
+            progress=processed / job.total if job.total else 1.0,
+            rate=rate,
+            eta_s=eta,
+            errors=job.errors,
+            error=job.error,
+            selection=job.selection,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            updated_at=job.updated_at,
+        )
+
+
+class PredictStarted(BaseModel):
+    """Label Studio's action answer, plus the job(s) to follow."""
+
+    processed_items: int
+    detail: str
+    job_id: int | None = None
+    job_ids: list[int] = []
+
+    @classmethod
+    def of(cls, jobs: list[Job]) -> PredictStarted:
+        total = sum(job.total for job in jobs)
+        ids = [job.id for job in jobs]
+        listed = ", ".join(str(job_id) for job_id in ids)
+        return cls(
+            processed_items=total,
+            detail=f"Predicting {total} tasks in the background: follow GET /api/jobs/{{id}} (job {listed})",
+            job_id=ids[0] if ids else None,
+            job_ids=ids,
+        )

@@ -1,0 +1,140 @@
+"""``/api/ml``: Label Studio's ML backend routes (connect, list, edit, validate, predict, interactive)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from services.annotation_api.auth.dependencies import CurrentUser
+from services.annotation_api.db import SessionDep
+from services.annotation_api.jobs import service as jobs_service
+from services.annotation_api.jobs.background import chunk_queue
+from services.annotation_api.jobs.schemas import PredictStarted
+from services.annotation_api.ml_backends import service
+from services.annotation_api.ml_backends.gateway_client import GatewayClient, gateway_client
+from services.annotation_api.ml_backends.schemas import (
+    InteractiveOut,
+    InteractiveRequest,
+    MlBackendCreate,
+    MlBackendOut,
+    MlBackendUpdate,
+    VersionsOut,
+)
+from services.annotation_api.settings import ApiSettings
+
+router = APIRouter(prefix="/api/ml", tags=["ml backends"])
+
+
+def _gateway(request: Request) -> GatewayClient:
+    return gateway_client(request.app)
+
+
+def _settings(request: Request) -> ApiSettings:
+    settings: ApiSettings = request.app.state.settings
+    return settings
+
+
+Gateway = Annotated[GatewayClient, Depends(_gateway)]
+Settings = Annotated[ApiSettings, Depends(_settings)]
+
+
+@router.post("", status_code=201, response_model=MlBackendOut)
+@router.post("/", status_code=201, response_model=MlBackendOut, include_in_schema=False)
+async def create_backend(
+    body: MlBackendCreate, session: SessionDep, gateway: Gateway, settings: Settings, _: CurrentUser
+) -> MlBackendOut:
+    """Check the backend through the gateway (/health, /setup) and store it only if that succeeds."""
+    return MlBackendOut.of(await service.create_backend(session, gateway, settings, body))
+
+
+@router.get("", response_model=list[MlBackendOut])
+@router.get("/", response_model=list[MlBackendOut], include_in_schema=False)
+async def list_backends(
+    session: SessionDep,
+    _: CurrentUser,
+    project: int | None = None,
+    is_interactive: bool | None = None,
+) -> list[MlBackendOut]:
+    backends = await service.list_backends(session, project, is_interactive)
+    return [MlBackendOut.of(backend) for backend in backends]
+
+
+@router.get("/{backend_id}", response_model=MlBackendOut)
+@router.get("/{backend_id}/", response_model=MlBackendOut, include_in_schema=False)
+async def get_backend(backend_id: int, session: SessionDep, _: CurrentUser) -> MlBackendOut:
+    return MlBackendOut.of(await service.get_backend(session, backend_id))
+
+
+@router.patch("/{backend_id}", response_model=MlBackendOut)
+@router.patch("/{backend_id}/", response_model=MlBackendOut, include_in_schema=False)
+async def update_backend(
+    backend_id: int,
+    body: MlBackendUpdate,
+    session: SessionDep,
+    gateway: Gateway,
+    settings: Settings,
+    _: CurrentUser,
+) -> MlBackendOut:
+    """Partial update; a changed URL or credential is re-checked and refused (nothing stored) if it fails."""
+    return MlBackendOut.of(await service.update_backend(session, gateway, settings, backend_id, body))
+
+
+@router.delete("/{backend_id}", status_code=204)
+@router.delete("/{backend_id}/", status_code=204, include_in_schema=False)
+async def delete_backend(backend_id: int, session: SessionDep, _: CurrentUser) -> Response:
+    await service.delete_backend(session, backend_id)
+    return Response(status_code=204)
+
+
+@router.post("/{backend_id}/validate", response_model=MlBackendOut)
+@router.post("/{backend_id}/validate/", response_model=MlBackendOut, include_in_schema=False)
+async def validate_backend(
+    backend_id: int, session: SessionDep, gateway: Gateway, settings: Settings, _: CurrentUser
+) -> MlBackendOut:
+    """Re-check now; the answer's ``state`` and ``error_message`` tell the outcome."""
+    return MlBackendOut.of(await service.validate_backend(session, gateway, settings, backend_id))
+
+
+@router.post(
+    "/{backend_id}/interactive-annotating", response_model=InteractiveOut, response_model_exclude_none=True
+)
+@router.post(
+    "/{backend_id}/interactive-annotating/",
+    response_model=InteractiveOut,
+    response_model_exclude_none=True,
+    include_in_schema=False,
+)
+async def interactive_annotating(
+    backend_id: int, body: InteractiveRequest, session: SessionDep, gateway: Gateway, _: CurrentUser
+) -> InteractiveOut:
+    """Predict one task now, not stored: ``{"data": {result, score, model_version}}`` or ``{"errors"}``."""
+    return await service.interactive_annotating(session, gateway, backend_id, body)
+
+
+@router.get("/{backend_id}/versions", response_model=VersionsOut, response_model_exclude_none=True)
+@router.get(
+    "/{backend_id}/versions/",
+    response_model=VersionsOut,
+    response_model_exclude_none=True,
+    include_in_schema=False,
+)
+async def versions(backend_id: int, session: SessionDep, _: CurrentUser) -> VersionsOut:
+    return await service.versions(session, backend_id)
+
+
+@router.post("/{backend_id}/predict", response_model=PredictStarted)
+@router.post("/{backend_id}/predict/", response_model=PredictStarted, include_in_schema=False)
+async def predict_all_tasks(
+    backend_id: int,
+    request: Request,
+    session: SessionDep,
+    settings: Settings,
+    _: CurrentUser,
+    batch_size: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+) -> PredictStarted:
+    """Predict every task of the backend's project in the background; poll ``GET /api/jobs/{job_id}``."""
+    jobs = await jobs_service.predict_all_tasks(
+        session, chunk_queue(request.app), settings, backend_id, batch_size
+    )
+    return PredictStarted.of(jobs)

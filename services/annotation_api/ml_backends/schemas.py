@@ -1,0 +1,129 @@
+"""ML backend request and response bodies (Label Studio field names, plus our batching knobs)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from services.annotation_api.models import MlBackend, MlBackendState
+
+READABLE_STATE = {
+    MlBackendState.CONNECTED: "Connected",
+    MlBackendState.DISCONNECTED: "Disconnected",
+    MlBackendState.ERROR: "Error",
+    MlBackendState.TRAINING: "Training",
+    MlBackendState.PREDICTING: "Predicting",
+}
+
+AuthMethod = Literal["NONE", "BASIC_AUTH"]
+
+
+def _check_url(url: str) -> str:
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return url.rstrip("/")
+
+
+class MlBackendEditable(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    title: str | None = Field(default=None, max_length=500)
+    description: str | None = None
+    is_interactive: bool | None = None
+    auth_method: AuthMethod | None = None
+    basic_auth_user: str | None = None
+    basic_auth_pass: str | None = None
+    extra_params: dict[str, Any] | None = None
+    timeout: float | None = Field(default=None, gt=0, le=3600)
+    auto_update: bool | None = None
+    model_version: str | None = None
+    batch_size: int | None = Field(default=None, ge=1, le=10_000)
+    max_concurrency: int | None = Field(default=None, ge=1, le=256)
+
+
+class MlBackendCreate(MlBackendEditable):
+    url: str
+    project: int
+
+    _url = field_validator("url")(_check_url)
+
+
+class MlBackendUpdate(MlBackendEditable):
+    """PATCH body: only the fields present change (``model_fields_set``)."""
+
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str | None) -> str | None:
+        return None if url is None else _check_url(url)
+
+
+class MlBackendOut(BaseModel):
+    id: int
+    state: str
+    readable_state: str
+    is_interactive: bool
+    url: str
+    error_message: str | None
+    title: str
+    auth_method: str
+    basic_auth_user: str | None
+    basic_auth_pass_is_set: bool
+    description: str
+    extra_params: dict[str, Any] | None
+    model_version: str
+    timeout: float
+    created_at: datetime
+    updated_at: datetime
+    auto_update: bool
+    project: int
+    batch_size: int
+    max_concurrency: int
+
+    @classmethod
+    def of(cls, backend: MlBackend) -> MlBackendOut:
+        return cls(
+            id=backend.id,
+            state=backend.state,
+            readable_state=READABLE_STATE.get(MlBackendState(backend.state), backend.state),
+            is_interactive=backend.is_interactive,
+            url=backend.url,
+            error_message=backend.error_message,
+            title=backend.title,
+            auth_method=backend.auth_method,
+            basic_auth_user=backend.basic_auth_user,
+            basic_auth_pass_is_set=bool(backend.basic_auth_pass),
+            description=backend.description,
+            extra_params=backend.extra_params,
+            model_version=backend.model_version,
+            timeout=backend.timeout,
+            created_at=backend.created_at,
+            updated_at=backend.updated_at,
+            auto_update=backend.auto_update,
+            project=backend.project_id,
+            batch_size=backend.batch_size,
+            max_concurrency=backend.max_concurrency,
+        )
+
+
+class InteractiveRequest(BaseModel):
+    task: int
+    context: dict[str, Any] | None = None
+
+
+class InteractiveOut(BaseModel):
+    """``data`` on success, ``errors`` otherwise (Label Studio answers both with 200)."""
+
+    data: dict[str, Any] | None = None
+    errors: list[str] | None = None
+
+
+class VersionsOut(BaseModel):
+    versions: list[str]
+    message: str | None = None
