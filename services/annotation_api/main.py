@@ -8,13 +8,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.annotation_api import health
+from services.annotation_api.annotations import router as annotations_router
 from services.annotation_api.auth import router as auth_router
 from services.annotation_api.auth.service import ensure_user_with_token
+from services.annotation_api.data_manager import router as data_manager_router
 from services.annotation_api.db import make_engine, make_sessionmaker
 from services.annotation_api.errors import install_error_handlers
 from services.annotation_api.exports import router as exports_router
 from services.annotation_api.imports import router as imports_router
 from services.annotation_api.limits import BodySizeLimitMiddleware
+from services.annotation_api.model_versions import router as model_versions_router
+from services.annotation_api.predictions import router as predictions_router
 from services.annotation_api.projects import router as projects_router
 from services.annotation_api.settings import ApiSettings
 from services.annotation_api.tasks import router as tasks_router
@@ -55,6 +59,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(projects_router.router)
     app.include_router(imports_router.router)
     app.include_router(exports_router.router)
+    app.include_router(annotations_router.router)
+    app.include_router(predictions_router.router)
+    app.include_router(model_versions_router.router)
+    app.include_router(data_manager_router.router)
     app.include_router(tasks_router.router)
     return app
 

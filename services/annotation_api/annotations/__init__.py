@@ -1,0 +1,1 @@
+"""Annotations: results people made for a task, each change recorded as an outbox event."""

@@ -1,0 +1,112 @@
+"""Which tasks a data manager request is about: Label Studio's ``selectedItems`` turned into SQL.
+
+``{"selectedItems": {"all": false, "included": [ids]}}`` is those tasks, ``{"all": true, "excluded":
+[ids]}`` is every task but those, and a missing body or ``selectedItems`` is every task. Ids of other
+projects' tasks are ignored: the selection is always inside the project. The result is a SQL condition
+(never a materialised list unless asked), so selecting a million tasks costs nothing up front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, all_, any_, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.annotation_api.errors import BadRequest
+from services.annotation_api.ids import BIGINT_MAX, id_array
+from services.annotation_api.models import Task
+
+
+@dataclass(frozen=True)
+class TaskSelection:
+    """Selected tasks of one project, bound to the request's session."""
+
+    session: AsyncSession
+    project_id: int
+    all: bool
+    included: tuple[int, ...] = ()
+    excluded: tuple[int, ...] = ()
+
+    def condition(self) -> ColumnElement[bool]:
+        """A WHERE condition on ``Task`` selecting exactly these tasks."""
+        in_project = Task.project_id == self.project_id
+        if not self.all:
+            return in_project & (Task.id == any_(id_array(self.included)))
+        if self.excluded:
+            return in_project & (Task.id != all_(id_array(self.excluded)))
+        return in_project
+
+    def task_ids(self) -> Select[int]:
+        """``SELECT task.id`` of the selection, for ``column.in_(selection.task_ids())``."""
+        return select(Task.id).where(self.condition())
+
+    async def ids(self) -> list[int]:
+        """The selected task ids in ascending order."""
+        return list((await self.session.scalars(self.task_ids().order_by(Task.id))).all())
+
+    async def lock_ids(self) -> list[int]:
+        """Like ``ids`` but locks the tasks (``FOR UPDATE``, in id order) so that counters recomputed
+        later in the transaction cannot miss a concurrent writer's rows."""
+        stmt = self.task_ids().order_by(Task.id).with_for_update()
+        return list((await self.session.scalars(stmt)).all())
+
+    async def count(self) -> int:
+        stmt = select(func.count()).select_from(Task).where(self.condition())
+        return int((await self.session.execute(stmt)).scalar_one())
+
+
+def _id_list(value: Any, field: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(item, int) and not isinstance(item, bool) and 1 <= item <= BIGINT_MAX for item in value
+    ):
+        raise BadRequest(f"{field} must be a list of task ids (positive integers).", field=field)
+    return tuple(value)
+
+
+def _has_filter_items(filters: Any) -> bool:
+    if filters is None:
+        return False
+    if not isinstance(filters, Mapping):
+        raise BadRequest("filters must be an object like {conjunction, items}.", field="filters")
+    return bool(filters.get("items"))
+
+
+async def resolve_selection(
+    session: AsyncSession, project_id: int, body: Mapping[str, Any] | None
+) -> TaskSelection:
+    """Parse a data manager request body into the project's selected tasks; 400 naming the field.
+
+    ``ordering`` is accepted and ignored. Data manager ``filters`` are not evaluated: with an explicit
+    ``included`` list they are ignored (the ids were picked from the filtered view), but "all tasks"
+    plus non-empty filters is refused, since acting on every task would exceed what the user sees.
+    """
+    raw = None if body is None else body.get("selectedItems")
+    if raw is None:
+        selection = TaskSelection(session, project_id, all=True)
+    elif not isinstance(raw, Mapping):
+        raise BadRequest(
+            'selectedItems must be {"all": false, "included": [ids]} or {"all": true, "excluded": [ids]}.',
+            field="selectedItems",
+        )
+    elif not isinstance(raw.get("all"), bool):
+        raise BadRequest("selectedItems.all must be true or false.", field="selectedItems.all")
+    elif raw["all"]:
+        excluded = _id_list(raw.get("excluded", []), "selectedItems.excluded")
+        selection = TaskSelection(session, project_id, all=True, excluded=excluded)
+    else:
+        if "included" not in raw:
+            raise BadRequest(
+                'selectedItems.included is required when "all" is false.', field="selectedItems.included"
+            )
+        included = _id_list(raw["included"], "selectedItems.included")
+        selection = TaskSelection(session, project_id, all=False, included=included)
+    if selection.all and body is not None and _has_filter_items(body.get("filters")):
+        raise BadRequest(
+            "Data manager filters are not supported with an all-tasks selection; "
+            "select the tasks by id (selectedItems.included) instead.",
+            field="filters.items",
+        )
+    return selection

@@ -1,0 +1,1 @@
+"""Model versions of a project: the versions its predictions carry and its ML backends report."""

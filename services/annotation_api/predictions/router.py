@@ -1,0 +1,93 @@
+"""``/api/predictions`` and ``/api/projects/{id}/import/predictions`` (Label Studio paths)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from services.annotation_api.auth.dependencies import CurrentUser
+from services.annotation_api.db import SessionDep
+from services.annotation_api.ids import BIGINT_MAX, PathId
+from services.annotation_api.predictions import service
+from services.annotation_api.predictions.schemas import (
+    PredictionCreate,
+    PredictionImportItem,
+    PredictionOut,
+    PredictionsImported,
+    PredictionUpdate,
+)
+from shared.http import JsonResponse
+
+router = APIRouter(prefix="/api", tags=["predictions"])
+
+IdFilter = Annotated[int | None, Query(ge=1, le=BIGINT_MAX)]
+
+
+@router.post("/predictions", status_code=201, response_model=PredictionOut)
+@router.post("/predictions/", status_code=201, response_model=PredictionOut, include_in_schema=False)
+async def create_prediction(body: PredictionCreate, session: SessionDep, _: CurrentUser) -> JsonResponse:
+    return JsonResponse(await service.create_prediction(session, body), status_code=201)
+
+
+@router.get("/predictions", response_model=list[PredictionOut])
+@router.get("/predictions/", response_model=list[PredictionOut], include_in_schema=False)
+async def list_predictions(
+    request: Request,
+    session: SessionDep,
+    _: CurrentUser,
+    task: IdFilter = None,
+    project: IdFilter = None,
+    task__project: Annotated[
+        int | None, Query(ge=1, le=BIGINT_MAX, description="Same as project (Label Studio's name).")
+    ] = None,
+    page: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=2**31,
+            description=f"1-based page; without it at most {service.UNPAGED_LIMIT} rows are listed.",
+        ),
+    ] = None,
+    page_size: Annotated[int, Query(ge=1)] = 100,
+) -> JsonResponse:
+    page_size = min(page_size, request.app.state.settings.max_page_size)
+    rows = await service.list_predictions(
+        session, task, project if project is not None else task__project, page, page_size
+    )
+    return JsonResponse(rows)
+
+
+@router.get("/predictions/{prediction_id}", response_model=PredictionOut)
+@router.get("/predictions/{prediction_id}/", response_model=PredictionOut, include_in_schema=False)
+async def get_prediction(prediction_id: PathId, session: SessionDep, _: CurrentUser) -> JsonResponse:
+    return JsonResponse(await service.get_prediction(session, prediction_id))
+
+
+@router.patch("/predictions/{prediction_id}", response_model=PredictionOut)
+@router.patch("/predictions/{prediction_id}/", response_model=PredictionOut, include_in_schema=False)
+async def update_prediction(
+    prediction_id: PathId, body: PredictionUpdate, session: SessionDep, _: CurrentUser
+) -> JsonResponse:
+    return JsonResponse(await service.update_prediction(session, prediction_id, body))
+
+
+@router.delete("/predictions/{prediction_id}", status_code=204)
+@router.delete("/predictions/{prediction_id}/", status_code=204, include_in_schema=False)
+async def delete_prediction(prediction_id: PathId, session: SessionDep, _: CurrentUser) -> Response:
+    await service.delete_prediction(session, prediction_id)
+    return Response(status_code=204)
+
+
+@router.post("/projects/{project_id}/import/predictions", status_code=201, response_model=PredictionsImported)
+@router.post(
+    "/projects/{project_id}/import/predictions/",
+    status_code=201,
+    response_model=PredictionsImported,
+    include_in_schema=False,
+)
+async def import_predictions(
+    project_id: PathId, body: list[PredictionImportItem], session: SessionDep, _: CurrentUser
+) -> PredictionsImported:
+    """All-or-nothing: one bad item (named by its index) and nothing is written."""
+    return PredictionsImported(created=await service.import_predictions(session, project_id, body))

@@ -1,0 +1,63 @@
+"""Prediction bodies with Label Studio's field names."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.annotation_api.ids import RowId
+
+#: What a prediction without a model version is filed under (Label Studio's convention).
+UNDEFINED_VERSION: Final = "undefined"
+MAX_VERSION_LENGTH: Final = 255
+
+ModelVersion = Field(default=None, max_length=MAX_VERSION_LENGTH)
+Score = Field(default=None, allow_inf_nan=False, description="Finite number or null.")
+
+
+class _Input(BaseModel):
+    # The SDK sends fields we do not model (cluster, mislabeling, neighbors, model_run, …).
+    model_config = ConfigDict(extra="ignore")
+
+
+class PredictionCreate(_Input):
+    task: RowId
+    result: list[dict[str, Any]] = Field(description="Regions; checked against the label config.")
+    score: float | None = Score
+    model_version: str | None = ModelVersion
+    project: RowId | None = Field(default=None, description="If given, must be the task's project.")
+
+
+class PredictionUpdate(_Input):
+    """Partial update; a prediction stays on its task."""
+
+    result: list[dict[str, Any]] | None = None
+    score: float | None = Score
+    model_version: str | None = ModelVersion
+    task: RowId | None = None
+
+
+class PredictionImportItem(_Input):
+    task: RowId
+    result: list[dict[str, Any]]
+    score: float | None = Score
+    model_version: str | None = ModelVersion
+
+
+class PredictionsImported(BaseModel):
+    created: int
+
+
+class PredictionOut(BaseModel):
+    id: int
+    task: int
+    project: int
+    result: list[Any]
+    score: float | None
+    model_version: str
+    ml_backend: int | None
+    job: int | None
+    created_at: datetime
+    updated_at: datetime
