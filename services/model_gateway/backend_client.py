@@ -395,7 +395,7 @@ class BackendCaller:
         except AddressRejected as exc:
             return CallFailure(FailureKind(exc.kind), exc.message)
         except TimeoutError:
-            message = f"{path}: no answer within the call's deadline ({remaining:.1f}s left)"
+            message = f"{path}: no answer within {round(remaining, 2):g}s (deadline of the whole call)"
             return CallFailure(FailureKind.TIMEOUT, message, retryable=True)
         except httpx.TimeoutException as exc:
             return self._timeout_failure(path, exc, timeout_s)
