@@ -1,0 +1,1 @@
+"""``make demo``: the learning loop end to end — an annotator labels, the model learns, sampling chooses."""
