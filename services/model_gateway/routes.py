@@ -215,7 +215,7 @@ async def public_predict(
     settings: GatewaySettings = request.app.state.settings
     if len(body.tasks) > settings.public_max_tasks:
         raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            status.HTTP_413_CONTENT_TOO_LARGE,
             f"tasks: at most {settings.public_max_tasks} tasks per request, got {len(body.tasks)}",
         )
     try:
