@@ -47,6 +47,8 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with maker() as session:
+        # Lets code deep in a request (e.g. the event outbox) reach app-wide resources from after_commit.
+        session.info["app"] = request.app
         try:
             yield session
             await session.commit()

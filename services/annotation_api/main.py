@@ -11,17 +11,25 @@ from services.annotation_api import health
 from services.annotation_api.annotations import router as annotations_router
 from services.annotation_api.auth import router as auth_router
 from services.annotation_api.auth.service import ensure_user_with_token
+from services.annotation_api.auto_labeling import actions as _auto_labeling  # noqa: F401 (registers the DM action)
 from services.annotation_api.data_manager import router as data_manager_router
 from services.annotation_api.db import make_engine, make_sessionmaker
 from services.annotation_api.errors import install_error_handlers
+from services.annotation_api.events import router as events_router
 from services.annotation_api.exports import router as exports_router
 from services.annotation_api.imports import router as imports_router
+from services.annotation_api.internal import router as internal_router
+from services.annotation_api.jobs import router as jobs_router
+from services.annotation_api.jobs.background import background
+from services.annotation_api.label_stream import router as label_stream_router
 from services.annotation_api.limits import BodySizeLimitMiddleware
+from services.annotation_api.ml_backends import router as ml_backends_router
 from services.annotation_api.model_versions import router as model_versions_router
 from services.annotation_api.predictions import router as predictions_router
 from services.annotation_api.projects import router as projects_router
 from services.annotation_api.settings import ApiSettings
 from services.annotation_api.tasks import router as tasks_router
+from services.annotation_api.training import router as training_router
 from shared.logging import RequestIdMiddleware, configure_logging
 
 BOOTSTRAP_EMAIL = "admin@labelloop.local"
@@ -39,7 +47,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             async with app.state.sessionmaker.begin() as session:
                 await ensure_user_with_token(session, BOOTSTRAP_EMAIL, settings.api_token)
         try:
-            yield
+            async with background(app, settings):
+                yield
         finally:
             await engine.dispose()
 
@@ -56,6 +65,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(auth_router.router)
+    app.include_router(label_stream_router.router)
     app.include_router(projects_router.router)
     app.include_router(imports_router.router)
     app.include_router(exports_router.router)
@@ -64,6 +74,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(model_versions_router.router)
     app.include_router(data_manager_router.router)
     app.include_router(tasks_router.router)
+    app.include_router(ml_backends_router.router)
+    app.include_router(jobs_router.router)
+    app.include_router(internal_router.router)
+    app.include_router(training_router.router)
+    app.include_router(training_router.internal)
+    app.include_router(events_router.router)
     return app
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import BigInteger
 
+from services.annotation_api.events.service import schedule_delivery
 from services.annotation_api.models import OutboxEvent, Project, Task
 
 ANNOTATION_CREATED: Final = "ANNOTATION_CREATED"
@@ -61,6 +62,7 @@ async def record_event(session: AsyncSession, project: Project, action: str, pay
     """Add one event for ``project``; ``action`` and ``project`` are filled into the payload here."""
     body = {"action": action, **payload, "project": project_payload(project)}
     await session.execute(insert(OutboxEvent).values(project_id=project.id, action=action, payload=body))
+    await schedule_delivery(session, project.id)
 
 
 async def record_annotation_event(
@@ -104,3 +106,4 @@ async def record_annotations_deleted(
             "ids": list(annotation_ids),
         },
     )
+    await schedule_delivery(session, project.id)

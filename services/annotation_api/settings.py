@@ -36,3 +36,6 @@ class ApiSettings(CommonSettings, RedisSettingsMixin):
     backend_check_interval_s: float = Field(
         default=60.0, gt=0, description="How often each ML backend's health and model version are re-checked."
     )
+    task_lock_ttl_s: float = Field(
+        default=600.0, gt=0, description="How long a task served by /next stays reserved for its annotator."
+    )

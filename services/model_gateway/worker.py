@@ -22,6 +22,7 @@ from arq import run_worker
 from arq.connections import RedisSettings
 from pydantic import BaseModel
 
+from services.model_gateway.learning import deliver_events, train_backend
 from services.model_gateway.predictor import BackendGateway
 from services.model_gateway.settings import GatewaySettings
 from shared.gateway_contract import ChunkAck, ChunkHeartbeat, ChunkLease, ChunkReport, PredictTasksResult
@@ -151,7 +152,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    functions = [ping, process_chunk]
+    functions = [ping, process_chunk, deliver_events, train_backend]
     on_startup = startup
     on_shutdown = shutdown
     queue_name = QUEUE_NAME

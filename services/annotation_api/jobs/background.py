@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.annotation_api.events.background import delivery_loop
 from services.annotation_api.jobs.queue import ChunkQueue
 from services.annotation_api.jobs.service import sweep
 from services.annotation_api.ml_backends.gateway_client import close_gateway_client, gateway_client
@@ -59,6 +60,7 @@ async def background(app: FastAPI, settings: ApiSettings) -> AsyncIterator[None]
     tasks = [
         asyncio.create_task(sweeper_loop(maker, queue, settings), name="chunk-sweeper"),
         asyncio.create_task(monitor_loop(maker, gateway_client(app), settings), name="backend-monitor"),
+        asyncio.create_task(delivery_loop(maker, queue, settings), name="event-delivery"),
     ]
     try:
         yield

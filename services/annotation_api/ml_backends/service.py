@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.auth.service import ensure_user_with_token
 from services.annotation_api.errors import BadRequest, NotFound
+from services.annotation_api.events.repository import latest_event_id
 from services.annotation_api.ml_backends.gateway_client import GatewayClient
 from services.annotation_api.ml_backends.schemas import (
     InteractiveOut,
@@ -156,6 +157,8 @@ async def create_backend(
     backend.error_message = None
     backend.model_version = result.model_version or backend.model_version
     backend.last_checked_at = func.now()
+    # Events are delivered from now on, not the project's whole history.
+    backend.last_event_id = await latest_event_id(session, project.id)
     session.add(backend)
     if backend.model_version:
         # Conditional, not read-modify-write: the project row is not locked during the slow check.

@@ -1,0 +1,1 @@
+"""Auto-labeling: the ``predictions_to_annotations`` data manager action."""

@@ -1,0 +1,1 @@
+"""Online learning: annotation events (outbox rows) delivered to every backend of the project, in order."""

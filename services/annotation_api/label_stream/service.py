@@ -1,0 +1,153 @@
+"""The label stream (active learning): which task an annotator labels next, and keeping it theirs.
+
+Strategies follow the project's ``sampling``: sequential (lowest id), uniform (random probe of the id
+range) and uncertainty (lowest prediction score of the project's selected model version first, tasks
+without such a prediction after them). The served task is reserved for the caller for
+``task_lock_ttl_s``; their reservations in the project end when they ask again or annotate.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.annotation_api.counters import refresh_task_counters
+from services.annotation_api.errors import ApiError, NotFound
+from services.annotation_api.label_stream import repository
+from services.annotation_api.ml_backends.gateway_client import GatewayClient
+from services.annotation_api.ml_backends.service import backend_spec, project_ref
+from services.annotation_api.models import MlBackend, MlBackendState, Prediction, Project, Task
+from services.annotation_api.projects.service import get_project
+from services.annotation_api.tasks.repository import (
+    TASK_COLUMNS,
+    driver_connection,
+    embed_annotations_and_predictions,
+    task_json,
+)
+from shared.gateway_contract import PredictTasksRequest
+
+log = logging.getLogger(__name__)
+
+UNIFORM = "Uniform sampling"
+UNCERTAINTY = "Uncertainty sampling"
+# Losing the reservation race means another annotator just took our candidate; the next attempt sees
+# their lock. A handful of attempts covers any realistic burst.
+_RESERVE_ATTEMPTS = 5
+
+_HAS_VERSION = text("SELECT 1 FROM prediction WHERE task_id = :task AND model_version = :version LIMIT 1")
+
+
+async def _pick(session: AsyncSession, project: Project, user_id: int) -> int | None:
+    if project.sampling == UNCERTAINTY and project.model_version:
+        found = await repository.least_certain_free(session, project.id, user_id, project.model_version)
+        if found is not None:
+            return found
+    if project.sampling == UNIFORM:
+        return await repository.random_free(session, project.id, user_id, random.random())
+    return await repository.first_free(session, project.id, user_id)
+
+
+async def next_task(
+    session: AsyncSession,
+    gateway: GatewayClient,
+    project_id: int,
+    user_id: int,
+    lock_ttl_s: float,
+) -> dict[str, Any]:
+    """The next task for ``user_id``, reserved for them; 404 "No more tasks" when none is free."""
+    project = await get_project(session, project_id)
+    await repository.release_own_locks(session, project_id, user_id)
+    for _ in range(_RESERVE_ATTEMPTS):
+        task_id = await _pick(session, project, user_id)
+        if task_id is None:
+            break
+        if await repository.reserve(session, task_id, user_id, lock_ttl_s):
+            await ensure_current_prediction(session, gateway, project, task_id)
+            return await task_with_predictions(session, project, task_id)
+    raise NotFound("No more tasks")
+
+
+async def release_task_lock(session: AsyncSession, task_id: int, user_id: int) -> None:
+    """End the caller's reservation of a task (called when they annotate it)."""
+    await repository.release_task_lock(session, task_id, user_id)
+
+
+async def task_with_predictions(session: AsyncSession, project: Project, task_id: int) -> dict[str, Any]:
+    """The task JSON of the task endpoints, with the predictions annotators see."""
+    conn = await driver_connection(session)
+    row = await conn.fetchrow(f"SELECT {TASK_COLUMNS} FROM task t WHERE t.id = $1", task_id)
+    if row is None:
+        raise NotFound(f"Task {task_id} not found.")
+    task = task_json(row)
+    await embed_annotations_and_predictions(conn, [task], model_version=project.model_version or None)
+    return task
+
+
+async def _serving_backend(session: AsyncSession, project: Project) -> MlBackend | None:
+    """The backend whose predictions annotators see: the one on the project's version, else the first."""
+    stmt = (
+        select(MlBackend)
+        .where(MlBackend.project_id == project.id)
+        .order_by(
+            (MlBackend.model_version == project.model_version).desc(),
+            (MlBackend.state == MlBackendState.CONNECTED).desc(),
+            MlBackend.id,
+        )
+        .limit(1)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def ensure_current_prediction(
+    session: AsyncSession, gateway: GatewayClient, project: Project, task_id: int
+) -> None:
+    """``evaluate_predictions_automatically``: give a task lacking a prediction of the current version
+    one, through the gateway's tight interactive path, and store it.
+
+    Best effort by design: an annotator waiting for a task must get it even when the backend is slow
+    or down, so any gateway failure leaves the task as it is.
+    """
+    if not project.evaluate_predictions_automatically:
+        return
+    backend = await _serving_backend(session, project)
+    if backend is None:
+        return
+    version = project.model_version or backend.model_version
+    if version and await session.scalar(_HAS_VERSION, {"task": task_id, "version": version}):
+        return
+    task = await session.get(Task, task_id)
+    if task is None:
+        return
+    request = PredictTasksRequest(
+        backend=backend_spec(backend),
+        project=project_ref(project),
+        tasks=[{"id": task.id, "data": task.data, "meta": task.meta, "project": task.project_id}],
+        interactive=True,
+    )
+    try:
+        result = await gateway.predict(request)
+    except ApiError as exc:
+        log.warning("automatic prediction of task %s failed: %s", task_id, exc.detail)
+        return
+    if result.errors:
+        log.warning("automatic prediction of task %s failed: %s", task_id, result.errors[0].message)
+    predictions = [p for p in result.predictions if p.task_id == task.id]
+    if not predictions:
+        return
+    session.add_all(
+        Prediction(
+            task_id=task.id,
+            project_id=project.id,
+            result=p.result,
+            score=p.score,
+            model_version=p.model_version,
+            ml_backend_id=backend.id,
+        )
+        for p in predictions
+    )
+    await session.flush()
+    await refresh_task_counters(session, [task.id])

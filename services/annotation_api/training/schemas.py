@@ -1,0 +1,24 @@
+"""Training request and answer bodies."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from services.annotation_api.jobs.schemas import JobOut
+
+
+class TrainRequest(BaseModel):
+    # Label Studio clients may send more (e.g. batch parameters); they do not change what we send.
+    model_config = ConfigDict(extra="ignore")
+
+    use_ground_truth: bool = False
+
+
+class TrainStarted(JobOut):
+    """The training job (follow it with ``GET /api/jobs/{job_id}``)."""
+
+    job_id: int
+
+    @classmethod
+    def of_job(cls, out: JobOut) -> TrainStarted:
+        return cls(**out.model_dump(), job_id=out.id)

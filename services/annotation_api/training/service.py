@@ -1,0 +1,227 @@
+"""Training jobs: created by the request, run by a gateway worker, finished by the worker's report.
+
+Label Studio answers ``/train`` with an empty 200 even when the backend failed; here the job records
+the backend's answer, so a failure is visible with the backend's own message. After a successful
+training call the worker re-checks the backend; a new model version is followed the way the periodic
+check follows it (auto-update moves the backend, and the project when it showed the old version), and
+with ``repredict_on_new_version`` the project's unlabeled tasks are predicted again with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from arq import ArqRedis
+from sqlalchemy import func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.annotation_api.db import after_commit
+from services.annotation_api.errors import NotFound
+from services.annotation_api.jobs.queue import ChunkQueue
+from services.annotation_api.jobs.service import start_prediction_jobs
+from services.annotation_api.ml_backends.service import (
+    apply_check_result,
+    backend_access_token,
+    backend_spec,
+    get_backend,
+    project_ref,
+)
+from services.annotation_api.models import Job, JobStatus, MlBackend, MlBackendState, Project, Task
+from services.annotation_api.outbox import project_payload
+from services.annotation_api.settings import ApiSettings
+from shared.gateway_contract import CheckBackendRequest, WebhookResult
+from shared.jobs import TRAIN_BACKEND
+from shared.learning_contract import TrainOutcome, TrainReport, TrainStart, train_job_id
+from shared.protocol import WebhookEvent
+
+log = logging.getLogger(__name__)
+
+TRAIN_KIND = "train"
+REPREDICT_SOURCE = "repredict_on_new_version"
+MAX_STORED_BODY = 20_000
+"""Largest backend answer kept on the job, in bytes of JSON; longer answers are cut."""
+# Redis lost the message if a queued job waits this long; a running one whose worker never reported
+# within the stale limit lost its worker.
+_LOST_QUEUED = "30 seconds"
+_STALE_RUNNING = "2 hours"
+
+
+async def enqueue_training(pool: ArqRedis, job_id: int) -> None:
+    await pool.enqueue_job(TRAIN_BACKEND, job_id, _job_id=train_job_id(job_id))
+
+
+async def start_training(
+    session: AsyncSession, queue: ChunkQueue, backend_id: int, use_ground_truth: bool
+) -> Job:
+    """Write the job; the worker is asked to run it once the request has committed."""
+    backend = await get_backend(session, backend_id)
+    job = Job(
+        kind=TRAIN_KIND,
+        project_id=backend.project_id,
+        ml_backend_id=backend.id,
+        model_version=backend.model_version,
+        selection={"use_ground_truth": use_ground_truth},
+        status=JobStatus.QUEUED,
+        total=1,
+    )
+    session.add(job)
+    await session.flush()
+    await session.refresh(job)
+    job_id = job.id
+
+    async def enqueue() -> None:
+        await enqueue_training(await queue.pool(), job_id)
+
+    after_commit(session, enqueue)
+    return job
+
+
+async def begin(session: AsyncSession, settings: ApiSettings, job_id: int) -> TrainStart:
+    """Take a queued training job for a worker: what to send, and how to re-check the backend after."""
+    taken = await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.kind == TRAIN_KIND, Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.RUNNING, started_at=func.now(), updated_at=func.now())
+        .returning(Job.ml_backend_id)
+    )
+    row = taken.one_or_none()
+    if row is None:
+        return TrainStart(go=False, job_id=job_id)
+    backend = None if row[0] is None else await session.get(MlBackend, row[0], with_for_update=True)
+    if backend is None:
+        await _finish(session, job_id, JobStatus.FAILED, error="The ML backend was deleted.")
+        return TrainStart(go=False, job_id=job_id)
+    project = await session.get(Project, backend.project_id)
+    assert project is not None  # the backend row references it
+    backend.state = MlBackendState.TRAINING
+    check = CheckBackendRequest(
+        backend=backend_spec(backend),
+        project=project_ref(project),
+        hostname=settings.public_url,
+        access_token=await backend_access_token(session, settings, project.id),
+    )
+    payload = {"action": WebhookEvent.START_TRAINING.value, "project": project_payload(project)}
+    return TrainStart(go=True, job_id=job_id, backend=check.backend, payload=payload, check=check)
+
+
+def _stored_body(body: Any) -> Any:
+    encoded = orjson.dumps(body)
+    if len(encoded) <= MAX_STORED_BODY:
+        return body
+    return encoded[:MAX_STORED_BODY].decode("utf-8", "ignore") + "…"
+
+
+def _failure_message(webhook: WebhookResult) -> str:
+    if webhook.error:
+        return f"Training failed: {webhook.error}"
+    return f"Training failed: the backend answered {webhook.status_code}"
+
+
+async def _finish(
+    session: AsyncSession,
+    job_id: int,
+    status: JobStatus,
+    *,
+    error: str | None = None,
+    result: dict[str, Any] | None = None,
+) -> None:
+    await session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(
+            status=status,
+            error=error,
+            result=result,
+            done=int(status == JobStatus.COMPLETED),
+            failed=int(status == JobStatus.FAILED),
+            finished_at=func.now(),
+            updated_at=func.now(),
+        )
+    )
+
+
+async def finish(
+    session: AsyncSession, queue: ChunkQueue, settings: ApiSettings, job_id: int, report: TrainReport
+) -> TrainOutcome:
+    """Record the backend's answer on the job and follow a new model version; a repeat is a no-op."""
+    job = await session.get(Job, job_id, with_for_update=True)
+    if job is None or job.kind != TRAIN_KIND:
+        raise NotFound(f"Training job {job_id} not found.")
+    backend = None if job.ml_backend_id is None else await session.get(MlBackend, job.ml_backend_id)
+    if job.status != JobStatus.RUNNING or backend is None:
+        version = backend.model_version if backend is not None else ""
+        return TrainOutcome(job_status=job.status, model_version=version, version_changed=False)
+    webhook = report.webhook
+    answer = {"status_code": webhook.status_code, "body": _stored_body(webhook.body)}
+    if not webhook.ok:
+        message = _failure_message(webhook)
+        # The job carries the failure; the backend's state only says whether it could be reached.
+        unreachable = webhook.status_code is None
+        backend.state = MlBackendState.DISCONNECTED if unreachable else MlBackendState.CONNECTED
+        await _finish(session, job_id, JobStatus.FAILED, error=message, result=answer)
+        return TrainOutcome(
+            job_status=JobStatus.FAILED, model_version=backend.model_version, version_changed=False
+        )
+    project = await session.get(Project, backend.project_id, with_for_update=True)
+    assert project is not None
+    old_version = backend.model_version
+    if report.check is not None:
+        await apply_check_result(session, backend, project, report.check)
+    else:
+        backend.state = MlBackendState.CONNECTED
+    changed = backend.model_version != old_version
+    result: dict[str, Any] = {
+        **answer,
+        "previous_model_version": old_version,
+        "model_version": backend.model_version,
+    }
+    if report.check is not None and not report.check.ok:
+        result["check_error"] = report.check.error
+    repredict_job_id = None
+    if changed and project.repredict_on_new_version:
+        await session.refresh(project)
+        jobs = await start_prediction_jobs(
+            session,
+            queue,
+            project_id=project.id,
+            task_ids=select(Task.id).where(Task.project_id == project.id, Task.is_labeled.is_(False)),
+            backends=[backend],
+            chunk_size=settings.chunk_size,
+            selection={"source": REPREDICT_SOURCE, "after_training_job": job_id},
+        )
+        repredict_job_id = jobs[0].id
+        result["repredict_job_id"] = repredict_job_id
+    await _finish(session, job_id, JobStatus.COMPLETED, result=result)
+    return TrainOutcome(
+        job_status=JobStatus.COMPLETED,
+        model_version=backend.model_version,
+        version_changed=changed,
+        repredict_job_id=repredict_job_id,
+    )
+
+
+async def lost_training_jobs(session: AsyncSession) -> list[int]:
+    """Queued training jobs Redis seems to have lost (to enqueue again); fails runs whose worker died."""
+    await session.execute(
+        text(
+            f"""
+            UPDATE job SET status = 'failed', failed = 1, finished_at = now(), updated_at = now(),
+                   error = 'Training failed: the worker running it stopped reporting.'
+            WHERE kind = '{TRAIN_KIND}' AND status = 'running'
+              AND started_at < now() - interval '{_STALE_RUNNING}'
+            """
+        )
+    )
+    rows = await session.execute(
+        text(
+            f"""
+            SELECT id FROM job
+            WHERE kind = '{TRAIN_KIND}' AND status = 'queued'
+              AND created_at < now() - interval '{_LOST_QUEUED}'
+            ORDER BY id LIMIT 100
+            """
+        )
+    )
+    return list(rows.scalars())

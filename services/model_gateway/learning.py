@@ -1,0 +1,207 @@
+"""arq jobs of the learning loop: annotation events to backends, in order, and training runs.
+
+``deliver_events(backend_id)`` sends a backend's pending events (the API's outbox after the backend's
+cursor) one by one to its ``/webhook`` and acknowledges each batch the backend accepted, so the cursor
+only moves past 2xx answers. The first failure stops the run: the events stay pending, in order, and
+the API's delivery loop rings again later, so a dead backend delays events but never loses them.
+
+Exactly one worker delivers a backend's events at a time (a Redis lock per backend). A run that finds
+the lock taken leaves a flag before giving up; the holder looks at the flag after releasing the lock and
+goes round again, so an event written while a delivery was finishing is never left waiting.
+
+``train_backend(job_id)`` sends START_TRAINING (``POST /train`` for 1.0.x backends), re-checks the
+backend for a new model version, and reports both to the API, which records them on the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable
+from typing import Any, cast
+
+import httpx
+from arq import ArqRedis
+from pydantic import BaseModel, ValidationError
+
+from services.model_gateway.backend_client import CallFailure
+from services.model_gateway.predictor import BackendGateway
+from shared.gateway_contract import BackendSpec, WebhookRequest, WebhookResult
+from shared.learning_contract import (
+    DELIVERY_LOCK_TTL_MS,
+    EventsAck,
+    PendingEvents,
+    TrainOutcome,
+    TrainReport,
+    TrainStart,
+    delivery_again_key,
+    delivery_lock_key,
+)
+from shared.protocol import HealthResponse, ProtocolError, decode_json
+
+log = logging.getLogger(__name__)
+
+EVENTS_PER_BATCH = 100
+_AGAIN_TTL_S = 3600
+_REPORT_ATTEMPTS = 4
+
+# Compare-and-delete / compare-and-extend: a lock is only ever touched by the run holding it.
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+_EXTEND = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+
+
+class ApiRefused(Exception):
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+async def _call(
+    api: httpx.AsyncClient, method: str, path: str, body: BaseModel | None = None, **kw: Any
+) -> bytes:
+    content = None if body is None else body.model_dump_json().encode()
+    headers = {"Content-Type": "application/json"} if content is not None else None
+    response = await api.request(method, path, content=content, headers=headers, **kw)
+    if response.status_code != 200:
+        raise ApiRefused(
+            f"{method} {path} answered {response.status_code}: {response.text[:300]}", response.status_code
+        )
+    return response.content
+
+
+# ---- event delivery --------------------------------------------------------------------------
+
+
+class _Lock:
+    def __init__(self, redis: ArqRedis, backend_id: int) -> None:
+        self.redis = redis
+        self.key = delivery_lock_key(backend_id)
+        self.token = uuid.uuid4().hex
+
+    async def acquire(self) -> bool:
+        return bool(await self.redis.set(self.key, self.token, nx=True, px=DELIVERY_LOCK_TTL_MS))
+
+    async def _script(self, script: str, *args: str) -> bool:
+        result = self.redis.eval(script, 1, self.key, self.token, *args)
+        return bool(await cast(Awaitable[int], result))
+
+    async def extend(self) -> bool:
+        return await self._script(_EXTEND, str(DELIVERY_LOCK_TTL_MS))
+
+    async def release(self) -> None:
+        await self._script(_RELEASE)
+
+
+async def _drain(ctx: dict[str, Any], backend_id: int, lock: _Lock) -> tuple[int, str | None]:
+    """Deliver until nothing is pending; (events delivered, why it stopped early or None)."""
+    api: httpx.AsyncClient = ctx["api"]
+    gateway: BackendGateway = ctx["gateway"]
+    delivered = 0
+    while True:
+        try:
+            raw = await _call(
+                api, "GET", f"/internal/backends/{backend_id}/events", params={"limit": EVENTS_PER_BATCH}
+            )
+        except ApiRefused as exc:
+            if exc.status_code == 404:
+                return delivered, "the backend was deleted"
+            raise
+        pending = PendingEvents.model_validate_json(raw)
+        if not pending.events:
+            return delivered, None
+        last_delivered: int | None = None
+        stopped: str | None = None
+        for event in pending.events:
+            result = await gateway.webhook(WebhookRequest(backend=pending.backend, payload=event.payload))
+            if not result.ok:
+                stopped = f"event {event.id} ({event.action}) not accepted: {result.error}"
+                break
+            last_delivered = event.id
+            delivered += 1
+            if not await lock.extend():
+                stopped = "lost the delivery lock (took longer than its lifetime)"
+                break
+        if last_delivered is not None:
+            ack = EventsAck(last_event_id=last_delivered)
+            await _call(api, "POST", f"/internal/backends/{backend_id}/events/ack", ack)
+        if stopped is not None:
+            return delivered, stopped
+
+
+async def deliver_events(ctx: dict[str, Any], backend_id: int) -> str:
+    """Send the backend's pending annotation events to its ``/webhook``, oldest first."""
+    redis: ArqRedis = ctx["redis"]
+    again = delivery_again_key(backend_id)
+    delivered = 0
+    while True:
+        # Announce before trying the lock: a holder that is finishing sees the flag and goes round again.
+        await redis.set(again, b"1", ex=_AGAIN_TTL_S)
+        lock = _Lock(redis, backend_id)
+        if not await lock.acquire():
+            return f"backend {backend_id}: {delivered} delivered, the running delivery takes the rest"
+        try:
+            await redis.delete(again)
+            count, stopped = await _drain(ctx, backend_id, lock)
+        finally:
+            await lock.release()
+        delivered += count
+        if stopped is not None:
+            log.warning("backend %s: delivery stopped after %d events: %s", backend_id, delivered, stopped)
+            return f"backend {backend_id}: {delivered} delivered, stopped: {stopped}"
+        if not await redis.getdel(again):
+            return f"backend {backend_id}: {delivered} delivered"
+
+
+# ---- training --------------------------------------------------------------------------------
+
+
+async def _is_legacy(gateway: BackendGateway, backend: BackendSpec) -> bool:
+    """1.0.x backends (``/health`` says ``v2: false``) train through ``POST /train``."""
+    s = gateway.settings
+    try:
+        response = await gateway.caller.call(
+            backend,
+            "GET",
+            "/health",
+            timeout_s=s.health_timeout_s,
+            retries=False,
+            use_breaker=False,
+            deadline_s=s.health_timeout_s + s.connect_timeout_s,
+        )
+        return HealthResponse.model_validate(decode_json(response.content)).is_legacy
+    except (CallFailure, ProtocolError, ValidationError):
+        return False  # the training call itself will report what is wrong
+
+
+async def _report(api: httpx.AsyncClient, job_id: int, report: TrainReport) -> TrainOutcome:
+    """Finishing is idempotent on the API side, so a transient failure is simply retried."""
+    path = f"/internal/train-jobs/{job_id}/finish"
+    for attempt in range(1, _REPORT_ATTEMPTS + 1):
+        try:
+            return TrainOutcome.model_validate_json(await _call(api, "POST", path, report))
+        except (httpx.TransportError, ApiRefused) as exc:
+            if (isinstance(exc, ApiRefused) and exc.status_code < 500) or attempt == _REPORT_ATTEMPTS:
+                raise
+            log.warning("training job %s: report failed (%s), retrying", job_id, exc)
+            await asyncio.sleep(0.5 * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+async def train_backend(ctx: dict[str, Any], job_id: int) -> str:
+    """Run a training job: START_TRAINING, re-check the backend, report both to the API."""
+    api: httpx.AsyncClient = ctx["api"]
+    gateway: BackendGateway = ctx["gateway"]
+    start = TrainStart.model_validate_json(await _call(api, "POST", f"/internal/train-jobs/{job_id}/start"))
+    if not start.go or start.backend is None:
+        return f"training job {job_id}: nothing to do"
+    try:
+        legacy = await _is_legacy(gateway, start.backend)
+        request = WebhookRequest(backend=start.backend, payload=start.payload, legacy_train=legacy)
+        webhook = await gateway.webhook(request)
+        check = await gateway.check(start.check) if webhook.ok and start.check is not None else None
+    except Exception as exc:  # a bug here must still end the job, visibly
+        log.exception("training job %s failed in the worker", job_id)
+        webhook, check = WebhookResult(ok=False, error=f"worker error: {type(exc).__name__}: {exc}"), None
+    outcome = await _report(api, job_id, TrainReport(webhook=webhook, check=check))
+    return f"training job {job_id}: {outcome.job_status}, model version {outcome.model_version!r}"
