@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -181,3 +182,27 @@ async def test_annotations_need_a_token(api_server: Any) -> None:
     async with httpx.AsyncClient(base_url=api_server.url) as anonymous:
         assert (await anonymous.get("/api/annotations/1")).status_code == 401
         assert (await anonymous.post("/api/tasks/1/annotations", json={"result": []})).status_code == 401
+
+
+async def test_concurrent_annotations_of_one_task_are_all_counted(
+    api: httpx.AsyncClient, database_url: str
+) -> None:
+    project, (task_id, _) = await _setup(api)
+    responses = await asyncio.gather(
+        *(
+            api.post(f"/api/tasks/{task_id}/annotations", json={"result": choice("positive")})
+            for _ in range(8)
+        )
+    )
+    assert [response.status_code for response in responses] == [201] * 8
+    assert await _task_counters(database_url, task_id) == (8, 0, True)
+    assert (await _project(api, project["id"]))["total_annotations_number"] == 8
+    assert len(await _events(database_url)) == 8
+
+
+async def test_values_postgres_cannot_store_are_400(api: httpx.AsyncClient) -> None:
+    _, (task_id, _) = await _setup(api)
+    region = choice("positive")[0] | {"meta": {"text": "nul \u0000 inside"}}
+    response = await api.post(f"/api/tasks/{task_id}/annotations", json={"result": [region]})
+    assert response.status_code == 400, response.text
+    assert (await api.get(f"/api/tasks/{task_id}/annotations")).json() == []
