@@ -1,0 +1,251 @@
+"""Bulk prediction end to end: action → job + chunks → real gateway workers → predictions in Postgres."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.bulk.conftest import RunBurst, connect_backend, import_texts, wait_job
+from tests.conftest import SERVICE_TOKEN
+from tests.fakes.fake_backend import FakeBackend
+
+pytestmark = [
+    pytest.mark.usefixtures("gateway_server"),
+    # arq's burst-mode worker closes its own pool with a redis call that redis-py marks deprecated.
+    pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning"),
+]
+
+ACTION = "/api/dm/actions"
+
+
+async def retrieve(
+    api: httpx.AsyncClient, project_id: int, body: Any = None, **params: Any
+) -> httpx.Response:
+    query = {"id": "retrieve_tasks_predictions", "project": project_id, **params}
+    if body is None:
+        return await api.post(ACTION, params=query)
+    return await api.post(ACTION, params=query, json=body)
+
+
+async def duplicates(db: asyncpg.Connection) -> int:
+    return int(
+        await db.fetchval(
+            "SELECT count(*) FROM (SELECT task_id, ml_backend_id, model_version FROM prediction "
+            "GROUP BY 1, 2, 3 HAVING count(*) > 1) d"
+        )
+    )
+
+
+async def test_action_predicts_all_tasks_in_chunks(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    run_burst: RunBurst,
+    db: asyncpg.Connection,
+) -> None:
+    task_ids = await import_texts(api, project["id"], 25)
+    backend = await connect_backend(api, project["id"], fake.url, batch_size=4)
+    response = await retrieve(api, project["id"])
+    assert response.status_code == 200, response.text
+    started = response.json()
+    assert started["processed_items"] == 25 and started["job_ids"] == [started["job_id"]]
+    job = (await api.get(f"/api/jobs/{started['job_id']}")).json()
+    assert job["status"] == "queued" and job["total"] == 25 and job["ml_backend"] == backend["id"]
+    assert await db.fetchval("SELECT count(*) FROM job_chunk WHERE job_id = $1", job["id"]) == 3
+
+    await run_burst()
+
+    job = await wait_job(api, started["job_id"])
+    assert job["status"] == "completed", job
+    assert (job["done"], job["skipped"], job["failed"]) == (25, 0, 0)
+    assert job["progress"] == 1.0 and job["rate"] > 0 and job["finished_at"] is not None
+    rows = await db.fetch(
+        "SELECT task_id, model_version, ml_backend_id, job_id FROM prediction ORDER BY task_id"
+    )
+    assert [row["task_id"] for row in rows] == task_ids
+    assert {(r["model_version"], r["ml_backend_id"], r["job_id"]) for r in rows} == {
+        ("fake-v1", backend["id"], job["id"])
+    }
+    assert all(len(call.body["tasks"]) <= 4 for call in fake.calls("/predict"))
+    refreshed = (await api.get(f"/api/projects/{project['id']}")).json()
+    assert refreshed["total_predictions_number"] == 25
+    assert await db.fetchval("SELECT sum(total_predictions) FROM task") == 25
+    listed = (await api.get("/api/jobs", params={"project": project["id"]})).json()
+    assert [item["id"] for item in listed] == [job["id"]]
+
+
+async def test_already_predicted_tasks_are_skipped(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    run_burst: RunBurst,
+    db: asyncpg.Connection,
+) -> None:
+    task_ids = await import_texts(api, project["id"], 12)
+    await connect_backend(api, project["id"], fake.url)
+    first = (
+        await retrieve(api, project["id"], {"selectedItems": {"all": False, "included": task_ids[:5]}})
+    ).json()
+    assert first["processed_items"] == 5
+    await run_burst()
+    assert (await wait_job(api, first["job_id"]))["done"] == 5
+
+    fake.clear_requests()
+    second = (
+        await retrieve(api, project["id"], {"selectedItems": {"all": True, "excluded": [task_ids[-1]]}})
+    ).json()
+    assert second["processed_items"] == 11
+    await run_burst()
+    job = await wait_job(api, second["job_id"])
+    assert (job["done"], job["skipped"], job["failed"]) == (6, 5, 0)
+    sent = sorted(task["id"] for call in fake.calls("/predict") for task in call.body["tasks"])
+    assert sent == task_ids[5:11]
+    assert await db.fetchval("SELECT count(*) FROM prediction") == 11
+    assert await duplicates(db) == 0
+
+
+async def test_every_connected_backend_gets_its_own_job_and_version(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    run_burst: RunBurst,
+    db: asyncpg.Connection,
+) -> None:
+    await import_texts(api, project["id"], 8)
+    with FakeBackend() as other:
+        other.configure(model_version="other-v2")
+        first = await connect_backend(api, project["id"], fake.url)
+        second = await connect_backend(api, project["id"], other.url)
+        started = (await retrieve(api, project["id"])).json()
+        assert len(started["job_ids"]) == 2 and started["processed_items"] == 16
+        await run_burst()
+        for job_id in started["job_ids"]:
+            assert (await wait_job(api, job_id))["done"] == 8
+    counts = dict(await db.fetch("SELECT model_version, count(*) FROM prediction GROUP BY model_version"))
+    assert counts == {"fake-v1": 8, "other-v2": 8}
+    jobs = {(await api.get(f"/api/jobs/{job_id}")).json()["ml_backend"] for job_id in started["job_ids"]}
+    assert jobs == {first["id"], second["id"]}
+
+    only = (await retrieve(api, project["id"], {"ml_backend": second["id"]})).json()
+    assert len(only["job_ids"]) == 1
+
+
+async def test_per_task_errors_are_counted_and_shown(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    run_burst: RunBurst,
+    db: asyncpg.Connection,
+) -> None:
+    response = await api.post(
+        f"/api/projects/{project['id']}/import",
+        json=[{"text": f"fine {i}"} for i in range(6)] + [{"text": "poison"}],
+        params={"return_task_ids": "true"},
+    )
+    poison_id = response.json()["task_ids"][-1]
+    fake.configure(poison_task_value="poison")
+    backend = await connect_backend(api, project["id"], fake.url, batch_size=7)
+    started = (await api.post(f"/api/ml/{backend['id']}/predict")).json()
+    await run_burst()
+    job = await wait_job(api, started["job_id"])
+    assert job["status"] == "completed"
+    assert (job["done"], job["failed"]) == (6, 1)
+    assert [error["task"] for error in job["errors"]] == [poison_id]
+    assert job["errors"][0]["message"]
+    assert await db.fetchval("SELECT count(*) FROM prediction") == 6
+
+
+async def test_predict_all_tasks_with_batch_size(
+    api: httpx.AsyncClient, project: dict[str, Any], fake: FakeBackend, run_burst: RunBurst
+) -> None:
+    await import_texts(api, project["id"], 9)
+    backend = await connect_backend(api, project["id"], fake.url, batch_size=32)
+    response = await api.post(f"/api/ml/{backend['id']}/predict/", params={"batch_size": 3})
+    assert response.status_code == 200, response.text
+    await run_burst()
+    assert (await wait_job(api, response.json()["job_id"]))["done"] == 9
+    sizes = [len(call.body["tasks"]) for call in fake.calls("/predict")]
+    assert sizes and max(sizes) <= 3
+
+
+async def test_cancelled_job_stores_nothing(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    run_burst: RunBurst,
+    db: asyncpg.Connection,
+) -> None:
+    await import_texts(api, project["id"], 20)
+    await connect_backend(api, project["id"], fake.url)
+    started = (await retrieve(api, project["id"])).json()
+    cancelled = await api.post(f"/api/jobs/{started['job_id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    await run_burst()
+    assert fake.calls("/predict") == []
+    assert await db.fetchval("SELECT count(*) FROM prediction") == 0
+    statuses = await db.fetch("SELECT DISTINCT status FROM job_chunk")
+    assert [row["status"] for row in statuses] == ["cancelled"]
+    assert (await api.get(f"/api/jobs/{started['job_id']}")).json()["status"] == "cancelled"
+
+
+async def test_bad_requests(
+    api: httpx.AsyncClient, project: dict[str, Any], fake: FakeBackend, db: asyncpg.Connection
+) -> None:
+    await import_texts(api, project["id"], 3)
+    no_backend = await retrieve(api, project["id"])
+    assert no_backend.status_code == 400 and "no connected ML backend" in no_backend.json()["detail"]
+    await connect_backend(api, project["id"], fake.url)
+    bad = await retrieve(api, project["id"], {"selectedItems": {"all": False, "included": "x"}})
+    assert bad.status_code == 400
+    assert "selectedItems.included" in bad.json()["validation_errors"]
+    unknown = await retrieve(api, project["id"], {"ml_backend": 424242})
+    assert unknown.status_code == 404
+    not_an_id = await retrieve(api, project["id"], ml_backend="abc")
+    assert not_an_id.status_code == 400 and "ml_backend" in not_an_id.json()["validation_errors"]
+    assert (await api.post("/api/ml/424242/predict")).status_code == 404
+    assert (await api.get("/api/jobs/424242")).status_code == 404
+    assert await db.fetchval("SELECT count(*) FROM job") == 0
+
+
+async def test_internal_routes_apply_a_report_once_and_refuse_client_tokens(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    db: asyncpg.Connection,
+) -> None:
+    task_ids = await import_texts(api, project["id"], 3)
+    await connect_backend(api, project["id"], fake.url)
+    started = (await retrieve(api, project["id"])).json()
+    chunk_id = await db.fetchval("SELECT id FROM job_chunk WHERE job_id = $1", started["job_id"])
+
+    assert (await api.post(f"/internal/chunks/{chunk_id}/lease")).status_code == 401
+    service = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
+    lease = (await api.post(f"/internal/chunks/{chunk_id}/lease", headers=service)).json()
+    assert lease["status"] == "leased" and [task["id"] for task in lease["tasks"]] == task_ids
+    assert lease["backend"]["url"] == fake.url and lease["lease_s"] > 0
+    region = {
+        "from_name": "sentiment",
+        "to_name": "text",
+        "type": "choices",
+        "value": {"choices": ["Positive"]},
+    }
+    report = {
+        "predictions": [
+            {"task_id": task_ids[0], "result": [region], "score": 0.5, "model_version": "fake-v1"},
+            {"task_id": task_ids[1], "result": [region], "score": 0.7, "model_version": "fake-v1"},
+        ],
+        "errors": [{"task_id": task_ids[2], "message": "backend choked"}],
+    }
+    first = await api.post(f"/internal/chunks/{chunk_id}/complete", json=report, headers=service)
+    assert first.json() == {"accepted": True, "job_status": "completed"}
+    again = await api.post(f"/internal/chunks/{chunk_id}/complete", json=report, headers=service)
+    assert again.json()["accepted"] is False
+    assert await db.fetchval("SELECT count(*) FROM prediction") == 2
+    job = (await api.get(f"/api/jobs/{started['job_id']}")).json()
+    assert (job["done"], job["failed"], job["skipped"]) == (2, 1, 0)
+    assert job["errors"] == [{"task": task_ids[2], "message": "backend choked"}]
+    relet = (await api.post(f"/internal/chunks/{chunk_id}/lease", headers=service)).json()
+    assert relet["status"] == "done"

@@ -1,0 +1,95 @@
+"""Nothing lost, nothing doubled: real worker processes killed with SIGKILL, and Redis flushed, mid-job.
+
+The backend is slow on purpose so the job is still running when the damage is done; the sweeper's
+short test lease (``chunk_lease_s`` = 2 s) brings the orphaned chunks back.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from tests.bulk.conftest import StartWorker, connect_backend, import_texts, wait_for, wait_job
+from tests.fakes.fake_backend import FakeBackend
+
+pytestmark = pytest.mark.usefixtures("gateway_server")
+
+TASKS = 300
+
+
+async def start_slow_job(api: httpx.AsyncClient, project: dict[str, Any], fake: FakeBackend) -> int:
+    await import_texts(api, project["id"], TASKS)
+    backend = await connect_backend(api, project["id"], fake.url, batch_size=5, max_concurrency=4)
+    fake.configure(predict_delay_s=0.1)
+    response = await api.post(f"/api/ml/{backend['id']}/predict")
+    assert response.status_code == 200, response.text
+    job_id: int = response.json()["job_id"]
+    return job_id
+
+
+async def some_done_but_not_all(api: httpx.AsyncClient, job_id: int) -> None:
+    async def progressed() -> bool:
+        job = (await api.get(f"/api/jobs/{job_id}")).json()
+        assert job["status"] != "completed", "the job finished before the damage was done"
+        return bool(job["done"] > 0)
+
+    await wait_for(progressed, 60, f"job {job_id} to make progress")
+
+
+async def assert_each_prediction_once(db: asyncpg.Connection, job: dict[str, Any]) -> None:
+    assert job["status"] == "completed", job
+    assert (job["done"], job["failed"]) == (TASKS, 0), job
+    assert await db.fetchval("SELECT count(*) FROM prediction") == TASKS
+    assert await db.fetchval("SELECT count(DISTINCT task_id) FROM prediction") == TASKS
+    assert await db.fetchval("SELECT sum(total_predictions) FROM task") == TASKS
+    assert await db.fetchval("SELECT total_predictions_number FROM project") == TASKS
+
+
+async def test_worker_killed_mid_job_another_finishes_it(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    start_worker: StartWorker,
+    db: asyncpg.Connection,
+) -> None:
+    job_id = await start_slow_job(api, project, fake)
+    first = start_worker()
+    await some_done_but_not_all(api, job_id)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    leased = await db.fetchval("SELECT count(*) FROM job_chunk WHERE status IN ('leased', 'pending')")
+    assert leased > 0, "the kill must leave unfinished chunks behind"
+
+    start_worker()
+    job = await wait_job(api, job_id, timeout_s=90)
+    await assert_each_prediction_once(db, job)
+    retried = await db.fetchval("SELECT count(*) FROM job_chunk WHERE attempts > 1")
+    assert retried > 0, "chunks the dead worker held were leased again"
+
+
+async def test_redis_flushed_mid_job_the_sweeper_requeues(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    start_worker: StartWorker,
+    redis_url: str,
+    db: asyncpg.Connection,
+) -> None:
+    job_id = await start_slow_job(api, project, fake)
+    start_worker()
+    await some_done_but_not_all(api, job_id)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await client.flushall()
+    finally:
+        await client.aclose()
+    waiting = await db.fetchval("SELECT count(*) FROM job_chunk WHERE status = 'pending'")
+    assert waiting > 0, "the flush must drop queued chunks"
+
+    job = await wait_job(api, job_id, timeout_s=90)
+    await assert_each_prediction_once(db, job)
