@@ -63,6 +63,16 @@ async def test_skipped_task_does_not_come_back_to_the_same_annotator(api: httpx.
     assert (await _next(api, project["id"])).json()["id"] == ids[1]
 
 
+async def test_annotating_releases_the_reservation_for_others(
+    api: httpx.AsyncClient, new_annotator: NewAnnotator
+) -> None:
+    project = await create_project(api)
+    ids = await _tasks(api, project["id"], [{"text": "a"}, {"text": "b"}])
+    assert (await _next(api, project["id"])).json()["id"] == ids[0]
+    await _annotate(api, ids[0], result=[], was_cancelled=True)  # skipped: still unlabeled
+    assert (await _next(await new_annotator(), project["id"])).json()["id"] == ids[0]
+
+
 async def test_unknown_project_is_404(api: httpx.AsyncClient) -> None:
     response = await _next(api, 999_999)
     assert response.status_code == 404

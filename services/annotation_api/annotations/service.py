@@ -14,6 +14,7 @@ from services.annotation_api import outbox
 from services.annotation_api.annotations.schemas import AnnotationIn, AnnotationOut
 from services.annotation_api.counters import refresh_task_counters
 from services.annotation_api.errors import BadRequest, NotFound
+from services.annotation_api.label_stream.service import release_task_lock
 from services.annotation_api.models import Annotation, Prediction, Project, Task, User
 from services.annotation_api.projects.service import parse_config
 from services.annotation_api.result_validation import check_result
@@ -77,6 +78,8 @@ async def create_annotation(
         parent_prediction_id=body.parent_prediction,
     )
     session.add(annotation)
+    # The annotator is done with the task /next reserved for them: others may be served it now.
+    await release_task_lock(session, task.id, user.id)
     return await _after_change(session, project, task, annotation, outbox.ANNOTATION_CREATED)
 
 

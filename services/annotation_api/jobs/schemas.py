@@ -32,6 +32,8 @@ class JobOut(BaseModel):
     errors: list[Any]
     """A sample of per-task errors: ``{"task": id, "message": "…"}``."""
     error: str | None
+    result: dict[str, Any] | None = None
+    """What the job produced beyond counters, e.g. a training job's backend answer and new version."""
     selection: dict[str, Any]
     created_at: datetime
     started_at: datetime | None
@@ -66,6 +68,7 @@ class JobOut(BaseModel):
             eta_s=eta,
             errors=job.errors,
             error=job.error,
+            result=job.result,
             selection=job.selection,
             created_at=job.created_at,
             started_at=job.started_at,

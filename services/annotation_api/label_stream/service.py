@@ -102,6 +102,14 @@ async def _serving_backend(session: AsyncSession, project: Project) -> MlBackend
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def predict_if_missing(session: AsyncSession, gateway: GatewayClient, task_id: int) -> None:
+    """The ``GET /api/tasks/{id}`` side of ``evaluate_predictions_automatically`` (see below)."""
+    stmt = select(Project).join(Task, Task.project_id == Project.id).where(Task.id == task_id)
+    project = (await session.execute(stmt)).scalar_one_or_none()
+    if project is not None:
+        await ensure_current_prediction(session, gateway, project, task_id)
+
+
 async def ensure_current_prediction(
     session: AsyncSession, gateway: GatewayClient, project: Project, task_id: int
 ) -> None:

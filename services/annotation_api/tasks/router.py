@@ -6,6 +6,8 @@ from fastapi import APIRouter, Query, Request, Response
 
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
+from services.annotation_api.label_stream.service import predict_if_missing
+from services.annotation_api.ml_backends.gateway_client import gateway_client
 from services.annotation_api.tasks import service
 from services.annotation_api.tasks.repository import TaskFilter
 from services.annotation_api.tasks.schemas import (
@@ -68,7 +70,8 @@ async def create_task(body: TaskCreate, session: SessionDep, _: CurrentUser) -> 
 
 @router.get("/{task_id}", response_model=TaskOut)
 @router.get("/{task_id}/", response_model=TaskOut, include_in_schema=False)
-async def get_task(task_id: TaskId, session: SessionDep, _: CurrentUser) -> JsonResponse:
+async def get_task(task_id: TaskId, request: Request, session: SessionDep, _: CurrentUser) -> JsonResponse:
+    await predict_if_missing(session, gateway_client(request.app), task_id)
     return JsonResponse(await service.get_task(session, task_id))
 
 
