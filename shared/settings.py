@@ -32,6 +32,10 @@ class CommonSettings(BaseSettings):
 class RedisSettingsMixin(BaseSettings):
     """The Redis the arq queue lives on."""
 
+    # Restated: pydantic merges the configs of a model's bases in order, so a mixin with the default
+    # config listed after CommonSettings would otherwise drop the LABELLOOP_ prefix.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("REDIS_URL", "LABELLOOP_REDIS_URL"),
