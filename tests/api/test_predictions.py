@@ -147,7 +147,14 @@ async def test_import_predictions_all_or_nothing(api: httpx.AsyncClient) -> None
         response = await api.post(url, json=body)
         assert response.status_code == 400, response.text
         assert field in response.json()["validation_errors"], response.json()
-    assert (await api.post(url, json={"task": tasks[0]})).status_code == 400
+    not_a_list = await api.post(url, json={"task": tasks[0]})
+    assert not_a_list.status_code == 400
+    assert "body" in not_a_list.json()["validation_errors"]
+    malformed = await api.post(url, content=b'[{"task": 1,', headers={"content-type": "application/json"})
+    assert malformed.status_code == 400
+    too_big = await api.post(url, json=[good, {"task": 2**64, "result": []}])
+    assert too_big.status_code == 400
+    assert "1.task" in too_big.json()["validation_errors"]
     assert await _list(api, project=project["id"]) == []
 
     items = [

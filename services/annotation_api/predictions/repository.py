@@ -89,7 +89,7 @@ _INSERT = """
         FROM unnest(CAST(:tasks AS bigint[]), CAST(:results AS text[]),
                     CAST(:scores AS double precision[]), CAST(:versions AS text[]))
              AS u(task_id, result, score, model_version)
-        RETURNING *
+        RETURNING {returning}
     )
 """
 
@@ -107,7 +107,7 @@ def _insert_params(project_id: int, rows: NewPredictions) -> dict[str, Any]:
 async def insert_predictions(
     session: AsyncSession, project_id: int, rows: NewPredictions
 ) -> list[dict[str, Any]]:
-    sql = f"{_INSERT} SELECT {_COLUMNS} FROM p ORDER BY p.id"
+    sql = _INSERT.format(returning="*") + f"SELECT {_COLUMNS} FROM p ORDER BY p.id"
     return [
         prediction_json(row) for row in await session.execute(text(sql), _insert_params(project_id, rows))
     ]
@@ -115,5 +115,5 @@ async def insert_predictions(
 
 async def insert_predictions_counted(session: AsyncSession, project_id: int, rows: NewPredictions) -> int:
     """Like ``insert_predictions`` for big batches: reads back only how many rows were written."""
-    sql = f"{_INSERT} SELECT count(*) FROM p"
+    sql = _INSERT.format(returning="1") + "SELECT count(*) FROM p"
     return int((await session.execute(text(sql), _insert_params(project_id, rows))).scalar_one())

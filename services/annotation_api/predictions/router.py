@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -79,15 +79,35 @@ async def delete_prediction(prediction_id: PathId, session: SessionDep, _: Curre
     return Response(status_code=204)
 
 
-@router.post("/projects/{project_id}/import/predictions", status_code=201, response_model=PredictionsImported)
+# The body is read raw and validated in one pass (service.parse_import_body); documented here.
+_IMPORT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "array", "items": PredictionImportItem.model_json_schema()}
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/projects/{project_id}/import/predictions",
+    status_code=201,
+    response_model=PredictionsImported,
+    openapi_extra=_IMPORT_BODY,
+)
 @router.post(
     "/projects/{project_id}/import/predictions/",
     status_code=201,
     response_model=PredictionsImported,
+    openapi_extra=_IMPORT_BODY,
     include_in_schema=False,
 )
 async def import_predictions(
-    project_id: PathId, body: list[PredictionImportItem], session: SessionDep, _: CurrentUser
+    project_id: PathId, request: Request, session: SessionDep, _: CurrentUser
 ) -> PredictionsImported:
     """All-or-nothing: one bad item (named by its index) and nothing is written."""
-    return PredictionsImported(created=await service.import_predictions(session, project_id, body))
+    items = service.parse_import_body(await request.body())
+    return PredictionsImported(created=await service.import_predictions(session, project_id, items))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import any_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -143,6 +144,20 @@ async def delete_prediction(session: AsyncSession, prediction_id: int) -> None:
     prediction, _ = await _locked_prediction(session, prediction_id)
     await session.execute(delete(Prediction).where(Prediction.id == prediction_id))
     await refresh_task_counters(session, [prediction.task_id])
+
+
+_IMPORT_ITEMS: Final = TypeAdapter(list[PredictionImportItem])
+
+
+def parse_import_body(raw: bytes) -> list[PredictionImportItem]:
+    """Validate the raw JSON body in pydantic-core (several times faster than decoding it first);
+    400 naming the first bad field as ``<index>.<field>``."""
+    try:
+        return _IMPORT_ITEMS.validate_json(raw or b"null")
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in first["loc"]) or "body"
+        raise BadRequest(f"{field}: {first['msg']}", field=field) from None
 
 
 async def import_predictions(
