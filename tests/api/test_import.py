@@ -114,3 +114,28 @@ async def test_body_must_be_a_non_empty_json_list(api: httpx.AsyncClient) -> Non
     missing = await api.post("/api/projects/99999/import", json=[{"text": "x"}])
     assert missing.status_code == 404
     assert "99999" in missing.json()["detail"]
+
+
+async def test_awkward_characters_round_trip_and_nul_is_refused(api: httpx.AsyncClient) -> None:
+    project = await create_project(api)
+    text = 'back\\slash\ttab\nnewline\r "quoted" \\N é 🙂'
+    task = {
+        "data": {"text": text},
+        "meta": {"path": "C:\\tmp\\x"},
+        "predictions": [{"result": choice("positive"), "model_version": "v\\1\tx", "score": 1e-5}],
+        "annotations": [{"result": choice("negative"), "lead_time": 0.25}],
+    }
+    await import_tasks(api, project["id"], [task, {"text": "\\"}])
+    listed = (await api.get("/api/tasks", params={"project": project["id"], "fields": "all"})).json()["tasks"]
+    assert listed[0]["data"] == {"text": text}
+    assert listed[0]["meta"] == {"path": "C:\\tmp\\x"}
+    assert listed[0]["predictions"][0]["model_version"] == "v\\1\tx"
+    assert listed[0]["predictions"][0]["score"] == 1e-5
+    assert listed[0]["annotations"][0]["lead_time"] == 0.25
+    assert listed[1]["data"] == {"text": "\\"}
+    response = await api.post(
+        f"/api/projects/{project['id']}/import", json=[{"text": "ok"}, {"text": "nul\u0000"}]
+    )
+    assert response.status_code == 400
+    assert list(response.json()["validation_errors"]) == ["tasks[1].data"]
+    assert (await _project(api, project["id"]))["task_number"] == 2

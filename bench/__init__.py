@@ -1,0 +1,1 @@
+"""Benchmarks: real servers, real Postgres, printed figures (never asserted)."""

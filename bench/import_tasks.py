@@ -1,0 +1,144 @@
+"""Import throughput: tasks/s through ``POST /api/projects/{id}/import`` against a raw asyncpg COPY.
+
+One request per size (default 10k and 100k small text tasks), timed at the client, body pre-encoded.
+The ceiling writes the same rows with ``copy_records_to_table`` straight into the same database (data
+already serialised, no validation, no HTTP), so the ratio shows what the API adds on top of the disk.
+
+    make bench-import                      # or: python -m bench.import_tasks --sizes 10000 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+import asyncpg
+import orjson
+
+from bench.harness import BenchApi, bench_api
+
+LABEL_CONFIG = """
+<View>
+  <Text name="text" value="$text"/>
+  <Choices name="sentiment" toName="text">
+    <Choice value="positive"/><Choice value="negative"/>
+  </Choices>
+</View>
+"""
+
+
+def make_tasks(count: int, predictions: bool) -> list[dict[str, Any]]:
+    tasks: list[dict[str, Any]] = []
+    for i in range(count):
+        data = {"text": f"review number {i}: the product arrived on time and works as described"}
+        if predictions:
+            result = [
+                {
+                    "from_name": "sentiment",
+                    "to_name": "text",
+                    "type": "choices",
+                    "value": {"choices": ["positive" if i % 2 else "negative"]},
+                }
+            ]
+            tasks.append(
+                {
+                    "data": data,
+                    "predictions": [{"result": result, "score": (i % 100) / 100, "model_version": "v1"}],
+                }
+            )
+        else:
+            tasks.append(data)
+    return tasks
+
+
+async def through_api(api: BenchApi, tasks: list[dict[str, Any]]) -> tuple[float, float]:
+    """(client wall seconds, server-reported seconds) for one import request."""
+    project = (
+        await api.client.post("/api/projects", json={"title": "bench", "label_config": LABEL_CONFIG})
+    ).json()
+    body = orjson.dumps(tasks)
+    started = time.perf_counter()
+    response = await api.client.post(
+        f"/api/projects/{project['id']}/import", content=body, headers={"Content-Type": "application/json"}
+    )
+    elapsed = time.perf_counter() - started
+    response.raise_for_status()
+    assert response.json()["task_count"] == len(tasks)
+    return elapsed, float(response.json()["duration"])
+
+
+async def raw_copy(api: BenchApi, tasks: list[dict[str, Any]]) -> float:
+    """Seconds to COPY the same task (and prediction) rows, pre-serialised, in one transaction."""
+    project = (
+        await api.client.post("/api/projects", json={"title": "ceiling", "label_config": LABEL_CONFIG})
+    ).json()
+    pid = project["id"]
+    conn = await asyncpg.connect(api.database_url)
+    try:
+        await conn.set_type_codec(
+            "jsonb",
+            encoder=lambda s: b"\x01" + s.encode(),
+            decoder=bytes,
+            schema="pg_catalog",
+            format="binary",
+        )
+        ids = await conn.fetchval(
+            "SELECT array_agg(nextval('task_id_seq')) FROM generate_series(1, $1)", len(tasks)
+        )
+        task_rows = [
+            (task_id, pid, orjson.dumps(task.get("data", task)).decode())
+            for task_id, task in zip(ids, tasks, strict=True)
+        ]
+        prediction_rows = [
+            (
+                task_id,
+                pid,
+                orjson.dumps(p["result"]).decode(),
+                p.get("score"),
+                p.get("model_version", "undefined"),
+            )
+            for task_id, task in zip(ids, tasks, strict=True)
+            for p in task.get("predictions", [])
+        ]
+        started = time.perf_counter()
+        async with conn.transaction():
+            await conn.copy_records_to_table("task", columns=("id", "project_id", "data"), records=task_rows)
+            if prediction_rows:
+                await conn.copy_records_to_table(
+                    "prediction",
+                    columns=("task_id", "project_id", "result", "score", "model_version"),
+                    records=prediction_rows,
+                )
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--predictions", action="store_true", help="one inline prediction per task")
+    args = parser.parse_args()
+    async with bench_api("llbench_import") as api:
+        print(f"import benchmark ({'with' if args.predictions else 'without'} inline predictions)")
+        print(
+            f"{'tasks':>8} {'body MB':>8} {'API s':>8} {'API tasks/s':>12} {'server s':>9} {'COPY s':>8} "
+            f"{'COPY tasks/s':>13} {'API/COPY':>9}"
+        )
+        for size in args.sizes:
+            tasks = make_tasks(size, args.predictions)
+            megabytes = len(orjson.dumps(tasks)) / 1e6
+            api_s, server_s = await through_api(api, tasks)
+            copy_s = await raw_copy(api, tasks)
+            print(
+                f"{size:>8} {megabytes:>8.1f} {api_s:>8.2f} {size / api_s:>12,.0f} {server_s:>9.2f} "
+                f"{copy_s:>8.2f} {size / copy_s:>13,.0f} {api_s / copy_s:>8.1f}x"
+            )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
