@@ -188,6 +188,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_task")),
     )
     op.create_index("ix_task_project_id_id", "task", ["project_id", "id"], unique=False)
+    op.create_index(
+        "ix_task_project_id_id_unlabeled",
+        "task",
+        ["project_id", "id"],
+        unique=False,
+        postgresql_where=sa.text("NOT is_labeled"),
+    )
     op.create_table(
         "job",
         sa.Column("id", sa.BigInteger(), nullable=False),
@@ -415,6 +422,11 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_job_project_id"), table_name="job")
     op.drop_index(op.f("ix_job_ml_backend_id"), table_name="job")
     op.drop_table("job")
+    op.drop_index(
+        "ix_task_project_id_id_unlabeled",
+        table_name="task",
+        postgresql_where=sa.text("NOT is_labeled"),
+    )
     op.drop_index("ix_task_project_id_id", table_name="task")
     op.drop_table("task")
     op.drop_index("ix_outbox_event_project_id_id", table_name="outbox_event")

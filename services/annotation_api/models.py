@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -98,7 +99,11 @@ class Project(Base):
 
 class Task(Base):
     __tablename__ = "task"
-    __table_args__ = (Index("ix_task_project_id_id", "project_id", "id"),)
+    __table_args__ = (
+        Index("ix_task_project_id_id", "project_id", "id"),
+        # The label stream's walk over unlabeled tasks, which stays short however many are labeled.
+        Index("ix_task_project_id_id_unlabeled", "project_id", "id", postgresql_where=text("NOT is_labeled")),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
