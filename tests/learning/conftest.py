@@ -7,6 +7,7 @@ import itertools
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import asyncpg
 import httpx
@@ -54,10 +55,19 @@ async def new_annotator(database_url: str, api_server: ServerThread) -> AsyncIte
         await client.aclose()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "api_settings(**fields): override annotation API settings")
+
+
 @pytest.fixture
-def api_settings(api_settings: ApiSettings) -> ApiSettings:
-    """A fast delivery loop (it also re-rings deliveries a dead backend left pending)."""
-    return api_settings.model_copy(update={"sweep_interval_s": 0.2, "backend_check_interval_s": 3600.0})
+def api_settings(api_settings: ApiSettings, request: pytest.FixtureRequest) -> ApiSettings:
+    """A fast delivery loop (it also re-rings deliveries a dead backend left pending); a test can
+    change more with ``@pytest.mark.api_settings(field=value)``."""
+    update: dict[str, Any] = {"sweep_interval_s": 0.2, "backend_check_interval_s": 3600.0}
+    marker = request.node.get_closest_marker("api_settings")
+    if marker is not None:
+        update.update(marker.kwargs)
+    return api_settings.model_copy(update=update)
 
 
 @pytest.fixture

@@ -111,6 +111,19 @@ async def test_events_reach_each_backend_in_order_with_basic_auth(
     assert await _cursor(db, second["id"]) == latest
 
 
+@pytest.mark.api_settings(sweep_interval_s=3600.0)
+async def test_the_annotation_request_itself_rings_the_worker(
+    api: httpx.AsyncClient, run_burst: RunBurst, fake: FakeBackend
+) -> None:
+    """With the delivery loop idle, delivery rests on the after-commit enqueue alone."""
+    project_id = await _project(api)
+    task_ids = await import_texts(api, project_id, 1)
+    await connect_backend(api, project_id, fake.url)
+    annotation_id = await _annotate(api, task_ids[0])
+    await run_burst()
+    assert _received(fake) == [("ANNOTATION_CREATED", annotation_id)]
+
+
 async def test_a_backend_that_was_down_receives_every_event_in_order_when_back(
     api: httpx.AsyncClient, run_burst: RunBurst, db: asyncpg.Connection
 ) -> None:
