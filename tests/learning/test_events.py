@@ -3,13 +3,19 @@ and a backend that was down receives everything it missed once it is back."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from arq import create_pool
+from arq.connections import RedisSettings
 
+from services.model_gateway.learning import deliver_events
+from services.model_gateway.settings import GatewaySettings
+from services.model_gateway.worker import shutdown, startup
 from tests.api.helpers import choice
 from tests.bulk.conftest import connect_backend, import_texts
 from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
@@ -182,6 +188,26 @@ async def test_a_failing_webhook_holds_the_cursor_until_it_succeeds(
 async def _ran(run_burst: RunBurst, fake: FakeBackend) -> bool:
     await run_burst()
     return bool(fake.calls("/webhook"))
+
+
+async def test_concurrent_deliveries_of_one_backend_send_each_event_once_in_order(
+    api: httpx.AsyncClient, fake: FakeBackend, gateway_settings: GatewaySettings
+) -> None:
+    project_id = await _project(api)
+    task_ids = await import_texts(api, project_id, 3)
+    backend = await connect_backend(api, project_id, fake.url)
+    fake.configure(webhook_delay_s=0.05)  # deliveries overlap for sure
+    expected = await _churn(api, task_ids)
+    ctx: dict[str, Any] = {"settings": gateway_settings}
+    await startup(ctx)
+    ctx["redis"] = await create_pool(RedisSettings.from_dsn(gateway_settings.redis_url))
+    try:
+        outcomes = await asyncio.gather(*(deliver_events(ctx, backend["id"]) for _ in range(6)))
+    finally:
+        await ctx["redis"].aclose()
+        await shutdown(ctx)
+    assert _received(fake) == expected, outcomes
+    assert sum("the running delivery takes the rest" in outcome for outcome in outcomes) >= 1
 
 
 async def test_internal_event_routes_need_the_service_token(

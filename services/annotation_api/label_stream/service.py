@@ -38,6 +38,7 @@ UNCERTAINTY = "Uncertainty sampling"
 # their lock. A handful of attempts covers any realistic burst.
 _RESERVE_ATTEMPTS = 5
 
+_UNREACHABLE = frozenset({MlBackendState.DISCONNECTED, MlBackendState.ERROR})
 _HAS_VERSION = text("SELECT 1 FROM prediction WHERE task_id = :task AND model_version = :version LIMIT 1")
 
 
@@ -122,8 +123,8 @@ async def ensure_current_prediction(
     if not project.evaluate_predictions_automatically:
         return
     backend = await _serving_backend(session, project)
-    if backend is None:
-        return
+    if backend is None or backend.state in _UNREACHABLE:
+        return  # the periodic check found it down: do not make the annotator wait for a timeout
     version = project.model_version or backend.model_version
     if version and await session.scalar(_HAS_VERSION, {"task": task_id, "version": version}):
         return
