@@ -8,6 +8,7 @@ import asyncpg
 import httpx
 import orjson
 
+from services.annotation_api.outbox import DELETED_IDS_PER_EVENT
 from tests.api.helpers import choice, create_project, import_tasks
 
 
@@ -184,3 +185,25 @@ async def test_bad_requests_name_the_field(api: httpx.AsyncClient) -> None:
     assert (await _act(api, "delete_tasks", 999999, {})).status_code == 404
     assert await _counts(api, project_id) == (1, 1, 2, 1)
     assert tasks
+
+
+async def test_bulk_annotation_delete_splits_events(api: httpx.AsyncClient, database_url: str) -> None:
+    project = await create_project(api)
+    count = DELETED_IDS_PER_EVENT + 1
+    items = [
+        {"data": {"text": str(i)}, "annotations": [{"result": choice("positive")}]} for i in range(count)
+    ]
+    await import_tasks(api, project["id"], items)
+    conn = await asyncpg.connect(database_url)
+    try:
+        before = [row[0] for row in await conn.fetch("SELECT id FROM annotation ORDER BY id")]
+        response = await _act(api, "delete_tasks_annotations", project["id"])
+        assert response.json()["processed_items"] == count
+        rows = await conn.fetch("SELECT action, payload::text FROM outbox_event ORDER BY id")
+    finally:
+        await conn.close()
+    batches = [[item["id"] for item in orjson.loads(row[1])["annotations"]] for row in rows]
+    assert {row[0] for row in rows} == {"ANNOTATIONS_DELETED"}
+    assert [len(batch) for batch in batches] == [DELETED_IDS_PER_EVENT, 1]
+    assert [annotation_id for batch in batches for annotation_id in batch] == before
+    assert await _counts(api, project["id"]) == (count, 0, 0, 0)
