@@ -115,7 +115,8 @@ async def public_caller(request: Request) -> None:
         raise _unauthorized("Invalid token.")
 
 
-def get_gateway(request: Request) -> BackendGateway:
+async def get_gateway(request: Request) -> BackendGateway:
+    """Async on purpose: FastAPI runs a plain ``def`` dependency in a thread, a hop per request."""
     gateway: BackendGateway = request.app.state.gateway
     return gateway
 

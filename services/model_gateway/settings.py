@@ -85,7 +85,7 @@ class GatewaySettings(CommonSettings, RedisSettingsMixin):
 
     # ---- connection pools -----------------------------------------------------------------
     max_backend_clients: int = Field(
-        default=256, ge=1, description="Backend origins with a pooled client; idle ones beyond are closed."
+        default=256, ge=1, description="Backend origins with a connection pool; idle ones beyond are closed."
     )
     keepalive_expiry_s: float = Field(default=30.0, gt=0)
     whoami_cache_s: float = Field(default=60.0, ge=0, description="How long a client token stays valid.")
