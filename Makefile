@@ -42,5 +42,10 @@ migrate: $(VENV)/.runtime
 openapi: $(VENV)/.runtime
 	$(PY) -m devstack.openapi
 
+# Gateway overhead on an interactive predict: an instant fake backend called straight and through the
+# gateway's HTTP route, alternated, p50/p99 of each. Extra flags: make bench-gateway BENCH_ARGS="--calls 5000"
+bench-gateway: $(VENV)/.runtime
+	$(PY) -m devstack.exec -- $(PY) -m bench.gateway_overhead $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
