@@ -26,7 +26,7 @@ import uvicorn
 
 from examples.demo.datasets import digit_items, split
 from examples.demo.loop import STRATEGIES, Curve, DemoError, LoopSettings, learning_curve
-from examples.demo.report import plot, table
+from examples.demo.report import labels_to_reach, plot, table
 from examples.sklearn_backend.app import MODEL_CLASS, create_app
 
 
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print()
     print(table(curves))
+    print(labels_to_reach(curves))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "learning_curves.json").write_bytes(
         orjson.dumps([asdict(curve) for curve in curves], option=orjson.OPT_INDENT_2)

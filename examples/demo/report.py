@@ -23,6 +23,18 @@ def table(curves: list[Curve]) -> str:
     return "\n".join(rows)
 
 
+def labels_to_reach(curves: list[Curve]) -> str:
+    """How many labels each strategy needed to reach the accuracy every one of them ends up with."""
+    finals = [curve.points[-1].accuracy for curve in curves if curve.points]
+    if len(finals) < len(curves) or not curves:
+        return ""
+    level = min(finals)
+    needed = [
+        f"{curve.strategy} {next(p.labels for p in curve.points if p.accuracy >= level)}" for curve in curves
+    ]
+    return f"labels needed to reach {level:.3f} held-out accuracy: " + ", ".join(needed)
+
+
 def plot(curves: list[Curve], path: Path, title: str) -> str | None:
     """Write the curves to ``path``; the reason when that is impossible (matplotlib is a dev extra)."""
     try:

@@ -189,7 +189,8 @@ class Model:
 
     def retrained(self, examples: Mapping[int, Example]) -> Model:
         """A model trained from scratch on exactly ``examples`` (the annotation server's current truth)."""
-        rng = np.random.default_rng(self.version)
+        # Seeded by the data, not the version: how many online steps came first must not change the result.
+        rng = np.random.default_rng(len(examples))
         kept = dict(examples)
         if len(kept) > MAX_EXAMPLES:
             keys = list(kept)
