@@ -42,6 +42,11 @@ migrate: $(VENV)/.runtime
 openapi: $(VENV)/.runtime
 	$(PY) -m devstack.openapi
 
+# The learning loop on the stack `make run` started: uncertainty vs random sampling on digits, a table of
+# held-out accuracy, curves in demo-out/. Extra flags: make demo DEMO_ARGS="--rounds 5 --per-round 10"
+demo: $(VENV)/.dev
+	$(PY) -m examples.demo $(DEMO_ARGS)
+
 # Gateway overhead on an interactive predict: an instant fake backend called straight and through the
 # gateway's HTTP route, alternated, p50/p99 of each. Extra flags: make bench-gateway BENCH_ARGS="--calls 5000"
 bench-gateway: $(VENV)/.runtime
