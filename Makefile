@@ -42,6 +42,14 @@ migrate: $(VENV)/.runtime
 openapi: $(VENV)/.runtime
 	$(PY) -m devstack.openapi
 
+# Benchmarks print figures (never assert times). Each creates a throwaway database on the embedded (or
+# configured) Postgres and drops it afterwards. Extra flags: make bench-list BENCH_ARGS="--tasks 100000"
+bench-import: $(VENV)/.runtime
+	$(PY) -m devstack.exec -- $(PY) -m bench.import_tasks $(BENCH_ARGS)
+
+bench-list: $(VENV)/.runtime
+	$(PY) -m devstack.exec -- $(PY) -m bench.list_tasks $(BENCH_ARGS)
+
 # The learning loop on the stack `make run` started: uncertainty vs random sampling on digits, a table of
 # held-out accuracy, curves in demo-out/. Extra flags: make demo DEMO_ARGS="--rounds 5 --per-round 10"
 demo: $(VENV)/.dev

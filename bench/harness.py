@@ -10,45 +10,75 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
+import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
-from services.annotation_api.main import create_app
-from services.annotation_api.settings import ApiSettings
+from devstack.embedded import free_port
 from tests.support.databases import alembic, drop_database, recreate_database, unique_name
-from tests.support.servers import ServerThread
 
 BENCH_TOKEN = "bench0123456789abcdef0123456789abcdef0123"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_START_TIMEOUT_S = 30.0
 
 
 @dataclass
 class BenchApi:
     client: httpx.AsyncClient
     database_url: str
-    settings: ApiSettings
+
+
+async def _wait_healthy(client: httpx.AsyncClient, process: asyncio.subprocess.Process) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.returncode is not None:
+            raise RuntimeError(f"annotation API exited with {process.returncode}")
+        try:
+            if (await client.get("/health")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.05)
+    raise RuntimeError("annotation API did not become healthy in time")
 
 
 @asynccontextmanager
 async def bench_api(prefix: str) -> AsyncIterator[BenchApi]:
-    """A migrated database named ``<prefix>_<pid>_<n>`` and an API server on it; both gone on exit."""
+    """A migrated database named ``<prefix>_<pid>_<n>`` and the API serving it; both gone on exit.
+
+    The API runs as its own uvicorn process, as deployed, so the client never competes with it for
+    the GIL and figures are per-request server latency plus loopback HTTP.
+    """
     server_url = os.environ["DATABASE_URL"]
     name = unique_name(prefix)
     url = await recreate_database(server_url, name)
     try:
         await asyncio.to_thread(alembic, url, "upgrade", "head")
-        settings = ApiSettings(
-            DATABASE_URL=url,
-            REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-            api_token=BENCH_TOKEN,
-            max_page_size=1000,
-        )
-        with ServerThread(create_app(settings)) as server:
+        port = free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "LABELLOOP_API_TOKEN": BENCH_TOKEN,
+            "LABELLOOP_MAX_PAGE_SIZE": "1000",
+            "LABELLOOP_LOG_LEVEL": "WARNING",
+        }
+        command = [sys.executable, "-m", "uvicorn", "services.annotation_api.main:app_from_env", "--factory"]
+        command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"]
+        process = await asyncio.create_subprocess_exec(*command, env=env, cwd=REPO_ROOT)
+        try:
             headers = {"Authorization": f"Token {BENCH_TOKEN}"}
-            async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=600) as client:
-                yield BenchApi(client=client, database_url=url.replace("+asyncpg", ""), settings=settings)
+            base_url = f"http://127.0.0.1:{port}"
+            async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=600) as client:
+                await _wait_healthy(client, process)
+                yield BenchApi(client=client, database_url=url.replace("+asyncpg", ""))
+        finally:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), timeout=15)
     finally:
         await drop_database(server_url, name)
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import httpx
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from services.annotation_api.db import make_engine
+from services.annotation_api.tasks.repository import driver_connection
 from tests.api.helpers import choice, create_project, import_tasks
 
 
@@ -139,3 +142,19 @@ async def test_awkward_characters_round_trip_and_nul_is_refused(api: httpx.Async
     assert response.status_code == 400
     assert list(response.json()["validation_errors"]) == ["tasks[1].data"]
     assert (await _project(api, project["id"]))["task_number"] == 2
+
+
+async def test_raw_writes_join_the_session_transaction(database_url: str) -> None:
+    """The bulk paths write through the session's asyncpg connection: a rollback must undo them too,
+    even when the raw connection is the first thing the session touches."""
+    engine = make_engine(database_url, 1)
+    try:
+        async with async_sessionmaker(engine)() as session:
+            conn = await driver_connection(session)
+            await conn.execute("INSERT INTO project (title, label_config) VALUES ('ghost', '<View/>')")
+            await session.rollback()
+        async with async_sessionmaker(engine)() as session:
+            conn = await driver_connection(session)
+            assert await conn.fetchval("SELECT count(*) FROM project WHERE title = 'ghost'") == 0
+    finally:
+        await engine.dispose()

@@ -19,11 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     """The asyncpg connection under the session, inside the session's transaction.
 
-    SQLAlchemy's asyncpg adapter opens the database transaction lazily on its first statement, so one
-    trivial statement runs first: raw writes must never land outside the request's transaction.
+    SQLAlchemy's asyncpg adapter opens the database transaction lazily on its first statement; when
+    the session has not run one yet, a trivial statement runs first, so raw writes never land outside
+    the request's transaction.
     """
-    await session.execute(text("SELECT 1"))
-    return await raw_connection(await session.connection())
+    conn = await raw_connection(await session.connection())
+    if not conn.is_in_transaction():
+        await session.execute(text("SELECT 1"))
+    return conn
 
 
 async def raw_connection(connection: AsyncConnection) -> asyncpg.Connection:

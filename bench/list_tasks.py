@@ -1,0 +1,111 @@
+"""Task-page latency on a big project: median and p99 over N sequential requests per kind of page.
+
+Builds one project with ``--tasks`` tasks (default 1M) and two predictions per task (model versions v1
+and v2, random scores; the project shows v2) with set-based SQL, then times through the real API:
+the first page, a deep page by keyset (``after=``) and by ``page=``, pages ordered by prediction score,
+``fields=all`` (annotations and predictions embedded) and a filtered page.
+
+    make bench-list                          # or: python -m bench.list_tasks --tasks 100000 --requests 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import asyncpg
+
+from bench.harness import BenchApi, bench_api, latencies
+
+LABEL_CONFIG = """
+<View>
+  <Text name="text" value="$text"/>
+  <Choices name="sentiment" toName="text">
+    <Choice value="positive"/><Choice value="negative"/>
+  </Choices>
+</View>
+"""
+RESULT = (
+    '[{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["positive"]}}]'
+)
+
+
+async def build(api: BenchApi, tasks: int) -> tuple[int, int]:
+    """(project id, first task id): tasks, 2 predictions each and counters, in three statements."""
+    response = await api.client.post(
+        "/api/projects", json={"title": "list bench", "label_config": LABEL_CONFIG, "model_version": "v2"}
+    )
+    project_id = int(response.json()["id"])
+    conn = await asyncpg.connect(api.database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO task (project_id, data, meta, total_predictions) "
+            "SELECT $1, jsonb_build_object('text', 'review ' || g || ': arrived on time, works as described'), "
+            "'{}', 2 FROM generate_series(1, $2) AS g",
+            project_id,
+            tasks,
+        )
+        await conn.execute(
+            "INSERT INTO prediction (task_id, project_id, result, score, model_version) "
+            "SELECT t.id, $1, $2::jsonb, random(), m.version FROM task t "
+            "CROSS JOIN (VALUES ('v1'), ('v2')) AS m(version) WHERE t.project_id = $1",
+            project_id,
+            RESULT,
+        )
+        await conn.execute(
+            "UPDATE project SET task_number = $2, total_predictions_number = 2 * $2 WHERE id = $1",
+            project_id,
+            tasks,
+        )
+        await conn.execute("VACUUM ANALYZE task")
+        await conn.execute("VACUUM ANALYZE prediction")
+        first_id = int(await conn.fetchval("SELECT min(id) FROM task WHERE project_id = $1", project_id))
+    finally:
+        await conn.close()
+    return project_id, first_id
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", type=int, default=1_000_000)
+    parser.add_argument("--requests", type=int, default=50, help="timed requests per kind of page")
+    parser.add_argument("--page-size", type=int, default=100)
+    args = parser.parse_args()
+    async with bench_api("llbench_list") as api:
+        started = time.perf_counter()
+        project_id, first_id = await build(api, args.tasks)
+        print(
+            f"built {args.tasks:,} tasks and {2 * args.tasks:,} predictions in {time.perf_counter() - started:.1f}s"
+        )
+        size = args.page_size
+        deep = int(args.tasks * 0.9)
+        base = {"project": project_id, "page_size": size}
+        cases: dict[str, dict[str, object]] = {
+            "first page": {},
+            "first page, fields=all": {"fields": "all"},
+            f"deep page, keyset after= (task #{deep:,})": {"after": first_id + deep - 1},
+            f"deep page, page={deep // size + 1:,}": {"page": deep // size + 1},
+            "by score, lowest first (uncertainty)": {"ordering": "prediction_score"},
+            "by score, highest first": {"ordering": "-prediction_score"},
+            "by score, page 10": {"ordering": "-prediction_score", "page": 10},
+            "filtered: has_predictions_of=v1": {"has_predictions_of": "v1"},
+        }
+        print(f"{args.requests} sequential requests each, page_size={size}")
+        print(f"{'page':<46} {'median ms':>10} {'p99 ms':>10}")
+        for label, extra in cases.items():
+            params = {**base, **extra}
+
+            async def call(params: dict[str, object] = params) -> None:
+                response = await api.client.get("/api/tasks", params=params)
+                response.raise_for_status()
+                assert len(response.json()["tasks"]) == size
+
+            median, p99 = await latencies(call, args.requests)
+            print(f"{label:<46} {median:>10.1f} {p99:>10.1f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
