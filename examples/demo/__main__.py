@@ -85,11 +85,13 @@ async def _run(args: argparse.Namespace, backend_url: str) -> list[Curve]:
         httpx.AsyncClient(base_url=backend_url, timeout=60) as backend,
     ):
         try:
-            await api.get("/api/projects", params={"page_size": 1})
+            response = await api.get("/api/projects", params={"page_size": 1})
         except httpx.ConnectError as exc:
             raise DemoError(
                 f"the annotation API at {args.api_url} is not running (start it with `make run`)"
             ) from exc
+        if response.status_code == 401:
+            raise DemoError(f"the annotation API at {args.api_url} refused the token (pass --token)")
         for strategy in args.strategies:
             curves.append(await learning_curve(api, backend, backend_url, strategy, pool, test, settings))
     return curves
