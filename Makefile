@@ -50,6 +50,10 @@ bench-import: $(VENV)/.runtime
 bench-list: $(VENV)/.runtime
 	$(PY) -m devstack.exec -- $(PY) -m bench.list_tasks $(BENCH_ARGS)
 
+# Bulk prediction end to end (API + gateway workers + Postgres) against the same backend called directly.
+bench-bulk: $(VENV)/.runtime
+	$(PY) -m devstack.exec -- $(PY) -m bench.bulk_predict $(BENCH_ARGS)
+
 # The learning loop on the stack `make run` started: uncertainty vs random sampling on digits, a table of
 # held-out accuracy, curves in demo-out/. Extra flags: make demo DEMO_ARGS="--rounds 5 --per-round 10"
 demo: $(VENV)/.dev

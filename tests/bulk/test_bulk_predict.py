@@ -239,6 +239,9 @@ async def test_internal_routes_apply_a_report_once_and_refuse_client_tokens(
         ],
         "errors": [{"task_id": task_ids[2], "message": "backend choked"}],
     }
+    malformed = {"predictions": [{"task_id": "x", "result": {}, "model_version": 1}]}
+    refused = await api.post(f"/internal/chunks/{chunk_id}/complete", json=malformed, headers=service)
+    assert refused.status_code == 400 and "predictions.0" in refused.json()["validation_errors"]
     first = await api.post(f"/internal/chunks/{chunk_id}/complete", json=report, headers=service)
     assert first.json() == {"accepted": True, "job_status": "completed"}
     again = await api.post(f"/internal/chunks/{chunk_id}/complete", json=report, headers=service)

@@ -6,11 +6,13 @@ refused here.
 
 from __future__ import annotations
 
+import orjson
 from fastapi import APIRouter, Depends, Request
 
 from services.annotation_api.auth.dependencies import service_caller
 from services.annotation_api.db import SessionDep
 from services.annotation_api.jobs import service
+from services.annotation_api.jobs.schemas import parse_report
 from shared.gateway_contract import ChunkAck, ChunkHeartbeat, ChunkLease, ChunkReport
 from shared.http import JsonResponse
 
@@ -20,8 +22,10 @@ router = APIRouter(prefix="/internal/chunks", tags=["internal"], dependencies=[D
 @router.post("/{chunk_id}/lease", response_model=ChunkLease)
 async def lease_chunk(chunk_id: int, request: Request, session: SessionDep) -> JsonResponse:
     """Lease the chunk for ``chunk_lease_s``; its tasks minus those already predicted by the backend."""
-    lease = await service.lease_chunk(session, chunk_id, request.app.state.settings.chunk_lease_s)
-    return JsonResponse(lease.model_dump(mode="json"))
+    answer = await service.lease_chunk(session, chunk_id, request.app.state.settings.chunk_lease_s)
+    body = answer.lease.model_dump(mode="json")
+    body["tasks"] = orjson.Fragment(answer.tasks_json)
+    return JsonResponse(body)
 
 
 @router.post("/{chunk_id}/heartbeat", response_model=ChunkHeartbeat)
@@ -30,7 +34,19 @@ async def heartbeat(chunk_id: int, request: Request, session: SessionDep) -> Chu
     return await service.heartbeat(session, chunk_id, request.app.state.settings.chunk_lease_s)
 
 
-@router.post("/{chunk_id}/complete", response_model=ChunkAck)
-async def complete_chunk(chunk_id: int, report: ChunkReport, session: SessionDep) -> ChunkAck:
-    """Store the chunk's predictions once; a repeated or late report is acknowledged and ignored."""
-    return await service.complete_chunk(session, chunk_id, report)
+@router.post(
+    "/{chunk_id}/complete",
+    response_model=ChunkAck,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ChunkReport.model_json_schema()}},
+        }
+    },
+)
+async def complete_chunk(chunk_id: int, request: Request, session: SessionDep) -> ChunkAck:
+    """Store the chunk's predictions once; a repeated or late report is acknowledged and ignored.
+
+    The body is a ``ChunkReport``, parsed by ``parse_report`` (reports are large and frequent).
+    """
+    return await service.complete_chunk(session, chunk_id, parse_report(await request.body()))

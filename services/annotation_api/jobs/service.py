@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, func, select, update
@@ -153,43 +154,48 @@ async def cancel_job(session: AsyncSession, job_id: int) -> Job:
     return job
 
 
-async def lease_chunk(session: AsyncSession, chunk_id: int, lease_s: float) -> ChunkLease:
+@dataclass(frozen=True)
+class LeaseAnswer:
+    """A lease plus its tasks as ready-made JSON (``tasks_json``), spliced in by the router."""
+
+    lease: ChunkLease
+    tasks_json: str = "[]"
+
+
+async def lease_chunk(session: AsyncSession, chunk_id: int, lease_s: float) -> LeaseAnswer:
+    await repo.commit_without_waiting_for_disk(session)
     leased = await repo.lease_chunk(session, chunk_id, lease_s)
     if leased is None:
         state = await repo.chunk_state(session, chunk_id)
         if state is None:
             raise NotFound(f"Chunk {chunk_id} not found.")
         job_id, status = state
-        return ChunkLease(
-            chunk_id=chunk_id, job_id=job_id, status="done" if status == "done" else "cancelled"
-        )
+        finished = "done" if status == "done" else "cancelled"
+        return LeaseAnswer(ChunkLease(chunk_id=chunk_id, job_id=job_id, status=finished))
     job_id, task_ids = leased
     job = await get_job(session, job_id)
     backend = await session.get(MlBackend, job.ml_backend_id) if job.ml_backend_id else None
     if backend is None:
         await _fail_job(session, job, "The job's ML backend was deleted.")
-        return ChunkLease(chunk_id=chunk_id, job_id=job_id, status="cancelled")
+        return LeaseAnswer(ChunkLease(chunk_id=chunk_id, job_id=job_id, status="cancelled"))
     project = await session.get(Project, job.project_id)
     assert project is not None  # the job row cascades with its project
     await repo.mark_job_running(session, job_id)
-    version = job.model_version or ""
-    tasks = await repo.tasks_to_predict(session, task_ids, backend.id, version)
-    for task in tasks:
-        task["project"] = project.id
+    count, tasks_json = await repo.tasks_to_predict(session, task_ids, backend.id, job.model_version or "")
     spec = backend_spec(backend)
     batch_size = job.selection.get("batch_size")
     if isinstance(batch_size, int) and batch_size > 0:
         spec.batch_size = batch_size
-    return ChunkLease(
+    lease = ChunkLease(
         chunk_id=chunk_id,
         job_id=job_id,
         status="leased",
         backend=spec,
         project=project_ref(project),
-        tasks=tasks,
-        skipped=len(task_ids) - len(tasks),
+        skipped=len(task_ids) - count,
         lease_s=lease_s,
     )
+    return LeaseAnswer(lease, tasks_json)
 
 
 async def heartbeat(session: AsyncSession, chunk_id: int, lease_s: float) -> ChunkHeartbeat:
@@ -213,6 +219,7 @@ async def _fail_job(session: AsyncSession, job: Job, error: str) -> None:
 
 async def complete_chunk(session: AsyncSession, chunk_id: int, report: ChunkReport) -> ChunkAck:
     """Apply a worker's report once: a second report for the same chunk changes nothing."""
+    await repo.commit_without_waiting_for_disk(session)
     finished = await repo.finish_chunk(session, chunk_id)
     if finished is None:
         state = await repo.chunk_state(session, chunk_id)

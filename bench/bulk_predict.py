@@ -1,0 +1,268 @@
+"""Bulk prediction throughput: tasks/s from the data manager action to a finished job, against the same
+backend called directly with the same batches.
+
+Everything is a real process: the annotation API and the gateway API (uvicorn), N gateway workers
+(``python -m services.model_gateway.worker``) and an instant fake ML backend
+(``python -m tests.fakes.fake_backend``), on the Postgres/Redis of ``devstack.exec`` (embedded unless
+DATABASE_URL / REDIS_URL are set). The benchmark uses its own database and drops it afterwards.
+
+End to end = ``POST /api/dm/actions?id=retrieve_tasks_predictions`` until ``GET /api/jobs/{id}`` says
+completed: chunking, queueing, leasing, the gateway's batching/validation/version tagging, and every
+prediction stored in Postgres with counters. Direct = the bench process posting the same ``/predict``
+batches to the backend with the same total concurrency (workers × per-backend limit) and decoding the
+answers, nothing stored. The ratio says how close to "limited by the backend" we are.
+
+    make bench-bulk          # or: python -m devstack.exec -- python -m bench.bulk_predict --sizes 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from devstack.embedded import free_port
+from tests.fakes.fake_backend import SENTIMENT_CONFIG
+from tests.support.databases import alembic, drop_database, recreate_database, unique_name
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+API_TOKEN = "bench0123456789abcdef0123456789abcdef0bulk"
+SERVICE_TOKEN = "bench-service-token-bulk"
+
+
+def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+
+
+def _uvicorn(factory: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        factory,
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ] + [
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready in {timeout_s:.0f} s")
+
+
+@contextlib.contextmanager
+def stack(database_url: str, redis_url: str, workers: int) -> Iterator[tuple[str, str]]:
+    """Start backend, API, gateway and workers; yields (api_url, backend_url); stops them all on exit."""
+    api_port, gateway_port, backend_port = free_port(), free_port(), free_port()
+    api_url, gateway_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{gateway_port}"
+    backend_url = f"http://127.0.0.1:{backend_port}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "LABELLOOP_API_TOKEN": API_TOKEN,
+        "LABELLOOP_SERVICE_TOKEN": SERVICE_TOKEN,
+        "LABELLOOP_PUBLIC_URL": api_url,
+        "LABELLOOP_GATEWAY_URL": gateway_url,
+        "LABELLOOP_API_URL": api_url,
+        "LABELLOOP_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "LABELLOOP_LOG_LEVEL": "WARNING",
+    }
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        backend = _spawn([sys.executable, "-m", "tests.fakes.fake_backend", "--port", str(backend_port)], env)
+        processes.append(backend)
+        api = _spawn(_uvicorn("services.annotation_api.main:app_from_env", api_port), env)
+        processes.append(api)
+        gateway = _spawn(_uvicorn("services.model_gateway.main:app_from_env", gateway_port), env)
+        processes.append(gateway)
+        processes.extend(
+            _spawn([sys.executable, "-m", "services.model_gateway.worker"], env) for _ in range(workers)
+        )
+        _wait_ready(f"{backend_url}/health", backend)
+        _wait_ready(f"{api_url}/ready", api)
+        _wait_ready(f"{gateway_url}/ready", gateway)
+        yield api_url, backend_url
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def make_texts(count: int) -> list[dict[str, str]]:
+    return [
+        {"text": f"review {i}: the product is {'good' if i % 3 else 'broken'} and arrived on time"}
+        for i in range(count)
+    ]
+
+
+def _check(response: httpx.Response) -> None:
+    if response.status_code >= 300:
+        request = response.request
+        raise RuntimeError(f"{request.method} {request.url}: {response.status_code} {response.text[:500]}")
+
+
+async def end_to_end(
+    api: httpx.AsyncClient, backend_url: str, size: int, batch_size: int, max_concurrency: int
+) -> tuple[float, list[dict[str, Any]], dict[str, Any]]:
+    """(seconds from action to completed job, the tasks as the backend sees them, the project)."""
+    created = await api.post(
+        "/api/projects", json={"title": f"bulk {size}", "label_config": SENTIMENT_CONFIG}
+    )
+    _check(created)
+    project: dict[str, Any] = created.json()
+    texts = make_texts(size)
+    imported = await api.post(
+        f"/api/projects/{project['id']}/import",
+        content=orjson.dumps(texts),
+        params={"return_task_ids": "true"},
+        headers={"Content-Type": "application/json"},
+    )
+    _check(imported)
+    task_ids: list[int] = imported.json()["task_ids"]
+    backend = await api.post(
+        "/api/ml",
+        json={
+            "url": backend_url,
+            "project": project["id"],
+            "batch_size": batch_size,
+            "max_concurrency": max_concurrency,
+        },
+    )
+    _check(backend)
+
+    started = time.perf_counter()
+    response = await api.post(
+        "/api/dm/actions", params={"id": "retrieve_tasks_predictions", "project": project["id"]}
+    )
+    _check(response)
+    job_id = response.json()["job_id"]
+    while True:
+        job = (await api.get(f"/api/jobs/{job_id}")).json()
+        if job["status"] not in ("queued", "running"):
+            break
+        await asyncio.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    if job["status"] != "completed" or job["done"] != size:
+        raise RuntimeError(f"job did not complete cleanly: {job}")
+    stored = (await api.get(f"/api/projects/{project['id']}")).json()["total_predictions_number"]
+    if stored != size:
+        raise RuntimeError(f"{stored} predictions stored for {size} tasks")
+    tasks = [
+        {"id": task_id, "data": text, "meta": {}, "project": project["id"]}
+        for task_id, text in zip(task_ids, texts, strict=True)
+    ]
+    return elapsed, tasks, project
+
+
+async def direct(
+    backend_url: str, project: dict[str, Any], tasks: list[dict[str, Any]], batch_size: int, concurrency: int
+) -> float:
+    """Seconds to send the same batches straight to the backend and decode every answer."""
+    created = int(time.time())
+    batches = [tasks[start : start + batch_size] for start in range(0, len(tasks), batch_size)]
+    bodies = [
+        orjson.dumps(
+            {
+                "tasks": batch,
+                "project": f"{project['id']}.{created}",
+                "label_config": SENTIMENT_CONFIG,
+                "params": {"login": None, "password": None, "context": None},
+            }
+        )
+        for batch in batches
+    ]
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=backend_url, limits=limits, timeout=100) as client:
+
+        async def drain() -> None:
+            while not queue.empty():
+                body = queue.get_nowait()
+                response = await client.post(
+                    "/predict", content=body, headers={"Content-Type": "application/json"}
+                )
+                response.raise_for_status()
+                orjson.loads(response.content)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(drain() for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    server_url = os.environ["DATABASE_URL"]
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    name = unique_name("bench_bulk")
+    database_url = await recreate_database(server_url, name)
+    try:
+        await asyncio.to_thread(alembic, database_url, "upgrade", "head")
+        with stack(database_url, redis_url, args.workers) as (api_url, backend_url):
+            headers = {"Authorization": f"Token {API_TOKEN}"}
+            async with httpx.AsyncClient(base_url=api_url, headers=headers, timeout=600) as api:
+                concurrency = args.workers * args.max_concurrency
+                print(
+                    f"bulk prediction: {args.workers} gateway workers, batch {args.batch_size}, "
+                    f"{args.max_concurrency} concurrent calls per worker ({concurrency} in all), "
+                    f"{os.cpu_count()} CPUs"
+                )
+                print(f"{'tasks':>8} {'end to end':>14} {'direct':>14} {'ratio':>7}")
+                for size in args.sizes:
+                    e2e_s, tasks, project = await end_to_end(
+                        api, backend_url, size, args.batch_size, args.max_concurrency
+                    )
+                    direct_s = await direct(backend_url, project, tasks, args.batch_size, concurrency)
+                    e2e_rate, direct_rate = size / e2e_s, size / direct_s
+                    print(
+                        f"{size:>8} {e2e_rate:>10.0f} t/s {direct_rate:>10.0f} t/s "
+                        f"{e2e_rate / direct_rate:>7.2f}",
+                        flush=True,
+                    )
+    finally:
+        await drop_database(server_url, name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--workers", type=int, default=2, help="gateway worker processes")
+    parser.add_argument("--batch-size", type=int, default=100, help="tasks per /predict call")
+    parser.add_argument("--max-concurrency", type=int, default=4, help="concurrent calls per worker")
+    asyncio.run(main_async(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
