@@ -6,8 +6,11 @@ refused here.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
 
 from services.annotation_api.auth.dependencies import service_caller
 from services.annotation_api.db import SessionDep
@@ -15,6 +18,26 @@ from services.annotation_api.jobs import service
 from services.annotation_api.jobs.schemas import parse_report
 from shared.gateway_contract import ChunkAck, ChunkHeartbeat, ChunkLease, ChunkReport
 from shared.http import JsonResponse
+
+
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its ``$defs`` substituted in, valid anywhere in an OpenAPI document."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    result: dict[str, Any] = inline(schema)
+    return result
+
 
 router = APIRouter(prefix="/internal/chunks", tags=["internal"], dependencies=[Depends(service_caller)])
 
@@ -40,7 +63,7 @@ async def heartbeat(chunk_id: int, request: Request, session: SessionDep) -> Chu
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": ChunkReport.model_json_schema()}},
+            "content": {"application/json": {"schema": _inline_schema(ChunkReport)}},
         }
     },
 )
