@@ -19,7 +19,7 @@ from examples.sklearn_backend.app import create_app
 from services.model_gateway.settings import GatewaySettings
 from services.model_gateway.worker import WorkerSettings, shutdown, startup
 from shared.jobs import QUEUE_NAME
-from tests.examples.test_sklearn_backend import serve
+from tests.examples.helpers import serve
 from tests.support.servers import ServerThread
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from fastapi import FastAPI, Header, HTTPException, Response
 
 from examples.demo.datasets import DIGITS_CONFIG, Item, digit_items, grey_png, split
 from examples.sklearn_backend.app import MODEL_CLASS, create_app
-from tests.support.servers import ServerThread
+from tests.examples.helpers import serve
 
 PROJECT = "7.1700000000"
 TOKEN = "annotation-server-token"
@@ -30,14 +29,6 @@ POSITIVE = [
     "happy with it, excellent",
 ]
 NEGATIVE = ["awful, broke at once", "terrible and sad", "hate it, awful quality", "terrible, broke again"]
-
-
-def serve(app: FastAPI) -> ServerThread:
-    """A server whose connections send small writes at once: without TCP_NODELAY (the listening socket's
-    accepted connections inherit it) every keep-alive request waits ~40 ms for a delayed ACK."""
-    server = ServerThread(app)
-    server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return server
 
 
 @pytest.fixture(scope="module")
