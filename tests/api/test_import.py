@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import asyncpg
 import httpx
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -158,3 +161,42 @@ async def test_raw_writes_join_the_session_transaction(database_url: str) -> Non
             assert await conn.fetchval("SELECT count(*) FROM project WHERE title = 'ghost'") == 0
     finally:
         await engine.dispose()
+
+
+async def _wait_for_lock_waiter(conn: asyncpg.Connection) -> None:
+    """Poll (bounded) until some backend is blocked on a row lock."""
+    deadline = asyncio.get_running_loop().time() + 20
+    while asyncio.get_running_loop().time() < deadline:
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the import never waited for the label config change")
+
+
+async def test_import_racing_a_label_config_change_validates_against_the_new_config(
+    api: httpx.AsyncClient, database_url: str
+) -> None:
+    project = await create_project(api)
+    image_config = '<View><Image name="img" value="$image"/><Choices name="c" toName="img"><Choice value="a"/></Choices></View>'
+    changer = await asyncpg.connect(database_url)
+    observer = await asyncpg.connect(database_url)
+    try:
+        transaction = changer.transaction()
+        await transaction.start()
+        await changer.execute("SELECT 1 FROM project WHERE id = $1 FOR UPDATE", project["id"])
+        await changer.execute(
+            "UPDATE project SET label_config = $2 WHERE id = $1", project["id"], image_config
+        )
+        pending = asyncio.create_task(api.post(f"/api/projects/{project['id']}/import", json=[{"text": "x"}]))
+        await _wait_for_lock_waiter(observer)
+        await transaction.commit()
+        response = await pending
+    finally:
+        await changer.close()
+        await observer.close()
+    assert response.status_code == 400, response.text
+    assert '"image"' in response.json()["detail"]
+    assert (await _project(api, project["id"]))["task_number"] == 0

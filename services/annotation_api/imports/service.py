@@ -271,7 +271,7 @@ async def _copy(conn: asyncpg.Connection, table: str, columns: tuple[str, ...], 
 
 async def import_tasks(session: AsyncSession, project_id: int, body: bytes, user: User) -> ImportOutcome:
     started = time.perf_counter()
-    project = await get_project(session, project_id)
+    project = await get_project(session, project_id, key_share=True)
     config = await parse_config(project.label_config)
     parsed = await run_in_threadpool(_parse_and_validate, config, body)
     conn = await driver_connection(session)

@@ -40,10 +40,17 @@ def first_missing_key(config: LabelConfig, data: Mapping[str, Any]) -> str | Non
     return missing[0] if missing else None
 
 
-async def get_project(session: AsyncSession, project_id: int, *, for_update: bool = False) -> Project:
+async def get_project(
+    session: AsyncSession, project_id: int, *, for_update: bool = False, key_share: bool = False
+) -> Project:
+    """The project or 404. ``for_update`` serialises config changes; ``key_share`` is for writers whose
+    checks depend on the current label config (import, task writes): it makes a concurrent config change
+    wait for them, yet does not block other such writers or their counter updates."""
     stmt = select(Project).where(Project.id == project_id)
     if for_update:
         stmt = stmt.with_for_update()
+    elif key_share:
+        stmt = stmt.with_for_update(read=True, key_share=True)
     project = (await session.execute(stmt)).scalar_one_or_none()
     if project is None:
         raise NotFound(f"Project {project_id} not found.")

@@ -90,7 +90,7 @@ async def get_task(session: AsyncSession, task_id: int) -> dict[str, Any]:
 
 
 async def create_task(session: AsyncSession, body: TaskCreate) -> dict[str, Any]:
-    project = await get_project(session, body.project)
+    project = await get_project(session, body.project, key_share=True)
     await _check_data(project.label_config, body.data)
     task_id = (
         await session.execute(
@@ -115,7 +115,7 @@ async def update_task(session: AsyncSession, task_id: int, body: TaskUpdate) -> 
         await session.execute(
             text(
                 "SELECT p.label_config FROM task t JOIN project p ON p.id = t.project_id "
-                "WHERE t.id = :id FOR UPDATE OF t"
+                "WHERE t.id = :id FOR UPDATE OF t FOR KEY SHARE OF p"
             ),
             {"id": task_id},
         )
