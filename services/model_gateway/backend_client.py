@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
@@ -29,6 +30,7 @@ import httpx
 
 from services.model_gateway.address_policy import AddressPolicy, AddressRejected
 from services.model_gateway.resilience import (
+    BreakerState,
     CircuitBreaker,
     CircuitOpen,
     Limiter,
@@ -39,6 +41,8 @@ from services.model_gateway.resilience import (
 from services.model_gateway.settings import GatewaySettings
 from shared.gateway_contract import BackendSpec
 from shared.protocol import backend_error_detail
+
+log = logging.getLogger(__name__)
 
 USER_AGENT = "labelloop-model-gateway"
 _UNAVAILABLE_STATUS = frozenset({502, 503, 504})
@@ -478,7 +482,16 @@ class BackendCaller:
     @staticmethod
     def _record(breaker: CircuitBreaker, result: BackendResponse | CallFailure) -> None:
         if isinstance(result, CallFailure) and result.counts_against_backend:
+            was_open = breaker.state is BreakerState.OPEN
             breaker.record_failure()
+            if breaker.state is BreakerState.OPEN and not was_open:
+                log.warning(
+                    "circuit opened for backend %s for %gs: %s",
+                    breaker.name,
+                    breaker.cool_down_s,
+                    result.message,
+                    extra={"backend": breaker.name},
+                )
         elif isinstance(result, CallFailure) and result.kind in (FailureKind.POLICY, FailureKind.DNS):
             breaker.release_probe()
         else:

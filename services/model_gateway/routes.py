@@ -17,7 +17,7 @@ import time
 from typing import Annotated, Any, Literal
 
 import httpx
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field
 
 from services.model_gateway.predictor import BackendGateway
@@ -148,9 +148,11 @@ async def _predict(
 
 
 @internal.post("/predict", response_model=PredictTasksResult)
-async def predict_tasks(body: PredictTasksRequest, gateway: GatewayDep) -> PredictTasksResult:
+async def predict_tasks(body: PredictTasksRequest, gateway: GatewayDep) -> Response:
     """Predictions for tasks, validated and version-tagged, not stored; per-task errors inside."""
-    return await _predict(gateway, body.backend, body.project, body.tasks, body.context, body.interactive)
+    # Serialized here: FastAPI's response_model path would validate the result again (hot route).
+    result = await _predict(gateway, body.backend, body.project, body.tasks, body.context, body.interactive)
+    return Response(result.model_dump_json(), media_type="application/json")
 
 
 @internal.post("/webhook", response_model=WebhookResult)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
+
+import pytest
 
 from services.model_gateway.predictor import BackendGateway
 from shared.gateway_contract import BackendSpec, ProjectRef, TaskError
@@ -230,8 +233,9 @@ async def test_retry_budget_caps_retries_across_calls(
 
 
 async def test_circuit_opens_fails_fast_and_recovers_after_a_probe(
-    make_gateway: MakeGateway, fake: FakeBackend, project: ProjectRef
+    make_gateway: MakeGateway, fake: FakeBackend, project: ProjectRef, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="services.model_gateway.backend_client")
     fake.configure(always_fail=503)
     gateway = make_gateway(retry_attempts=1, breaker_failure_threshold=2, breaker_cool_down_s=0.3)
     backend = spec(fake, batch_size=1, max_concurrency=1)
@@ -240,6 +244,7 @@ async def test_circuit_opens_fails_fast_and_recovers_after_a_probe(
     result = await gateway.predict(backend, project, tasks(3, start=10))
     assert len(fake.calls("/predict")) == 2  # no call reached the backend
     assert result.errors[0].message.startswith(f"circuit open for backend {fake.url}, retry after ")
+    assert f"circuit opened for backend {fake.url} for 0.3s: /predict answered 503" in caplog.text
 
     fake.reset()
     deadline = time.monotonic() + 10
