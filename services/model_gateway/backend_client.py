@@ -377,11 +377,12 @@ class BackendCaller:
         state.budget.on_request()
         retry = 0
         while True:
-            failure = await self._attempt(
+            outcome = await self._attempt(
                 state, endpoint, method, url, path, headers, body, timeout_s, deadline, use_breaker
             )
-            if isinstance(failure, BackendResponse):
-                return failure
+            if isinstance(outcome, BackendResponse):
+                return outcome
+            failure = outcome
             if not (
                 retries and failure.retryable and (retry_on_timeout or failure.kind != FailureKind.TIMEOUT)
             ):

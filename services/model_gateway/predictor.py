@@ -255,7 +255,12 @@ class BackendGateway:
         call = _PredictCall(
             backend, project, context, timeout_s, deadline_s, not interactive, _Collector(config, positions)
         )
-        size = 1 if self.caller.state(backend).single_task else backend.batch_size
+        try:
+            single_task = self.caller.state(backend).single_task
+        except CallFailure as failure:  # a URL that is not http(s)
+            call.collector.fail(tasks, failure.message)
+            return call.collector.result(backend.model_version)
+        size = 1 if single_task else backend.batch_size
         batches = [tasks[start : start + size] for start in range(0, len(tasks), size)]
         if len(batches) == 1:
             await self._predict_batch(call, batches[0])

@@ -20,6 +20,7 @@ import httpx
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field
 
+from services.model_gateway.backend_client import CallFailure, Endpoint
 from services.model_gateway.predictor import BackendGateway
 from services.model_gateway.settings import GatewaySettings
 from shared.gateway_contract import (
@@ -225,6 +226,10 @@ async def public_predict(
         parse_label_config_cached(body.label_config)
     except LabelConfigError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"label_config: {exc}") from None
+    try:
+        Endpoint.parse(body.backend.url)
+    except CallFailure as failure:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"backend.url: {failure.message}") from None
     backend = BackendSpec(**body.backend.model_dump())
     project = ProjectRef(
         id=body.project.id, created_at_ts=body.project.created_at_ts, label_config=body.label_config

@@ -320,3 +320,9 @@ async def test_stopped_backend_fails_every_task_with_the_reason(
     result = await gateway.predict(BackendSpec(url=url, batch_size=2), project, tasks(3))
     assert [e.task_id for e in result.errors] == [1, 2, 3]
     assert result.errors[0].message.startswith(f"/predict: cannot connect to {url}")
+
+
+async def test_url_that_is_not_http_fails_every_task(make_gateway: MakeGateway, project: ProjectRef) -> None:
+    result = await make_gateway().predict(BackendSpec(url="gopher://old.example"), project, tasks(2))
+    assert [e.task_id for e in result.errors] == [1, 2]
+    assert result.errors[0].message == "backend url must look like http(s)://host[:port][/path]"

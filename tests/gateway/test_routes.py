@@ -110,6 +110,10 @@ async def test_public_predict_bad_input_names_the_field(
     assert response.status_code == 413
     assert response.json()["detail"] == "tasks: at most 100 tasks per request, got 101"
 
+    response = await gateway.post("/api/predict", json=public_body("ftp://files.example/model"))
+    assert response.status_code == 400
+    assert response.json()["detail"] == "backend.url: backend url must look like http(s)://host[:port][/path]"
+
     dup = public_body(fake.url, tasks=[{"id": 1, "data": {}}, {"id": 1, "data": {}}])
     response = await gateway.post("/api/predict", json=dup)
     assert response.status_code == 400
