@@ -117,7 +117,7 @@ def main() -> int:
     api_url = f"http://127.0.0.1:{api_port}"
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     backend_url = f"http://127.0.0.1:{backend_port}"
-    backend_module = os.environ.get("LABELLOOP_EXAMPLE_BACKEND", "examples.simple_backend")
+    backend_module = os.environ.get("LABELLOOP_EXAMPLE_BACKEND", "examples.sklearn_backend")
 
     stack = EmbeddedStack(data_dir / "services", durable=True)
     children: list[Child] = []
