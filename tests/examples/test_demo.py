@@ -19,13 +19,12 @@ from examples.sklearn_backend.app import create_app
 from services.model_gateway.settings import GatewaySettings
 from services.model_gateway.worker import WorkerSettings, shutdown, startup
 from shared.jobs import QUEUE_NAME
-from tests.examples.helpers import serve
 from tests.support.servers import ServerThread
 
 
 @pytest.fixture
 def sklearn_backend(tmp_path: Path) -> Iterator[ServerThread]:
-    with serve(create_app(tmp_path / "models")) as server:
+    with ServerThread(create_app(tmp_path / "models")) as server:
         yield server
 
 

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Header, HTTPException, Response
 
 from examples.demo.datasets import DIGITS_CONFIG, Item, digit_items, grey_png, split
 from examples.sklearn_backend.app import MODEL_CLASS, create_app
-from tests.examples.helpers import serve
+from tests.support.servers import ServerThread
 
 PROJECT = "7.1700000000"
 TOKEN = "annotation-server-token"
@@ -44,7 +44,7 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def backend(data_dir: Path) -> Iterator[httpx.Client]:
     with (
-        serve(create_app(data_dir)) as server,
+        ServerThread(create_app(data_dir)) as server,
         httpx.Client(base_url=server.url, timeout=30) as client,
     ):
         yield client
@@ -185,10 +185,10 @@ def test_repeated_event_is_not_learned_twice_and_an_update_is(
 def test_model_survives_a_restart(data_dir: Path, digits: tuple[list[Item], list[Item]]) -> None:
     pool, test = digits
     tasks = [{"id": 5000 + i, "data": item.data} for i, item in enumerate(test[:20])]
-    with serve(create_app(data_dir)) as server, httpx.Client(base_url=server.url) as client:
+    with ServerThread(create_app(data_dir)) as server, httpx.Client(base_url=server.url) as client:
         version = learn(client, pool[:40])
         before = predict(client, tasks)
-    with serve(create_app(data_dir)) as server, httpx.Client(base_url=server.url) as client:
+    with ServerThread(create_app(data_dir)) as server, httpx.Client(base_url=server.url) as client:
         assert client.post("/setup", json=setup_body()).json() == {"model_version": version}
         assert predict(client, tasks) == before
         assert annotate(client, 41, pool[40].data, pool[40].label)["model_version"] == "sklearn-7-v41"
@@ -342,7 +342,7 @@ def test_start_training_retrains_from_the_export_with_the_latest_annotations(bac
         ),
         exported(4, 3, []),
     ]
-    with serve(annotation_server(tasks)) as server:
+    with ServerThread(annotation_server(tasks)) as server:
         assert backend.post("/setup", json=setup_body(hostname=server.url)).status_code == 200
         learn_one = annotate(backend, 9, {"image": f"{server.url}/data/upload/3.png"}, "3")
         assert learn_one["model_version"] == "sklearn-7-v1"

@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from shared.protocol import TRAINING_EVENTS
+from tests.support.servers import bound_socket
 
 Mode = Literal["v2", "v1"]
 Garbage = Literal[
@@ -191,10 +192,7 @@ class FakeBackend:
 
     @staticmethod
     def _bind(port: int) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((HOST, port))
-        return sock
+        return bound_socket(port)
 
     def _new_server(self) -> tuple[uvicorn.Server, socket.socket]:
         if self._socket is None:
