@@ -54,6 +54,7 @@ UNDEFINED_VERSION = "undefined"
 _BISECT_STATUS = frozenset({400, 413, 422, 500})
 """Whole-batch failures that one bad task can cause: split the batch to find it."""
 _MAX_PROBLEMS_SHOWN = 5
+_MAX_CONFIGS = 128
 
 _CHECK_FAILURE = {
     FailureKind.INVALID_URL: CheckFailure.POLICY,
@@ -149,9 +150,20 @@ class BackendGateway:
             dns_timeout_s=settings.dns_timeout_s,
         )
         self.caller = BackendCaller(settings, self.policy)
+        self._configs: dict[str, LabelConfig] = {}
 
     async def aclose(self) -> None:
         await self.caller.aclose()
+
+    async def label_config(self, xml: str) -> LabelConfig:
+        """The parsed config; a config not seen yet is parsed in a thread (big XML would stall the loop)."""
+        config = self._configs.get(xml)
+        if config is None:
+            config = await asyncio.to_thread(parse_label_config_cached, xml)
+            if len(self._configs) >= _MAX_CONFIGS:
+                self._configs.pop(next(iter(self._configs)))
+            self._configs[xml] = config
+        return config
 
     # ---- check -----------------------------------------------------------------------------
 
@@ -238,7 +250,7 @@ class BackendGateway:
         """
         positions = {_task_id(task, index): index for index, task in enumerate(tasks)}
         try:
-            config = parse_label_config_cached(project.label_config)
+            config = await self.label_config(project.label_config)
         except LabelConfigError as exc:
             return PredictTasksResult(
                 errors=[

@@ -33,7 +33,7 @@ from shared.gateway_contract import (
     WebhookRequest,
     WebhookResult,
 )
-from shared.label_config import LabelConfigError, parse_label_config_cached
+from shared.label_config import LabelConfigError
 from shared.logging import outgoing_request_headers
 
 _MAX_CACHED_TOKENS = 10_000
@@ -223,7 +223,7 @@ async def public_predict(
             f"tasks: at most {settings.public_max_tasks} tasks per request, got {len(body.tasks)}",
         )
     try:
-        parse_label_config_cached(body.label_config)
+        await gateway.label_config(body.label_config)
     except LabelConfigError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"label_config: {exc}") from None
     try:
