@@ -31,6 +31,8 @@ async def test_create_returns_ls_fields_and_defaults(api: httpx.AsyncClient) -> 
     ):
         assert project[counter] == 0
     assert project["created_at"]
+    assert project["created_by"]["email"] == "admin@labelloop.local"
+    assert project["created_by"]["id"] >= 1
     fetched = await api.get(f"/api/projects/{project['id']}/")
     assert fetched.status_code == 200
     assert fetched.json() == project
@@ -68,6 +70,7 @@ async def test_list_is_paginated(api: httpx.AsyncClient) -> None:
     assert len(second["results"]) == 1
     assert second["next"] is None
     assert second["previous"] is not None
+    assert {p["created_by"]["email"] for p in first["results"]} == {"admin@labelloop.local"}
     titles = {p["title"] for p in first["results"] + second["results"]}
     assert titles == {"p0", "p1", "p2"}
 

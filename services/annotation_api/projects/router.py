@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
+from services.annotation_api.models import Project
 from services.annotation_api.projects import service
 from services.annotation_api.projects.schemas import (
     LabelConfigIn,
@@ -15,9 +17,14 @@ from services.annotation_api.projects.schemas import (
     ProjectOut,
     ProjectPage,
     ProjectUpdate,
+    project_out,
 )
 
 router = APIRouter(prefix="/api/projects", tags=["projects"])
+
+
+async def _out(session: AsyncSession, project: Project) -> ProjectOut:
+    return project_out(project, await service.creator_emails(session, [project]))
 
 
 def _page_url(request: Request, page: int) -> str:
@@ -35,18 +42,19 @@ async def list_projects(
 ) -> ProjectPage:
     page_size = min(page_size, request.app.state.settings.max_page_size)
     count, projects = await service.list_projects(session, page, page_size)
+    creators = await service.creator_emails(session, projects)
     return ProjectPage(
         count=count,
         next=_page_url(request, page + 1) if page * page_size < count else None,
         previous=_page_url(request, page - 1) if page > 1 else None,
-        results=[ProjectOut.model_validate(project) for project in projects],
+        results=[project_out(project, creators) for project in projects],
     )
 
 
 @router.post("", response_model=ProjectOut, status_code=201)
 @router.post("/", response_model=ProjectOut, status_code=201, include_in_schema=False)
 async def create_project(body: ProjectCreate, session: SessionDep, user: CurrentUser) -> ProjectOut:
-    return ProjectOut.model_validate(await service.create_project(session, body, user))
+    return project_out(await service.create_project(session, body, user), {user.id: user.email})
 
 
 @router.post("/validate", response_model=LabelConfigOut)
@@ -59,7 +67,7 @@ async def validate_config(body: LabelConfigIn, _: CurrentUser) -> LabelConfigOut
 @router.get("/{project_id}", response_model=ProjectOut)
 @router.get("/{project_id}/", response_model=ProjectOut, include_in_schema=False)
 async def get_project(project_id: ProjectId, session: SessionDep, _: CurrentUser) -> ProjectOut:
-    return ProjectOut.model_validate(await service.get_project(session, project_id))
+    return await _out(session, await service.get_project(session, project_id))
 
 
 @router.patch("/{project_id}", response_model=ProjectOut)
@@ -67,7 +75,7 @@ async def get_project(project_id: ProjectId, session: SessionDep, _: CurrentUser
 async def update_project(
     project_id: ProjectId, body: ProjectUpdate, session: SessionDep, _: CurrentUser
 ) -> ProjectOut:
-    return ProjectOut.model_validate(await service.update_project(session, project_id, body))
+    return await _out(session, await service.update_project(session, project_id, body))
 
 
 @router.delete("/{project_id}", status_code=204)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
+
+from services.annotation_api.models import Project
 
 Sampling = Literal["Sequential sampling", "Uniform sampling", "Uncertainty sampling"]
 DEFAULT_LABEL_CONFIG = "<View></View>"
@@ -53,6 +56,17 @@ class LabelConfigOut(BaseModel):
     label_config: str
 
 
+class UserSimple(BaseModel):
+    """Label Studio nests the creator as a small user object (its SDK parses `created_by` as one)."""
+
+    id: int
+    email: str
+    username: str
+    first_name: str = ""
+    last_name: str = ""
+    avatar: str | None = None
+
+
 class ProjectOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -69,7 +83,7 @@ class ProjectOut(BaseModel):
     total_predictions_number: int
     total_annotations_number: int
     num_tasks_with_annotations: int
-    created_by: int | None = Field(validation_alias="created_by_id")
+    created_by: UserSimple | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -79,3 +93,12 @@ class ProjectPage(BaseModel):
     next: str | None
     previous: str | None
     results: list[ProjectOut]
+
+
+def project_out(project: Project, creators: Mapping[int, str]) -> ProjectOut:
+    """``creators``: user id → email for the projects' creators (see service.creator_emails)."""
+    out = ProjectOut.model_validate(project)
+    if project.created_by_id is not None and project.created_by_id in creators:
+        email = creators[project.created_by_id]
+        out.created_by = UserSimple(id=project.created_by_id, email=email, username=email)
+    return out
