@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import TEST_API_TOKEN
 from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
 from tests.gateway.conftest import tasks
+from tests.support.servers import ServerThread
 
 PROJECT = {"id": 3, "created_at_ts": 1_700_000_000, "label_config": SENTIMENT_CONFIG}
 
@@ -142,3 +143,20 @@ async def test_public_predict_accepts_client_tokens_the_api_vouches_for(
         async with httpx.AsyncClient(base_url=base, headers=headers) as client:
             response = await client.post("/api/predict", json=public_body(fake.url))
         assert response.status_code == 401
+
+
+async def test_client_token_answers_are_cached_and_an_unreachable_api_is_503(
+    api: httpx.AsyncClient, api_server: ServerThread, gateway: httpx.AsyncClient, fake: FakeBackend
+) -> None:
+    base = str(gateway.base_url)
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Token {TEST_API_TOKEN}"}
+    ) as client:
+        assert (await client.post("/api/predict", json=public_body(fake.url))).status_code == 200
+        api_server.stop()
+        response = await client.post("/api/predict", json=public_body(fake.url))
+        assert response.status_code == 200  # vouched for a moment ago: no need to ask again
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": "Token unknown-token"}) as client:
+        response = await client.post("/api/predict", json=public_body(fake.url))
+    assert response.status_code == 503
+    assert response.json()["detail"].startswith("cannot verify the token: annotation API unreachable")
