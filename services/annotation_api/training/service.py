@@ -151,8 +151,11 @@ async def finish(
         raise NotFound(f"Training job {job_id} not found.")
     backend = None if job.ml_backend_id is None else await session.get(MlBackend, job.ml_backend_id)
     if job.status != JobStatus.RUNNING or backend is None:
-        version = backend.model_version if backend is not None else ""
-        return TrainOutcome(job_status=job.status, model_version=version, version_changed=False)
+        if backend is None:
+            return TrainOutcome(job_status=job.status, model_version="", version_changed=False)
+        if backend.state == MlBackendState.TRAINING:  # cancelled while training: it is idle again
+            backend.state = MlBackendState.CONNECTED
+        return TrainOutcome(job_status=job.status, model_version=backend.model_version, version_changed=False)
     webhook = report.webhook
     answer = {"status_code": webhook.status_code, "body": _stored_body(webhook.body)}
     if not webhook.ok:
