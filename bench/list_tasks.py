@@ -92,6 +92,7 @@ async def main() -> None:
             "by score, highest first": {"ordering": "-prediction_score"},
             "by score, page 10": {"ordering": "-prediction_score", "page": 10},
             "filtered: has_predictions_of=v1": {"has_predictions_of": "v1"},
+            "filtered, keyset after= (no totals)": {"has_predictions_of": "v1", "after": first_id + deep - 1},
         }
         print(f"{args.requests} sequential requests each, page_size={size}")
         print(f"{'page':<46} {'median ms':>10} {'p99 ms':>10}")

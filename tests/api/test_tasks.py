@@ -115,6 +115,13 @@ async def test_filters_and_totals(api: httpx.AsyncClient) -> None:
     v2 = (await api.get("/api/tasks", params={"project": project_id, "has_predictions_of": "v2"})).json()
     assert [t["id"] for t in v2["tasks"]] == [ids[3]]
     assert (v2["total"], v2["total_predictions"]) == (1, 2)
+    keyset = (
+        await api.get("/api/tasks", params={"project": project_id, "has_predictions_of": "v2", "after": 0})
+    ).json()
+    assert [t["id"] for t in keyset["tasks"]] == [ids[3]]
+    assert (keyset["total"], keyset["total_annotations"], keyset["total_predictions"]) == (None, None, None)
+    unfiltered = (await api.get("/api/tasks", params={"project": project_id, "after": ids[0]})).json()
+    assert unfiltered["total"] == 7
     assert await _ids(api, project=project_id, has_predictions_of="v1", is_labeled="true") == []
     everything = (await api.get("/api/tasks", params={"project": project_id})).json()
     assert (everything["total"], everything["total_annotations"], everything["total_predictions"]) == (

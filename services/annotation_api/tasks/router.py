@@ -38,7 +38,11 @@ async def list_tasks(
     page: int = Query(1, ge=1),
     page_size: int = Query(DEFAULT_PAGE_SIZE, ge=1, description="Capped at the server's max page size."),
     after: int | None = Query(
-        None, ge=0, le=BIGINT_MAX, description="Keyset cursor: tasks after this id (in the ordering)."
+        None,
+        ge=0,
+        le=BIGINT_MAX,
+        description="Keyset cursor: tasks after this id in the ordering (id or -id); `page` is then ignored. "
+        "Costs one page at any depth.",
     ),
     fields: Fields = Query("task_only", description="`all` embeds annotations and predictions."),
     ordering: Ordering = "id",

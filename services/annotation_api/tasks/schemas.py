@@ -58,6 +58,9 @@ class TaskOut(BaseModel):
 
 class TaskPage(BaseModel):
     tasks: list[TaskOut]
-    total: int = Field(description="Tasks matching the filters (all pages).")
-    total_annotations: int
-    total_predictions: int
+    total: int | None = Field(
+        description="Tasks matching the filters (all pages). Null on a filtered keyset (after=) request: "
+        "counting would scan the filtered set on every page; ask once without after= for the count."
+    )
+    total_annotations: int | None
+    total_predictions: int | None

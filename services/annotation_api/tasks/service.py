@@ -37,7 +37,8 @@ async def _check_data(project_label_config: str, data: dict[str, Any]) -> None:
 
 async def list_tasks(session: AsyncSession, task_filter: TaskFilter, request: PageRequest) -> dict[str, Any]:
     """Label Studio's ``{tasks, total, total_annotations, total_predictions}``; a page past the end is
-    empty. Totals come from the project's counters unless a filter narrows the set."""
+    empty. Totals come from the project's counters unless a filter narrows the set; then they are
+    counted, except on keyset (``after=``) requests, where they are null."""
     project = await get_project(session, task_filter.project_id)
     by_score = request.ordering.endswith("prediction_score")
     if request.after is not None and by_score:
@@ -65,7 +66,13 @@ async def list_tasks(session: AsyncSession, task_filter: TaskFilter, request: Pa
     if request.fields == "all":
         version = project.model_version if request.only_selected_version and project.model_version else None
         await repository.embed_annotations_and_predictions(conn, tasks, model_version=version)
-    if task_filter.narrows:
+    total: int | None
+    annotations: int | None
+    predictions: int | None
+    if task_filter.narrows and request.after is not None:
+        # A keyset walk must cost one page per request; counting a filtered set scans it.
+        total = annotations = predictions = None
+    elif task_filter.narrows:
         total, annotations, predictions = await repository.totals(conn, task_filter)
     else:
         total = project.task_number
