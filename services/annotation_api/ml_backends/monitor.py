@@ -1,7 +1,9 @@
 """The periodic backend check: keeps state (CO/DI/ER) and model versions current without slowing reads.
 
-Each backend is checked in its own short transaction that holds its row with ``FOR UPDATE SKIP
-LOCKED``, so several API replicas share the work instead of checking the same backend twice.
+A backend is claimed in a short transaction (``FOR UPDATE SKIP LOCKED``, then ``last_checked_at`` is
+moved so no other API replica takes it), checked with no transaction open, and the outcome is written
+in a second short transaction. No row lock is held while a slow backend answers, so event delivery and
+edits of that backend never wait behind a check.
 """
 
 from __future__ import annotations
@@ -14,30 +16,53 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.annotation_api.errors import UpstreamError
 from services.annotation_api.ml_backends.gateway_client import GatewayClient
-from services.annotation_api.ml_backends.service import apply_check_result, get_project, run_check
+from services.annotation_api.ml_backends.service import (
+    apply_check_result,
+    backend_access_token,
+    backend_spec,
+    get_project,
+    project_ref,
+)
 from services.annotation_api.models import MlBackend
 from services.annotation_api.settings import ApiSettings
+from shared.gateway_contract import CheckBackendRequest
 
 log = logging.getLogger(__name__)
 _MAX_PER_ROUND = 200
 
 
-async def check_next_due(session: AsyncSession, gateway: GatewayClient, settings: ApiSettings) -> bool:
-    """Check one backend not checked within the interval; False when none is due."""
-    interval = func.make_interval(0, 0, 0, 0, 0, 0, settings.backend_check_interval_s)
-    stmt = (
-        select(MlBackend)
-        .where(or_(MlBackend.last_checked_at.is_(None), MlBackend.last_checked_at < func.now() - interval))
-        .order_by(MlBackend.last_checked_at.nulls_first(), MlBackend.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    )
-    backend = (await session.execute(stmt)).scalar_one_or_none()
-    if backend is None:
-        return False
-    project = await get_project(session, backend.project_id)
-    result = await run_check(session, gateway, settings, backend, project)
-    await apply_check_result(session, backend, project, result)
+async def check_one(
+    maker: async_sessionmaker[AsyncSession], gateway: GatewayClient, settings: ApiSettings
+) -> bool:
+    """Check the next due backend; False when none is due."""
+    async with maker.begin() as session:
+        interval = func.make_interval(0, 0, 0, 0, 0, 0, settings.backend_check_interval_s)
+        stmt = (
+            select(MlBackend)
+            .where(
+                or_(MlBackend.last_checked_at.is_(None), MlBackend.last_checked_at < func.now() - interval)
+            )
+            .order_by(MlBackend.last_checked_at.nulls_first(), MlBackend.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        backend = (await session.execute(stmt)).scalar_one_or_none()
+        if backend is None:
+            return False
+        backend.last_checked_at = func.now()
+        project = await get_project(session, backend.project_id)
+        request = CheckBackendRequest(
+            backend=backend_spec(backend),
+            project=project_ref(project),
+            hostname=settings.public_url,
+            access_token=await backend_access_token(session, settings, project.id),
+        )
+    result = await gateway.check(request)
+    async with maker.begin() as session:
+        current = await session.get(MlBackend, backend.id, with_for_update=True)
+        # Edited or deleted meanwhile: the outcome is about a configuration that no longer exists.
+        if current is not None and current.url == request.backend.url:
+            await apply_check_result(session, current, await get_project(session, current.project_id), result)
     return True
 
 
@@ -48,9 +73,8 @@ async def check_due_backends(
     checked = 0
     while checked < _MAX_PER_ROUND:
         try:
-            async with maker.begin() as session:
-                if not await check_next_due(session, gateway, settings):
-                    return checked
+            if not await check_one(maker, gateway, settings):
+                return checked
         except UpstreamError as exc:
             # The gateway, not the backend, is down: record nothing, try again next round.
             log.warning("backend check skipped: %s", exc.detail)
