@@ -62,6 +62,12 @@ class FailureKind(StrEnum):
     """A 5xx answer (after retries for 502/503/504)."""
     THROTTLED = "throttled"
     CIRCUIT_OPEN = "circuit_open"
+    TOO_LARGE = "too_large"
+    """The answer exceeded ``max_response_bytes``; a smaller batch may fit."""
+
+
+class _TooLarge(Exception):
+    pass
 
 
 class CallFailure(Exception):
@@ -460,11 +466,14 @@ class BackendCaller:
             ):
                 response = await transport.handle_async_request(request)
                 try:
-                    await response.aread()
+                    content = await self._read_capped(response)
                 finally:
                     await response.aclose()
         except AddressRejected as exc:
             return CallFailure(FailureKind(exc.kind), exc.message)
+        except _TooLarge:
+            limit = self.settings.max_response_bytes
+            return CallFailure(FailureKind.TOO_LARGE, f"{path}: answer larger than {limit} bytes")
         except TimeoutError:
             message = f"{path}: no answer within {round(remaining, 2):g}s (deadline of the whole call)"
             return CallFailure(FailureKind.TIMEOUT, message, retryable=True)
@@ -478,7 +487,22 @@ class BackendCaller:
             return CallFailure(FailureKind.CONNECTION_LOST, message, retryable=True)
         except httpx.TransportError as exc:
             return CallFailure(FailureKind.INVALID_URL, f"{path}: {type(exc).__name__}: {exc}")
-        return self._classify(path, response)
+        return self._classify(path, response, content)
+
+    async def _read_capped(self, response: httpx.Response) -> bytes:
+        """The body, refusing to hold more than ``max_response_bytes`` of one answer in memory."""
+        limit = self.settings.max_response_bytes
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise _TooLarge
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     @staticmethod
     def _record(breaker: CircuitBreaker, result: BackendResponse | CallFailure) -> None:
@@ -508,12 +532,12 @@ class BackendCaller:
         return CallFailure(FailureKind.TIMEOUT, message, retryable=True)
 
     @staticmethod
-    def _classify(path: str, response: httpx.Response) -> BackendResponse | CallFailure:
+    def _classify(path: str, response: httpx.Response, content: bytes) -> BackendResponse | CallFailure:
         status = response.status_code
         content_type = response.headers.get("content-type", "")
         if 200 <= status < 300:
-            return BackendResponse(status, response.content, content_type)
-        detail = backend_error_detail(status, content_type, response.content)
+            return BackendResponse(status, content, content_type)
+        detail = backend_error_detail(status, content_type, content)
         message = f"{path} answered {status}: {detail}"
         if status == 401:
             return CallFailure(FailureKind.UNAUTHORIZED, message, status_code=status)

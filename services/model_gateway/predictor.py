@@ -52,7 +52,8 @@ UNDEFINED_VERSION = "undefined"
 """Stored on predictions whose backend named no version at all (per prediction, response or /setup)."""
 
 _BISECT_STATUS = frozenset({400, 413, 422, 500})
-"""Whole-batch failures that one bad task can cause: split the batch to find it."""
+"""Whole-batch failures that one bad task can cause: split the batch to find it (answers too large
+to hold are split too)."""
 _MAX_PROBLEMS_SHOWN = 5
 _MAX_CONFIGS = 128
 
@@ -68,6 +69,7 @@ _CHECK_FAILURE = {
     FailureKind.BACKEND_ERROR: CheckFailure.BACKEND_ERROR,
     FailureKind.THROTTLED: CheckFailure.BACKEND_ERROR,
     FailureKind.CIRCUIT_OPEN: CheckFailure.BACKEND_ERROR,
+    FailureKind.TOO_LARGE: CheckFailure.BAD_RESPONSE,
 }
 
 
@@ -299,7 +301,8 @@ class BackendGateway:
                 retries=call.retries,
             )
         except CallFailure as failure:
-            if len(tasks) > 1 and not failure.retryable and failure.status_code in _BISECT_STATUS:
+            splittable = failure.status_code in _BISECT_STATUS or failure.kind is FailureKind.TOO_LARGE
+            if len(tasks) > 1 and not failure.retryable and splittable:
                 # One task may break the whole batch: halve until the culprit is alone.
                 middle = len(tasks) // 2
                 await asyncio.gather(

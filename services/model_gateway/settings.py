@@ -88,6 +88,9 @@ class GatewaySettings(CommonSettings, RedisSettingsMixin):
         default=256, ge=1, description="Backend origins with a connection pool; idle ones beyond are closed."
     )
     keepalive_expiry_s: float = Field(default=30.0, gt=0)
+    max_response_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Largest backend answer held in memory."
+    )
     whoami_cache_s: float = Field(default=60.0, ge=0, description="How long a client token stays valid.")
     public_max_tasks: int = Field(default=100, ge=1, description="Tasks per POST /api/predict.")
 

@@ -326,3 +326,16 @@ async def test_url_that_is_not_http_fails_every_task(make_gateway: MakeGateway, 
     result = await make_gateway().predict(BackendSpec(url="gopher://old.example"), project, tasks(2))
     assert [e.task_id for e in result.errors] == [1, 2]
     assert result.errors[0].message == "backend url must look like http(s)://host[:port][/path]"
+
+
+async def test_oversized_answers_are_split_and_refused_alone(
+    make_gateway: MakeGateway, fake: FakeBackend, project: ProjectRef
+) -> None:
+    def predict(task: dict[str, Any]) -> list[dict[str, Any]]:
+        padding = "x" * (2000 if task["id"] == 4 else 300)
+        return [choice("Positive", notes=padding)]
+
+    fake.configure(predict_fn=predict)
+    result = await make_gateway(max_response_bytes=1024).predict(spec(fake, batch_size=4), project, tasks(4))
+    assert [p.task_id for p in result.predictions] == [1, 2, 3]
+    assert result.errors == [TaskError(task_id=4, message="/predict: answer larger than 1024 bytes")]
