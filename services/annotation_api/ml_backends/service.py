@@ -2,7 +2,8 @@
 
 Reads never call the backend (Label Studio re-runs health + setup on every list, which makes pages slow
 and flaky); a backend is checked on create, on a URL/auth change, on explicit validate, and by the
-periodic monitor (``monitor.py``). A failed check stores nothing.
+periodic monitor (``monitor.py``). A failed check stores nothing. No row is locked while the gateway
+checks a backend (seconds, for a slow one), so event delivery to that backend never waits behind it.
 """
 
 from __future__ import annotations
@@ -103,11 +104,8 @@ async def get_project(session: AsyncSession, project_id: int) -> Project:
     return project
 
 
-async def get_backend(session: AsyncSession, backend_id: int, *, for_update: bool = False) -> MlBackend:
-    stmt = select(MlBackend).where(MlBackend.id == backend_id)
-    if for_update:
-        stmt = stmt.with_for_update()
-    backend = (await session.execute(stmt)).scalar_one_or_none()
+async def get_backend(session: AsyncSession, backend_id: int) -> MlBackend:
+    backend = await session.get(MlBackend, backend_id)
     if backend is None:
         raise NotFound(f"ML backend {backend_id} not found.")
     return backend
@@ -190,7 +188,7 @@ async def update_backend(
     backend_id: int,
     body: MlBackendUpdate,
 ) -> MlBackend:
-    backend = await get_backend(session, backend_id, for_update=True)
+    backend = await get_backend(session, backend_id)
     changes = {name: getattr(body, name) for name in body.model_fields_set}
     for name in ("title", "description", "is_interactive", "timeout", "auto_update", "url"):
         if name in changes and changes[name] is None:
@@ -225,7 +223,7 @@ async def validate_backend(
     session: AsyncSession, gateway: GatewayClient, settings: ApiSettings, backend_id: int
 ) -> MlBackend:
     """Explicit re-check, recorded on the backend: its ``state`` and ``error_message`` tell the outcome."""
-    backend = await get_backend(session, backend_id, for_update=True)
+    backend = await get_backend(session, backend_id)
     project = await get_project(session, backend.project_id)
     result = await run_check(session, gateway, settings, backend, project)
     await apply_check_result(session, backend, project, result)
