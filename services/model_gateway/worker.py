@@ -109,7 +109,12 @@ async def process_chunk(ctx: dict[str, Any], chunk_id: int) -> str:
     """Predict one chunk of a bulk job and write it back through the API."""
     api: httpx.AsyncClient = ctx["api"]
     gateway: BackendGateway = ctx["gateway"]
-    lease = ChunkLease.model_validate_json(await _post(api, f"/internal/chunks/{chunk_id}/lease"))
+    try:
+        lease = ChunkLease.model_validate_json(await _post(api, f"/internal/chunks/{chunk_id}/lease"))
+    except ApiCallFailed as exc:
+        if exc.status_code == 404:  # its job or project was deleted: nothing left to do
+            return f"chunk {chunk_id} no longer exists"
+        raise
     if lease.status != "leased":
         return f"chunk {chunk_id} already {lease.status}"
     result = PredictTasksResult()
