@@ -120,6 +120,11 @@ async def test_filters_and_totals(api: httpx.AsyncClient) -> None:
     ).json()
     assert [t["id"] for t in keyset["tasks"]] == [ids[3]]
     assert (keyset["total"], keyset["total_annotations"], keyset["total_predictions"]) == (None, None, None)
+    assert await _ids(api, project=project_id, has_predictions_of="v1", after=ids[1]) == [ids[3], ids[5]]
+    assert await _ids(api, project=project_id, has_predictions_of="v1", after=ids[3], ordering="-id") == [
+        ids[1],
+        ids[0],
+    ]
     unfiltered = (await api.get("/api/tasks", params={"project": project_id, "after": ids[0]})).json()
     assert unfiltered["total"] == 7
     assert await _ids(api, project=project_id, has_predictions_of="v1", is_labeled="true") == []

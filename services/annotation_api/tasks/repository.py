@@ -151,14 +151,20 @@ class _Params:
         return f"${len(self.values)}"
 
 
-def _where(task_filter: TaskFilter, params: _Params) -> list[str]:
+def _where(task_filter: TaskFilter, params: _Params, *, id_bound: str = "") -> list[str]:
+    """WHERE clauses for the filter; ``id_bound`` (e.g. ``"> $3"``) is a keyset cursor on task ids."""
     clauses = [f"t.project_id = {params(task_filter.project_id)}"]
+    if id_bound:
+        clauses.append(f"t.id {id_bound}")
     if task_filter.is_labeled is not None:
         clauses.append(f"t.is_labeled = {params(task_filter.is_labeled)}")
     if task_filter.has_predictions_of is not None:
+        # The cursor is repeated on hp.task_id: Postgres does not carry a range across t.id = hp.task_id,
+        # and without it a merge semi-join reads the version's predictions from the first task onwards.
+        prediction_bound = f" AND hp.task_id {id_bound}" if id_bound else ""
         clauses.append(
             "EXISTS (SELECT 1 FROM prediction hp WHERE hp.task_id = t.id "
-            f"AND hp.model_version = {params(task_filter.has_predictions_of)})"
+            f"AND hp.model_version = {params(task_filter.has_predictions_of)}{prediction_bound})"
         )
     return clauses
 
@@ -180,9 +186,8 @@ async def page_by_id(
 ) -> list[dict[str, Any]]:
     """A page in id order: an index range scan on (project_id, id), keyset when ``after`` is given."""
     params = _Params()
-    clauses = _where(task_filter, params)
-    if after is not None:
-        clauses.append(f"t.id {'<' if descending else '>'} {params(after)}")
+    id_bound = f"{'<' if descending else '>'} {params(after)}" if after is not None else ""
+    clauses = _where(task_filter, params, id_bound=id_bound)
     direction = "DESC" if descending else "ASC"
     sql = (
         f"SELECT {TASK_COLUMNS} FROM task t WHERE {' AND '.join(clauses)} "

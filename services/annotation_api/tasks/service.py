@@ -1,4 +1,5 @@
-"""Task rules: pages that never scan a project, data that fits the label config, counters kept in step."""
+"""Task rules: pages that read one page of rows (not the project), data that fits the label config,
+counters kept in step."""
 
 from __future__ import annotations
 
