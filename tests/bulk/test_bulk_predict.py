@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
-from tests.bulk.conftest import RunBurst, connect_backend, import_texts, wait_job
+from tests.bulk.conftest import RunBurst, connect_backend, import_texts, wait_for, wait_job
 from tests.conftest import SERVICE_TOKEN
 from tests.fakes.fake_backend import FakeBackend
 
@@ -252,3 +253,29 @@ async def test_internal_routes_apply_a_report_once_and_refuse_client_tokens(
     assert job["errors"] == [{"task": task_ids[2], "message": "backend choked"}]
     relet = (await api.post(f"/internal/chunks/{chunk_id}/lease", headers=service)).json()
     assert relet["status"] == "done"
+
+
+async def test_cancel_stops_a_worker_mid_chunk_and_drops_its_results(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    run_burst: RunBurst,
+    db: asyncpg.Connection,
+) -> None:
+    await import_texts(api, project["id"], 20)
+    await connect_backend(api, project["id"], fake.url, batch_size=5, max_concurrency=1)
+    fake.configure(predict_delay_s=1.0)
+    started = (await retrieve(api, project["id"])).json()
+    worker = asyncio.create_task(run_burst())
+
+    async def leased() -> bool:
+        return bool(await db.fetchval("SELECT count(*) FROM job_chunk WHERE status = 'leased'"))
+
+    await wait_for(leased, 30, "a chunk to be leased")
+    assert (await api.post(f"/api/jobs/{started['job_id']}/cancel")).json()["status"] == "cancelled"
+    await asyncio.wait_for(worker, 30)
+
+    assert len(fake.calls("/predict")) <= 2, "the worker stopped calling the backend once cancelled"
+    assert await db.fetchval("SELECT count(*) FROM prediction") == 0
+    job = (await api.get(f"/api/jobs/{started['job_id']}")).json()
+    assert (job["status"], job["done"]) == ("cancelled", 0)
