@@ -279,3 +279,21 @@ async def test_cancel_stops_a_worker_mid_chunk_and_drops_its_results(
     assert await db.fetchval("SELECT count(*) FROM prediction") == 0
     job = (await api.get(f"/api/jobs/{started['job_id']}")).json()
     assert (job["status"], job["done"]) == ("cancelled", 0)
+
+
+async def test_a_chunk_whose_workers_keep_dying_is_given_up(
+    api: httpx.AsyncClient, project: dict[str, Any], fake: FakeBackend, db: asyncpg.Connection
+) -> None:
+    task_ids = await import_texts(api, project["id"], 3)
+    await connect_backend(api, project["id"], fake.url)
+    started = (await retrieve(api, project["id"])).json()
+    chunk_id = await db.fetchval("SELECT id FROM job_chunk WHERE job_id = $1", started["job_id"])
+    service = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
+    for _ in range(5):  # five workers lease it and die without reporting
+        lease = await api.post(f"/internal/chunks/{chunk_id}/lease", headers=service)
+        assert lease.json()["status"] == "leased"
+
+    job = await wait_job(api, started["job_id"], timeout_s=30)
+    assert (job["status"], job["done"], job["failed"]) == ("failed", 0, 3)
+    assert sorted(error["task"] for error in job["errors"]) == task_ids
+    assert "gave up after 5 attempts" in job["errors"][0]["message"]
