@@ -297,3 +297,39 @@ async def test_a_chunk_whose_workers_keep_dying_is_given_up(
     assert (job["status"], job["done"], job["failed"]) == ("failed", 0, 3)
     assert sorted(error["task"] for error in job["errors"]) == task_ids
     assert "gave up after 5 attempts" in job["errors"][0]["message"]
+
+
+async def test_reports_of_two_backends_over_the_same_tasks_never_deadlock(
+    api: httpx.AsyncClient, project: dict[str, Any], fake: FakeBackend, db: asyncpg.Connection
+) -> None:
+    task_ids = await import_texts(api, project["id"], 200)
+    first = await connect_backend(api, project["id"], fake.url)
+    second = await connect_backend(api, project["id"], fake.url)
+    service = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
+    region = {
+        "from_name": "sentiment",
+        "to_name": "text",
+        "type": "choices",
+        "value": {"choices": ["Positive"]},
+    }
+    chunks: list[list[int]] = []
+    for backend in (first, second):
+        job = (await retrieve(api, project["id"], {"ml_backend": backend["id"]})).json()
+        rows = await db.fetch("SELECT id FROM job_chunk WHERE job_id = $1 ORDER BY seq", job["job_id"])
+        chunks.append([row["id"] for row in rows])
+
+    async def report(chunk_id: int) -> httpx.Response:
+        lease = (await api.post(f"/internal/chunks/{chunk_id}/lease", headers=service)).json()
+        predictions = [
+            {"task_id": task["id"], "result": [region], "score": 0.5, "model_version": "fake-v1"}
+            for task in lease["tasks"]
+        ]
+        return await api.post(
+            f"/internal/chunks/{chunk_id}/complete", json={"predictions": predictions}, headers=service
+        )
+
+    for pair in zip(*chunks, strict=True):
+        answers = await asyncio.gather(*(report(chunk_id) for chunk_id in pair))
+        assert [answer.status_code for answer in answers] == [200, 200], [a.text for a in answers]
+    assert await db.fetchval("SELECT count(*) FROM prediction") == 2 * len(task_ids)
+    assert await db.fetchval("SELECT min(total_predictions) FROM task") == 2

@@ -177,6 +177,25 @@ async def count_skipped(
     return int((await session.execute(_COUNT_SKIPPED, params)).scalar_one())
 
 
+_LOCK_TASKS = text(
+    """
+    SELECT id FROM task WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id FOR UPDATE
+    """
+)
+
+
+async def lock_tasks(session: AsyncSession, task_ids: Sequence[int]) -> None:
+    """Lock the tasks about to get predictions, in id order, before anything else touches them.
+
+    The prediction insert takes FOR KEY SHARE on its tasks (foreign key) and the counter refresh then
+    wants FOR UPDATE: two chunks of different jobs over the same tasks (one job per backend) would
+    each hold the first and wait for the second, a deadlock. Locking first, in one order, makes the
+    second chunk simply wait its turn.
+    """
+    if task_ids:
+        await session.execute(_LOCK_TASKS, {"ids": sorted(set(task_ids))})
+
+
 _INSERT_PREDICTIONS = text(
     """
     INSERT INTO prediction

@@ -237,6 +237,7 @@ async def complete_chunk(session: AsyncSession, chunk_id: int, report: ChunkRepo
 async def _apply_report(session: AsyncSession, job: Job, task_ids: list[int], report: ChunkReport) -> None:
     in_chunk = set(task_ids)
     predictions = [p for p in report.predictions if p.task_id in in_chunk]
+    await repo.lock_tasks(session, [p.task_id for p in predictions])
     predicted = set(
         await repo.insert_predictions(
             session,
