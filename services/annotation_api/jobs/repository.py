@@ -218,6 +218,23 @@ _INSERT_PREDICTIONS = text(
 )
 
 
+_ADD_TASK_PREDICTIONS = text(
+    """
+    UPDATE task AS t SET total_predictions = t.total_predictions + d.n
+    FROM (
+        SELECT task_id, count(*) AS n FROM unnest(CAST(:ids AS bigint[])) AS task_id GROUP BY task_id
+    ) AS d
+    WHERE t.id = d.task_id
+    """
+)
+
+
+async def add_task_predictions(session: AsyncSession, inserted_task_ids: Sequence[int]) -> None:
+    """Count new predictions on their tasks (one per id, repeats included); the tasks are locked."""
+    if inserted_task_ids:
+        await session.execute(_ADD_TASK_PREDICTIONS, {"ids": list(inserted_task_ids)})
+
+
 async def insert_predictions(
     session: AsyncSession,
     *,
@@ -227,7 +244,7 @@ async def insert_predictions(
     chunk_task_ids: list[int],
     predictions: Sequence[TaskPrediction],
 ) -> list[int]:
-    """Bulk insert in one statement; returns the task ids that got a prediction."""
+    """Bulk insert in one statement; returns the task id of every prediction stored."""
     if not predictions:
         return []
     params = {

@@ -238,24 +238,25 @@ async def _apply_report(session: AsyncSession, job: Job, task_ids: list[int], re
     in_chunk = set(task_ids)
     predictions = [p for p in report.predictions if p.task_id in in_chunk]
     await repo.lock_tasks(session, [p.task_id for p in predictions])
-    predicted = set(
-        await repo.insert_predictions(
-            session,
-            project_id=job.project_id,
-            backend_id=job.ml_backend_id,
-            job_id=job.id,
-            chunk_task_ids=task_ids,
-            predictions=predictions,
-        )
+    inserted = await repo.insert_predictions(
+        session,
+        project_id=job.project_id,
+        backend_id=job.ml_backend_id,
+        job_id=job.id,
+        chunk_task_ids=task_ids,
+        predictions=predictions,
     )
+    predicted = set(inserted)
     errors = [e for e in report.errors if e.task_id in in_chunk and e.task_id not in predicted]
     failed = {e.task_id for e in errors}
     reported = {p.task_id for p in predictions} | failed
     skipped = await repo.count_skipped(
         session, task_ids, sorted(reported), job.ml_backend_id, job.model_version or ""
     )
-    if predicted:
-        await counters.refresh_task_counters(session, sorted(predicted))
+    # Deltas, not a recount: the tasks are locked, so adding what was inserted is exact and cheaper.
+    await repo.add_task_predictions(session, inserted)
+    if inserted:
+        await counters.add_to_project_counters(session, job.project_id, predictions=len(inserted))
     await repo.add_to_job(
         session,
         job.id,
