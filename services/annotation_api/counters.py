@@ -5,8 +5,9 @@ Task counters: ``total_annotations`` (not cancelled), ``cancelled_annotations``,
 counters: ``task_number``, ``total_annotations_number``, ``total_predictions_number`` and
 ``num_tasks_with_annotations``, always the sums of their tasks' counters.
 
-Every function here is one SQL statement per call whatever the number of tasks: call it once per batch,
-after writing the batch, in the same transaction.
+Every function here runs a fixed number of set-based statements (one, or two for
+``refresh_task_counters``) whatever the number of tasks: call it once per batch, after writing the
+batch, in the same transaction.
 """
 
 from __future__ import annotations
@@ -16,15 +17,28 @@ from collections.abc import Sequence
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-# One statement: lock the tasks, recount their annotations and predictions, write the task rows that
-# changed, and move each affected project's counters by the difference. Deltas (not a project-wide
-# recount) keep this cheap on a project with a million tasks; refresh_project_counters heals drift.
+# Lock first, in id order, in its own statement. In id order: two refreshes over overlapping tasks
+# cannot deadlock. FOR NO KEY UPDATE: it does not conflict with the KEY SHARE locks that foreign-key
+# checks take when annotations/predictions are inserted, so writers of the same tasks do not deadlock
+# with it either. Its own statement: under READ COMMITTED the recount that follows takes a snapshot
+# after the lock was granted, so it sees what a concurrent writer committed while we waited (one
+# statement would count from a snapshot taken before waiting, and lose that writer's rows).
+_LOCK_TASKS = text(
+    """
+    SELECT count(*) FROM (
+        SELECT 1 FROM task WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id FOR NO KEY UPDATE
+    ) AS locked
+    """
+)
+
+# Recount the tasks' annotations and predictions, write the task rows that changed, and move each
+# affected project's counters by the difference. Deltas (not a project-wide recount) keep this cheap
+# on a project with a million tasks; refresh_project_counters recomputes from scratch.
 _REFRESH_TASKS = text(
     """
     WITH old AS (
         SELECT id, project_id, total_annotations, cancelled_annotations, total_predictions, is_labeled
         FROM task WHERE id = ANY(CAST(:ids AS bigint[]))
-        FOR UPDATE
     ),
     fresh AS (
         SELECT old.id,
@@ -111,7 +125,9 @@ async def refresh_task_counters(session: AsyncSession, task_ids: Sequence[int]) 
     were deleted are not seen here: after deleting tasks call ``refresh_project_counters``.
     """
     if task_ids:
-        await session.execute(_REFRESH_TASKS, {"ids": list(task_ids)})
+        ids = sorted(set(task_ids))
+        await session.execute(_LOCK_TASKS, {"ids": ids})
+        await session.execute(_REFRESH_TASKS, {"ids": ids})
 
 
 async def refresh_project_counters(session: AsyncSession, project_id: int) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
 import httpx
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from services.annotation_api.counters import refresh_project_counters, refresh_task_counters
@@ -284,3 +286,39 @@ async def test_counter_refresh_functions_recount_in_bulk(api: httpx.AsyncClient,
         assert {key: counters[key] for key in expected} == expected
     finally:
         await engine.dispose()
+
+
+async def test_concurrent_refreshes_count_what_the_other_committed(
+    api: httpx.AsyncClient, database_url: str
+) -> None:
+    """Two writers add a prediction to the same task; the second refresh waits for the first's lock and
+    must then count both predictions, not only what its statement's snapshot held before waiting."""
+    project = await create_project(api)
+    (task_id,) = (await import_tasks(api, project["id"], [{"text": "x"}], return_task_ids=1))["task_ids"]
+    insert = text("INSERT INTO prediction (task_id, project_id, result) VALUES (:task, :project, '[]')")
+    values = {"task": task_id, "project": project["id"]}
+    engine = make_engine(database_url, 3)
+    maker = async_sessionmaker(engine)
+    observer = await asyncpg.connect(database_url)
+    try:
+        async with maker() as first, maker() as second:
+            await first.execute(insert, values)
+            await refresh_task_counters(first, [task_id])
+            # The first refresh's task lock must not block inserts that reference the task (FK checks).
+            await asyncio.wait_for(second.execute(insert, values), timeout=20)
+            waiting = asyncio.create_task(refresh_task_counters(second, [task_id]))
+            deadline = asyncio.get_running_loop().time() + 20
+            while not await observer.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            ):
+                assert asyncio.get_running_loop().time() < deadline, "the second refresh never waited"
+                await asyncio.sleep(0.02)
+            await first.commit()
+            await waiting
+            await second.commit()
+    finally:
+        await observer.close()
+        await engine.dispose()
+    task = (await api.get(f"/api/tasks/{task_id}")).json()
+    assert task["total_predictions"] == 2
+    assert (await api.get(f"/api/projects/{project['id']}")).json()["total_predictions_number"] == 2
