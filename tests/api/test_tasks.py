@@ -60,6 +60,9 @@ async def test_pages_and_keyset_cover_every_task_once(api: httpx.AsyncClient) ->
     assert keyset == ids
     assert await _ids(api, project=project["id"], ordering="-id", page_size=2) == ids[::-1][:2]
     assert await _ids(api, project=project["id"], ordering="-id", after=ids[2]) == ids[:2][::-1]
+    assert await _ids(api, project=project["id"], ordering="-id", page=2, page_size=3) == ids[::-1][3:6]
+    assert await _ids(api, project=project["id"], ordering="-id", page=3, page_size=3) == [ids[0]]
+    assert await _ids(api, project=project["id"], ordering="-id", page=4, page_size=3) == []
     body = (await api.get("/api/tasks/", params={"project": project["id"], "page_size": 2})).json()
     assert (body["total"], body["total_annotations"], body["total_predictions"]) == (7, 0, 0)
     task = body["tasks"][0]
@@ -114,6 +117,12 @@ async def test_filters_and_totals(api: httpx.AsyncClient) -> None:
     assert [t["data"]["text"] for t in labeled["tasks"]] == ["done"]
     assert (labeled["total"], labeled["total_annotations"], labeled["total_predictions"]) == (1, 1, 0)
     assert len(await _ids(api, project=project_id, is_labeled="false")) == 6
+    assert await _ids(api, project=project_id, is_labeled="false", page=2, page_size=4) == ids[4:]
+    assert await _ids(api, project=project_id, has_predictions_of="v1", page=2, page_size=2) == [
+        ids[3],
+        ids[5],
+    ]
+    assert await _ids(api, project=project_id, has_predictions_of="v1", page=3, page_size=2) == []
     v2 = (await api.get("/api/tasks", params={"project": project_id, "has_predictions_of": "v2"})).json()
     assert [t["id"] for t in v2["tasks"]] == [ids[3]]
     assert (v2["total"], v2["total_predictions"]) == (1, 2)
