@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: run test lint typecheck pytest migrate openapi bench-import bench-list bench-bulk bench-gateway demo clean
+.PHONY: run test lint typecheck pytest migrate openapi docs bench-import bench-list bench-bulk bench-gateway demo clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ migrate: $(VENV)/.runtime
 
 openapi: $(VENV)/.runtime
 	$(PY) -m devstack.openapi
+
+docs: openapi
+	$(PY) -m devstack.settings_doc
 
 # Benchmarks print figures (never assert times). Each creates a throwaway database on the embedded (or
 # configured) Postgres and drops it afterwards. Extra flags: make bench-list BENCH_ARGS="--tasks 100000"

@@ -18,10 +18,10 @@ class CommonSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    log_level: str = "INFO"
+    log_level: str = Field(default="INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
     log_json: bool | None = Field(
         default=None,
-        description="JSON log lines; default: JSON unless stderr is a terminal.",
+        description="JSON log lines (default: JSON unless stderr is a terminal).",
     )
     service_token: str = Field(
         default="",
@@ -39,6 +39,7 @@ class RedisSettingsMixin(BaseSettings):
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("REDIS_URL", "LABELLOOP_REDIS_URL"),
+        description="`redis://host:port/db` of the arq queue (embedded under `make run` / `make test`).",
     )
 
 

@@ -10,8 +10,10 @@ import httpx
 import pytest
 
 from devstack.openapi import render_specs
+from devstack.settings_doc import readme_with_table, render_table
 from services.annotation_api.main import create_app as create_api_app
 from services.annotation_api.settings import ApiSettings
+from services.model_gateway.settings import GatewaySettings
 from tests.support.databases import alembic, recreate_database, unique_name
 from tests.support.servers import ServerThread
 
@@ -104,3 +106,17 @@ async def test_migrations_round_trip_and_match_models(stack_env: dict[str, str])
 def test_committed_openapi_spec_is_current(service: str) -> None:
     committed = json.loads((REPO_ROOT / "docs" / "openapi" / f"{service}.json").read_text())
     assert committed == render_specs()[service], "stale spec: run `make openapi` and commit the result"
+
+
+def test_readme_configuration_table_is_current() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert readme == readme_with_table(readme), "stale settings table: run `make docs` and commit README.md"
+
+
+def test_every_setting_is_documented() -> None:
+    table = render_table()
+    for settings_class in (ApiSettings, GatewaySettings):
+        for name, field in settings_class.model_fields.items():
+            assert field.description, f"{settings_class.__name__}.{name} needs a description"
+    assert "`LABELLOOP_SERVICE_TOKEN` | API, gateway, worker" in table
+    assert "`DATABASE_URL` | API |" in table

@@ -11,8 +11,11 @@ class ApiSettings(CommonSettings, RedisSettingsMixin):
     database_url: str = Field(
         default="postgresql://postgres@127.0.0.1:5432/labelloop",
         validation_alias=AliasChoices("DATABASE_URL", "LABELLOOP_DATABASE_URL"),
+        description="`postgresql://user:pass@host:port/db` (embedded under `make run` / `make test`).",
     )
-    db_pool_size: int = Field(default=10, ge=1)
+    db_pool_size: int = Field(
+        default=10, ge=1, description="Database connections per API process (+ as many overflow)."
+    )
     api_token: str = Field(
         default="",
         description="When set, a user with this API token is created at start-up (if missing).",
@@ -25,7 +28,7 @@ class ApiSettings(CommonSettings, RedisSettingsMixin):
     max_request_bytes: int = Field(
         default=200 * 1024 * 1024, description="Largest request body accepted; larger gets 413."
     )
-    max_page_size: int = Field(default=1000, ge=1)
+    max_page_size: int = Field(default=1000, ge=1, description="Largest page any list returns.")
     chunk_size: int = Field(default=500, ge=1, description="Tasks per bulk-prediction chunk.")
     chunk_lease_s: float = Field(
         default=120.0,

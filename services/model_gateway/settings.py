@@ -10,9 +10,9 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
-from pydantic_settings import NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
-from shared.settings import ENV_PREFIX, CommonSettings, RedisSettingsMixin
+from shared.settings import CommonSettings, RedisSettingsMixin
 
 Network = IPv4Network | IPv6Network
 
@@ -38,9 +38,6 @@ def parse_networks(value: Any) -> tuple[Network, ...]:
 
 
 class GatewaySettings(CommonSettings, RedisSettingsMixin):
-    # Restated: with two BaseSettings bases pydantic keeps the last base's config, which has no prefix.
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
-
     api_url: str = Field(
         default="http://127.0.0.1:8080",
         description="Annotation API base URL (results are written there).",
@@ -57,12 +54,12 @@ class GatewaySettings(CommonSettings, RedisSettingsMixin):
         description="Extra networks backends may never live in. The most specific matching rule wins; "
         "on a tie this list beats allowed_networks.",
     )
-    dns_timeout_s: float = Field(default=2.0, gt=0)
+    dns_timeout_s: float = Field(default=2.0, gt=0, description="Resolving a backend's host name.")
 
     # ---- timeouts (seconds) ---------------------------------------------------------------
     connect_timeout_s: float = Field(default=1.0, gt=0, description="TCP connect, as Label Studio.")
-    health_timeout_s: float = Field(default=3.0, gt=0)
-    setup_timeout_s: float = Field(default=10.0, gt=0)
+    health_timeout_s: float = Field(default=3.0, gt=0, description="A backend's /health answer.")
+    setup_timeout_s: float = Field(default=10.0, gt=0, description="A backend's /setup answer.")
     webhook_timeout_s: float = Field(default=10.0, gt=0, description="Annotation events to /webhook.")
     interactive_timeout_s: float = Field(default=5.0, gt=0, description="Whole interactive predict.")
     call_deadline_s: float = Field(
@@ -71,8 +68,8 @@ class GatewaySettings(CommonSettings, RedisSettingsMixin):
 
     # ---- retries, budget, breaker ---------------------------------------------------------
     retry_attempts: int = Field(default=3, ge=1, description="Attempts per call, the first included.")
-    retry_base_s: float = Field(default=0.2, ge=0)
-    retry_max_s: float = Field(default=5.0, ge=0)
+    retry_base_s: float = Field(default=0.2, ge=0, description="First retry backoff cap (full jitter).")
+    retry_max_s: float = Field(default=5.0, ge=0, description="Largest retry backoff.")
     retry_after_max_s: float = Field(default=30.0, ge=0, description="Longest Retry-After honoured.")
     retry_budget_ratio: float = Field(
         default=0.2, ge=0, le=1, description="Retries allowed per first attempt, per backend."
@@ -87,11 +84,11 @@ class GatewaySettings(CommonSettings, RedisSettingsMixin):
     max_backend_clients: int = Field(
         default=256, ge=1, description="Backend origins with a connection pool; idle ones beyond are closed."
     )
-    keepalive_expiry_s: float = Field(default=30.0, gt=0)
+    keepalive_expiry_s: float = Field(default=30.0, gt=0, description="Idle keep-alive connection lifetime.")
     max_response_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024, description="Largest backend answer held in memory."
     )
-    whoami_cache_s: float = Field(default=60.0, ge=0, description="How long a client token stays valid.")
+    whoami_cache_s: float = Field(default=60.0, ge=0, description="How long the gateway trusts a client token the API confirmed.")
     public_max_tasks: int = Field(default=100, ge=1, description="Tasks per POST /api/predict.")
 
     @field_validator("allowed_networks", "denied_networks", mode="before")
