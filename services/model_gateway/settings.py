@@ -88,7 +88,9 @@ class GatewaySettings(CommonSettings, RedisSettingsMixin):
     max_response_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024, description="Largest backend answer held in memory."
     )
-    whoami_cache_s: float = Field(default=60.0, ge=0, description="How long the gateway trusts a client token the API confirmed.")
+    whoami_cache_s: float = Field(
+        default=60.0, ge=0, description="How long the gateway trusts a client token the API confirmed."
+    )
     public_max_tasks: int = Field(default=100, ge=1, description="Tasks per POST /api/predict.")
 
     @field_validator("allowed_networks", "denied_networks", mode="before")
