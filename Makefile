@@ -5,21 +5,35 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS := --quiet --disable-pip-version-check
+UV_VERSION := uv==0.13.9
 
-.PHONY: run test lint typecheck pytest migrate openapi docs bench-import bench-list bench-bulk bench-gateway demo clean
+.PHONY: lock run test lint typecheck pytest migrate openapi docs bench-import bench-list bench-bulk bench-gateway demo clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
+# Installs with uv (about 4x faster than pip) pinned to requirements.lock; falls back to pip when uv
+# cannot reach the index (uv does not read pip.conf mirrors).
+define install
+	$(PY) -m pip install $(PIP_FLAGS) $(UV_VERSION) \
+	  && $(VENV)/bin/uv pip install --quiet --python $(PY) -c requirements.lock $(1) \
+	  || $(PY) -m pip install $(PIP_FLAGS) -c requirements.lock $(1)
+endef
+
 # Runtime dependencies only: enough for `make run`.
-$(VENV)/.runtime: pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install $(PIP_FLAGS) -e .
+$(VENV)/.runtime: pyproject.toml requirements.lock | $(VENV)/bin/python
+	$(call install,-e .)
 	touch $@
 
 # Everything, test and lint tools included.
-$(VENV)/.dev: pyproject.toml $(VENV)/.runtime
-	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev]'
+$(VENV)/.dev: pyproject.toml requirements.lock $(VENV)/.runtime
+	$(call install,-e '.[dev]')
 	touch $@
+
+# Regenerate the pinned transitive set after changing dependencies in pyproject.toml.
+lock: $(VENV)/.runtime
+	$(PY) -m pip install $(PIP_FLAGS) $(UV_VERSION)
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 -q -o requirements.lock
 
 run: $(VENV)/.runtime
 	$(PY) -m devstack.run
