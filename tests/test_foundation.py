@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
 from pathlib import Path
 
 import asyncpg
@@ -120,3 +123,22 @@ def test_every_setting_is_documented() -> None:
             assert field.description, f"{settings_class.__name__}.{name} needs a description"
     assert "`LABELLOOP_SERVICE_TOKEN` | API, gateway, worker" in table
     assert "`DATABASE_URL` | API |" in table
+
+
+async def test_cli_creates_a_user_whose_token_works(api: httpx.AsyncClient, database_url: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.annotation_api.cli",
+        "create-user",
+        "--email",
+        "ann@example.com",
+        env={**os.environ, "DATABASE_URL": database_url},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdout, _ = await process.communicate()
+    assert process.returncode == 0
+    token = stdout.decode().strip()
+    me = await api.get("/api/current-user/whoami", headers={"Authorization": f"Token {token}"})
+    assert me.status_code == 200
+    assert me.json()["email"] == "ann@example.com"
