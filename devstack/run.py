@@ -4,6 +4,10 @@ Starts PostgreSQL and Redis (embedded unless ``DATABASE_URL`` / ``REDIS_URL`` ar
 migrations, then runs the annotation API, the gateway API, a gateway worker and an example ML backend
 as child processes. Ctrl-C or SIGTERM stops all of them (and the embedded servers) within seconds; if any
 child dies, the rest are stopped too, so a half-running stack never hides a failure.
+
+A child exits only on a real failure: the API and the gateway worker ride out a Redis restart by
+themselves (the worker pauses polling, the API's sweeper re-queues from Postgres), so stopping the stack
+when one exits is what a developer wants, while production supervisors restart the process instead.
 """
 
 from __future__ import annotations

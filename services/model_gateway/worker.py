@@ -8,6 +8,11 @@ A bulk chunk is: lease it from the API (which says which tasks still need predic
 through the ``BackendGateway``, report back. The API applies a report at most once, so a chunk done
 twice (this worker died after predicting, Redis redelivered the job) never stores a prediction twice;
 and the API's sweeper re-queues a chunk whose lease ran out, so a worker that dies loses nothing.
+
+A Redis outage does not end the process: the worker keeps finishing (and reporting over HTTP) the
+chunks it holds, polls Redis again with a capped backoff, and picks up whatever the API's sweeper puts
+on the queue of the server that comes back, even an empty one. Only a Redis unreachable at start-up
+(after arq's connection retries) exits non-zero, for the supervisor to restart the worker.
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import httpx
-from arq import run_worker
 from arq.connections import RedisSettings
+from arq.worker import Worker
 from pydantic import BaseModel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.model_gateway.learning import deliver_events, train_backend
 from services.model_gateway.predictor import BackendGateway
@@ -35,6 +43,8 @@ _API_TIMEOUT = httpx.Timeout(connect=5.0, read=120.0, write=60.0, pool=60.0)
 _DEFAULT_LEASE_S = 120.0
 _REPORT_ATTEMPTS = 4
 """Completing is idempotent, so a transient API failure (restart, deadlock victim) is simply retried."""
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+_REDIS_BACKOFF_MAX_S = 2.0
 
 
 class ApiCallFailed(Exception):
@@ -169,10 +179,52 @@ class WorkerSettings:
     poll_delay = 0.1
 
 
+class ReconnectingWorker(Worker):
+    """arq's worker, except that a Redis outage pauses polling instead of ending the process.
+
+    arq lets a connection error from its poll loop end ``main()``; a restarted Redis would then take
+    every worker down with it (and, under ``make run``, the whole stack). redis-py reconnects a pooled
+    connection on its next command, so waiting and polling again is all a reconnect takes.
+    """
+
+    _down_since: float | None = None
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except _REDIS_DOWN as exc:
+            now = time.monotonic()
+            if self._down_since is None:
+                self._down_since = now
+                log.warning("Redis unreachable (%s); polling again until it is back", exc)
+            await asyncio.sleep(
+                min(_REDIS_BACKOFF_MAX_S, max(self.poll_delay_s, (now - self._down_since) / 4))
+            )
+            return
+        if self._down_since is not None:
+            log.warning("Redis reachable again after %.1f s", time.monotonic() - self._down_since)
+            self._down_since = None
+
+
+def create_worker(**overrides: Any) -> ReconnectingWorker:
+    return ReconnectingWorker(
+        functions=WorkerSettings.functions,  # type: ignore[arg-type]
+        queue_name=WorkerSettings.queue_name,
+        redis_settings=WorkerSettings.redis_settings,
+        on_startup=WorkerSettings.on_startup,
+        on_shutdown=WorkerSettings.on_shutdown,
+        max_jobs=WorkerSettings.max_jobs,
+        job_timeout=WorkerSettings.job_timeout,
+        keep_result=WorkerSettings.keep_result,
+        poll_delay=WorkerSettings.poll_delay,
+        **overrides,
+    )
+
+
 def main() -> None:
     settings = GatewaySettings()
     configure_logging("gateway-worker", settings.log_level, settings.log_json)
-    run_worker(WorkerSettings)  # type: ignore[arg-type]
+    create_worker().run()
 
 
 if __name__ == "__main__":

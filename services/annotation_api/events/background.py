@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.annotation_api.events import repository
 from services.annotation_api.events.service import enqueue_deliveries
-from services.annotation_api.jobs.queue import ChunkQueue
+from services.annotation_api.jobs.queue import REDIS_DOWN, ChunkQueue
 from services.annotation_api.settings import ApiSettings
 from services.annotation_api.training.service import enqueue_training, lost_training_jobs
 
@@ -52,6 +52,8 @@ async def delivery_loop(
     while True:
         try:
             await ring_once(maker, queue, prune=rounds % _PRUNE_EVERY_ROUNDS == _PRUNE_EVERY_ROUNDS - 1)
+        except REDIS_DOWN as exc:
+            log.warning("event delivery round could not reach Redis: %s", exc)
         except Exception:
             log.exception("event delivery round failed")
         rounds += 1

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.annotation_api.events.background import delivery_loop
-from services.annotation_api.jobs.queue import ChunkQueue
+from services.annotation_api.jobs.queue import REDIS_DOWN, ChunkQueue
 from services.annotation_api.jobs.service import sweep
 from services.annotation_api.ml_backends.gateway_client import close_gateway_client, gateway_client
 from services.annotation_api.ml_backends.monitor import monitor_loop
@@ -46,6 +46,9 @@ async def sweeper_loop(
         try:
             while await sweep_once(maker, queue, settings.chunk_lease_s) >= _SWEEP_BATCH:
                 pass
+        except REDIS_DOWN as exc:
+            # The chunks stay pending in Postgres; the round after Redis is back enqueues them.
+            log.warning("chunk sweep could not reach Redis: %s", exc)
         except Exception:
             log.exception("chunk sweep failed")
         await asyncio.sleep(settings.sweep_interval_s)

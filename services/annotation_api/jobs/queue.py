@@ -2,7 +2,8 @@
 
 Redis is only a doorbell: Postgres holds every chunk, so a failed or lost enqueue costs latency (the
 sweeper rings again), never work. The pool is created on first use so the API starts, and serves
-everything but new jobs, while Redis is down.
+everything but new jobs, while Redis is down; after a Redis restart redis-py reconnects on the next
+command, so callers only have to survive the calls that fail meanwhile (see ``REDIS_DOWN``).
 """
 
 from __future__ import annotations
@@ -13,16 +14,24 @@ from collections.abc import Sequence
 
 from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.jobs import PROCESS_CHUNK, QUEUE_NAME, chunk_job_id
 
 log = logging.getLogger(__name__)
 _ENQUEUE_CONCURRENCY = 32
 
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+"""What a call to an unreachable or restarting Redis raises: a warning for the loops, not a crash."""
+
 
 class ChunkQueue:
     def __init__(self, redis_url: str) -> None:
         self._settings = RedisSettings.from_dsn(redis_url)
+        # No connect retries with sleeps: an enqueue runs before a response is sent, and a missed
+        # doorbell costs nothing, so a down Redis must fail fast instead of holding the request.
+        self._settings.conn_retries = 0
         self._pool: ArqRedis | None = None
         self._lock = asyncio.Lock()
 

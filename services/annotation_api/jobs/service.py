@@ -20,7 +20,7 @@ from services.annotation_api import counters
 from services.annotation_api.db import after_commit
 from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.jobs import repository as repo
-from services.annotation_api.jobs.queue import ChunkQueue
+from services.annotation_api.jobs.queue import REDIS_DOWN, ChunkQueue
 from services.annotation_api.ml_backends.service import backend_spec, project_ref
 from services.annotation_api.models import (
     Job,
@@ -95,7 +95,14 @@ async def start_prediction_jobs(
         await session.refresh(job)
 
     async def enqueue() -> None:
-        await queue.enqueue(to_enqueue)
+        try:
+            await queue.enqueue(to_enqueue)
+        except REDIS_DOWN as exc:
+            log.warning(
+                "%d chunks not enqueued (%s); the sweeper enqueues them once Redis is back",
+                len(to_enqueue),
+                exc,
+            )
 
     after_commit(session, enqueue)
     return jobs
