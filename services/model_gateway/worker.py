@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 from arq.connections import RedisSettings
+from arq.typing import WorkerCoroutine
 from arq.worker import Worker
 from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -167,7 +168,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    functions = [ping, process_chunk, deliver_events, train_backend]
+    functions: list[WorkerCoroutine] = [ping, process_chunk, deliver_events, train_backend]
     on_startup = startup
     on_shutdown = shutdown
     queue_name = QUEUE_NAME
@@ -208,7 +209,7 @@ class ReconnectingWorker(Worker):
 
 def create_worker(**overrides: Any) -> ReconnectingWorker:
     return ReconnectingWorker(
-        functions=WorkerSettings.functions,  # type: ignore[arg-type]
+        functions=WorkerSettings.functions,
         queue_name=WorkerSettings.queue_name,
         redis_settings=WorkerSettings.redis_settings,
         on_startup=WorkerSettings.on_startup,

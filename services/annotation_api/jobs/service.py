@@ -4,6 +4,12 @@ Postgres is the record: the job row and its chunk rows are written with the requ
 it; arq only carries "chunk N is ready" messages, sent after commit. A worker leases a chunk, predicts
 it through the gateway and reports back; the report is applied in one transaction that flips the chunk
 to done only once, so every prediction is stored exactly once however often a chunk is delivered.
+
+A backend that dies mid-job fails the job's remaining tasks, each with the gateway's reason ("cannot
+connect", then "circuit open" once its breaker opened), rather than keeping the job waiting for it: the
+job ends in bounded time whether or not the backend ever returns, holds no worker slots or leases
+meanwhile, and retrying is exact and cheap, since a new run skips every task that already has a
+prediction of that model version and predicts only the failed ones.
 """
 
 from __future__ import annotations
