@@ -44,6 +44,22 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
     session.info.setdefault(_AFTER_COMMIT_KEY, []).append(callback)
 
 
+async def run_after_commit(session: AsyncSession) -> None:
+    """Run the session's ``after_commit`` callbacks; call it once its transaction has committed.
+
+    Requests get this from ``get_session``; background loops that use ``maker.begin()`` call it after
+    their block, so service functions written for requests enqueue their work there too.
+    """
+    callbacks: list[AfterCommit] = session.info.pop(_AFTER_COMMIT_KEY, [])
+    for callback in callbacks:
+        try:
+            await callback()
+        except Exception:
+            # The data is committed; whatever the callback should have started is picked up
+            # again by the periodic sweeper, so a failure here must not turn into a 500.
+            log.exception("after-commit callback failed")
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with maker() as session:
@@ -55,14 +71,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         except BaseException:
             await session.rollback()
             raise
-        callbacks: list[AfterCommit] = session.info.pop(_AFTER_COMMIT_KEY, [])
-        for callback in callbacks:
-            try:
-                await callback()
-            except Exception:
-                # The data is committed; whatever the callback should have started is picked up
-                # again by the periodic sweeper, so a failure here must not turn into a 500.
-                log.exception("after-commit callback failed")
+        await run_after_commit(session)
 
 
 # scope="function": the transaction commits before the response is sent, so a failed commit is an

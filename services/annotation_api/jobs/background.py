@@ -62,7 +62,9 @@ async def background(app: FastAPI, settings: ApiSettings) -> AsyncIterator[None]
     maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
     tasks = [
         asyncio.create_task(sweeper_loop(maker, queue, settings), name="chunk-sweeper"),
-        asyncio.create_task(monitor_loop(maker, gateway_client(app), settings), name="backend-monitor"),
+        asyncio.create_task(
+            monitor_loop(maker, gateway_client(app), queue, settings), name="backend-monitor"
+        ),
         asyncio.create_task(delivery_loop(maker, queue, settings), name="event-delivery"),
     ]
     try:

@@ -114,6 +114,34 @@ async def start_prediction_jobs(
     return jobs
 
 
+REPREDICT_SOURCE = "repredict_on_new_version"
+
+
+async def repredict_unlabeled(
+    session: AsyncSession,
+    queue: ChunkQueue,
+    settings: ApiSettings,
+    backend: MlBackend,
+    project: Project,
+    selection: dict[str, Any],
+) -> Job:
+    """A backend's new model version predicts the project's unlabeled tasks (``repredict_on_new_version``).
+
+    Shared by training and the periodic check, so a new version is followed the same way whoever saw
+    it first; ``selection`` says which (it is stored on the job next to the source).
+    """
+    jobs = await start_prediction_jobs(
+        session,
+        queue,
+        project_id=project.id,
+        task_ids=select(Task.id).where(Task.project_id == project.id, Task.is_labeled.is_(False)),
+        backends=[backend],
+        chunk_size=settings.chunk_size,
+        selection={"source": REPREDICT_SOURCE, **selection},
+    )
+    return jobs[0]
+
+
 async def predict_all_tasks(
     session: AsyncSession,
     queue: ChunkQueue,

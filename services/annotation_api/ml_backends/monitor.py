@@ -14,7 +14,10 @@ import logging
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.annotation_api.db import run_after_commit
 from services.annotation_api.errors import UpstreamError
+from services.annotation_api.jobs.queue import ChunkQueue
+from services.annotation_api.jobs.service import repredict_unlabeled
 from services.annotation_api.ml_backends.gateway_client import GatewayClient
 from services.annotation_api.ml_backends.service import (
     apply_check_result,
@@ -25,14 +28,17 @@ from services.annotation_api.ml_backends.service import (
 )
 from services.annotation_api.models import MlBackend
 from services.annotation_api.settings import ApiSettings
-from shared.gateway_contract import CheckBackendRequest
+from shared.gateway_contract import CheckBackendRequest, CheckBackendResult
 
 log = logging.getLogger(__name__)
 _MAX_PER_ROUND = 200
 
 
 async def check_one(
-    maker: async_sessionmaker[AsyncSession], gateway: GatewayClient, settings: ApiSettings
+    maker: async_sessionmaker[AsyncSession],
+    gateway: GatewayClient,
+    queue: ChunkQueue,
+    settings: ApiSettings,
 ) -> bool:
     """Check the next due backend; False when none is due."""
     async with maker.begin() as session:
@@ -62,18 +68,38 @@ async def check_one(
         current = await session.get(MlBackend, backend.id, with_for_update=True)
         # Edited or deleted meanwhile: the outcome is about a configuration that no longer exists.
         if current is not None and current.url == request.backend.url:
-            await apply_check_result(session, current, await get_project(session, current.project_id), result)
+            await _record(session, queue, settings, current, result)
+    await run_after_commit(session)
     return True
 
 
+async def _record(
+    session: AsyncSession,
+    queue: ChunkQueue,
+    settings: ApiSettings,
+    backend: MlBackend,
+    result: CheckBackendResult,
+) -> None:
+    """Apply the outcome; the version read here is under the row lock, so a change is seen once."""
+    project = await get_project(session, backend.project_id)
+    previous = backend.model_version
+    await apply_check_result(session, backend, project, result)
+    if backend.model_version != previous and project.repredict_on_new_version:
+        selection = {"after_periodic_check": True, "previous_model_version": previous}
+        await repredict_unlabeled(session, queue, settings, backend, project, selection)
+
+
 async def check_due_backends(
-    maker: async_sessionmaker[AsyncSession], gateway: GatewayClient, settings: ApiSettings
+    maker: async_sessionmaker[AsyncSession],
+    gateway: GatewayClient,
+    queue: ChunkQueue,
+    settings: ApiSettings,
 ) -> int:
     """Check every due backend once (at most ``_MAX_PER_ROUND``, so a slow round still ends)."""
     checked = 0
     while checked < _MAX_PER_ROUND:
         try:
-            if not await check_one(maker, gateway, settings):
+            if not await check_one(maker, gateway, queue, settings):
                 return checked
         except UpstreamError as exc:
             # The gateway, not the backend, is down: record nothing, try again next round.
@@ -84,11 +110,14 @@ async def check_due_backends(
 
 
 async def monitor_loop(
-    maker: async_sessionmaker[AsyncSession], gateway: GatewayClient, settings: ApiSettings
+    maker: async_sessionmaker[AsyncSession],
+    gateway: GatewayClient,
+    queue: ChunkQueue,
+    settings: ApiSettings,
 ) -> None:
     while True:
         try:
-            await check_due_backends(maker, gateway, settings)
+            await check_due_backends(maker, gateway, queue, settings)
         except Exception:
             log.exception("periodic backend check failed")
         await asyncio.sleep(min(settings.backend_check_interval_s, 30.0))

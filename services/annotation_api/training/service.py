@@ -14,13 +14,13 @@ from typing import Any
 
 import orjson
 from arq import ArqRedis
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.db import after_commit
 from services.annotation_api.errors import NotFound
 from services.annotation_api.jobs.queue import ChunkQueue
-from services.annotation_api.jobs.service import start_prediction_jobs
+from services.annotation_api.jobs.service import repredict_unlabeled
 from services.annotation_api.ml_backends.service import (
     apply_check_result,
     backend_access_token,
@@ -28,7 +28,7 @@ from services.annotation_api.ml_backends.service import (
     get_backend,
     project_ref,
 )
-from services.annotation_api.models import Job, JobStatus, MlBackend, MlBackendState, Project, Task
+from services.annotation_api.models import Job, JobStatus, MlBackend, MlBackendState, Project
 from services.annotation_api.outbox import project_payload
 from services.annotation_api.settings import ApiSettings
 from shared.gateway_contract import CheckBackendRequest, WebhookResult
@@ -39,7 +39,6 @@ from shared.protocol import WebhookEvent
 log = logging.getLogger(__name__)
 
 TRAIN_KIND = "train"
-REPREDICT_SOURCE = "repredict_on_new_version"
 MAX_STORED_BODY = 20_000
 """Largest backend answer kept on the job, in bytes of JSON; longer answers are cut."""
 # Redis lost the message if a queued job waits this long; a running one whose worker never reported
@@ -149,7 +148,12 @@ async def finish(
     job = await session.get(Job, job_id, with_for_update=True)
     if job is None or job.kind != TRAIN_KIND:
         raise NotFound(f"Training job {job_id} not found.")
-    backend = None if job.ml_backend_id is None else await session.get(MlBackend, job.ml_backend_id)
+    # Locked like the periodic check locks it, so only one of them sees a new version as new.
+    backend = (
+        None
+        if job.ml_backend_id is None
+        else await session.get(MlBackend, job.ml_backend_id, with_for_update=True)
+    )
     if job.status != JobStatus.RUNNING or backend is None:
         if backend is None:
             return TrainOutcome(job_status=job.status, model_version="", version_changed=False)
@@ -185,16 +189,10 @@ async def finish(
     repredict_job_id = None
     if changed and project.repredict_on_new_version:
         await session.refresh(project)
-        jobs = await start_prediction_jobs(
-            session,
-            queue,
-            project_id=project.id,
-            task_ids=select(Task.id).where(Task.project_id == project.id, Task.is_labeled.is_(False)),
-            backends=[backend],
-            chunk_size=settings.chunk_size,
-            selection={"source": REPREDICT_SOURCE, "after_training_job": job_id},
+        repredicted = await repredict_unlabeled(
+            session, queue, settings, backend, project, {"after_training_job": job_id}
         )
-        repredict_job_id = jobs[0].id
+        repredict_job_id = repredicted.id
         result["repredict_job_id"] = repredict_job_id
     await _finish(session, job_id, JobStatus.COMPLETED, result=result)
     return TrainOutcome(
