@@ -190,6 +190,20 @@ class ReconnectingWorker(Worker):
 
     _down_since: float | None = None
 
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """One job at a time, so a Redis error while starting one gives back the slot arq took for it.
+
+        arq takes a concurrency slot before it reads the job from Redis and only returns it on the
+        paths it expects; a connection error there would shrink the worker by one slot per outage.
+        """
+        for job_id in job_ids:
+            try:
+                await super().start_jobs([job_id])
+            except _REDIS_DOWN:
+                self.job_counter -= 1
+                self.sem.release()
+                raise
+
     async def _poll_iteration(self) -> None:
         try:
             await super()._poll_iteration()
@@ -207,7 +221,7 @@ class ReconnectingWorker(Worker):
             self._down_since = None
 
 
-def create_worker(**overrides: Any) -> ReconnectingWorker:
+def create_worker() -> ReconnectingWorker:
     return ReconnectingWorker(
         functions=WorkerSettings.functions,
         queue_name=WorkerSettings.queue_name,
@@ -218,7 +232,6 @@ def create_worker(**overrides: Any) -> ReconnectingWorker:
         job_timeout=WorkerSettings.job_timeout,
         keep_result=WorkerSettings.keep_result,
         poll_delay=WorkerSettings.poll_delay,
-        **overrides,
     )
 
 
