@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
@@ -22,11 +23,17 @@ from services.annotation_api.main import create_app as create_api_app
 from services.annotation_api.settings import ApiSettings
 from services.model_gateway.main import create_app as create_gateway_app
 from services.model_gateway.settings import GatewaySettings
+from tests.fakes.fake_backend import FakeBackend
 from tests.support.databases import alembic, drop_database, recreate_database, unique_name
 from tests.support.servers import ServerThread
+from tests.support.workers import RunBurst, drain
 
 TEST_API_TOKEN = "0123456789abcdef0123456789abcdef01234567"
 SERVICE_TOKEN = "service-token-for-tests"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "api_settings(**fields): override annotation API settings")
 
 
 @pytest.fixture(scope="session")
@@ -138,3 +145,28 @@ async def gateway(gateway_server: ServerThread) -> AsyncIterator[httpx.AsyncClie
     headers = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
     async with httpx.AsyncClient(base_url=gateway_server.url, headers=headers, timeout=60) as client:
         yield client
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBackend]:
+    """A programmable fake ML backend (a real HTTP server), stopped after the test."""
+    with FakeBackend() as backend:
+        yield backend
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection to the test's database, for reading what the services wrote."""
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def run_burst(gateway_settings: GatewaySettings) -> RunBurst:
+    """``await run_burst()``: the real gateway job functions, in-process, until the queue is empty."""
+
+    async def run() -> None:
+        await drain(gateway_settings)
+
+    return run

@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 import orjson
 
-from tests.api.helpers import choice, create_project, import_tasks
+from tests.support.builders import choice, create_project, import_tasks
 
 
 async def _setup(api: httpx.AsyncClient, tasks: int = 2) -> tuple[dict[str, Any], list[int]]:

@@ -9,7 +9,7 @@ import httpx
 import orjson
 
 from services.annotation_api.outbox import DELETED_IDS_PER_EVENT
-from tests.api.helpers import choice, create_project, import_tasks
+from tests.support.builders import choice, create_project, import_tasks
 
 
 async def _labeled_project(api: httpx.AsyncClient, tasks: int = 4) -> tuple[int, list[int]]:

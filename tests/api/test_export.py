@@ -6,7 +6,7 @@ import httpx
 import orjson
 
 from services.annotation_api.exports import service as export_service
-from tests.api.helpers import choice, create_project, import_tasks
+from tests.support.builders import choice, create_project, import_tasks
 
 
 async def test_export_streams_every_task_with_annotations_and_predictions(api: httpx.AsyncClient) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from services.annotation_api.db import make_engine
 from services.annotation_api.tasks.repository import driver_connection
-from tests.api.helpers import choice, create_project, import_tasks
+from tests.support.builders import choice, create_project, import_tasks
 
 
 async def _project(api: httpx.AsyncClient, project_id: int) -> dict[str, object]:

@@ -7,7 +7,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from tests.api.helpers import choice, create_project, import_tasks
+from tests.support.builders import choice, create_project, import_tasks
 
 
 async def _setup(api: httpx.AsyncClient, tasks: int = 3, **fields: Any) -> tuple[dict[str, Any], list[int]]:

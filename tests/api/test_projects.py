@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.api.helpers import LABEL_CONFIG, create_project, import_tasks
+from tests.support.builders import LABEL_CONFIG, create_project, import_tasks
 
 IMAGE_CONFIG = """
 <View>

@@ -14,8 +14,8 @@ from label_studio_sdk._legacy.client import Client as LegacyClient
 from label_studio_sdk.client import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
-from tests.api.helpers import LABEL_CONFIG, choice
 from tests.conftest import TEST_API_TOKEN
+from tests.support.builders import LABEL_CONFIG, choice
 from tests.support.servers import ServerThread
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from services.annotation_api.counters import refresh_project_counters, refresh_task_counters
 from services.annotation_api.db import make_engine
-from tests.api.helpers import choice, create_project, import_tasks
+from tests.support.builders import choice, create_project, import_tasks
 
 
 async def _ids(api: httpx.AsyncClient, **params: Any) -> list[int]:

@@ -9,9 +9,11 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.bulk.conftest import RunBurst, connect_backend, import_texts, wait_for, wait_job
 from tests.conftest import SERVICE_TOKEN
 from tests.fakes.fake_backend import FakeBackend
+from tests.support.builders import connect_backend, import_texts
+from tests.support.waiting import wait_for, wait_job
+from tests.support.workers import RunBurst
 
 pytestmark = [
     pytest.mark.usefixtures("gateway_server"),

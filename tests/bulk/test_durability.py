@@ -14,8 +14,10 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from tests.bulk.conftest import StartWorker, connect_backend, import_texts, wait_for, wait_job
+from tests.bulk.conftest import StartWorker
 from tests.fakes.fake_backend import FakeBackend
+from tests.support.builders import connect_backend, import_texts
+from tests.support.waiting import wait_for, wait_job
 
 pytestmark = pytest.mark.usefixtures("gateway_server")
 

@@ -8,8 +8,9 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.bulk.conftest import connect_backend, import_texts, wait_for
 from tests.fakes.fake_backend import FakeBackend
+from tests.support.builders import connect_backend, import_texts
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("gateway_server")
 

@@ -9,10 +9,12 @@ import httpx
 import pytest
 from label_studio_sdk import LabelStudio
 
-from tests.bulk.conftest import RunBurst, import_texts, wait_job
 from tests.conftest import TEST_API_TOKEN
 from tests.fakes.fake_backend import FakeBackend
+from tests.support.builders import import_texts
 from tests.support.servers import ServerThread
+from tests.support.waiting import wait_job
+from tests.support.workers import RunBurst
 
 pytestmark = [
     pytest.mark.usefixtures("gateway_server"),

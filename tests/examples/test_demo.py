@@ -9,17 +9,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from arq.connections import RedisSettings
-from arq.worker import Worker
 
 from examples.demo.datasets import digit_items, split
 from examples.demo.loop import Curve, LoopSettings, Point, learning_curve
 from examples.demo.report import labels_to_reach, plot, table
 from examples.sklearn_backend.app import create_app
 from services.model_gateway.settings import GatewaySettings
-from services.model_gateway.worker import WorkerSettings, shutdown, startup
-from shared.jobs import QUEUE_NAME
 from tests.support.servers import ServerThread
+from tests.support.workers import gateway_worker
 
 
 @pytest.fixture
@@ -31,18 +28,7 @@ def sklearn_backend(tmp_path: Path) -> Iterator[ServerThread]:
 @pytest.fixture
 async def worker(gateway_settings: GatewaySettings) -> AsyncIterator[None]:
     """A gateway worker serving the queue for the whole test (the loop waits on its jobs)."""
-    running = Worker(
-        functions=WorkerSettings.functions,
-        queue_name=QUEUE_NAME,
-        redis_settings=RedisSettings.from_dsn(gateway_settings.redis_url),
-        on_startup=startup,
-        on_shutdown=shutdown,
-        ctx={"settings": gateway_settings},
-        handle_signals=False,
-        keep_result=0,
-        poll_delay=0.05,
-        max_jobs=WorkerSettings.max_jobs,
-    )
+    running = gateway_worker(gateway_settings, burst=False)
     task = asyncio.create_task(running.main())
     yield
     task.cancel()

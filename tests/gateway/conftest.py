@@ -1,8 +1,8 @@
-"""Gateway test fixtures: fake ML backends (real HTTP servers) and in-process ``BackendGateway``s."""
+"""Gateway test fixtures: in-process ``BackendGateway``s and the specs and tasks they are given."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -21,12 +21,6 @@ TEST_SETTINGS: dict[str, Any] = {
 """Loopback reachable (the fakes live there) and backoffs too short to slow a test down."""
 
 MakeGateway = Callable[..., BackendGateway]
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeBackend]:
-    with FakeBackend() as backend:
-        yield backend
 
 
 @pytest.fixture

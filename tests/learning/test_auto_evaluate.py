@@ -7,24 +7,16 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.bulk.conftest import connect_backend, import_texts
 from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
+from tests.support.builders import connect_backend, create_project, import_texts
 
 pytestmark = pytest.mark.usefixtures("gateway_server")
-
-
-async def _project(api: httpx.AsyncClient, **fields: object) -> int:
-    body = {"title": "auto", "label_config": SENTIMENT_CONFIG, **fields}
-    response = await api.post("/api/projects", json=body)
-    assert response.status_code == 201, response.text
-    project_id: int = response.json()["id"]
-    return project_id
 
 
 async def test_next_and_task_get_predict_missing_tasks_once(
     api: httpx.AsyncClient, fake: FakeBackend, db: asyncpg.Connection
 ) -> None:
-    project_id = await _project(api, evaluate_predictions_automatically=True)
+    project_id = (await create_project(api, SENTIMENT_CONFIG, evaluate_predictions_automatically=True))["id"]
     task_ids = await import_texts(api, project_id, 3)
     await connect_backend(api, project_id, fake.url)
 
@@ -54,7 +46,7 @@ async def test_next_and_task_get_predict_missing_tasks_once(
 
 
 async def test_a_failing_backend_still_serves_the_task(api: httpx.AsyncClient) -> None:
-    project_id = await _project(api, evaluate_predictions_automatically=True)
+    project_id = (await create_project(api, SENTIMENT_CONFIG, evaluate_predictions_automatically=True))["id"]
     task_ids = await import_texts(api, project_id, 1)
     fake = FakeBackend().start()
     await connect_backend(api, project_id, fake.url)
@@ -66,7 +58,7 @@ async def test_a_failing_backend_still_serves_the_task(api: httpx.AsyncClient) -
 
 
 async def test_off_by_default(api: httpx.AsyncClient, fake: FakeBackend) -> None:
-    project_id = await _project(api)
+    project_id = (await create_project(api, SENTIMENT_CONFIG))["id"]
     await import_texts(api, project_id, 1)
     await connect_backend(api, project_id, fake.url)
     served = (await api.get(f"/api/projects/{project_id}/next")).json()

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from tests.api.helpers import choice, create_project, import_tasks
+from tests.support.builders import choice, create_project, import_tasks
 
 
 async def _run(api: httpx.AsyncClient, project_id: int, body: dict[str, Any] | None = None) -> httpx.Response:

@@ -16,23 +16,16 @@ from arq.connections import RedisSettings
 from services.model_gateway.learning import deliver_events
 from services.model_gateway.settings import GatewaySettings
 from services.model_gateway.worker import shutdown, startup
-from tests.api.helpers import choice
-from tests.bulk.conftest import connect_backend, import_texts
 from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
-from tests.learning.conftest import RunBurst, eventually
+from tests.support.builders import choice, connect_backend, create_project, import_texts
+from tests.support.waiting import wait_for
+from tests.support.workers import RunBurst
 
 pytestmark = pytest.mark.usefixtures("gateway_server")
 
 
 def positive() -> list[dict[str, Any]]:
     return [{**region, "value": {"choices": ["Positive"]}} for region in choice("positive")]
-
-
-async def _project(api: httpx.AsyncClient) -> int:
-    response = await api.post("/api/projects", json={"title": "online", "label_config": SENTIMENT_CONFIG})
-    assert response.status_code == 201, response.text
-    project_id: int = response.json()["id"]
-    return project_id
 
 
 async def _annotate(api: httpx.AsyncClient, task_id: int) -> int:
@@ -79,7 +72,7 @@ async def _cursor(db: asyncpg.Connection, backend_id: int) -> int:
 async def test_events_reach_each_backend_in_order_with_basic_auth(
     api: httpx.AsyncClient, run_burst: RunBurst, db: asyncpg.Connection
 ) -> None:
-    project_id = await _project(api)
+    project_id = (await create_project(api, SENTIMENT_CONFIG))["id"]
     task_ids = await import_texts(api, project_id, 4)
     before = await _annotate(api, task_ids[3])  # made before any backend was connected
     with FakeBackend() as plain, FakeBackend() as guarded:
@@ -99,7 +92,7 @@ async def test_events_reach_each_backend_in_order_with_basic_auth(
             await run_burst()
             return len(_received(plain)) == len(_received(guarded)) == len(expected)
 
-        await eventually(delivered, "every event at both backends")
+        await wait_for(delivered, what="every event at both backends")
         assert _received(plain) == expected
         assert _received(guarded) == expected
         assert before not in {annotation_id for _, annotation_id in _received(plain)}
@@ -122,7 +115,7 @@ async def test_the_annotation_request_itself_rings_the_worker(
     api: httpx.AsyncClient, run_burst: RunBurst, fake: FakeBackend
 ) -> None:
     """With the delivery loop idle, delivery rests on the after-commit enqueue alone."""
-    project_id = await _project(api)
+    project_id = (await create_project(api, SENTIMENT_CONFIG))["id"]
     task_ids = await import_texts(api, project_id, 1)
     await connect_backend(api, project_id, fake.url)
     annotation_id = await _annotate(api, task_ids[0])
@@ -133,7 +126,7 @@ async def test_the_annotation_request_itself_rings_the_worker(
 async def test_a_backend_that_was_down_receives_every_event_in_order_when_back(
     api: httpx.AsyncClient, run_burst: RunBurst, db: asyncpg.Connection
 ) -> None:
-    project_id = await _project(api)
+    project_id = (await create_project(api, SENTIMENT_CONFIG))["id"]
     task_ids = await import_texts(api, project_id, 3)
     fake = FakeBackend().start()
     backend = await connect_backend(api, project_id, fake.url)
@@ -151,7 +144,7 @@ async def test_a_backend_that_was_down_receives_every_event_in_order_when_back(
                 await run_burst()  # the API's delivery loop keeps ringing for the backend
                 return len(_received(revived)) >= len(expected)
 
-            await eventually(caught_up, "the missed events after the restart")
+            await wait_for(caught_up, what="the missed events after the restart")
             assert _received(revived) == expected
             ids = [call.body.get("annotation", {}).get("id") for call in revived.calls("/webhook")]
             assert len(ids) == len(expected), "no event delivered twice"
@@ -166,13 +159,13 @@ async def test_a_backend_that_was_down_receives_every_event_in_order_when_back(
 async def test_a_failing_webhook_holds_the_cursor_until_it_succeeds(
     api: httpx.AsyncClient, run_burst: RunBurst, db: asyncpg.Connection, fake: FakeBackend
 ) -> None:
-    project_id = await _project(api)
+    project_id = (await create_project(api, SENTIMENT_CONFIG))["id"]
     task_ids = await import_texts(api, project_id, 2)
     backend = await connect_backend(api, project_id, fake.url)
     fake.configure(webhook_fail=500)
     first = await _annotate(api, task_ids[0])
     second = await _annotate(api, task_ids[1])
-    await eventually(lambda: _ran(run_burst, fake), "a refused delivery attempt")
+    await wait_for(lambda: _ran(run_burst, fake), what="a refused delivery attempt")
     assert await _cursor(db, backend["id"]) == 0
     fake.configure(webhook_fail=None)
     fake.clear_requests()
@@ -181,7 +174,7 @@ async def test_a_failing_webhook_holds_the_cursor_until_it_succeeds(
         await run_burst()
         return len(fake.calls("/webhook")) >= 2
 
-    await eventually(delivered, "delivery once the backend accepts")
+    await wait_for(delivered, what="delivery once the backend accepts")
     assert _received(fake) == [("ANNOTATION_CREATED", first), ("ANNOTATION_CREATED", second)]
 
 
@@ -193,7 +186,7 @@ async def _ran(run_burst: RunBurst, fake: FakeBackend) -> bool:
 async def test_concurrent_deliveries_of_one_backend_send_each_event_once_in_order(
     api: httpx.AsyncClient, fake: FakeBackend, gateway_settings: GatewaySettings
 ) -> None:
-    project_id = await _project(api)
+    project_id = (await create_project(api, SENTIMENT_CONFIG))["id"]
     task_ids = await import_texts(api, project_id, 3)
     backend = await connect_backend(api, project_id, fake.url)
     fake.configure(webhook_delay_s=0.05)  # deliveries overlap for sure
@@ -213,7 +206,7 @@ async def test_concurrent_deliveries_of_one_backend_send_each_event_once_in_orde
 async def test_internal_event_routes_need_the_service_token(
     api: httpx.AsyncClient, fake: FakeBackend
 ) -> None:
-    project_id = await _project(api)
+    project_id = (await create_project(api, SENTIMENT_CONFIG))["id"]
     backend = await connect_backend(api, project_id, fake.url)
     path = f"/internal/backends/{backend['id']}/events"
     assert (await api.get(path)).status_code == 401  # a client token is not enough

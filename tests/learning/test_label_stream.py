@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from tests.api.helpers import choice, create_project, import_tasks
 from tests.learning.conftest import NewAnnotator
+from tests.support.builders import choice, create_project, import_tasks
 
 
 async def _next(client: httpx.AsyncClient, project_id: int) -> httpx.Response:

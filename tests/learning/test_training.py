@@ -9,19 +9,12 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.bulk.conftest import connect_backend, import_texts, wait_job
 from tests.fakes.fake_backend import SENTIMENT_CONFIG, Behaviour, FakeBackend
-from tests.learning.conftest import RunBurst
+from tests.support.builders import connect_backend, create_project, import_texts
+from tests.support.waiting import wait_job
+from tests.support.workers import RunBurst
 
 pytestmark = pytest.mark.usefixtures("gateway_server")
-
-
-async def _project(api: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
-    body = {"title": "training", "label_config": SENTIMENT_CONFIG, **fields}
-    response = await api.post("/api/projects", json=body)
-    assert response.status_code == 201, response.text
-    project: dict[str, Any] = response.json()
-    return project
 
 
 async def _train(api: httpx.AsyncClient, backend_id: int, **body: Any) -> dict[str, Any]:
@@ -36,7 +29,7 @@ async def _train(api: httpx.AsyncClient, backend_id: int, **body: Any) -> dict[s
 async def test_training_moves_backend_and_project_to_the_new_version(
     api: httpx.AsyncClient, run_burst: RunBurst, fake: FakeBackend
 ) -> None:
-    project = await _project(api)
+    project = await create_project(api, SENTIMENT_CONFIG)
     backend = await connect_backend(api, project["id"], fake.url)
     assert backend["model_version"] == "fake-v1"
     fake.configure(version_after_train="fake-v2")
@@ -70,7 +63,7 @@ async def test_training_moves_backend_and_project_to_the_new_version(
 async def test_backend_error_is_visible_on_the_job(
     api: httpx.AsyncClient, run_burst: RunBurst, fake: FakeBackend
 ) -> None:
-    project = await _project(api)
+    project = await create_project(api, SENTIMENT_CONFIG)
     backend = await connect_backend(api, project["id"], fake.url)
     fake.configure(webhook_fail=500, version_after_train="never")
     started = await _train(api, backend["id"])
@@ -87,7 +80,7 @@ async def test_backend_error_is_visible_on_the_job(
 async def test_unreachable_backend_fails_the_job_and_marks_it_disconnected(
     api: httpx.AsyncClient, run_burst: RunBurst
 ) -> None:
-    project = await _project(api)
+    project = await create_project(api, SENTIMENT_CONFIG)
     fake = FakeBackend().start()
     backend = await connect_backend(api, project["id"], fake.url)
     fake.stop()
@@ -102,7 +95,7 @@ async def test_unreachable_backend_fails_the_job_and_marks_it_disconnected(
 async def test_without_auto_update_the_versions_stay(
     api: httpx.AsyncClient, run_burst: RunBurst, fake: FakeBackend
 ) -> None:
-    project = await _project(api)
+    project = await create_project(api, SENTIMENT_CONFIG)
     backend = await connect_backend(api, project["id"], fake.url, auto_update=False)
     fake.configure(version_after_train="fake-v2")
     job = await _train(api, backend["id"])
@@ -115,7 +108,7 @@ async def test_without_auto_update_the_versions_stay(
 async def test_project_showing_another_version_keeps_it(
     api: httpx.AsyncClient, run_burst: RunBurst, fake: FakeBackend
 ) -> None:
-    project = await _project(api, model_version="imported-v7")
+    project = await create_project(api, SENTIMENT_CONFIG, model_version="imported-v7")
     backend = await connect_backend(api, project["id"], fake.url)
     fake.configure(version_after_train="fake-v2")
     job = await _train(api, backend["id"])
@@ -128,7 +121,7 @@ async def test_project_showing_another_version_keeps_it(
 async def test_new_version_repredicts_unlabeled_tasks_when_asked(
     api: httpx.AsyncClient, run_burst: RunBurst, fake: FakeBackend, db: asyncpg.Connection
 ) -> None:
-    project = await _project(api, repredict_on_new_version=True)
+    project = await create_project(api, SENTIMENT_CONFIG, repredict_on_new_version=True)
     task_ids = await import_texts(api, project["id"], 3)
     backend = await connect_backend(api, project["id"], fake.url)
     labeled = await api.post(
@@ -169,7 +162,7 @@ async def test_new_version_repredicts_unlabeled_tasks_when_asked(
 
 
 async def test_legacy_backend_trains_through_post_train(api: httpx.AsyncClient, run_burst: RunBurst) -> None:
-    project = await _project(api)
+    project = await create_project(api, SENTIMENT_CONFIG)
     with FakeBackend(behaviour=Behaviour(mode="v1")) as legacy:
         backend = await connect_backend(api, project["id"], legacy.url)
         job = await _train(api, backend["id"])
@@ -184,7 +177,7 @@ async def test_train_unknown_backend_is_404_and_routes_answer_with_slash(
     api: httpx.AsyncClient, fake: FakeBackend
 ) -> None:
     assert (await api.post("/api/ml/999999/train")).status_code == 404
-    project = await _project(api)
+    project = await create_project(api, SENTIMENT_CONFIG)
     backend = await connect_backend(api, project["id"], fake.url)
     slash = await api.post(f"/api/ml/{backend['id']}/train/")
     assert slash.status_code == 201

@@ -1,0 +1,61 @@
+"""Builders the suites share: a text-classification project, its tasks and a connected ML backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+LABEL_CONFIG = """
+<View>
+  <Text name="text" value="$text"/>
+  <Choices name="sentiment" toName="text">
+    <Choice value="positive"/>
+    <Choice value="negative"/>
+  </Choices>
+</View>
+"""
+
+
+def choice(label: str) -> list[dict[str, Any]]:
+    """A valid result for LABEL_CONFIG."""
+    return [
+        {
+            "from_name": "sentiment",
+            "to_name": "text",
+            "type": "choices",
+            "value": {"choices": [label]},
+        }
+    ]
+
+
+async def create_project(
+    api: httpx.AsyncClient, label_config: str = LABEL_CONFIG, **fields: Any
+) -> dict[str, Any]:
+    response = await api.post("/api/projects", json={"title": "p", "label_config": label_config, **fields})
+    assert response.status_code == 201, response.text
+    project: dict[str, Any] = response.json()
+    return project
+
+
+async def import_tasks(
+    api: httpx.AsyncClient, project_id: int, tasks: list[Any], **params: Any
+) -> dict[str, Any]:
+    response = await api.post(f"/api/projects/{project_id}/import", json=tasks, params=params)
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def import_texts(api: httpx.AsyncClient, project_id: int, count: int) -> list[int]:
+    """``count`` text tasks, alternately "good" and "bad"; their ids in import order."""
+    tasks = [{"text": f"task {i} is {'good' if i % 2 else 'bad'}"} for i in range(count)]
+    ids: list[int] = (await import_tasks(api, project_id, tasks, return_task_ids="true"))["task_ids"]
+    return ids
+
+
+async def connect_backend(api: httpx.AsyncClient, project_id: int, url: str, **fields: Any) -> dict[str, Any]:
+    response = await api.post("/api/ml", json={"url": url, "project": project_id, **fields})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body

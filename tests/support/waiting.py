@@ -1,0 +1,41 @@
+"""Bounded polling: tests wait for a condition (or a job) with a deadline, never a fixed sleep."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0, what: str = "condition"
+) -> None:
+    """Poll ``check`` until true, failing after a bounded deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def wait_job(
+    api: httpx.AsyncClient,
+    job_id: int,
+    statuses: frozenset[str] = frozenset({"completed", "failed"}),
+    timeout_s: float = 60.0,
+) -> dict[str, Any]:
+    """Poll ``/api/jobs/{job_id}`` until its status is one of ``statuses``; the job as last read."""
+    job: dict[str, Any] = {}
+
+    async def finished() -> bool:
+        nonlocal job
+        response = await api.get(f"/api/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        job = response.json()
+        return job["status"] in statuses
+
+    await wait_for(finished, timeout_s, f"job {job_id} to reach {sorted(statuses)}")
+    return job
