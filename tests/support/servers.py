@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import threading
 import time
 from typing import Any
 
+import httpx
 import uvicorn
 
 
@@ -22,6 +24,18 @@ def bound_socket(port: int = 0) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     return sock
+
+
+def first_answer(process: subprocess.Popen[bytes], url: str, timeout_s: float = 20.0) -> httpx.Response:
+    """GET ``url`` until the server ``process`` started answers; fails if it exits or takes too long."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return httpx.get(url)
+        except httpx.ConnectError:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
 
 
 class ServerThread:

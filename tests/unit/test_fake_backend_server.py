@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
 
+from devstack.embedded import free_port
 from shared.label_config import parse_label_config
 from shared.protocol import (
     CountMismatch,
@@ -26,7 +26,8 @@ from shared.protocol import (
     decode_json,
     normalize_predict_response,
 )
-from tests.fakes.fake_backend import SENTIMENT_CONFIG, Behaviour, FakeBackend
+from tests.fakes.fake_backend import SENTIMENT_CONFIG, Behaviour, FakeBackend, Garbage
+from tests.support.servers import first_answer
 
 REPO = Path(__file__).resolve().parents[2]
 TASKS = [
@@ -278,18 +279,7 @@ def test_interactive_context_is_echoed(client: httpx.Client) -> None:
     assert entry["result"] == [keypoint]
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "not_json",
-        "not_object",
-        "no_results",
-        "results_not_list",
-        "entry_not_dict",
-        "result_not_list",
-        "bad_score",
-    ],
-)
+@pytest.mark.parametrize("kind", get_args(Garbage))
 def test_garbage_is_a_protocol_error(backend: FakeBackend, client: httpx.Client, kind: Any) -> None:
     backend.behaviour.garbage = kind
     response = client.post("/predict", json=predict_body())
@@ -423,23 +413,13 @@ def test_stop_cuts_off_requests_in_flight() -> None:
 
 
 def test_command_line_serves_an_instant_backend() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "tests.fakes.fake_backend", "--port", str(port)]
     process = subprocess.Popen(
         [*command, "--mode", "v1"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/health")
-                break
-            except httpx.ConnectError:
-                assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+        health = first_answer(process, f"http://127.0.0.1:{port}/health")
         assert health.json()["v2"] is False
         predicted = httpx.post(f"http://127.0.0.1:{port}/predict", json=predict_body())
         assert len(predicted.json()["results"]) == 3

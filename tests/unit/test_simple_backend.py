@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from devstack.embedded import free_port
 from examples.simple_backend.app import MODEL_VERSION, app, choose
 from shared.label_config import parse_label_config
 from shared.protocol import (
@@ -23,6 +22,7 @@ from shared.protocol import (
     WebhookEvent,
     normalize_predict_response,
 )
+from tests.support.servers import first_answer
 
 REPO = Path(__file__).resolve().parents[2]
 SENTIMENT = """<View>
@@ -185,9 +185,7 @@ def test_choose_counts_label_names_and_keywords() -> None:
 
 
 def test_runs_as_a_module_on_a_real_port() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "examples.simple_backend", "--host", "127.0.0.1", "--port", str(port)],
         cwd=REPO,
@@ -196,15 +194,7 @@ def test_runs_as_a_module_on_a_real_port() -> None:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                health = httpx.get(f"{url}/health")
-                break
-            except httpx.ConnectError:
-                assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+        health = first_answer(process, f"{url}/health")
         assert health.json()["status"] == "UP"
         tasks = [{"id": 1, "data": {"text": "great"}}]
         predicted = httpx.post(f"{url}/predict", json=predict_body(tasks, SENTIMENT))
