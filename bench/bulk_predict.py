@@ -32,9 +32,9 @@ from typing import Any
 import httpx
 import orjson
 
+from bench.harness import bench_database, uvicorn_command
 from devstack.embedded import free_port
 from tests.fakes.fake_backend import SENTIMENT_CONFIG
-from tests.support.databases import alembic, drop_database, recreate_database, unique_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 API_TOKEN = "bench0123456789abcdef0123456789abcdef0bulk"
@@ -43,24 +43,6 @@ SERVICE_TOKEN = "bench-service-token-bulk"
 
 def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
-
-
-def _uvicorn(factory: str, port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        factory,
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ] + [
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
@@ -97,9 +79,9 @@ def stack(database_url: str, redis_url: str, workers: int) -> Iterator[tuple[str
     try:
         backend = _spawn([sys.executable, "-m", "tests.fakes.fake_backend", "--port", str(backend_port)], env)
         processes.append(backend)
-        api = _spawn(_uvicorn("services.annotation_api.main:app_from_env", api_port), env)
+        api = _spawn(uvicorn_command("services.annotation_api.main:app_from_env", api_port), env)
         processes.append(api)
-        gateway = _spawn(_uvicorn("services.model_gateway.main:app_from_env", gateway_port), env)
+        gateway = _spawn(uvicorn_command("services.model_gateway.main:app_from_env", gateway_port), env)
         processes.append(gateway)
         processes.extend(
             _spawn([sys.executable, "-m", "services.model_gateway.worker"], env) for _ in range(workers)
@@ -224,12 +206,8 @@ async def direct(
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    server_url = os.environ["DATABASE_URL"]
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    name = unique_name("bench_bulk")
-    database_url = await recreate_database(server_url, name)
-    try:
-        await asyncio.to_thread(alembic, database_url, "upgrade", "head")
+    async with bench_database("bench_bulk") as database_url:
         with stack(database_url, redis_url, args.workers) as (api_url, backend_url):
             headers = {"Authorization": f"Token {API_TOKEN}"}
             async with httpx.AsyncClient(base_url=api_url, headers=headers, timeout=600) as api:
@@ -251,8 +229,6 @@ async def main_async(args: argparse.Namespace) -> None:
                         f"{e2e_rate / direct_rate:>7.2f}",
                         flush=True,
                     )
-    finally:
-        await drop_database(server_url, name)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""What the API benchmarks share: a throwaway migrated database and the annotation API serving it.
+"""What the benchmarks share: a throwaway migrated database, uvicorn processes, the annotation API serving
+the database, latency percentiles.
 
 Run under ``python -m devstack.exec --`` (the Makefile does), which provides DATABASE_URL / REDIS_URL;
 the benchmark creates its own database on that server and drops it afterwards, so it never touches the
@@ -47,6 +48,36 @@ async def _wait_healthy(client: httpx.AsyncClient, process: asyncio.subprocess.P
     raise RuntimeError("annotation API did not become healthy in time")
 
 
+LABEL_CONFIG = """
+<View>
+  <Text name="text" value="$text"/>
+  <Choices name="sentiment" toName="text">
+    <Choice value="positive"/><Choice value="negative"/>
+  </Choices>
+</View>
+"""
+"""A two-choice text config the API benchmarks create their projects with."""
+
+
+@asynccontextmanager
+async def bench_database(prefix: str) -> AsyncIterator[str]:
+    """A migrated database named ``<prefix>_<pid>_<n>`` on DATABASE_URL's server, dropped on exit."""
+    server_url = os.environ["DATABASE_URL"]
+    name = unique_name(prefix)
+    url = await recreate_database(server_url, name)
+    try:
+        await asyncio.to_thread(alembic, url, "upgrade", "head")
+        yield url
+    finally:
+        await drop_database(server_url, name)
+
+
+def uvicorn_command(factory: str, port: int) -> list[str]:
+    """``python -m uvicorn <factory> --factory`` on 127.0.0.1:``port``, quiet."""
+    command = [sys.executable, "-m", "uvicorn", factory, "--factory"]
+    return command + ["--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"]
+
+
 @asynccontextmanager
 async def bench_api(prefix: str) -> AsyncIterator[BenchApi]:
     """A migrated database named ``<prefix>_<pid>_<n>`` and the API serving it; both gone on exit.
@@ -54,11 +85,7 @@ async def bench_api(prefix: str) -> AsyncIterator[BenchApi]:
     The API runs as its own uvicorn process, as deployed, so the client never competes with it for
     the GIL and figures are per-request server latency plus loopback HTTP.
     """
-    server_url = os.environ["DATABASE_URL"]
-    name = unique_name(prefix)
-    url = await recreate_database(server_url, name)
-    try:
-        await asyncio.to_thread(alembic, url, "upgrade", "head")
+    async with bench_database(prefix) as url:
         port = free_port()
         env = {
             **os.environ,
@@ -67,8 +94,7 @@ async def bench_api(prefix: str) -> AsyncIterator[BenchApi]:
             "LABELLOOP_MAX_PAGE_SIZE": "1000",
             "LABELLOOP_LOG_LEVEL": "WARNING",
         }
-        command = [sys.executable, "-m", "uvicorn", "services.annotation_api.main:app_from_env", "--factory"]
-        command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"]
+        command = uvicorn_command("services.annotation_api.main:app_from_env", port)
         process = await asyncio.create_subprocess_exec(*command, env=env, cwd=REPO_ROOT)
         try:
             headers = {"Authorization": f"Token {BENCH_TOKEN}"}
@@ -79,8 +105,6 @@ async def bench_api(prefix: str) -> AsyncIterator[BenchApi]:
         finally:
             process.terminate()
             await asyncio.wait_for(process.wait(), timeout=15)
-    finally:
-        await drop_database(server_url, name)
 
 
 def percentile(samples: list[float], fraction: float) -> float:

@@ -17,16 +17,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from bench.harness import BenchApi, bench_api
-
-LABEL_CONFIG = """
-<View>
-  <Text name="text" value="$text"/>
-  <Choices name="sentiment" toName="text">
-    <Choice value="positive"/><Choice value="negative"/>
-  </Choices>
-</View>
-"""
+from bench.harness import LABEL_CONFIG, BenchApi, bench_api
 
 
 def make_tasks(count: int, predictions: bool) -> list[dict[str, Any]]:

@@ -16,16 +16,8 @@ import time
 
 import asyncpg
 
-from bench.harness import BenchApi, bench_api, latencies
+from bench.harness import LABEL_CONFIG, BenchApi, bench_api, latencies
 
-LABEL_CONFIG = """
-<View>
-  <Text name="text" value="$text"/>
-  <Choices name="sentiment" toName="text">
-    <Choice value="positive"/><Choice value="negative"/>
-  </Choices>
-</View>
-"""
 RESULT = (
     '[{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["positive"]}}]'
 )
