@@ -84,6 +84,8 @@ class TokenVerifier:
         self._valid_until: dict[str, float] = {}
 
     async def verify(self, token: str) -> bool:
+        if not token.isascii():
+            return False  # API tokens are ASCII; this one could not even be sent on in a header
         digest = hashlib.sha256(token.encode()).hexdigest()
         now = time.monotonic()
         if self._valid_until.get(digest, 0.0) > now:

@@ -1,0 +1,108 @@
+"""The gateway's own connection layer (asyncio streams under httpcore) on a raw HTTP/1.1 server.
+
+The server is written by hand so a test controls exactly when it closes a kept-alive connection and
+sees how many connections the gateway opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+
+from services.model_gateway.predictor import BackendGateway
+from shared.gateway_contract import BackendSpec, ProjectRef
+from tests.gateway.conftest import MakeGateway, tasks
+
+_ANSWER = orjson.dumps(
+    {
+        "results": [
+            {
+                "result": [
+                    {
+                        "from_name": "sentiment",
+                        "to_name": "text",
+                        "type": "choices",
+                        "value": {"choices": ["Positive"]},
+                    }
+                ],
+                "score": 0.5,
+            }
+        ],
+        "model_version": "raw-v1",
+    }
+)
+
+
+@dataclass
+class RawBackend:
+    """Answers every request with one prediction; ``close_after_answer`` drops the connection after
+    answering, without saying so (an idle timeout on the backend's side)."""
+
+    close_after_answer: bool = False
+    connections: int = 0
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    url: str = ""
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    + b"content-length: %d\r\n\r\n" % len(_ANSWER)
+                    + _ANSWER
+                )
+                await writer.drain()
+                if self.close_after_answer:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+        await writer.wait_closed()
+        self.closed.set()
+
+
+@pytest.fixture
+async def raw_backend() -> AsyncIterator[RawBackend]:
+    backend = RawBackend()
+    server = await asyncio.start_server(backend.handle, "127.0.0.1", 0)
+    backend.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    async with server:
+        yield backend
+
+
+async def _predict(gateway: BackendGateway, backend: RawBackend, project: ProjectRef) -> None:
+    result = await gateway.predict(BackendSpec(url=backend.url), project, tasks(1), interactive=True)
+    assert result.errors == [] and [p.model_version for p in result.predictions] == ["raw-v1"]
+
+
+async def test_connection_is_kept_alive_between_calls(
+    make_gateway: MakeGateway, project: ProjectRef, raw_backend: RawBackend
+) -> None:
+    gateway = make_gateway()
+    for _ in range(3):
+        await _predict(gateway, raw_backend, project)
+    assert raw_backend.connections == 1
+
+
+async def test_connection_the_backend_closed_while_idle_is_not_reused(
+    make_gateway: MakeGateway, project: ProjectRef, raw_backend: RawBackend
+) -> None:
+    """An interactive call has one attempt: it must not be spent on a connection that is already gone."""
+    raw_backend.close_after_answer = True
+    gateway = make_gateway()
+    await _predict(gateway, raw_backend, project)
+    await asyncio.wait_for(raw_backend.closed.wait(), 5)
+    await _predict(gateway, raw_backend, project)
+    assert raw_backend.connections == 2
