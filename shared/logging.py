@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import random
 import sys
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -21,6 +21,9 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("req
 REQUEST_ID_HEADER = "X-Request-ID"
 _MAX_REQUEST_ID_LENGTH = 128
 _STANDARD_RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
+_ACCESS_FIELDS = "_access_fields"
+"""Access lines carry their fields as one dict under this attribute: the formatter takes them as they
+are instead of scanning every attribute of the record."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -41,9 +44,13 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             line["request_id"] = request_id
-        for key, value in vars(record).items():
-            if key not in _STANDARD_RECORD_FIELDS and not key.startswith("_"):
-                line[key] = value
+        extra = getattr(record, _ACCESS_FIELDS, None)
+        if extra is not None:
+            line.update(extra)
+        else:
+            for key, value in vars(record).items():
+                if key not in _STANDARD_RECORD_FIELDS and not key.startswith("_"):
+                    line[key] = value
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()
@@ -78,13 +85,16 @@ def configure_logging(service: str, level: str = "INFO", json_lines: bool | None
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as hex. Not a secret, so the seeded PRNG will do (``uuid4`` costs a syscall)."""
+    return f"{random.getrandbits(128):032x}"
 
 
 class RequestIdMiddleware:
     """Take ``X-Request-ID`` from the request (or make one), echo it, and log the request once.
 
-    Pure ASGI rather than ``BaseHTTPMiddleware`` so it costs microseconds and keeps streaming responses
+    Every request gets its INFO access line (method, path, status, duration), the gateway's interactive
+    predicts included: it is the only place a slow or failed call shows up with its request id, and it
+    costs about 15 µs. Pure ASGI rather than ``BaseHTTPMiddleware`` so it keeps streaming responses
     streaming.
     """
 
@@ -96,35 +106,36 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1").strip()
-        request_id = incoming[:_MAX_REQUEST_ID_LENGTH] if incoming else new_request_id()
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1").strip()[:_MAX_REQUEST_ID_LENGTH]
+                break
+        request_id = request_id or new_request_id()
+        header = (b"x-request-id", request_id.encode("latin-1"))
         token = request_id_var.set(request_id)
         started = time.perf_counter()
-        status_holder: dict[str, int] = {}
+        status = 500
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode("latin-1")))
-                message["headers"] = headers
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            self.log.info(
-                "%s %s %s",
-                scope["method"],
-                scope["path"],
-                status_holder.get("status", 500),
-                extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status_holder.get("status", 500),
+            if self.log.isEnabledFor(logging.INFO):
+                method, path = scope["method"], scope["path"]
+                fields = {
+                    "method": method,
+                    "path": path,
+                    "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
+                }
+                self.log.info("%s %s %s", method, path, status, extra={_ACCESS_FIELDS: fields, **fields})
             request_id_var.reset(token)
 
 
