@@ -30,7 +30,9 @@ class PendingEvents(BaseModel):
 
 
 class EventsAck(BaseModel):
-    last_event_id: int = Field(ge=0, description="Every event up to this id reached the backend.")
+    last_event_id: int = Field(
+        ge=0, le=2**63 - 1, description="Every event up to this id reached the backend."
+    )
 
 
 class TrainStart(BaseModel):

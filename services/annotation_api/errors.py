@@ -3,6 +3,8 @@
 Bad input is always a 4xx naming the field: request validation errors become 400 with
 ``{"detail": ..., "validation_errors": {"field.path": ["message"]}}`` (the shape Label Studio clients
 expect), and a database integrity error that slipped past validation becomes 409/400, never a 500.
+A deadlock or serialization failure with a concurrent request (say, a project deleted while a worker
+reports on it) is a 409 "retry", since Postgres rolled the whole transaction back and nothing was written.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -104,13 +107,39 @@ async def _integrity_error(_: Request, exc: Exception) -> JsonResponse:
     )
 
 
+_RETRY_SQLSTATES = ("40001", "40P01")  # serialization failure, deadlock detected
+
+
+def _database_answer(error: BaseException | None) -> JsonResponse | None:
+    """The 4xx for a driver error the client can act on (bad value, retry), else None (a real 500)."""
+    sqlstate = getattr(error, "sqlstate", "") or ""
+    if sqlstate.startswith("22") or (
+        isinstance(error, asyncpg.InterfaceError) and isinstance(error, ValueError)
+    ):  # class 22: data exception (out of range, bad text, …); or a value asyncpg could not encode
+        return JsonResponse({"detail": f"Invalid value: {error}"}, status_code=400)
+    if sqlstate in _RETRY_SQLSTATES:
+        log.warning("transaction rolled back (%s): %s", sqlstate, error)
+        return JsonResponse(
+            {"detail": "This request collided with a concurrent change and was rolled back; retry it."},
+            status_code=409,
+        )
+    return None
+
+
 async def _data_error(_: Request, exc: Exception) -> JsonResponse:
     assert isinstance(exc, DBAPIError)
-    cause = getattr(exc.orig, "__cause__", None)
-    sqlstate = getattr(cause, "sqlstate", "") or ""
-    if sqlstate.startswith("22"):  # class 22: data exception (out of range, bad text, …)
-        return JsonResponse({"detail": f"Invalid value: {cause}"}, status_code=400)
-    raise exc
+    answer = _database_answer(getattr(exc.orig, "__cause__", None))
+    if answer is None:
+        raise exc
+    return answer
+
+
+async def _asyncpg_error(_: Request, exc: Exception) -> JsonResponse:
+    """Errors of queries run on the raw asyncpg connection (hot paths), not wrapped by SQLAlchemy."""
+    answer = _database_answer(exc)
+    if answer is None:
+        raise exc
+    return answer
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -119,3 +148,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_exception_handler(DBAPIError, _data_error)
+    app.add_exception_handler(asyncpg.PostgresError, _asyncpg_error)
+    app.add_exception_handler(asyncpg.InterfaceError, _asyncpg_error)

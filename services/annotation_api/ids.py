@@ -1,7 +1,8 @@
-"""Row ids in requests: positive and within Postgres ``bigint``.
+"""Row ids and page numbers in requests: positive and within the Postgres column they are compared to.
 
-A larger number would overflow in the driver and surface as a 500; bounding it in the schema turns
-it into the usual 400 naming the field (or 404 for a path id).
+A larger number would overflow in the driver and surface as a 500 (or a 400 naming no field); bounding
+it in the schema turns it into the usual 400 naming the field. Projects, ML backends and users have
+``integer`` ids (``SerialId``), everything else ``bigint`` (``RowId``).
 """
 
 from __future__ import annotations
@@ -9,15 +10,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Annotated, Final
 
-from fastapi import Path
+from fastapi import Path, Query
 from pydantic import Field
 from sqlalchemy import BigInteger, BindParameter, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 
 BIGINT_MAX: Final = 2**63 - 1
+INT_MAX: Final = 2**31 - 1
 
 RowId = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
 PathId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
+SerialId = Annotated[int, Field(ge=1, le=INT_MAX)]
+SerialPathId = Annotated[int, Path(ge=1, le=INT_MAX)]
+SerialQueryId = Annotated[int, Query(ge=1, le=INT_MAX)]
+PageNumber = Annotated[int, Query(ge=1, le=INT_MAX, description="1-based page number.")]
+"""Any page times any allowed page size stays within ``bigint`` (the OFFSET)."""
 
 
 def id_array(ids: Iterable[int]) -> BindParameter[list[int]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from services.annotation_api import health
 from services.annotation_api.annotations import router as annotations_router
@@ -29,6 +29,7 @@ from services.annotation_api.predictions import router as predictions_router
 from services.annotation_api.projects import router as projects_router
 from services.annotation_api.settings import ApiSettings
 from services.annotation_api.tasks import router as tasks_router
+from services.annotation_api.text_guard import reject_unstorable_input
 from services.annotation_api.training import router as training_router
 from shared.logging import RequestIdMiddleware, configure_logging
 
@@ -58,6 +59,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         description="Projects, tasks, annotations, predictions, ML backends and jobs "
         "(Label Studio–compatible paths and fields).",
         lifespan=lifespan,
+        dependencies=[Depends(reject_unstorable_input)],
     )
     app.state.settings = settings
     install_error_handlers(app)

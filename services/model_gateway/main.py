@@ -10,6 +10,7 @@ from arq.connections import RedisSettings
 from fastapi import FastAPI
 
 from services.model_gateway import health, routes
+from services.model_gateway.errors import install_error_handlers
 from services.model_gateway.predictor import BackendGateway
 from services.model_gateway.settings import GatewaySettings
 from shared.logging import RequestIdMiddleware, configure_logging
@@ -38,6 +39,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(routes.internal)

@@ -22,7 +22,7 @@ import httpx
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from services.model_gateway.backend_client import CallFailure, Endpoint
 from services.model_gateway.predictor import BackendGateway
@@ -37,6 +37,7 @@ from shared.gateway_contract import (
     WebhookRequest,
     WebhookResult,
 )
+from shared.json_values import find_bad_value
 from shared.label_config import LabelConfigError
 from shared.logging import outgoing_request_headers
 
@@ -251,6 +252,14 @@ class PublicPredictRequest(BaseModel):
     project: PublicProject = Field(
         default_factory=PublicProject, description="Sent to the backend as `<id>.<created ts>`."
     )
+
+    @model_validator(mode="after")
+    def _encodable(self) -> PublicPredictRequest:
+        """Lone surrogates, integers beyond 64 bits and NaN cannot be sent on as JSON (they were a 500)."""
+        found = find_bad_value(self.model_dump(), nul=False)
+        if found:
+            raise ValueError(f"{found[0]}: {found[1]}")
+        return self
 
 
 def _with_ids(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Body, Query, Request
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.data_manager import service
 from services.annotation_api.db import SessionDep
-from services.annotation_api.ids import BIGINT_MAX
+from services.annotation_api.ids import INT_MAX
 
 router = APIRouter(prefix="/api/dm/actions", tags=["data manager"])
 
-ProjectParam = Annotated[int, Query(ge=1, le=BIGINT_MAX, description="Project id.")]
+ProjectParam = Annotated[int, Query(ge=1, le=INT_MAX, description="Project id.")]
 
 
 @router.get("")

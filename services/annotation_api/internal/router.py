@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from services.annotation_api.auth.dependencies import service_caller
 from services.annotation_api.db import SessionDep
+from services.annotation_api.ids import PathId
 from services.annotation_api.jobs import service
 from services.annotation_api.jobs.schemas import parse_report
 from shared.gateway_contract import ChunkAck, ChunkHeartbeat, ChunkLease, ChunkReport
@@ -43,7 +44,7 @@ router = APIRouter(prefix="/internal/chunks", tags=["internal"], dependencies=[D
 
 
 @router.post("/{chunk_id}/lease", response_model=ChunkLease)
-async def lease_chunk(chunk_id: int, request: Request, session: SessionDep) -> JsonResponse:
+async def lease_chunk(chunk_id: PathId, request: Request, session: SessionDep) -> JsonResponse:
     """Lease the chunk for ``chunk_lease_s``; its tasks minus those already predicted by the backend."""
     answer = await service.lease_chunk(session, chunk_id, request.app.state.settings.chunk_lease_s)
     body = answer.lease.model_dump(mode="json")
@@ -52,7 +53,7 @@ async def lease_chunk(chunk_id: int, request: Request, session: SessionDep) -> J
 
 
 @router.post("/{chunk_id}/heartbeat", response_model=ChunkHeartbeat)
-async def heartbeat(chunk_id: int, request: Request, session: SessionDep) -> ChunkHeartbeat:
+async def heartbeat(chunk_id: PathId, request: Request, session: SessionDep) -> ChunkHeartbeat:
     """Keep the lease of a chunk still being predicted; ``cancelled`` tells the worker to stop."""
     return await service.heartbeat(session, chunk_id, request.app.state.settings.chunk_lease_s)
 
@@ -67,7 +68,7 @@ async def heartbeat(chunk_id: int, request: Request, session: SessionDep) -> Chu
         }
     },
 )
-async def complete_chunk(chunk_id: int, request: Request, session: SessionDep) -> ChunkAck:
+async def complete_chunk(chunk_id: PathId, request: Request, session: SessionDep) -> ChunkAck:
     """Store the chunk's predictions once; a repeated or late report is acknowledged and ignored.
 
     The body is a ``ChunkReport``, parsed by ``parse_report`` (reports are large and frequent).

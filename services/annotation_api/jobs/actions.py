@@ -11,6 +11,7 @@ from typing import Any
 
 from services.annotation_api.data_manager.registry import ActionContext, action
 from services.annotation_api.errors import BadRequest
+from services.annotation_api.ids import INT_MAX
 from services.annotation_api.jobs.queue import ChunkQueue
 from services.annotation_api.jobs.schemas import PredictStarted
 from services.annotation_api.jobs.service import prediction_backends, start_prediction_jobs
@@ -24,14 +25,13 @@ def _backend_ids(ctx: ActionContext) -> list[int] | None:
     values = raw if isinstance(raw, list) else [raw]
     ids: list[int] = []
     for value in values:
-        if isinstance(value, bool):
-            raise BadRequest("ml_backend must be an ML backend id or a list of ids.", field="ml_backend")
         try:
-            ids.append(int(value))
+            backend_id = int(value)
         except (TypeError, ValueError):
-            raise BadRequest(
-                "ml_backend must be an ML backend id or a list of ids.", field="ml_backend"
-            ) from None
+            backend_id = 0
+        if isinstance(value, bool) or not 1 <= backend_id <= INT_MAX:
+            raise BadRequest("ml_backend must be an ML backend id or a list of ids.", field="ml_backend")
+        ids.append(backend_id)
     return ids or None
 
 

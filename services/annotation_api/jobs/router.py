@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
+from services.annotation_api.ids import PathId, SerialQueryId
 from services.annotation_api.jobs import actions as _actions  # noqa: F401 (registers the DM action)
 from services.annotation_api.jobs import service
 from services.annotation_api.jobs.schemas import JobOut
@@ -20,7 +21,7 @@ router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 async def list_jobs(
     session: SessionDep,
     _: CurrentUser,
-    project: int | None = None,
+    project: SerialQueryId | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[JobOut]:
     """Newest first."""
@@ -29,13 +30,13 @@ async def list_jobs(
 
 @router.get("/{job_id}", response_model=JobOut)
 @router.get("/{job_id}/", response_model=JobOut, include_in_schema=False)
-async def get_job(job_id: int, session: SessionDep, _: CurrentUser) -> JobOut:
+async def get_job(job_id: PathId, session: SessionDep, _: CurrentUser) -> JobOut:
     """Status, counters (total / done / skipped / failed), rate, ETA and a sample of per-task errors."""
     return JobOut.of(await service.get_job(session, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
 @router.post("/{job_id}/cancel/", response_model=JobOut, include_in_schema=False)
-async def cancel_job(job_id: int, session: SessionDep, _: CurrentUser) -> JobOut:
+async def cancel_job(job_id: PathId, session: SessionDep, _: CurrentUser) -> JobOut:
     """Stop a queued or running job; results a worker reports afterwards are dropped."""
     return JobOut.of(await service.cancel_job(session, job_id))

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from services.annotation_api.errors import BadRequest
 from services.annotation_api.models import Job, JobStatus
 from shared.gateway_contract import ChunkReport, TaskError, TaskPrediction
+from shared.json_values import find_bad_value, text_problem
 
 _ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 
@@ -149,4 +150,22 @@ def parse_report(raw: bytes) -> ChunkReport:
     version = body.get("model_version")
     if version is not None and not isinstance(version, str):
         raise BadRequest("must be a string or null", field="model_version")
+    if b"\\u0000" in raw:  # rare: only then look for where (orjson already refused lone surrogates)
+        if version is not None and (problem := text_problem(version)):
+            raise BadRequest(problem, field="model_version")
+        predictions = _storable(predictions, errors)
     return ChunkReport.model_construct(predictions=predictions, errors=errors, model_version=version)
+
+
+def _storable(predictions: list[TaskPrediction], errors: list[TaskError]) -> list[TaskPrediction]:
+    """Predictions Postgres can store; one holding a NUL character becomes its task's error instead, so
+    a backend's one bad answer neither fails the whole chunk nor loses the others."""
+    kept: list[TaskPrediction] = []
+    for prediction in predictions:
+        found = find_bad_value({"result": prediction.result, "model_version": prediction.model_version})
+        if found is None:
+            kept.append(prediction)
+        else:
+            message = f"prediction not stored: {found[0]} {found[1]}"
+            errors.append(TaskError.model_construct(task_id=prediction.task_id, message=message))
+    return kept

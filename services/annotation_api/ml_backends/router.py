@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
+from services.annotation_api.ids import SerialPathId, SerialQueryId
 from services.annotation_api.jobs import service as jobs_service
 from services.annotation_api.jobs.background import chunk_queue
 from services.annotation_api.jobs.schemas import PredictStarted
@@ -53,7 +54,7 @@ async def create_backend(
 async def list_backends(
     session: SessionDep,
     _: CurrentUser,
-    project: int | None = None,
+    project: SerialQueryId | None = None,
     is_interactive: bool | None = None,
 ) -> list[MlBackendOut]:
     backends = await service.list_backends(session, project, is_interactive)
@@ -62,14 +63,14 @@ async def list_backends(
 
 @router.get("/{backend_id}", response_model=MlBackendOut)
 @router.get("/{backend_id}/", response_model=MlBackendOut, include_in_schema=False)
-async def get_backend(backend_id: int, session: SessionDep, _: CurrentUser) -> MlBackendOut:
+async def get_backend(backend_id: SerialPathId, session: SessionDep, _: CurrentUser) -> MlBackendOut:
     return MlBackendOut.of(await service.get_backend(session, backend_id))
 
 
 @router.patch("/{backend_id}", response_model=MlBackendOut)
 @router.patch("/{backend_id}/", response_model=MlBackendOut, include_in_schema=False)
 async def update_backend(
-    backend_id: int,
+    backend_id: SerialPathId,
     body: MlBackendUpdate,
     session: SessionDep,
     gateway: Gateway,
@@ -82,7 +83,7 @@ async def update_backend(
 
 @router.delete("/{backend_id}", status_code=204)
 @router.delete("/{backend_id}/", status_code=204, include_in_schema=False)
-async def delete_backend(backend_id: int, session: SessionDep, _: CurrentUser) -> Response:
+async def delete_backend(backend_id: SerialPathId, session: SessionDep, _: CurrentUser) -> Response:
     await service.delete_backend(session, backend_id)
     return Response(status_code=204)
 
@@ -90,7 +91,7 @@ async def delete_backend(backend_id: int, session: SessionDep, _: CurrentUser) -
 @router.post("/{backend_id}/validate", response_model=MlBackendOut)
 @router.post("/{backend_id}/validate/", response_model=MlBackendOut, include_in_schema=False)
 async def validate_backend(
-    backend_id: int, session: SessionDep, gateway: Gateway, settings: Settings, _: CurrentUser
+    backend_id: SerialPathId, session: SessionDep, gateway: Gateway, settings: Settings, _: CurrentUser
 ) -> MlBackendOut:
     """Re-check now; the answer's ``state`` and ``error_message`` tell the outcome."""
     return MlBackendOut.of(await service.validate_backend(session, gateway, settings, backend_id))
@@ -106,7 +107,7 @@ async def validate_backend(
     include_in_schema=False,
 )
 async def interactive_annotating(
-    backend_id: int, body: InteractiveRequest, session: SessionDep, gateway: Gateway, _: CurrentUser
+    backend_id: SerialPathId, body: InteractiveRequest, session: SessionDep, gateway: Gateway, _: CurrentUser
 ) -> InteractiveOut:
     """Predict one task now, not stored: ``{"data": {result, score, model_version}}`` or ``{"errors"}``."""
     return await service.interactive_annotating(session, gateway, backend_id, body)
@@ -119,14 +120,14 @@ async def interactive_annotating(
     response_model_exclude_none=True,
     include_in_schema=False,
 )
-async def versions(backend_id: int, session: SessionDep, _: CurrentUser) -> VersionsOut:
+async def versions(backend_id: SerialPathId, session: SessionDep, _: CurrentUser) -> VersionsOut:
     return await service.versions(session, backend_id)
 
 
 @router.post("/{backend_id}/predict", response_model=PredictStarted)
 @router.post("/{backend_id}/predict/", response_model=PredictStarted, include_in_schema=False)
 async def predict_all_tasks(
-    backend_id: int,
+    backend_id: SerialPathId,
     request: Request,
     session: SessionDep,
     settings: Settings,

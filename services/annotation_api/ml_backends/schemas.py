@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services.annotation_api.ids import RowId, SerialId
 from services.annotation_api.models import MlBackend, MlBackendState
 
 READABLE_STATE = {
@@ -48,7 +49,7 @@ class MlBackendEditable(BaseModel):
 
 class MlBackendCreate(MlBackendEditable):
     url: str
-    project: int
+    project: SerialId
 
     _url = field_validator("url")(_check_url)
 
@@ -113,7 +114,7 @@ class MlBackendOut(BaseModel):
 
 
 class InteractiveRequest(BaseModel):
-    task: int
+    task: RowId
     context: dict[str, Any] | None = None
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
-from services.annotation_api.ids import BIGINT_MAX, PathId
+from services.annotation_api.ids import BIGINT_MAX, INT_MAX, PathId, SerialPathId, SerialQueryId
 from services.annotation_api.predictions import service
 from services.annotation_api.predictions.schemas import (
     PredictionCreate,
@@ -37,9 +37,9 @@ async def list_predictions(
     session: SessionDep,
     _: CurrentUser,
     task: IdFilter = None,
-    project: IdFilter = None,
+    project: SerialQueryId | None = None,
     task__project: Annotated[
-        int | None, Query(ge=1, le=BIGINT_MAX, description="Same as project (Label Studio's name).")
+        int | None, Query(ge=1, le=INT_MAX, description="Same as project (Label Studio's name).")
     ] = None,
     page: Annotated[
         int | None,
@@ -106,7 +106,7 @@ _IMPORT_BODY: dict[str, Any] = {
     include_in_schema=False,
 )
 async def import_predictions(
-    project_id: PathId, request: Request, session: SessionDep, _: CurrentUser
+    project_id: SerialPathId, request: Request, session: SessionDep, _: CurrentUser
 ) -> PredictionsImported:
     """All-or-nothing: one bad item (named by its index) and nothing is written."""
     items = service.parse_import_body(await request.body())

@@ -7,7 +7,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.annotation_api.ids import RowId
+from services.annotation_api.ids import RowId, SerialId
 
 #: What a prediction without a model version is filed under (Label Studio's convention).
 UNDEFINED_VERSION: Final = "undefined"
@@ -27,7 +27,7 @@ class PredictionCreate(_Input):
     result: list[dict[str, Any]] = Field(description="Regions; checked against the label config.")
     score: float | None = Score
     model_version: str | None = ModelVersion
-    project: RowId | None = Field(default=None, description="If given, must be the task's project.")
+    project: SerialId | None = Field(default=None, description="If given, must be the task's project.")
 
 
 class PredictionUpdate(_Input):

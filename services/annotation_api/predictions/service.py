@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+import orjson
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import any_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +28,7 @@ from services.annotation_api.predictions.schemas import (
 )
 from services.annotation_api.projects.service import get_project, parse_config
 from services.annotation_api.result_validation import check_result
+from shared.json_values import find_bad_value
 
 #: Without ``page``, a list may hold at most this many predictions; more must be fetched in pages.
 UNPAGED_LIMIT: Final = 10_000
@@ -153,11 +155,16 @@ def parse_import_body(raw: bytes) -> list[PredictionImportItem]:
     """Validate the raw JSON body in pydantic-core (several times faster than decoding it first);
     400 naming the first bad field as ``<index>.<field>``."""
     try:
-        return _IMPORT_ITEMS.validate_json(raw or b"null")
+        items = _IMPORT_ITEMS.validate_json(raw or b"null")
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(part) for part in first["loc"]) or "body"
         raise BadRequest(f"{field}: {first['msg']}", field=field) from None
+    if b"\\u0000" in raw:  # rare: only then look for where (the parser already refused lone surrogates)
+        found = find_bad_value([item.model_dump() for item in items])
+        if found:
+            raise BadRequest(f"{found[0]}: {found[1]}", field=found[0])
+    return items
 
 
 async def import_predictions(
@@ -177,8 +184,11 @@ async def import_predictions(
                 field=f"{index}.task",
             )
     rows = NewPredictions()
-    for item in items:
-        rows.add(item.task, item.result, item.score, version_or_default(item.model_version))
+    for index, item in enumerate(items):
+        try:
+            rows.add(item.task, item.result, item.score, version_or_default(item.model_version))
+        except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
+            raise BadRequest(f"{index}.result: {exc}", field=f"{index}.result") from None
     created = await repository.insert_predictions_counted(session, project_id, rows)
     await refresh_task_counters(session, sorted(owned))
     if rows.versions:

@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
+from services.annotation_api.ids import PageNumber
 from services.annotation_api.models import Project
 from services.annotation_api.projects import service
 from services.annotation_api.projects.schemas import (
@@ -37,7 +38,7 @@ async def list_projects(
     request: Request,
     session: SessionDep,
     _: CurrentUser,
-    page: int = Query(1, ge=1),
+    page: PageNumber = 1,
     page_size: int = Query(30, ge=1),
 ) -> ProjectPage:
     page_size = min(page_size, request.app.state.settings.max_page_size)

@@ -122,7 +122,22 @@ async def update_project(session: AsyncSession, project_id: int, body: ProjectUp
     return project
 
 
+# Writers lock a project's rows in this order: bulk-job chunks, then tasks (in id order), then the project
+# row (counters). Deleting the project row first and letting the cascade reach the tasks took them the
+# other way round, a deadlock with a chunk report or an annotation in flight (a 500 for one of them).
+_LOCK_PROJECT_CHUNKS = text(
+    """
+    SELECT c.id FROM job_chunk AS c JOIN job AS j ON j.id = c.job_id
+    WHERE j.project_id = :project ORDER BY c.id FOR UPDATE OF c
+    """
+)
+_LOCK_PROJECT_TASKS = text("SELECT id FROM task WHERE project_id = :project ORDER BY id FOR UPDATE")
+
+
 async def delete_project(session: AsyncSession, project_id: int) -> None:
+    """Delete the project and everything in it, taking row locks in the order every writer uses."""
+    await session.execute(_LOCK_PROJECT_CHUNKS, {"project": project_id})
+    await session.execute(_LOCK_PROJECT_TASKS, {"project": project_id})
     result = await session.execute(delete(Project).where(Project.id == project_id).returning(Project.id))
     if result.scalar_one_or_none() is None:
         raise NotFound(f"Project {project_id} not found.")

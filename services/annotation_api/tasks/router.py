@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
+from services.annotation_api.ids import PageNumber
 from services.annotation_api.label_stream.service import predict_if_missing
 from services.annotation_api.ml_backends.gateway_client import gateway_client
 from services.annotation_api.tasks import service
@@ -35,7 +36,7 @@ async def list_tasks(
     session: SessionDep,
     _: CurrentUser,
     project: int = Query(ge=1, le=INT_MAX),
-    page: int = Query(1, ge=1),
+    page: PageNumber = 1,
     page_size: int = Query(DEFAULT_PAGE_SIZE, ge=1, description="Capped at the server's max page size."),
     after: int | None = Query(
         None,

@@ -1,0 +1,67 @@
+"""JSON values our services cannot pass on: found once at the edge, named by their field path.
+
+Python's ``json`` accepts what orjson, Postgres and ML backends cannot take: lone UTF-16 surrogates
+(``"\\ud800"``), integers beyond 64 bits, ``NaN`` / ``Infinity`` / ``1e400``, and (for Postgres) NUL
+characters. Left in, they fail later as a 500, or turn silently into ``null``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+_INT_MIN = -(2**63)
+_INT_LIMIT = 2**64  # orjson writes unsigned 64-bit integers too
+
+
+def text_problem(text: str, *, nul: bool = True) -> str | None:
+    """Why ``text`` cannot be passed on, or None. ``nul``: refuse NUL (Postgres cannot store it)."""
+    if nul and "\x00" in text:
+        return "contains a NUL character (\\u0000), which Postgres cannot store"
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return "contains a lone UTF-16 surrogate (e.g. \\ud800), which is not valid Unicode text"
+    return None
+
+
+def value_problem(value: Any, *, nul: bool = True) -> str | None:
+    """Why a JSON scalar cannot be passed on, or None."""
+    if isinstance(value, str):
+        return text_problem(value, nul=nul)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return None if _INT_MIN <= value < _INT_LIMIT else "is an integer beyond 64 bits"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "is not a finite number (NaN, Infinity or out of range)"
+    return None
+
+
+def find_bad_value(value: Any, path: str = "", *, nul: bool = True) -> tuple[str, str] | None:
+    """``(field path, problem)`` of the first value or object key that cannot be passed on, else None.
+
+    The path is dotted (``data.items.3.text``) and printable: NUL and surrogates in keys are escaped.
+    """
+    stack: list[tuple[str, Any]] = [(path, value)]
+    while stack:
+        where, node = stack.pop()
+        if isinstance(node, dict):
+            for key, item in node.items():
+                child = f"{where}.{key}" if where else str(key)
+                if isinstance(key, str) and (problem := text_problem(key, nul=nul)):
+                    return printable(child), f"key {problem}"
+                stack.append((child, item))
+        elif isinstance(node, list):
+            stack.extend(
+                (f"{where}.{index}" if where else str(index), item) for index, item in enumerate(node)
+            )
+        elif problem := value_problem(node, nul=nul):
+            return printable(where or "body"), problem
+    return None
+
+
+def printable(path: str) -> str:
+    """A field path fit for an error message: NUL and lone surrogates escaped."""
+    return path.encode(errors="backslashreplace").decode().replace("\x00", "\\u0000")

@@ -1,0 +1,137 @@
+"""Input the database or orjson cannot take is a 400 naming the field, never a 500 (found by fuzzing).
+
+NUL characters, lone UTF-16 surrogates, integers beyond 64 bits and NaN pass Python's JSON parser;
+ids and page numbers beyond the column's range pass a bare ``int``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+LABEL_CONFIG = (
+    '<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text">'
+    '<Choice value="positive"/><Choice value="negative"/></Choices></View>'
+)
+RESULT = [
+    {"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["positive"]}}
+]
+
+
+async def _project_with_task(api: httpx.AsyncClient) -> tuple[int, int]:
+    response = await api.post("/api/projects", json={"title": "p", "label_config": LABEL_CONFIG})
+    assert response.status_code == 201, response.text
+    project_id: int = response.json()["id"]
+    response = await api.post(
+        f"/api/projects/{project_id}/import", json=[{"text": "a"}], params={"return_task_ids": "true"}
+    )
+    assert response.status_code == 201, response.text
+    return project_id, response.json()["task_ids"][0]
+
+
+async def _send(api: httpx.AsyncClient, method: str, url: str, raw_json: str) -> httpx.Response:
+    """Raw JSON text: ``json=`` could not carry a lone surrogate, NaN or a NUL escape as written."""
+    return await api.request(
+        method, url, content=raw_json.encode(), headers={"Content-Type": "application/json"}
+    )
+
+
+def _assert_names(response: httpx.Response, field: str, words: str) -> None:
+    assert response.status_code == 400, response.text
+    body: dict[str, Any] = response.json()
+    assert field in body["validation_errors"], body
+    assert words in body["detail"], body
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        (r'"\udfff"', "lone UTF-16 surrogate"),
+        (r'"a\u0000b"', "NUL character"),
+        ("99999999999999999999999", "beyond 64 bits"),
+        ("NaN", "not a finite number"),
+    ],
+)
+async def test_unstorable_values_in_task_data_are_a_400_naming_the_field(
+    api: httpx.AsyncClient, value: str, words: str
+) -> None:
+    project_id, task_id = await _project_with_task(api)
+    created = await _send(
+        api, "POST", "/api/tasks", f'{{"project": {project_id}, "data": {{"text": "a", "n": {value}}}}}'
+    )
+    _assert_names(created, "data.n", words)
+    patched = await _send(api, "PATCH", f"/api/tasks/{task_id}", f'{{"meta": {{"deep": [1, {value}]}}}}')
+    _assert_names(patched, "meta.deep", words)
+    assert patched.json()["detail"].startswith("meta.deep.1: ")
+    listed = await api.get("/api/tasks", params={"project": project_id})
+    assert listed.json()["total"] == 1  # nothing half-written
+
+
+async def test_unstorable_text_in_keys_strings_and_queries_is_named(api: httpx.AsyncClient) -> None:
+    project_id, task_id = await _project_with_task(api)
+    _assert_names(
+        await _send(api, "POST", "/api/projects/validate", r'{"label_config": "\udfff"}'),
+        "label_config",
+        "surrogate",
+    )
+    _assert_names(await _send(api, "POST", "/api/projects", r'{"title": "a\u0000b"}'), "title", "NUL")
+    key = await _send(api, "PATCH", f"/api/tasks/{task_id}", r'{"meta": {"k\u0000": 1}}')
+    _assert_names(key, "meta.k\\u0000", "key contains a NUL")
+    query = await api.get("/api/tasks", params={"project": project_id, "has_predictions_of": "v\x00"})
+    _assert_names(query, "has_predictions_of", "NUL")
+
+
+async def test_prediction_import_names_the_item_holding_unstorable_values(api: httpx.AsyncClient) -> None:
+    project_id, task_id = await _project_with_task(api)
+    url = f"/api/projects/{project_id}/import/predictions"
+    nul = await _send(api, "POST", url, f'[{{"task": {task_id}, "result": [], "model_version": "v\\u0000"}}]')
+    _assert_names(nul, "0.model_version", "NUL")
+    big = await _send(
+        api, "POST", url, json.dumps([{"task": task_id, "result": [{**RESULT[0], "n": 10**23}]}])
+    )
+    _assert_names(big, "0.result", "64-bit")
+    listed = await api.get("/api/predictions", params={"task": task_id})
+    assert listed.json() == []
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        ("/api/tasks?project={project}&page=99999999999999999999", "page"),
+        ("/api/tasks?project={project}&page=4611686018427387904", "page"),
+        ("/api/projects?page=4611686018427387904", "page"),
+        ("/api/ml/2147483648", "backend_id"),
+        ("/api/ml?project=2147483648", "project"),
+        ("/api/jobs/9223372036854775808", "job_id"),
+        ("/api/jobs?project=2147483648", "project"),
+        ("/api/predictions?project=2147483648", "project"),
+        ("/api/projects/2147483648/model-versions", "project_id"),
+        ("/api/dm/actions?project=2147483648", "project"),
+    ],
+)
+async def test_ids_and_pages_beyond_their_column_are_a_400_naming_the_parameter(
+    api: httpx.AsyncClient, url: str, field: str
+) -> None:
+    project_id, _ = await _project_with_task(api)
+    response = await api.get(url.format(project=project_id))
+    _assert_names(response, field, "less than or equal to")
+
+
+async def test_a_huge_backend_id_in_a_predict_action_is_named(api: httpx.AsyncClient) -> None:
+    project_id, _ = await _project_with_task(api)
+    response = await api.post(
+        "/api/dm/actions",
+        params={"id": "retrieve_tasks_predictions", "project": project_id},
+        json={"ml_backend": 99_999_999_999},
+    )
+    _assert_names(response, "ml_backend", "ML backend id")
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain", "application/xml"])
+async def test_deeply_nested_bodies_are_a_4xx(api: httpx.AsyncClient, content_type: str) -> None:
+    deep = ("[" * 100_000 + "]" * 100_000).encode()
+    response = await api.post("/api/tasks", content=deep, headers={"Content-Type": content_type})
+    assert 400 <= response.status_code < 500, response.text

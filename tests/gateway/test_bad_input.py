@@ -1,0 +1,55 @@
+"""Bodies the gateway cannot parse or pass on are a 422 naming the field, never a 500 (found by fuzzing).
+
+FastAPI's default validation answer echoes the bad input and could not render undecodable bytes, a lone
+surrogate or an infinite float; values that validate but cannot be sent on as JSON failed later.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
+
+
+def _body(url: str, task: str = '{"data": {"text": "a"}}', backend_url: str | None = None) -> str:
+    config = SENTIMENT_CONFIG.replace('"', '\\"').replace("\n", " ")
+    return f'{{"tasks": [{task}], "label_config": "{config}", "backend": {{"url": "{backend_url or url}"}}}}'
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\xff\xfe",
+        rb'{"tasks": [{"data": {"text": "\ud800"}}], "label_config": 5, "backend": 5}',
+        b'{"tasks": [{"data": {"text": 1e400}}], "label_config": 5, "backend": 5}',
+    ],
+)
+async def test_unrenderable_bad_input_is_a_422(gateway: httpx.AsyncClient, content: bytes) -> None:
+    response = await gateway.post(
+        "/api/predict", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"][0] == "body"
+
+
+@pytest.mark.parametrize(
+    ("task", "backend_path", "field"),
+    [
+        (r'{"data": {"text": "\udfff"}}', "", "tasks.0.data.text"),
+        ('{"id": 99999999999999999999999, "data": {"text": "a"}}', "", "tasks.0.id"),
+        ('{"data": {"text": "a"}}', r"/\udfff", "backend.url"),
+    ],
+)
+async def test_values_that_cannot_be_sent_on_are_a_422_naming_the_field(
+    gateway: httpx.AsyncClient, fake: FakeBackend, task: str, backend_path: str, field: str
+) -> None:
+    content = _body(fake.url, task, fake.url + backend_path).encode()
+    response = await gateway.post(
+        "/api/predict", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    message = response.json()["detail"][0]["msg"]
+    # A lone surrogate may already be refused by the JSON parser, which names its position instead.
+    assert f"{field}: " in message or "surrogate" in message, message
+    assert not fake.requests  # nothing was sent to the backend
