@@ -110,7 +110,7 @@ async def _integrity_error(_: Request, exc: Exception) -> JsonResponse:
 _RETRY_SQLSTATES = ("40001", "40P01")  # serialization failure, deadlock detected
 
 
-def _database_answer(error: BaseException | None) -> JsonResponse | None:
+def database_answer(error: BaseException | None) -> JsonResponse | None:
     """The 4xx for a driver error the client can act on (bad value, retry), else None (a real 500)."""
     sqlstate = getattr(error, "sqlstate", "") or ""
     if sqlstate.startswith("22") or (
@@ -128,7 +128,7 @@ def _database_answer(error: BaseException | None) -> JsonResponse | None:
 
 async def _data_error(_: Request, exc: Exception) -> JsonResponse:
     assert isinstance(exc, DBAPIError)
-    answer = _database_answer(getattr(exc.orig, "__cause__", None))
+    answer = database_answer(getattr(exc.orig, "__cause__", None))
     if answer is None:
         raise exc
     return answer
@@ -136,7 +136,7 @@ async def _data_error(_: Request, exc: Exception) -> JsonResponse:
 
 async def _asyncpg_error(_: Request, exc: Exception) -> JsonResponse:
     """Errors of queries run on the raw asyncpg connection (hot paths), not wrapped by SQLAlchemy."""
-    answer = _database_answer(exc)
+    answer = database_answer(exc)
     if answer is None:
         raise exc
     return answer

@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+
+from services.annotation_api.errors import database_answer
 
 LABEL_CONFIG = (
     '<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text">'
@@ -135,3 +138,15 @@ async def test_deeply_nested_bodies_are_a_4xx(api: httpx.AsyncClient, content_ty
     deep = ("[" * 100_000 + "]" * 100_000).encode()
     response = await api.post("/api/tasks", content=deep, headers={"Content-Type": content_type})
     assert 400 <= response.status_code < 500, response.text
+
+
+def test_driver_errors_a_client_can_act_on_are_4xx() -> None:
+    """Queries on the raw asyncpg connection (hot paths) are not wrapped by SQLAlchemy: their data errors
+    are a 400 and a deadlock or serialization failure a 409 "retry" (Postgres rolled everything back)."""
+    deadlock = database_answer(asyncpg.exceptions.DeadlockDetectedError("deadlock detected"))
+    assert deadlock is not None and deadlock.status_code == 409
+    serialization = database_answer(asyncpg.exceptions.SerializationError("could not serialize"))
+    assert serialization is not None and serialization.status_code == 409
+    out_of_range = database_answer(asyncpg.exceptions.NumericValueOutOfRangeError("out of range"))
+    assert out_of_range is not None and out_of_range.status_code == 400
+    assert database_answer(asyncpg.exceptions.UndefinedTableError("no such table")) is None
