@@ -28,8 +28,7 @@ from arq.connections import RedisSettings
 from arq.typing import WorkerCoroutine
 from arq.worker import Worker
 from pydantic import BaseModel
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from services.model_gateway.learning import deliver_events, train_backend
 from services.model_gateway.predictor import BackendGateway
@@ -44,7 +43,8 @@ _API_TIMEOUT = httpx.Timeout(connect=5.0, read=120.0, write=60.0, pool=60.0)
 _DEFAULT_LEASE_S = 120.0
 _REPORT_ATTEMPTS = 4
 """Completing is idempotent, so a transient API failure (restart, deadlock victim) is simply retried."""
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+_REDIS_DOWN = (RedisError, OSError)
+"""Redis unreachable or restarting; a connection lost mid-``WATCH`` even surfaces as a WatchError."""
 _REDIS_BACKOFF_MAX_S = 2.0
 
 
@@ -190,6 +190,18 @@ class ReconnectingWorker(Worker):
 
     _down_since: float | None = None
 
+    def _reap_finished(self) -> None:
+        """Forget finished jobs here, so one that failed on Redis is logged, not taken for an outage.
+
+        arq re-raises such a failure (e.g. storing the outcome of a chunk already reported to the API)
+        from its poll loop, one per iteration; counted as outages they would stretch the poll backoff.
+        """
+        for job_id, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[job_id]
+                if not task.cancelled() and task.exception() is not None:
+                    log.warning("arq could not finish job %s: %r", job_id, task.exception())
+
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """One job at a time, so a Redis error while starting one gives back the slot arq took for it.
 
@@ -205,6 +217,7 @@ class ReconnectingWorker(Worker):
                 raise
 
     async def _poll_iteration(self) -> None:
+        self._reap_finished()
         try:
             await super()._poll_iteration()
         except _REDIS_DOWN as exc:

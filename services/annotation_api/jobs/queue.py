@@ -14,16 +14,16 @@ from collections.abc import Sequence
 
 from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from shared.jobs import PROCESS_CHUNK, QUEUE_NAME, chunk_job_id
 
 log = logging.getLogger(__name__)
 _ENQUEUE_CONCURRENCY = 32
 
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
-"""What a call to an unreachable or restarting Redis raises: a warning for the loops, not a crash."""
+REDIS_DOWN = (RedisError, OSError)
+"""What a call to an unreachable or restarting Redis raises (a connection lost mid-``WATCH`` even
+surfaces as a WatchError): a warning for the loops, not a crash."""
 
 
 class ChunkQueue:
