@@ -150,3 +150,12 @@ def test_driver_errors_a_client_can_act_on_are_4xx() -> None:
     out_of_range = database_answer(asyncpg.exceptions.NumericValueOutOfRangeError("out of range"))
     assert out_of_range is not None and out_of_range.status_code == 400
     assert database_answer(asyncpg.exceptions.UndefinedTableError("no such table")) is None
+
+
+@pytest.mark.parametrize("path", ["/internal/chunks/1/lease", "/api/projects"])
+async def test_a_non_ascii_credential_is_a_401(api: httpx.AsyncClient, path: str) -> None:
+    for scheme in (b"Bearer", b"Token"):
+        headers = {"Authorization": scheme + " caf\xc3\xa9\xff".encode("latin-1")}
+        async with httpx.AsyncClient(base_url=str(api.base_url), headers=headers) as client:
+            response = await client.request("POST" if path.startswith("/internal") else "GET", path)
+        assert response.status_code == 401, response.text

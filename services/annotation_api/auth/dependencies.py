@@ -35,7 +35,13 @@ async def service_caller(request: Request) -> None:
     """Only the model gateway, holding the service token, may call ``/internal`` routes."""
     expected: str = request.app.state.settings.service_token
     given = _credential(request, "Bearer")
-    if not expected or given is None or not secrets.compare_digest(given, expected):
+    # Compared as bytes: compare_digest raises on a non-ASCII str, and a header may hold any byte
+    # (Starlette decodes headers as latin-1, so this gives back the bytes sent).
+    if (
+        not expected
+        or given is None
+        or not secrets.compare_digest(given.encode("latin-1"), expected.encode())
+    ):
         raise Unauthorized("This route is for labelloop services only.")
 
 
