@@ -10,14 +10,14 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-_COLUMNS = (
+PREDICTION_COLUMNS = (
     "p.id, p.task_id, p.project_id, p.result::text, p.score, p.model_version, p.ml_backend_id, "
     "p.job_id, p.created_at, p.updated_at"
 )
 
 
 def prediction_json(row: Sequence[Any]) -> dict[str, Any]:
-    """Label Studio's prediction fields from a row of ``_COLUMNS``."""
+    """Label Studio's prediction fields from a row of ``PREDICTION_COLUMNS``."""
     return {
         "id": row[0],
         "task": row[1],
@@ -54,13 +54,13 @@ async def list_predictions(
     session: AsyncSession, task: int | None, project: int | None, offset: int, limit: int
 ) -> list[dict[str, Any]]:
     where, params = _filters(task, project)
-    sql = f"SELECT {_COLUMNS} FROM prediction p WHERE {where} ORDER BY p.id OFFSET :offset LIMIT :limit"
+    sql = f"SELECT {PREDICTION_COLUMNS} FROM prediction p WHERE {where} ORDER BY p.id OFFSET :offset LIMIT :limit"
     rows = await session.execute(text(sql), {**params, "offset": offset, "limit": limit})
     return [prediction_json(row) for row in rows]
 
 
 async def get_prediction(session: AsyncSession, prediction_id: int) -> dict[str, Any] | None:
-    sql = f"SELECT {_COLUMNS} FROM prediction p WHERE p.id = :id"
+    sql = f"SELECT {PREDICTION_COLUMNS} FROM prediction p WHERE p.id = :id"
     row = (await session.execute(text(sql), {"id": prediction_id})).one_or_none()
     return None if row is None else prediction_json(row)
 
@@ -107,7 +107,7 @@ def _insert_params(project_id: int, rows: NewPredictions) -> dict[str, Any]:
 async def insert_predictions(
     session: AsyncSession, project_id: int, rows: NewPredictions
 ) -> list[dict[str, Any]]:
-    sql = _INSERT.format(returning="*") + f"SELECT {_COLUMNS} FROM p ORDER BY p.id"
+    sql = _INSERT.format(returning="*") + f"SELECT {PREDICTION_COLUMNS} FROM p ORDER BY p.id"
     return [
         prediction_json(row) for row in await session.execute(text(sql), _insert_params(project_id, rows))
     ]

@@ -15,6 +15,8 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from services.annotation_api.predictions.repository import PREDICTION_COLUMNS, prediction_json
+
 
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     """The asyncpg connection under the session, inside the session's transaction.
@@ -47,11 +49,10 @@ _ANNOTATIONS = """
     FROM annotation WHERE task_id = ANY($1::bigint[]) ORDER BY task_id, id
 """
 
-_PREDICTIONS = """
-    SELECT id, task_id, project_id, result::text, score, model_version, ml_backend_id, job_id,
-           created_at, updated_at
-    FROM prediction WHERE task_id = ANY($1::bigint[]) {version_filter} ORDER BY task_id, id
-"""
+_PREDICTIONS = (
+    f"SELECT {PREDICTION_COLUMNS} FROM prediction p "
+    "WHERE p.task_id = ANY($1::bigint[]) {version_filter} ORDER BY p.task_id, p.id"
+)
 
 
 def task_json(row: Sequence[Any]) -> dict[str, Any]:
@@ -86,21 +87,6 @@ def annotation_json(row: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-def prediction_json(row: Sequence[Any]) -> dict[str, Any]:
-    return {
-        "id": row[0],
-        "task": row[1],
-        "project": row[2],
-        "result": orjson.Fragment(row[3]),
-        "score": row[4],
-        "model_version": row[5],
-        "ml_backend": row[6],
-        "job": row[7],
-        "created_at": row[8],
-        "updated_at": row[9],
-    }
-
-
 async def embed_annotations_and_predictions(
     conn: asyncpg.Connection, tasks: list[dict[str, Any]], *, model_version: str | None = None
 ) -> None:
@@ -122,7 +108,7 @@ async def embed_annotations_and_predictions(
         rows = await conn.fetch(_PREDICTIONS.format(version_filter=""), ids)
     else:
         rows = await conn.fetch(
-            _PREDICTIONS.format(version_filter="AND model_version = $2"), ids, model_version
+            _PREDICTIONS.format(version_filter="AND p.model_version = $2"), ids, model_version
         )
     for row in rows:
         by_id[row[1]]["predictions"].append(prediction_json(row))
