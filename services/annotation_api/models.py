@@ -232,13 +232,6 @@ class Job(Base):
     updated_at: Mapped[datetime] = _updated()
 
 
-class ChunkStatus(enum.StrEnum):
-    PENDING = "pending"
-    LEASED = "leased"
-    DONE = "done"
-    CANCELLED = "cancelled"
-
-
 class JobChunk(Base):
     """A slice of a job's tasks; the unit a worker leases, and the unit of exactly-once writes."""
 
@@ -250,6 +243,7 @@ class JobChunk(Base):
     seq: Mapped[int] = mapped_column(Integer)
     task_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
     status: Mapped[str] = mapped_column(String(20), default="pending", server_default="pending")
+    """pending, leased, done or cancelled: the lease cycle, moved by the SQL in jobs/."""
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import SERVICE_TOKEN
 from tests.fakes.fake_backend import FakeBackend
-from tests.support.builders import connect_backend, import_texts
+from tests.support.builders import choice, connect_backend, import_texts
 from tests.support.waiting import wait_for, wait_job
 from tests.support.workers import RunBurst
 
@@ -229,12 +229,7 @@ async def test_internal_routes_apply_a_report_once_and_refuse_client_tokens(
     lease = (await api.post(f"/internal/chunks/{chunk_id}/lease", headers=service)).json()
     assert lease["status"] == "leased" and [task["id"] for task in lease["tasks"]] == task_ids
     assert lease["backend"]["url"] == fake.url and lease["lease_s"] > 0
-    region = {
-        "from_name": "sentiment",
-        "to_name": "text",
-        "type": "choices",
-        "value": {"choices": ["Positive"]},
-    }
+    (region,) = choice("Positive")
     report = {
         "predictions": [
             {"task_id": task_ids[0], "result": [region], "score": 0.5, "model_version": "fake-v1"},
@@ -308,12 +303,7 @@ async def test_reports_of_two_backends_over_the_same_tasks_never_deadlock(
     first = await connect_backend(api, project["id"], fake.url)
     second = await connect_backend(api, project["id"], fake.url)
     service = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
-    region = {
-        "from_name": "sentiment",
-        "to_name": "text",
-        "type": "choices",
-        "value": {"choices": ["Positive"]},
-    }
+    (region,) = choice("Positive")
     chunks: list[list[int]] = []
     for backend in (first, second):
         job = (await retrieve(api, project["id"], {"ml_backend": backend["id"]})).json()

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.fakes.fake_backend import FakeBackend
-from tests.support.builders import connect_backend, import_texts
+from tests.support.builders import choice, connect_backend, import_texts
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("gateway_server")
@@ -175,16 +175,7 @@ async def test_interactive_annotating_and_versions(
     assert refused.json()["errors"] and "data" not in refused.json()
 
     interactive = await connect_backend(api, project["id"], fake.url, is_interactive=True)
-    context = {
-        "result": [
-            {
-                "from_name": "sentiment",
-                "to_name": "text",
-                "type": "choices",
-                "value": {"choices": ["Positive"]},
-            }
-        ]
-    }
+    context = {"result": choice("Positive")}
     response = await api.post(
         f"/api/ml/{interactive['id']}/interactive-annotating", json={"task": task_id, "context": context}
     )

@@ -24,12 +24,8 @@ from tests.support.workers import RunBurst
 pytestmark = pytest.mark.usefixtures("gateway_server")
 
 
-def positive() -> list[dict[str, Any]]:
-    return [{**region, "value": {"choices": ["Positive"]}} for region in choice("positive")]
-
-
 async def _annotate(api: httpx.AsyncClient, task_id: int) -> int:
-    response = await api.post(f"/api/tasks/{task_id}/annotations", json={"result": positive()})
+    response = await api.post(f"/api/tasks/{task_id}/annotations", json={"result": choice("Positive")})
     assert response.status_code == 201, response.text
     annotation_id: int = response.json()["id"]
     return annotation_id
@@ -103,7 +99,7 @@ async def test_events_reach_each_backend_in_order_with_basic_auth(
         assert created["project"]["id"] == project_id
         assert created["project"]["label_config"] == SENTIMENT_CONFIG
         assert created["task"]["id"] == task_ids[0]
-        assert created["annotation"]["result"] == positive()
+        assert created["annotation"]["result"] == choice("Positive")
 
     latest = await db.fetchval("SELECT max(id) FROM outbox_event WHERE project_id = $1", project_id)
     assert await _cursor(db, first["id"]) == latest

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.fakes.fake_backend import SENTIMENT_CONFIG, Behaviour, FakeBackend
-from tests.support.builders import connect_backend, create_project, import_texts
+from tests.support.builders import choice, connect_backend, create_project, import_texts
 from tests.support.waiting import wait_job
 from tests.support.workers import RunBurst
 
@@ -126,16 +126,7 @@ async def test_new_version_repredicts_unlabeled_tasks_when_asked(
     backend = await connect_backend(api, project["id"], fake.url)
     labeled = await api.post(
         f"/api/tasks/{task_ids[0]}/annotations",
-        json={
-            "result": [
-                {
-                    "from_name": "sentiment",
-                    "to_name": "text",
-                    "type": "choices",
-                    "value": {"choices": ["Positive"]},
-                }
-            ]
-        },
+        json={"result": choice("Positive")},
     )
     assert labeled.status_code == 201
     fake.configure(version_after_train="fake-v2")

@@ -18,7 +18,7 @@ LABEL_CONFIG = """
 
 
 def choice(label: str) -> list[dict[str, Any]]:
-    """A valid result for LABEL_CONFIG."""
+    """A result choosing ``label`` in the ``sentiment`` Choices of LABEL_CONFIG or SENTIMENT_CONFIG."""
     return [
         {
             "from_name": "sentiment",
