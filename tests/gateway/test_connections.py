@@ -7,6 +7,7 @@ sees how many connections the gateway opened.
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -43,6 +44,7 @@ class RawBackend:
     answering, without saying so (an idle timeout on the backend's side)."""
 
     close_after_answer: bool = False
+    gzip_answer: bool = False
     connections: int = 0
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     url: str = ""
@@ -58,10 +60,14 @@ class RawBackend:
                     if name.strip().lower() == b"content-length":
                         length = int(value)
                 await reader.readexactly(length)
+                answer, encoding = _ANSWER, b""
+                if self.gzip_answer:
+                    answer, encoding = gzip.compress(_ANSWER), b"content-encoding: gzip\r\n"
                 writer.write(
                     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                    + b"content-length: %d\r\n\r\n" % len(_ANSWER)
-                    + _ANSWER
+                    + encoding
+                    + b"content-length: %d\r\n\r\n" % len(answer)
+                    + answer
                 )
                 await writer.drain()
                 if self.close_after_answer:
@@ -106,3 +112,11 @@ async def test_connection_the_backend_closed_while_idle_is_not_reused(
     await asyncio.wait_for(raw_backend.closed.wait(), 5)
     await _predict(gateway, raw_backend, project)
     assert raw_backend.connections == 2
+
+
+async def test_compressed_answer_is_decoded(
+    make_gateway: MakeGateway, project: ProjectRef, raw_backend: RawBackend
+) -> None:
+    """Calls ask for no encoding; a backend that gzips anyway is still understood."""
+    raw_backend.gzip_answer = True
+    await _predict(make_gateway(), raw_backend, project)
