@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from services.annotation_api.db import make_engine
 from services.annotation_api.tasks.repository import driver_connection
 from tests.support.builders import choice, create_project, import_tasks
+from tests.support.waiting import wait_for_lock_wait
 
 
 async def _project(api: httpx.AsyncClient, project_id: int) -> dict[str, object]:
@@ -163,26 +164,12 @@ async def test_raw_writes_join_the_session_transaction(database_url: str) -> Non
         await engine.dispose()
 
 
-async def _wait_for_lock_waiter(conn: asyncpg.Connection) -> None:
-    """Poll (bounded) until some backend is blocked on a row lock."""
-    deadline = asyncio.get_running_loop().time() + 20
-    while asyncio.get_running_loop().time() < deadline:
-        waiting = await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        )
-        if waiting:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the import never waited for the label config change")
-
-
 async def test_import_racing_a_label_config_change_validates_against_the_new_config(
     api: httpx.AsyncClient, database_url: str
 ) -> None:
     project = await create_project(api)
     image_config = '<View><Image name="img" value="$image"/><Choices name="c" toName="img"><Choice value="a"/></Choices></View>'
     changer = await asyncpg.connect(database_url)
-    observer = await asyncpg.connect(database_url)
     try:
         transaction = changer.transaction()
         await transaction.start()
@@ -191,12 +178,11 @@ async def test_import_racing_a_label_config_change_validates_against_the_new_con
             "UPDATE project SET label_config = $2 WHERE id = $1", project["id"], image_config
         )
         pending = asyncio.create_task(api.post(f"/api/projects/{project['id']}/import", json=[{"text": "x"}]))
-        await _wait_for_lock_waiter(observer)
+        await wait_for_lock_wait(database_url, "the import to wait for the label config change")
         await transaction.commit()
         response = await pending
     finally:
         await changer.close()
-        await observer.close()
     assert response.status_code == 400, response.text
     assert '"image"' in response.json()["detail"]
     assert (await _project(api, project["id"]))["task_number"] == 0

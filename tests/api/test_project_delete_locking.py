@@ -8,30 +8,13 @@ round: a deadlock, and a 500 for the delete (found deleting a project during a b
 from __future__ import annotations
 
 import asyncio
-import time
 
 import asyncpg
 import httpx
 
+from tests.support.waiting import wait_for_lock_wait
+
 LABEL_CONFIG = '<View><Text name="text" value="$text"/></View>'
-
-
-async def _wait_for_a_lock_wait(database_url: str) -> None:
-    """Until some other session of this database waits on a lock (bounded)."""
-    watcher = await asyncpg.connect(database_url)
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            waiting = await watcher.fetchval(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            if waiting:
-                return
-            await asyncio.sleep(0.02)
-        raise AssertionError("the DELETE never waited for the task lock")
-    finally:
-        await watcher.close()
 
 
 async def test_delete_waits_for_a_writer_holding_tasks_then_succeeds(
@@ -52,7 +35,7 @@ async def test_delete_waits_for_a_writer_holding_tasks_then_succeeds(
         await writer.start()
         await db.execute("SELECT id FROM task WHERE id = $1 FOR NO KEY UPDATE", task_id)
         delete = asyncio.create_task(api.delete(f"/api/projects/{project_id}"))
-        await _wait_for_a_lock_wait(database_url)
+        await wait_for_lock_wait(database_url, "the DELETE to wait for the task lock")
         # The writer's last step, as in a chunk report: the project's counters.
         await db.execute(
             "UPDATE project SET total_predictions_number = total_predictions_number + 1 WHERE id = $1",

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from services.annotation_api.counters import refresh_project_counters, refresh_task_counters
 from services.annotation_api.db import make_engine
 from tests.support.builders import choice, create_project, import_tasks
+from tests.support.waiting import wait_for_lock_wait
 
 
 async def _ids(api: httpx.AsyncClient, **params: Any) -> list[int]:
@@ -308,7 +309,6 @@ async def test_concurrent_refreshes_count_what_the_other_committed(
     values = {"task": task_id, "project": project["id"]}
     engine = make_engine(database_url, 3)
     maker = async_sessionmaker(engine)
-    observer = await asyncpg.connect(database_url)
     try:
         async with maker() as first, maker() as second:
             await first.execute(insert, values)
@@ -316,17 +316,11 @@ async def test_concurrent_refreshes_count_what_the_other_committed(
             # The first refresh's task lock must not block inserts that reference the task (FK checks).
             await asyncio.wait_for(second.execute(insert, values), timeout=20)
             waiting = asyncio.create_task(refresh_task_counters(second, [task_id]))
-            deadline = asyncio.get_running_loop().time() + 20
-            while not await observer.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            ):
-                assert asyncio.get_running_loop().time() < deadline, "the second refresh never waited"
-                await asyncio.sleep(0.02)
+            await wait_for_lock_wait(database_url, "the second refresh to wait for the first's lock")
             await first.commit()
             await waiting
             await second.commit()
     finally:
-        await observer.close()
         await engine.dispose()
     task = (await api.get(f"/api/tasks/{task_id}")).json()
     assert task["total_predictions"] == 2

@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import httpx
 
 
@@ -39,3 +40,24 @@ async def wait_job(
 
     await wait_for(finished, timeout_s, f"job {job_id} to reach {sorted(statuses)}")
     return job
+
+
+async def wait_for_lock_wait(database_url: str, what: str, timeout_s: float = 20.0) -> None:
+    """Until some session of the database waits on a lock: the race a test set up is on.
+
+    Polls from a connection of its own: inside a transaction pg_stat_activity would not change.
+    """
+    conn = await asyncpg.connect(database_url)
+
+    async def waiting() -> bool:
+        return bool(
+            await conn.fetchval(
+                "SELECT count(*) > 0 FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+
+    try:
+        await wait_for(waiting, timeout_s, what)
+    finally:
+        await conn.close()
