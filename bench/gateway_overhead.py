@@ -26,6 +26,7 @@ import httpx
 import orjson
 
 from devstack.embedded import free_port
+from devstack.run import GATEWAY_UVICORN_ARGS
 from tests.fakes.fake_backend import SENTIMENT_CONFIG
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -34,10 +35,11 @@ PROJECT = {"id": 1, "created_at_ts": 1_700_000_000, "label_config": SENTIMENT_CO
 TASK = {"id": 1, "data": {"text": "a great product, would buy again"}}
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc)."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU time a process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
 @contextmanager
@@ -87,12 +89,19 @@ def percentile(samples: list[float], fraction: float) -> float:
 class Results:
     direct_ms: list[float] = field(default_factory=list)
     gateway_ms: list[float] = field(default_factory=list)
-    gateway_cpu_s: float = 0.0
+    gateway_user_s: float = 0.0
+    gateway_system_s: float = 0.0
     backend_cpu_s: float = 0.0
 
 
 async def measure(
-    backend_url: str, gateway_url: str, calls: int, warmup: int, gateway_pid: int, backend_pid: int
+    backend_url: str,
+    gateway_url: str,
+    route: str,
+    calls: int,
+    warmup: int,
+    gateway_pid: int,
+    backend_pid: int,
 ) -> Results:
     direct_body = orjson.dumps(
         {
@@ -102,9 +111,23 @@ async def measure(
             "params": {"login": None, "password": None, "context": None},
         }
     )
-    gateway_body = orjson.dumps(
-        {"backend": {"url": backend_url}, "project": PROJECT, "tasks": [TASK], "interactive": True}
-    )
+    if route == "public":
+        gateway_path = "/api/predict"
+        public_project = {"id": PROJECT["id"], "created_at_ts": PROJECT["created_at_ts"]}
+        gateway_body = orjson.dumps(
+            {
+                "backend": {"url": backend_url},
+                "project": public_project,
+                "label_config": SENTIMENT_CONFIG,
+                "tasks": [TASK],
+                "interactive": True,
+            }
+        )
+    else:
+        gateway_path = "/internal/predict"
+        gateway_body = orjson.dumps(
+            {"backend": {"url": backend_url}, "project": PROJECT, "tasks": [TASK], "interactive": True}
+        )
     json_headers = {"Content-Type": "application/json"}
     gateway_headers = {**json_headers, "Authorization": f"Bearer {SERVICE_TOKEN}"}
     results = Results()
@@ -120,7 +143,7 @@ async def measure(
         async def through_gateway() -> float:
             started = time.perf_counter()
             response = await client.post(
-                f"{gateway_url}/internal/predict", content=gateway_body, headers=gateway_headers
+                f"{gateway_url}{gateway_path}", content=gateway_body, headers=gateway_headers
             )
             elapsed = time.perf_counter() - started
             result = response.json()
@@ -141,17 +164,21 @@ async def measure(
             else:
                 results.direct_ms.append(await direct())
                 results.gateway_ms.append(await through_gateway())
-        results.gateway_cpu_s = cpu_seconds(gateway_pid) - gateway_cpu
-        results.backend_cpu_s = cpu_seconds(backend_pid) - backend_cpu
+        gateway_user, gateway_system = cpu_seconds(gateway_pid)
+        results.gateway_user_s = gateway_user - gateway_cpu[0]
+        results.gateway_system_s = gateway_system - gateway_cpu[1]
+        results.backend_cpu_s = sum(cpu_seconds(backend_pid)) - sum(backend_cpu)
     return results
 
 
-def report(results: Results) -> None:
+def report(results: Results, route: str, uvicorn_args: list[str]) -> None:
     direct, gateway = results.direct_ms, results.gateway_ms
     calls = len(direct)
     paired = [g - d for g, d in zip(gateway, direct, strict=True)]
+    path = "/api/predict" if route == "public" else "/internal/predict"
     print(
-        f"interactive predict, 1 task, {calls} calls each way, sequential, alternated; load {os.getloadavg()[0]:.1f}"
+        f"interactive predict via {path}, 1 task, {calls} calls each way, sequential, alternated; "
+        f"uvicorn {' '.join(uvicorn_args) or '(defaults)'}; load {os.getloadavg()[0]:.1f}"
     )
     print(f"{'path':<22}{'p50 ms':>10}{'p99 ms':>10}")
     print(f"{'straight to backend':<22}{statistics.median(direct):>10.3f}{percentile(direct, 0.99):>10.3f}")
@@ -163,8 +190,10 @@ def report(results: Results) -> None:
         f"paired per-call difference: median {statistics.median(paired):.3f} ms, p99 {percentile(paired, 0.99):.3f} ms"
     )
     # The backend process served both paths, so its CPU is per 2 calls.
+    user_ms, system_ms = results.gateway_user_s / calls * 1000, results.gateway_system_s / calls * 1000
     print(
-        f"CPU per call: gateway process {results.gateway_cpu_s / calls * 1000:.3f} ms, "
+        f"CPU per call: gateway process {user_ms + system_ms:.3f} ms "
+        f"(user {user_ms:.3f}, system {system_ms:.3f}), "
         f"instant backend {results.backend_cpu_s / (2 * calls) * 1000:.3f} ms"
     )
 
@@ -173,7 +202,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument(
+        "--route",
+        choices=("internal", "public"),
+        default="internal",
+        help="the annotation API's /internal/predict, or the public /api/predict (label config inline)",
+    )
+    parser.add_argument(
+        "--uvicorn-args",
+        default=" ".join(GATEWAY_UVICORN_ARGS),
+        help="extra uvicorn flags for the gateway, e.g. '--loop asyncio --http h11' to compare",
+    )
     args = parser.parse_args(argv)
+    uvicorn_args = args.uvicorn_args.split()
     if args.calls < 1:
         parser.error("--calls must be positive")
     backend_port, gateway_port = free_port(), free_port()
@@ -188,15 +229,16 @@ def main(argv: list[str] | None = None) -> None:
     gateway_cmd = [
         sys.executable, "-m", "uvicorn", "services.model_gateway.main:app_from_env", "--factory",
         "--host", "127.0.0.1", "--port", str(gateway_port), "--no-access-log", "--log-level", "warning",
+        *uvicorn_args,
     ]  # fmt: skip
     with (
         process("fake backend", backend_cmd, f"{backend_url}/health", env) as backend_pid,
         process("gateway", gateway_cmd, f"{gateway_url}/health", env) as gateway_pid,
     ):
         results = asyncio.run(
-            measure(backend_url, gateway_url, args.calls, args.warmup, gateway_pid, backend_pid)
+            measure(backend_url, gateway_url, args.route, args.calls, args.warmup, gateway_pid, backend_pid)
         )
-    report(results)
+    report(results, args.route, uvicorn_args)
 
 
 if __name__ == "__main__":
