@@ -9,15 +9,7 @@ import asyncpg
 import httpx
 import orjson
 
-from tests.support.builders import choice, create_project, import_tasks
-
-
-async def _setup(api: httpx.AsyncClient, tasks: int = 2) -> tuple[dict[str, Any], list[int]]:
-    project = await create_project(api)
-    body = await import_tasks(
-        api, project["id"], [{"text": f"t{i}"} for i in range(tasks)], return_task_ids=True
-    )
-    return project, body["task_ids"]
+from tests.support.builders import choice, project_with_tasks, read_project
 
 
 async def _events(database_url: str) -> list[tuple[int, str, dict[str, Any]]]:
@@ -41,13 +33,8 @@ async def _task_counters(database_url: str, task_id: int) -> tuple[int, int, boo
     return row[0], row[1], row[2]
 
 
-async def _project(api: httpx.AsyncClient, project_id: int) -> dict[str, Any]:
-    body: dict[str, Any] = (await api.get(f"/api/projects/{project_id}")).json()
-    return body
-
-
 async def test_create_annotation_counts_and_records_event(api: httpx.AsyncClient, database_url: str) -> None:
-    project, (task_id, _) = await _setup(api)
+    project, (task_id, _) = await project_with_tasks(api, 2)
     response = await api.post(
         f"/api/tasks/{task_id}/annotations/",
         json={"result": choice("positive"), "lead_time": 2.5, "unique_id": "ignored", "task": task_id},
@@ -63,7 +50,7 @@ async def test_create_annotation_counts_and_records_event(api: httpx.AsyncClient
     assert isinstance(annotation["completed_by"], int)
     assert annotation["created_at"] and annotation["updated_at"]
     assert await _task_counters(database_url, task_id) == (1, 0, True)
-    counters = await _project(api, project["id"])
+    counters = await read_project(api, project["id"])
     assert (counters["total_annotations_number"], counters["num_tasks_with_annotations"]) == (1, 1)
 
     [(event_project, action, payload)] = await _events(database_url)
@@ -82,7 +69,7 @@ async def test_create_annotation_counts_and_records_event(api: httpx.AsyncClient
 async def test_invalid_result_is_refused_and_nothing_is_written(
     api: httpx.AsyncClient, database_url: str
 ) -> None:
-    _, (task_id, _) = await _setup(api)
+    _, (task_id, _) = await project_with_tasks(api, 2)
     bad = [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["meh"]}}]
     response = await api.post(f"/api/tasks/{task_id}/annotations", json={"result": bad})
     assert response.status_code == 400
@@ -109,7 +96,7 @@ async def test_unknown_ids_are_404_and_huge_ids_400(api: httpx.AsyncClient) -> N
 
 
 async def test_update_list_and_delete(api: httpx.AsyncClient, database_url: str) -> None:
-    project, (task_id, other_task) = await _setup(api)
+    project, (task_id, other_task) = await project_with_tasks(api, 2)
     first = (await api.post(f"/api/tasks/{task_id}/annotations", json={"result": choice("positive")})).json()
     skipped = (
         await api.post(f"/api/tasks/{task_id}/annotations", json={"result": [], "was_cancelled": True})
@@ -140,7 +127,7 @@ async def test_update_list_and_delete(api: httpx.AsyncClient, database_url: str)
     assert (await api.delete(f"/api/annotations/{skipped['id']}/")).status_code == 204
     assert (await api.get(f"/api/annotations/{first['id']}")).status_code == 404
     assert await _task_counters(database_url, task_id) == (0, 0, False)
-    counters = await _project(api, project["id"])
+    counters = await read_project(api, project["id"])
     assert (counters["total_annotations_number"], counters["num_tasks_with_annotations"]) == (0, 0)
 
     events = await _events(database_url)
@@ -161,7 +148,7 @@ async def test_update_list_and_delete(api: httpx.AsyncClient, database_url: str)
 
 
 async def test_parent_prediction_must_belong_to_the_task(api: httpx.AsyncClient) -> None:
-    _, (task_id, other_task) = await _setup(api)
+    _, (task_id, other_task) = await project_with_tasks(api, 2)
     prediction = (
         await api.post("/api/predictions", json={"task": other_task, "result": choice("positive")})
     ).json()
@@ -187,7 +174,7 @@ async def test_annotations_need_a_token(api_server: Any) -> None:
 async def test_concurrent_annotations_of_one_task_are_all_counted(
     api: httpx.AsyncClient, database_url: str
 ) -> None:
-    project, (task_id, _) = await _setup(api)
+    project, (task_id, _) = await project_with_tasks(api, 2)
     responses = await asyncio.gather(
         *(
             api.post(f"/api/tasks/{task_id}/annotations", json={"result": choice("positive")})
@@ -196,12 +183,12 @@ async def test_concurrent_annotations_of_one_task_are_all_counted(
     )
     assert [response.status_code for response in responses] == [201] * 8
     assert await _task_counters(database_url, task_id) == (8, 0, True)
-    assert (await _project(api, project["id"]))["total_annotations_number"] == 8
+    assert (await read_project(api, project["id"]))["total_annotations_number"] == 8
     assert len(await _events(database_url)) == 8
 
 
 async def test_values_postgres_cannot_store_are_400(api: httpx.AsyncClient) -> None:
-    _, (task_id, _) = await _setup(api)
+    _, (task_id, _) = await project_with_tasks(api, 2)
     region = choice("positive")[0] | {"meta": {"text": "nul \u0000 inside"}}
     response = await api.post(f"/api/tasks/{task_id}/annotations", json={"result": [region]})
     assert response.status_code == 400, response.text

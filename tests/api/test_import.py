@@ -10,13 +10,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from services.annotation_api.db import make_engine
 from services.annotation_api.tasks.repository import driver_connection
-from tests.support.builders import choice, create_project, import_tasks
+from tests.support.builders import choice, create_project, import_tasks, read_project
 from tests.support.waiting import wait_for_lock_wait
-
-
-async def _project(api: httpx.AsyncClient, project_id: int) -> dict[str, object]:
-    body: dict[str, object] = (await api.get(f"/api/projects/{project_id}")).json()
-    return body
 
 
 async def test_import_bare_and_full_tasks_with_counters(api: httpx.AsyncClient) -> None:
@@ -45,7 +40,7 @@ async def test_import_bare_and_full_tasks_with_counters(api: httpx.AsyncClient) 
     assert body["duration"] >= 0
     assert len(body["task_ids"]) == 4
     assert body["task_ids"] == sorted(body["task_ids"])
-    counters = await _project(api, project["id"])
+    counters = await read_project(api, project["id"])
     assert counters["task_number"] == 4
     assert counters["total_annotations_number"] == 1
     assert counters["total_predictions_number"] == 2
@@ -54,17 +49,17 @@ async def test_import_bare_and_full_tasks_with_counters(api: httpx.AsyncClient) 
     assert counters["model_version"] == "undefined"
     second = await import_tasks(api, project["id"], [{"text": "more"}])
     assert "task_ids" not in second
-    assert (await _project(api, project["id"]))["task_number"] == 5
+    assert (await read_project(api, project["id"]))["task_number"] == 5
 
 
 async def test_project_model_version_set_from_import_only_when_empty(api: httpx.AsyncClient) -> None:
     project = await create_project(api)
     task = {"data": {"text": "t"}, "predictions": [{"result": choice("positive"), "model_version": "m1"}]}
     await import_tasks(api, project["id"], [task])
-    assert (await _project(api, project["id"]))["model_version"] == "m1"
+    assert (await read_project(api, project["id"]))["model_version"] == "m1"
     task["predictions"][0]["model_version"] = "m2"  # type: ignore[index]
     await import_tasks(api, project["id"], [task])
-    assert (await _project(api, project["id"]))["model_version"] == "m1"
+    assert (await read_project(api, project["id"]))["model_version"] == "m1"
 
 
 async def test_bad_item_is_named_and_nothing_is_written(api: httpx.AsyncClient) -> None:
@@ -76,7 +71,7 @@ async def test_bad_item_is_named_and_nothing_is_written(api: httpx.AsyncClient) 
     body = response.json()
     assert body["detail"] == 'tasks[17].data: missing key "text" required by <Text name="text" value="$text">'
     assert list(body["validation_errors"]) == ["tasks[17].data"]
-    assert (await _project(api, project["id"]))["task_number"] == 0
+    assert (await read_project(api, project["id"]))["task_number"] == 0
     listed = await api.get("/api/tasks", params={"project": project["id"]})
     if listed.status_code == 200:
         assert listed.json()["tasks"] == []
@@ -107,7 +102,7 @@ async def test_invalid_inline_results_are_400(api: httpx.AsyncClient) -> None:
         response = await api.post(f"/api/projects/{project['id']}/import", json=[task])
         assert response.status_code == 400, (field, response.text)
         assert list(response.json()["validation_errors"]) == [field], response.text
-    assert (await _project(api, project["id"]))["task_number"] == 0
+    assert (await read_project(api, project["id"]))["task_number"] == 0
 
 
 async def test_body_must_be_a_non_empty_json_list(api: httpx.AsyncClient) -> None:
@@ -145,7 +140,7 @@ async def test_awkward_characters_round_trip_and_nul_is_refused(api: httpx.Async
     )
     assert response.status_code == 400
     assert list(response.json()["validation_errors"]) == ["tasks[1].data"]
-    assert (await _project(api, project["id"]))["task_number"] == 2
+    assert (await read_project(api, project["id"]))["task_number"] == 2
 
 
 async def test_raw_writes_join_the_session_transaction(database_url: str) -> None:
@@ -185,4 +180,4 @@ async def test_import_racing_a_label_config_change_validates_against_the_new_con
         await changer.close()
     assert response.status_code == 400, response.text
     assert '"image"' in response.json()["detail"]
-    assert (await _project(api, project["id"]))["task_number"] == 0
+    assert (await read_project(api, project["id"]))["task_number"] == 0

@@ -7,20 +7,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from tests.support.builders import choice, create_project, import_tasks
-
-
-async def _setup(api: httpx.AsyncClient, tasks: int = 3, **fields: Any) -> tuple[dict[str, Any], list[int]]:
-    project = await create_project(api, **fields)
-    body = await import_tasks(
-        api, project["id"], [{"text": f"t{i}"} for i in range(tasks)], return_task_ids=True
-    )
-    return project, body["task_ids"]
-
-
-async def _project(api: httpx.AsyncClient, project_id: int) -> dict[str, Any]:
-    body: dict[str, Any] = (await api.get(f"/api/projects/{project_id}")).json()
-    return body
+from tests.support.builders import choice, project_with_tasks, read_project
 
 
 async def _list(api: httpx.AsyncClient, **params: Any) -> list[dict[str, Any]]:
@@ -31,7 +18,7 @@ async def _list(api: httpx.AsyncClient, **params: Any) -> list[dict[str, Any]]:
 
 
 async def test_create_defaults_version_and_adopts_it(api: httpx.AsyncClient) -> None:
-    project, (task_id, *_) = await _setup(api)
+    project, (task_id, *_) = await project_with_tasks(api, 3)
     response = await api.post(
         "/api/predictions/", json={"task": task_id, "result": choice("positive"), "cluster": None}
     )
@@ -52,7 +39,7 @@ async def test_create_defaults_version_and_adopts_it(api: httpx.AsyncClient) -> 
     assert (prediction["task"], prediction["project"]) == (task_id, project["id"])
     assert prediction["model_version"] == "undefined"
     assert (prediction["score"], prediction["ml_backend"], prediction["job"]) == (None, None, None)
-    after = await _project(api, project["id"])
+    after = await read_project(api, project["id"])
     assert after["model_version"] == "undefined"
     assert after["total_predictions_number"] == 1
     second = await api.post(
@@ -61,13 +48,13 @@ async def test_create_defaults_version_and_adopts_it(api: httpx.AsyncClient) -> 
     )
     assert second.json()["model_version"] == "v2"
     assert second.json()["score"] == 0.25
-    after = await _project(api, project["id"])
+    after = await read_project(api, project["id"])
     assert (after["model_version"], after["total_predictions_number"]) == ("undefined", 2)
 
 
 async def test_bad_predictions_name_the_field(api: httpx.AsyncClient) -> None:
-    project, (task_id, *_) = await _setup(api)
-    other, (foreign_task, *_) = await _setup(api)
+    project, (task_id, *_) = await project_with_tasks(api, 3)
+    other, (foreign_task, *_) = await project_with_tasks(api, 3)
     cases: list[tuple[dict[str, Any], str]] = [
         ({"task": task_id, "result": [{"from_name": "x", "to_name": "text", "type": "choices"}]}, "result"),
         ({"task": task_id, "result": "positive"}, "result"),
@@ -83,18 +70,18 @@ async def test_bad_predictions_name_the_field(api: httpx.AsyncClient) -> None:
         assert response.status_code == 400, (body, response.text)
         assert field in response.json()["validation_errors"], (body, response.json())
     assert await _list(api, project=project["id"]) == []
-    assert (await _project(api, project["id"]))["model_version"] == ""
+    assert (await read_project(api, project["id"]))["model_version"] == ""
     assert foreign_task != task_id
 
 
 async def test_list_get_update_delete(api: httpx.AsyncClient) -> None:
-    project, tasks = await _setup(api)
+    project, tasks = await project_with_tasks(api, 3)
     created = []
     for task_id in tasks:
         for label in ("positive", "negative"):
             response = await api.post("/api/predictions", json={"task": task_id, "result": choice(label)})
             created.append(response.json()["id"])
-    other, (other_task, *_) = await _setup(api)
+    other, (other_task, *_) = await project_with_tasks(api, 3)
     await api.post("/api/predictions", json={"task": other_task, "result": choice("positive")})
 
     assert [p["id"] for p in await _list(api, project=project["id"])] == created
@@ -125,15 +112,15 @@ async def test_list_get_update_delete(api: httpx.AsyncClient) -> None:
     assert (await api.get(f"/api/predictions/{created[0]}")).status_code == 404
     assert (await api.delete(f"/api/predictions/{created[0]}/")).status_code == 404
     assert (await api.patch("/api/predictions/999999", json={"score": 1})).status_code == 404
-    assert (await _project(api, project["id"]))["total_predictions_number"] == 5
+    assert (await read_project(api, project["id"]))["total_predictions_number"] == 5
     task = (await api.get(f"/api/tasks/{tasks[0]}")).json()
     assert task["total_predictions"] == 1
     assert other["id"] != project["id"]
 
 
 async def test_import_predictions_all_or_nothing(api: httpx.AsyncClient) -> None:
-    project, tasks = await _setup(api)
-    _, (foreign_task, *_) = await _setup(api)
+    project, tasks = await project_with_tasks(api, 3)
+    _, (foreign_task, *_) = await project_with_tasks(api, 3)
     url = f"/api/projects/{project['id']}/import/predictions"
     good = {"task": tasks[0], "result": choice("positive"), "score": 0.5, "model_version": "m1"}
     bad_cases: list[tuple[list[Any], str]] = [
@@ -173,7 +160,7 @@ async def test_import_predictions_all_or_nothing(api: httpx.AsyncClient) -> None
         (tasks[1], "undefined", None),
         (tasks[2], "m2", 0.1),
     ]
-    counters = await _project(api, project["id"])
+    counters = await read_project(api, project["id"])
     assert counters["total_predictions_number"] == 4
     assert counters["model_version"] == "m2"  # the last imported version, as the project had none
     assert (await api.get(f"/api/tasks/{tasks[0]}")).json()["total_predictions"] == 2
@@ -182,7 +169,7 @@ async def test_import_predictions_all_or_nothing(api: httpx.AsyncClient) -> None
 
 
 async def test_model_versions_list_extended_and_delete(api: httpx.AsyncClient, database_url: str) -> None:
-    project, tasks = await _setup(api)
+    project, tasks = await project_with_tasks(api, 3)
     url = f"/api/projects/{project['id']}/model-versions"
     assert (await api.get(url)).json() == {}
     conn = await asyncpg.connect(database_url)
@@ -230,7 +217,7 @@ async def test_model_versions_list_extended_and_delete(api: httpx.AsyncClient, d
     missing = await api.request("DELETE", url, json={})
     assert missing.status_code == 400
     assert "model_version" in missing.json()["validation_errors"]
-    counters = await _project(api, project["id"])
+    counters = await read_project(api, project["id"])
     assert counters["total_predictions_number"] == 2
     assert (await api.get(f"/api/tasks/{tasks[0]}")).json()["total_predictions"] == 0
     assert (await api.get(f"/api/tasks/{tasks[1]}")).json()["total_predictions"] == 1

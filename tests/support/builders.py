@@ -47,6 +47,23 @@ async def import_tasks(
     return body
 
 
+async def project_with_tasks(
+    api: httpx.AsyncClient, count: int, **fields: Any
+) -> tuple[dict[str, Any], list[int]]:
+    """A LABEL_CONFIG project with ``count`` text tasks ``t0``, ``t1``, …; the project and the task ids."""
+    project = await create_project(api, **fields)
+    body = await import_tasks(
+        api, project["id"], [{"text": f"t{i}"} for i in range(count)], return_task_ids=True
+    )
+    return project, body["task_ids"]
+
+
+async def read_project(api: httpx.AsyncClient, project_id: int) -> dict[str, Any]:
+    """The project as the API shows it now (its counters, its model version)."""
+    body: dict[str, Any] = (await api.get(f"/api/projects/{project_id}")).json()
+    return body
+
+
 async def import_texts(api: httpx.AsyncClient, project_id: int, count: int) -> list[int]:
     """``count`` text tasks, alternately "good" and "bad"; their ids in import order."""
     tasks = [{"text": f"task {i} is {'good' if i % 2 else 'bad'}"} for i in range(count)]
