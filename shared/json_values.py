@@ -1,8 +1,9 @@
 """JSON values our services cannot pass on: found once at the edge, named by their field path.
 
 Python's ``json`` accepts what orjson, Postgres and ML backends cannot take: lone UTF-16 surrogates
-(``"\\ud800"``), integers beyond 64 bits, ``NaN`` / ``Infinity`` / ``1e400``, and (for Postgres) NUL
-characters. Left in, they fail later as a 500, or turn silently into ``null``.
+(``"\\ud800"``), integers beyond 64 bits, ``NaN`` / ``Infinity`` / ``1e400``, nesting deeper than orjson
+writes (254 levels, less what we wrap around a value), and (for Postgres) NUL characters. Left in, they
+fail later as a 500, or turn silently into ``null``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from typing import Any
 
 _INT_MIN = -(2**63)
 _INT_LIMIT = 2**64  # orjson writes unsigned 64-bit integers too
+MAX_DEPTH = 200
+"""Deepest nesting accepted: orjson refuses beyond 254, and a value is later wrapped in a few levels
+(an event payload, a chunk of tasks)."""
 
 
 def text_problem(text: str, *, nul: bool = True) -> str | None:
@@ -44,18 +48,24 @@ def find_bad_value(value: Any, path: str = "", *, nul: bool = True) -> tuple[str
 
     The path is dotted (``data.items.3.text``) and printable: NUL and surrogates in keys are escaped.
     """
-    stack: list[tuple[str, Any]] = [(path, value)]
+    stack: list[tuple[str, Any, int]] = [(path, value, 0)]
     while stack:
-        where, node = stack.pop()
+        where, node, depth = stack.pop()
+        if isinstance(node, dict | list) and depth >= MAX_DEPTH:
+            # Named by its outer fields: a path 200 keys long would not help anyone.
+            return printable(
+                ".".join(where.split(".")[:3]) or "body"
+            ), f"is nested deeper than {MAX_DEPTH} levels"
         if isinstance(node, dict):
             for key, item in node.items():
                 child = f"{where}.{key}" if where else str(key)
                 if isinstance(key, str) and (problem := text_problem(key, nul=nul)):
                     return printable(child), f"key {problem}"
-                stack.append((child, item))
+                stack.append((child, item, depth + 1))
         elif isinstance(node, list):
             stack.extend(
-                (f"{where}.{index}" if where else str(index), item) for index, item in enumerate(node)
+                (f"{where}.{index}" if where else str(index), item, depth + 1)
+                for index, item in enumerate(node)
             )
         elif problem := value_problem(node, nul=nul):
             return printable(where or "body"), problem

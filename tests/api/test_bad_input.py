@@ -159,3 +159,23 @@ async def test_a_non_ascii_credential_is_a_401(api: httpx.AsyncClient, path: str
         async with httpx.AsyncClient(base_url=str(api.base_url), headers=headers) as client:
             response = await client.request("POST" if path.startswith("/internal") else "GET", path)
         assert response.status_code == 401, response.text
+
+
+async def test_json_nested_deeper_than_can_be_stored_is_a_400_naming_the_field(
+    api: httpx.AsyncClient,
+) -> None:
+    project_id, task_id = await _project_with_task(api)
+    deep = '{"a":' * 300 + "1" + "}" * 300
+    created = await _send(
+        api, "POST", "/api/tasks", f'{{"project": {project_id}, "data": {{"text": "a", "x": {deep}}}}}'
+    )
+    _assert_names(created, "data.x.a", "nested deeper than 200 levels")
+    result = f'[{{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {{"choices": ["positive"]}}, "x": {deep}}}]'
+    annotated = await _send(api, "POST", f"/api/tasks/{task_id}/annotations", f'{{"result": {result}}}')
+    _assert_names(annotated, "result.0.x", "nested deeper than 200 levels")
+    imported = await _send(
+        api, "POST", f"/api/projects/{project_id}/import", f'[{{"text": "b", "x": {deep}}}]'
+    )
+    _assert_names(imported, "tasks[0].data", "cannot be stored as JSON")
+    listed = await api.get("/api/tasks", params={"project": project_id})
+    assert listed.json()["total"] == 1

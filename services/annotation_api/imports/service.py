@@ -81,10 +81,18 @@ class ParsedTasks:
     valid_results: set[bytes] = field(default_factory=set)
 
 
+def _dumps(value: Any, path: str) -> bytes:
+    """orjson's bytes; what it cannot write (nesting deeper than 254 levels) is a 400 naming the field."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise _bad(path, f"cannot be stored as JSON: {exc}") from None
+
+
 def _copy_json(value: Any, path: str) -> bytes:
     """JSON in COPY text format: orjson never emits raw tabs or newlines, so doubling backslashes is
     the only escaping needed. Postgres' jsonb cannot hold NUL, so that is refused here by name."""
-    encoded = orjson.dumps(value)
+    encoded = _dumps(value, path)
     if b"\\u0000" in encoded:
         raise _bad(path, "contains a NUL character (\\u0000), which Postgres cannot store")
     return encoded.replace(b"\\", b"\\\\")
@@ -231,7 +239,10 @@ def validate_tasks(config: LabelConfig, items: list[Any]) -> ParsedTasks:
             key = config.missing_data_keys(data)[0]
             raise _bad(f"tasks[{index}].data", missing_key_message(config, key))
         update_columns(data)
-        encoded = orjson.dumps(data)
+        try:
+            encoded = orjson.dumps(data)
+        except orjson.JSONEncodeError as exc:  # rare, so the path is only formatted then
+            raise _bad(f"tasks[{index}].data", f"cannot be stored as JSON: {exc}") from None
         if b"\\" in encoded:
             encoded = _copy_json(data, f"tasks[{index}].data")
         append_data(encoded)
