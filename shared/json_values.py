@@ -47,29 +47,43 @@ def find_bad_value(value: Any, path: str = "", *, nul: bool = True) -> tuple[str
     """``(field path, problem)`` of the first value or object key that cannot be passed on, else None.
 
     The path is dotted (``data.items.3.text``) and printable: NUL and surrogates in keys are escaped.
+    Paths are only built once something is found: the walk of a good body allocates nothing.
     """
-    stack: list[tuple[str, Any, int]] = [(path, value, 0)]
-    while stack:
-        where, node, depth = stack.pop()
-        if isinstance(node, dict | list) and depth >= MAX_DEPTH:
-            # Named by its outer fields: a path 200 keys long would not help anyone.
-            return printable(
-                ".".join(where.split(".")[:3]) or "body"
-            ), f"is nested deeper than {MAX_DEPTH} levels"
-        if isinstance(node, dict):
-            for key, item in node.items():
-                child = f"{where}.{key}" if where else str(key)
-                if isinstance(key, str) and (problem := text_problem(key, nul=nul)):
-                    return printable(child), f"key {problem}"
-                stack.append((child, item, depth + 1))
-        elif isinstance(node, list):
-            stack.extend(
-                (f"{where}.{index}" if where else str(index), item, depth + 1)
-                for index, item in enumerate(node)
-            )
-        elif problem := value_problem(node, nul=nul):
-            return printable(where or "body"), problem
-    return None
+    found = _find(value, 0, nul)
+    if found is None:
+        return None
+    parts, problem = found
+    if problem.startswith("is nested deeper"):
+        del parts[:-3]  # named by its outer fields: a path 200 keys long would not help anyone
+    where = ".".join([path, *reversed(parts)] if path else reversed(parts))
+    return printable(where or "body"), problem
+
+
+def _find(node: Any, depth: int, nul: bool) -> tuple[list[str], str] | None:
+    """The reversed path and problem of the first bad value under ``node`` (recursion is bounded by
+    MAX_DEPTH, and cheaper than an explicit stack of paths)."""
+    if isinstance(node, dict):
+        if depth >= MAX_DEPTH:
+            return [], f"is nested deeper than {MAX_DEPTH} levels"
+        for key, item in node.items():
+            if isinstance(key, str) and (problem := text_problem(key, nul=nul)):
+                return [key], f"key {problem}"
+            found = _find(item, depth + 1, nul)
+            if found is not None:
+                found[0].append(str(key))
+                return found
+        return None
+    if isinstance(node, list):
+        if depth >= MAX_DEPTH:
+            return [], f"is nested deeper than {MAX_DEPTH} levels"
+        for index, item in enumerate(node):
+            found = _find(item, depth + 1, nul)
+            if found is not None:
+                found[0].append(str(index))
+                return found
+        return None
+    problem = value_problem(node, nul=nul)
+    return None if problem is None else ([], problem)
 
 
 def printable(path: str) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any, Literal, get_type_hints
 
 import httpx
+import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -255,10 +256,13 @@ class PublicPredictRequest(BaseModel):
 
     @model_validator(mode="after")
     def _encodable(self) -> PublicPredictRequest:
-        """Lone surrogates, integers beyond 64 bits and NaN cannot be sent on as JSON (they were a 500)."""
-        found = find_bad_value(self.model_dump(), nul=False)
-        if found:
-            raise ValueError(f"{found[0]}: {found[1]}")
+        """Tasks must be sendable as JSON: integers beyond 64 bits, nesting past orjson's limit or lone
+        surrogates were a 500. orjson finds them cheaply; only then is the walk naming the field run."""
+        try:
+            orjson.dumps((self.tasks, self.context))
+        except orjson.JSONEncodeError:
+            found = find_bad_value({"tasks": self.tasks, "context": self.context}, nul=False)
+            raise ValueError(f"{found[0]}: {found[1]}" if found else "tasks cannot be sent as JSON") from None
         return self
 
 
