@@ -1,9 +1,11 @@
 """HTTP to ML backends: pooled keep-alive connections, the address policy at connect time, the one retry loop.
 
-One httpx connection pool (transport) per backend origin lives as long as the process, so a bulk job
-reuses warm connections instead of paying a TCP (and TLS) handshake per batch. Its connections are opened
-by ``PolicyNetworkBackend``, which resolves the host, checks every address against the
-``AddressPolicy`` and connects to a checked address.
+Backends are called with a small HTTP/1.1 client of our own (``_Connection``, parsing with httptools):
+on an interactive predict the gateway's overhead is mostly its client's CPU, and httpx/httpcore spent
+several times what this does. Connections are pooled per backend origin for the life of the process, so
+a bulk job reuses warm connections instead of paying a TCP (and TLS) handshake per batch. Every new
+connection resolves the host, checks every address against the ``AddressPolicy`` and connects to a
+checked address.
 
 ``BackendCaller.call`` makes one logical call: concurrency slot, circuit breaker, per-attempt timeout,
 classification of the outcome, and retries (backoff with full jitter, ``Retry-After``, retry budget,
@@ -22,13 +24,13 @@ import ssl
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, cast
 
-import httpcore
+import httptools
 import httpx
 
 from services.model_gateway.address_policy import AddressPolicy, AddressRejected
@@ -77,18 +79,10 @@ class _Undecodable(Exception):
     pass
 
 
-_FIXED_HEADERS = (
-    (b"Accept", b"application/json"),
-    (b"User-Agent", USER_AGENT.encode()),
-)
-
-
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str:
-    """The first value of header ``name`` (lower case), or ''."""
-    for key, value in headers:
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return ""
+_FIXED_HEADERS = b"\r\nAccept: application/json\r\nUser-Agent: " + USER_AGENT.encode()
+_MAX_HEAD_BYTES = 64 * 1024
+"""Status line and headers of an answer may add this much to ``max_response_bytes``."""
+_MAX_IDLE_PER_ORIGIN = 64
 
 
 def _decoder(encoding: str) -> Any:
@@ -149,6 +143,9 @@ class Endpoint:
 
     origin: str
     base: str
+    scheme: str
+    host: str
+    port: int
     url_user: str | None
     url_password: str | None = field(repr=False)
 
@@ -168,21 +165,22 @@ class Endpoint:
         return cls(
             origin=origin,
             base=str(clean).rstrip("/"),
+            scheme=clean.scheme,
+            host=clean.raw_host.decode("ascii"),
+            port=clean.port or (443 if clean.scheme == "https" else 80),
             url_user=parsed.username or None,
             url_password=parsed.password or None,
         )
 
-    def url(self, path: str) -> tuple[httpcore.URL, bytes]:
-        """The request URL and its Host header value."""
-        return _joined_url(self.base, path)
+    def request_line(self, method: str, path: str) -> bytes:
+        """``<METHOD> <target> HTTP/1.1`` and the Host header, for ``<base url><path>``."""
+        return _request_line(method, self.base, path)
 
 
 @functools.lru_cache(maxsize=4096)
-def _joined_url(base: str, path: str) -> tuple[httpcore.URL, bytes]:
+def _request_line(method: str, base: str, path: str) -> bytes:
     url = httpx.URL(base + path)
-    return httpcore.URL(
-        scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
-    ), url.netloc
+    return b"%s %s HTTP/1.1\r\nHost: %s" % (method.encode("ascii"), url.raw_path, url.netloc)
 
 
 def authorization_header(spec: BackendSpec, endpoint: Endpoint) -> str | None:
@@ -196,189 +194,291 @@ def authorization_header(spec: BackendSpec, endpoint: Endpoint) -> str | None:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
-class AsyncioStream(httpcore.AsyncNetworkStream):
-    """An httpcore network stream on asyncio's own streams instead of anyio's.
+class _ConnectFailed(Exception):
+    """No TCP (or TLS) connection to any checked address of the backend."""
 
-    anyio wraps every read and write in a cancel scope and looks up the running task and async library
-    each time; on a loopback call that was a fifth of the gateway's client-side CPU. Writes are held
-    until the next read, so a request's head and body leave in one send (httpcore writes them
-    separately: two syscalls and usually two packets where one does). HTTP/1.1 is request/response, so
-    everything written is flushed before the answer is awaited.
+
+class _ConnectTimeout(Exception):
+    pass
+
+
+class _ReadTimeout(Exception):
+    pass
+
+
+class _ConnectionLost(Exception):
+    """The connection broke, or the backend answered something that is not HTTP/1.1."""
+
+
+class _Answer:
+    """What the backend answered: status, headers (names lower case) and the body, decoded."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def header(self, name: bytes) -> str:
+        """The first value of header ``name`` (lower case), or ''."""
+        for key, value in self.headers:
+            if key == name:
+                return value.decode("latin-1")
+        return ""
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection to a backend, one request at a time.
+
+    A purpose-built client rather than httpx/httpcore: those spend several times the CPU of the
+    gateway's own work on a loopback call (h11's pure-Python parsing, anyio locks and cancel scopes,
+    request/response models). Here the request is one ``write`` and the answer is parsed by
+    ``httptools`` (llhttp, the parser uvicorn uses) as it arrives; ``request`` returns once the whole
+    answer is in.
     """
 
-    _FLUSH_AT = 64 * 1024
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._answer: asyncio.Future[_Answer] | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._received = 0
+        self._limit = 0
+        self._decoder: Any = None
+        self._headers_done = False
+        self._framed = False
+        self._error: Exception | None = None
+        """Set by a parser callback that refuses the answer; the parser then stops with an error."""
+        self.closed = False
+        self.reusable = False
+        self.idle_since = 0.0
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._pending = bytearray()
+    # ---- asyncio.Protocol -----------------------------------------------------------------
 
-    async def _flush(self, timeout_s: float | None) -> None:
-        if not self._pending:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._answer is None or self._answer.done():
+            self.close()  # nothing was asked: a backend talking out of turn cannot be trusted
             return
-        if self._writer.is_closing():
-            raise httpcore.WriteError("connection closed")
-        self._writer.write(bytes(self._pending))
-        self._pending.clear()
-        if self._writer.transport.get_write_buffer_size():
+        self._received += len(data)
+        if self._received > self._limit + _MAX_HEAD_BYTES:
+            self._fail(_TooLarge())
+            return
+        try:
+            self._parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._fail(self._error or _ConnectionLost(f"not an HTTP/1.1 answer ({exc})"))
+
+    def eof_received(self) -> bool | None:
+        if self._answer is not None and not self._answer.done() and self._headers_done and not self._framed:
+            self._complete(keep_alive=False)  # a body delimited by the end of the connection
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._answer is not None and not self._answer.done():
+            reason = str(exc) if exc else "server closed the connection"
+            self._answer.set_exception(_ConnectionLost(reason))
+
+    # ---- httptools callbacks --------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        encoding = ""
+        for key, value in self._headers:
+            if key == b"content-length":
+                self._framed = True
+                if value.isdigit() and int(value) > self._limit:
+                    self._error = _TooLarge()
+            elif key == b"transfer-encoding":
+                self._framed = True
+            elif key == b"content-encoding":
+                encoding = value.decode("latin-1")
+        try:
+            self._decoder = _decoder(encoding)
+        except _Undecodable as exc:
+            self._error = exc
+        if self._error is not None:
+            raise self._error  # stops the parser; feed_data's caller answers with self._error
+
+    def on_body(self, body: bytes) -> None:
+        if self._decoder is not None:
             try:
-                async with asyncio.timeout(timeout_s):
-                    await self._writer.drain()
-            except TimeoutError:
-                raise httpcore.WriteTimeout("write timed out") from None
-            except OSError as exc:
-                raise httpcore.WriteError(str(exc) or type(exc).__name__) from exc
+                body = self._decoder.decompress(body, self._limit + 1 - self._size)
+            except zlib.error as exc:
+                self._error = _Undecodable(str(exc))
+                raise self._error from None
+        self._size += len(body)
+        if self._size > self._limit:
+            self._error = _TooLarge()
+            raise self._error
+        self._chunks.append(body)
 
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        self._pending += buffer
-        if len(self._pending) >= self._FLUSH_AT:
-            await self._flush(timeout)
+    def on_message_complete(self) -> None:
+        if 100 <= self._parser.get_status_code() < 200:
+            self._headers, self._headers_done, self._framed = [], False, False
+            return  # an interim answer; the real one follows
+        self._complete(keep_alive=self._parser.should_keep_alive())
 
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
-        await self._flush(timeout)
+    # ---- use ------------------------------------------------------------------------------
+
+    def _complete(self, *, keep_alive: bool) -> None:
+        assert self._answer is not None
+        answer = _Answer(self._parser.get_status_code(), self._headers, b"".join(self._chunks))
+        self.reusable = keep_alive
+        self._answer.set_result(answer)
+
+    def _fail(self, exc: Exception) -> None:
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(exc)
+        self.close()
+
+    def usable(self, now: float, expiry_s: float) -> bool:
+        """Still open, not idle too long, and nothing (data or EOF) arrived since the last answer."""
+        if self.closed or self._transport is None or self._transport.is_closing():
+            return False
+        if now - self.idle_since > expiry_s:
+            return False
+        sock = self._transport.get_extra_info("socket")
+        if sock is None or sock.fileno() < 0:
+            return False
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return not poller.poll(0)
+
+    async def request(self, data: bytes, limit: int, read_timeout_s: float) -> _Answer:
+        """Send one request (head and body in one write) and wait for the whole answer."""
+        assert self._transport is not None
+        self._answer = asyncio.get_running_loop().create_future()
+        self._headers, self._chunks = [], []
+        self._size = self._received = 0
+        self._limit = limit
+        self._headers_done = self._framed = self.reusable = False
+        self._error = None
+        self._transport.write(data)
         try:
-            async with asyncio.timeout(timeout):
-                return await self._reader.read(max_bytes)
+            async with asyncio.timeout(read_timeout_s):
+                return await self._answer
         except TimeoutError:
-            raise httpcore.ReadTimeout("read timed out") from None
-        except OSError as exc:
-            raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
+            raise _ReadTimeout from None
+        finally:
+            if not self._answer.done():
+                self._answer.cancel()
+            if not self.reusable:
+                self.close()
 
-    async def aclose(self) -> None:
-        self._pending.clear()
-        self._writer.close()
-
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109
-    ) -> httpcore.AsyncNetworkStream:
-        await self._flush(timeout)
-        try:
-            async with asyncio.timeout(timeout):
-                await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
-        except TimeoutError:
-            self._writer.close()
-            raise httpcore.ConnectTimeout("TLS handshake timed out") from None
-        except (OSError, ssl.SSLError) as exc:
-            self._writer.close()
-            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
-        return self
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":
-            # httpcore asks before reusing an idle connection: data or EOF on it means it is unusable.
-            return self._reader.at_eof() or self._writer.is_closing() or _socket_readable(self._writer)
-        names = {"ssl_object": "ssl_object", "client_addr": "sockname", "server_addr": "peername"}
-        return self._writer.get_extra_info(names.get(info, info))
+    def close(self) -> None:
+        self.closed = True
+        self.reusable = False
+        if self._transport is not None:
+            self._transport.close()
 
 
-def _socket_readable(writer: asyncio.StreamWriter) -> bool:
-    sock = writer.get_extra_info("socket")
-    if sock is None or sock.fileno() < 0:
-        return True
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    return bool(poller.poll(0))
+class _OriginPool:
+    """Idle keep-alive connections to one origin, most recently used first out."""
 
-
-class PolicyNetworkBackend(httpcore.AsyncNetworkBackend):
-    """Opens TCP connections only to addresses the policy allows, trying each checked address in turn."""
-
-    def __init__(self, policy: AddressPolicy) -> None:
+    def __init__(self, policy: AddressPolicy, ssl_context: ssl.SSLContext, keepalive_expiry_s: float) -> None:
         self._policy = policy
+        self._ssl_context = ssl_context
+        self._expiry_s = keepalive_expiry_s
+        self._idle: list[_Connection] = []
+        self.in_use = 0
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = await self._policy.resolve(host, port)
-        last: httpcore.ConnectError | None = None
+    async def acquire(self, endpoint: Endpoint, connect_timeout_s: float) -> _Connection:
+        now = time.monotonic()
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.usable(now, self._expiry_s):
+                return connection
+            connection.close()
+        return await self._connect(endpoint, connect_timeout_s)
+
+    def release(self, connection: _Connection) -> None:
+        if connection.reusable and not connection.closed and len(self._idle) < _MAX_IDLE_PER_ORIGIN:
+            connection.idle_since = time.monotonic()
+            self._idle.append(connection)
+        else:
+            connection.close()
+
+    async def _connect(self, endpoint: Endpoint, timeout_s: float) -> _Connection:
+        """Connect to the first checked address that answers; TLS for https, verified against the host."""
+        loop = asyncio.get_running_loop()
+        tls = endpoint.scheme == "https"
+        addresses = await self._policy.resolve(endpoint.host, endpoint.port)
+        last = ""
         for address in addresses:
             try:
-                async with asyncio.timeout(timeout):
-                    reader, writer = await asyncio.open_connection(
-                        address, port, local_addr=None if local_address is None else (local_address, 0)
+                async with asyncio.timeout(timeout_s):
+                    _, connection = await loop.create_connection(
+                        _Connection,
+                        address,
+                        endpoint.port,
+                        ssl=self._ssl_context if tls else None,
+                        server_hostname=endpoint.host if tls else None,
                     )
             except TimeoutError:
-                raise httpcore.ConnectTimeout(f"connect to {address}:{port} timed out") from None
-            except OSError as exc:
-                last = httpcore.ConnectError(str(exc) or type(exc).__name__)
+                raise _ConnectTimeout from None
+            except (OSError, ssl.SSLError) as exc:
+                last = str(exc) or type(exc).__name__
                 continue
-            sock = writer.get_extra_info("socket")
-            for option in socket_options or ():
-                sock.setsockopt(*option)
-            return AsyncioStream(reader, writer)
-        assert last is not None
-        raise last
+            return connection
+        raise _ConnectFailed(last or "no address to connect to")
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise AddressRejected("policy", "unix sockets are not allowed for backends")
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-@dataclass(slots=True)
-class _Pooled:
-    pool: httpcore.AsyncConnectionPool
-    in_use: int = 0
+    def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
 
 
 class ConnectionPools:
     """One keep-alive connection pool per origin; beyond ``max_origins`` the least recently used idle
-    ones close.
-
-    Requests go to httpcore's pool directly: httpx's layers on top (client, transport, its own request
-    and response models) cost more CPU than a backend call's own bookkeeping and add nothing it uses.
-    """
+    ones close."""
 
     def __init__(self, policy: AddressPolicy, max_origins: int, keepalive_expiry_s: float) -> None:
-        self._network = PolicyNetworkBackend(policy)
+        self._policy = policy
         self._max_origins = max_origins
         self._keepalive_expiry_s = keepalive_expiry_s
         self._ssl_context = httpx.create_ssl_context(trust_env=False)
-        self._pools: OrderedDict[str, _Pooled] = OrderedDict()
+        self._pools: OrderedDict[str, _OriginPool] = OrderedDict()
 
     @asynccontextmanager
-    async def pool(self, origin: str) -> AsyncIterator[httpcore.AsyncConnectionPool]:
-        pooled = self._pools.get(origin)
-        if pooled is None:
-            await self._evict_idle()
-            pool = httpcore.AsyncConnectionPool(
-                ssl_context=self._ssl_context,
-                max_connections=None,
-                max_keepalive_connections=64,
-                keepalive_expiry=self._keepalive_expiry_s,
-                network_backend=self._network,
-            )
-            pooled = self._pools[origin] = _Pooled(pool)
-        self._pools.move_to_end(origin)
-        pooled.in_use += 1
+    async def connection(self, endpoint: Endpoint, connect_timeout_s: float) -> AsyncIterator[_Connection]:
+        """A connection to the endpoint's origin, back to the pool afterwards if it can be reused."""
+        pool = self._pools.get(endpoint.origin)
+        if pool is None:
+            self._evict_idle()
+            pool = _OriginPool(self._policy, self._ssl_context, self._keepalive_expiry_s)
+            self._pools[endpoint.origin] = pool
+        self._pools.move_to_end(endpoint.origin)
+        pool.in_use += 1
         try:
-            yield pooled.pool
+            connection = await pool.acquire(endpoint, connect_timeout_s)
+            try:
+                yield connection
+            except BaseException:
+                connection.close()
+                raise
+            pool.release(connection)
         finally:
-            pooled.in_use -= 1
+            pool.in_use -= 1
 
-    async def _evict_idle(self) -> None:
+    def _evict_idle(self) -> None:
         excess = len(self._pools) + 1 - self._max_origins
-        for origin in [key for key, entry in self._pools.items() if entry.in_use == 0][: max(excess, 0)]:
-            await self._pools.pop(origin).pool.aclose()
+        for origin in [key for key, pool in self._pools.items() if pool.in_use == 0][: max(excess, 0)]:
+            self._pools.pop(origin).close()
 
     async def aclose(self) -> None:
         pools, self._pools = list(self._pools.values()), OrderedDict()
-        for pooled in pools:
-            await pooled.pool.aclose()
+        for pool in pools:
+            pool.close()
 
 
 @dataclass(slots=True)
@@ -440,27 +540,27 @@ class BackendCaller:
     ) -> BackendResponse:
         """One logical call to ``<backend url><path>``; raises CallFailure unless the answer is 2xx.
 
-        ``timeout_s`` bounds each attempt's reads; ``deadline_s`` bounds the whole call, waiting for a
-        concurrency slot, retries and backoffs included.
+        ``timeout_s`` bounds each attempt's wait for the whole answer once the request is sent;
+        ``deadline_s`` bounds the whole call, waiting for a concurrency slot, retries and backoffs
+        included.
         """
         endpoint = Endpoint.parse(spec.url)
         state = self.state(spec, endpoint)
-        url, host = endpoint.url(path)
-        headers = [(b"Host", host), *_FIXED_HEADERS]
-        if body is not None:
-            headers += [(b"Content-Type", b"application/json"), (b"Content-Length", b"%d" % len(body))]
+        request = endpoint.request_line(method, path) + _FIXED_HEADERS
         auth = authorization_header(spec, endpoint)
         if auth is not None:
-            headers.append((b"Authorization", auth.encode("latin-1")))
+            request += b"\r\nAuthorization: " + auth.encode("latin-1")
+        if body is None:
+            request += b"\r\n\r\n"
+        else:
+            request += b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
         deadline = time.monotonic() + (
             deadline_s if deadline_s is not None else self.settings.call_deadline_s
         )
         state.budget.on_request()
         retry = 0
         while True:
-            outcome = await self._attempt(
-                state, endpoint, method, url, path, headers, body, timeout_s, deadline, use_breaker
-            )
+            outcome = await self._attempt(state, endpoint, path, request, timeout_s, deadline, use_breaker)
             if isinstance(outcome, BackendResponse):
                 return outcome
             failure = outcome
@@ -487,11 +587,8 @@ class BackendCaller:
         self,
         state: BackendState,
         endpoint: Endpoint,
-        method: str,
-        url: httpcore.URL,
         path: str,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes | None,
+        request: bytes,
         timeout_s: float,
         deadline: float,
         use_breaker: bool,
@@ -506,7 +603,7 @@ class BackendCaller:
             except CircuitOpen as exc:
                 return CallFailure(FailureKind.CIRCUIT_OPEN, str(exc), retry_after_s=exc.retry_after_s)
         try:
-            result = await self._send(state, endpoint, method, url, path, headers, body, timeout_s, remaining)
+            result = await self._send(state, endpoint, path, request, timeout_s, remaining)
         except BaseException:
             if use_breaker:
                 state.breaker.release_probe()
@@ -519,35 +616,21 @@ class BackendCaller:
         self,
         state: BackendState,
         endpoint: Endpoint,
-        method: str,
-        url: httpcore.URL,
         path: str,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes | None,
+        request: bytes,
         timeout_s: float,
         remaining: float,
     ) -> BackendResponse | CallFailure:
-        read_s = min(timeout_s, remaining)
-        timeouts = {
-            "connect": min(self.settings.connect_timeout_s, remaining),
-            "read": read_s,
-            "write": read_s,
-            "pool": read_s,
-        }
+        connect_s = min(self.settings.connect_timeout_s, remaining)
         try:
-            request = httpcore.Request(
-                method, url, headers=headers, content=body, extensions={"timeout": timeouts}
-            )
             async with (
                 asyncio.timeout(remaining),
                 state.limiter.semaphore,
-                self.pools.pool(endpoint.origin) as pool,
+                self.pools.connection(endpoint, connect_s) as connection,
             ):
-                response = await pool.handle_async_request(request)
-                try:
-                    content = await self._read_capped(response)
-                finally:
-                    await response.aclose()
+                answer = await connection.request(
+                    request, self.settings.max_response_bytes, min(timeout_s, remaining)
+                )
         except AddressRejected as exc:
             return CallFailure(FailureKind(exc.kind), exc.message)
         except _TooLarge:
@@ -556,41 +639,23 @@ class BackendCaller:
         except TimeoutError:
             message = f"{path}: no answer within {round(remaining, 2):g}s (deadline of the whole call)"
             return CallFailure(FailureKind.TIMEOUT, message, retryable=True)
-        except httpcore.TimeoutException as exc:
-            return self._timeout_failure(path, exc, timeout_s)
-        except httpcore.ConnectError as exc:
+        except _ConnectTimeout:
+            message = f"{path}: connect timed out after {self.settings.connect_timeout_s:g}s"
+            return CallFailure(FailureKind.TIMEOUT, message, retryable=True)
+        except _ReadTimeout:
+            return CallFailure(
+                FailureKind.TIMEOUT, f"{path}: no answer within {timeout_s:g}s", retryable=True
+            )
+        except _ConnectFailed as exc:
             message = f"{path}: cannot connect to {endpoint.origin}: {exc}"
             return CallFailure(FailureKind.REFUSED, message, retryable=True)
-        except (httpcore.ReadError, httpcore.WriteError, httpcore.RemoteProtocolError) as exc:
-            message = f"{path}: connection to {endpoint.origin} lost: {exc or type(exc).__name__}"
+        except _ConnectionLost as exc:
+            message = f"{path}: connection to {endpoint.origin} lost: {exc}"
             return CallFailure(FailureKind.CONNECTION_LOST, message, retryable=True)
-        except (httpcore.LocalProtocolError, httpcore.UnsupportedProtocol, httpcore.ProxyError) as exc:
-            return CallFailure(FailureKind.INVALID_URL, f"{path}: {type(exc).__name__}: {exc}")
         except _Undecodable as exc:
             message = f"{path}: answer in an unreadable content-encoding: {exc}"
             return CallFailure(FailureKind.BACKEND_ERROR, message)
-        return self._classify(path, response, content)
-
-    async def _read_capped(self, response: httpcore.Response) -> bytes:
-        """The body, decoded, refusing to hold more than ``max_response_bytes`` of one answer in memory."""
-        limit = self.settings.max_response_bytes
-        declared = _header(response.headers, b"content-length")
-        if declared.isdigit() and int(declared) > limit:
-            raise _TooLarge
-        decoder = _decoder(_header(response.headers, b"content-encoding"))
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in cast(AsyncIterable[bytes], response.stream):
-            if decoder is not None:
-                try:
-                    chunk = decoder.decompress(chunk, limit + 1 - size)
-                except zlib.error as exc:
-                    raise _Undecodable(str(exc)) from None
-            size += len(chunk)
-            if size > limit:
-                raise _TooLarge
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return self._classify(path, answer)
 
     @staticmethod
     def _record(breaker: CircuitBreaker, result: BackendResponse | CallFailure) -> None:
@@ -610,19 +675,10 @@ class BackendCaller:
         else:
             breaker.record_success()
 
-    def _timeout_failure(self, path: str, exc: httpcore.TimeoutException, timeout_s: float) -> CallFailure:
-        if isinstance(exc, httpcore.ConnectTimeout):
-            message = f"{path}: connect timed out after {self.settings.connect_timeout_s:g}s"
-        elif isinstance(exc, httpcore.PoolTimeout):
-            message = f"{path}: no free connection in time"
-        else:
-            message = f"{path}: no answer within {timeout_s:g}s"
-        return CallFailure(FailureKind.TIMEOUT, message, retryable=True)
-
     @staticmethod
-    def _classify(path: str, response: httpcore.Response, content: bytes) -> BackendResponse | CallFailure:
-        status = response.status
-        content_type = _header(response.headers, b"content-type")
+    def _classify(path: str, answer: _Answer) -> BackendResponse | CallFailure:
+        status, content = answer.status, answer.body
+        content_type = answer.header(b"content-type")
         if 200 <= status < 300:
             return BackendResponse(status, content, content_type)
         detail = backend_error_detail(status, content_type, content)
@@ -635,7 +691,7 @@ class BackendCaller:
                 message,
                 status_code=status,
                 retryable=True,
-                retry_after_s=retry_after_seconds(_header(response.headers, b"retry-after")),
+                retry_after_s=retry_after_seconds(answer.header(b"retry-after")),
             )
         if status >= 500:
             return CallFailure(

@@ -1,7 +1,7 @@
-"""The gateway's own connection layer (asyncio streams under httpcore) on a raw HTTP/1.1 server.
+"""The gateway's own HTTP/1.1 client (backend_client) against a raw HTTP/1.1 server.
 
-The server is written by hand so a test controls exactly when it closes a kept-alive connection and
-sees how many connections the gateway opened.
+The server is written by hand so a test controls the exact bytes of an answer, when a kept-alive
+connection closes, and sees how many connections the gateway opened.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ class RawBackend:
 
     close_after_answer: bool = False
     gzip_answer: bool = False
+    reply: bytes | None = None
+    """Sent instead of the normal answer, as is."""
     connections: int = 0
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     url: str = ""
@@ -60,6 +62,12 @@ class RawBackend:
                     if name.strip().lower() == b"content-length":
                         length = int(value)
                 await reader.readexactly(length)
+                if self.reply is not None:
+                    writer.write(self.reply)
+                    await writer.drain()
+                    if self.close_after_answer:
+                        break
+                    continue
                 answer, encoding = _ANSWER, b""
                 if self.gzip_answer:
                     answer, encoding = gzip.compress(_ANSWER), b"content-encoding: gzip\r\n"
@@ -120,3 +128,61 @@ async def test_compressed_answer_is_decoded(
     """Calls ask for no encoding; a backend that gzips anyway is still understood."""
     raw_backend.gzip_answer = True
     await _predict(make_gateway(), raw_backend, project)
+
+
+def _chunked(body: bytes, size: int) -> bytes:
+    parts = [
+        b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size]) for i in range(0, len(body), size)
+    ]
+    return b"".join(parts) + b"0\r\n\r\n"
+
+
+async def test_chunked_answer_on_a_kept_alive_connection(
+    make_gateway: MakeGateway, project: ProjectRef, raw_backend: RawBackend
+) -> None:
+    raw_backend.reply = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+        + _chunked(_ANSWER, 7)
+    )
+    gateway = make_gateway()
+    await _predict(gateway, raw_backend, project)
+    await _predict(gateway, raw_backend, project)
+    assert raw_backend.connections == 1
+
+
+async def test_answer_delimited_by_closing_the_connection(
+    make_gateway: MakeGateway, project: ProjectRef, raw_backend: RawBackend
+) -> None:
+    raw_backend.reply = b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n" + _ANSWER
+    raw_backend.close_after_answer = True
+    gateway = make_gateway()
+    await _predict(gateway, raw_backend, project)
+    await _predict(gateway, raw_backend, project)
+    assert raw_backend.connections == 2
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_answer_over_the_cap_is_refused(
+    make_gateway: MakeGateway, project: ProjectRef, raw_backend: RawBackend, framing: str
+) -> None:
+    big = b"[" + b"0," * 2000 + b"0]"
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+    if framing == "chunked":
+        raw_backend.reply = head + b"transfer-encoding: chunked\r\n\r\n" + _chunked(big, 100)
+    else:
+        raw_backend.reply = head + b"content-length: %d\r\n\r\n" % len(big) + big
+    gateway = make_gateway(max_response_bytes=1024)
+    result = await gateway.predict(BackendSpec(url=raw_backend.url), project, tasks(1), interactive=True)
+    assert [error.message for error in result.errors] == ["/predict: answer larger than 1024 bytes"]
+
+
+async def test_an_answer_that_is_not_http_is_a_lost_connection(
+    make_gateway: MakeGateway, project: ProjectRef, raw_backend: RawBackend
+) -> None:
+    raw_backend.reply = b"SSH-2.0-OpenSSH_9.6\r\n"
+    result = await make_gateway().predict(
+        BackendSpec(url=raw_backend.url), project, tasks(1), interactive=True
+    )
+    [error] = result.errors
+    assert error.message.startswith(f"/predict: connection to {raw_backend.url} lost: not an HTTP/1.1 answer")
