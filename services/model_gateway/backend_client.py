@@ -356,7 +356,8 @@ class _Connection(asyncio.Protocol):
 
     async def request(self, data: bytes, limit: int, read_timeout_s: float) -> _Answer:
         """Send one request (head and body in one write) and wait for the whole answer."""
-        assert self._transport is not None
+        if self.closed or self._transport is None:
+            raise _ConnectionLost("server closed the connection")  # nothing would ever answer
         self._answer = asyncio.get_running_loop().create_future()
         self._headers, self._chunks = [], []
         self._size = self._received = 0
