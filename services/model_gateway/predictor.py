@@ -356,11 +356,15 @@ class BackendGateway:
         path = "/train" if training and req.legacy_train else "/webhook"
         timeout_s = req.backend.timeout_s if training else self.settings.webhook_timeout_s
         try:
+            payload = orjson.dumps(req.payload)
+        except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits: a refusal, not a 500
+            return WebhookResult(ok=False, error=f"payload cannot be sent as JSON: {exc}")
+        try:
             response = await self.caller.call(
                 req.backend,
                 "POST",
                 path,
-                orjson.dumps(req.payload),
+                payload,
                 timeout_s=timeout_s,
                 retry_on_timeout=False,
             )

@@ -41,3 +41,11 @@ def test_a_report_model_version_with_a_nul_is_refused_by_name() -> None:
     with pytest.raises(BadRequest) as refused:
         parse_report(orjson.dumps({"predictions": [], "errors": [], "model_version": "v\x00"}))
     assert refused.value.field == "model_version"
+
+
+@pytest.mark.parametrize("field", ["predictions", "errors"])
+@pytest.mark.parametrize("value", [0.5, 3, "x", {"task_id": 1}])
+def test_a_report_list_that_is_not_a_list_is_refused_by_name(field: str, value: object) -> None:
+    with pytest.raises(BadRequest) as refused:
+        parse_report(orjson.dumps({field: value}))
+    assert refused.value.field == field

@@ -53,3 +53,16 @@ async def test_values_that_cannot_be_sent_on_are_a_422_naming_the_field(
     # A lone surrogate may already be refused by the JSON parser, which names its position instead.
     assert f"{field}: " in message or "surrogate" in message, message
     assert not fake.requests  # nothing was sent to the backend
+
+
+async def test_a_webhook_payload_that_cannot_be_sent_is_refused_not_a_500(
+    gateway: httpx.AsyncClient, fake: FakeBackend
+) -> None:
+    content = f'{{"backend": {{"url": "{fake.url}"}}, "payload": {{"action": "ANNOTATION_CREATED", "n": {10**23}}}}}'
+    response = await gateway.post(
+        "/internal/webhook", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["ok"] is False
+    assert "cannot be sent as JSON" in response.json()["error"]
+    assert not fake.requests

@@ -106,6 +106,13 @@ def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _list(body: dict[str, Any], field: str) -> list[Any]:
+    value = body.get(field) or []
+    if not isinstance(value, list):
+        raise BadRequest("must be a list", field=field)
+    return value
+
+
 def parse_report(raw: bytes) -> ChunkReport:
     """A ``ChunkReport`` from a worker's body: orjson plus shape checks, then ``model_construct``.
 
@@ -119,7 +126,7 @@ def parse_report(raw: bytes) -> ChunkReport:
     if not isinstance(body, dict):
         raise BadRequest("A chunk report must be a JSON object.", field="body")
     predictions: list[TaskPrediction] = []
-    for index, item in enumerate(body.get("predictions") or []):
+    for index, item in enumerate(_list(body, "predictions")):
         if not (
             isinstance(item, dict)
             and _int(item.get("task_id"))
@@ -141,7 +148,7 @@ def parse_report(raw: bytes) -> ChunkReport:
             )
         )
     errors: list[TaskError] = []
-    for index, item in enumerate(body.get("errors") or []):
+    for index, item in enumerate(_list(body, "errors")):
         if not (
             isinstance(item, dict) and _int(item.get("task_id")) and isinstance(item.get("message"), str)
         ):
