@@ -51,14 +51,6 @@ class NotFound(ApiError):
     status_code = 404
 
 
-class Conflict(ApiError):
-    status_code = 409
-
-
-class PayloadTooLarge(ApiError):
-    status_code = 413
-
-
 class UpstreamError(ApiError):
     """The model gateway or a backend behind it failed in a way the client cannot fix by retrying input."""
 
