@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 _API_TIMEOUT = httpx.Timeout(connect=5.0, read=120.0, write=60.0, pool=60.0)
 _DEFAULT_LEASE_S = 120.0
-_REPORT_ATTEMPTS = 4
+_API_ATTEMPTS = 4
 """Completing is idempotent, so a transient API failure (restart, deadlock victim) is simply retried."""
 _REDIS_DOWN = (RedisError, OSError)
 """Redis unreachable or restarting; a connection lost mid-``WATCH`` even surfaces as a WatchError."""
@@ -71,16 +71,17 @@ async def _post(api: httpx.AsyncClient, path: str, body: BaseModel | None = None
     return response.content
 
 
-async def _report(api: httpx.AsyncClient, chunk_id: int, report: ChunkReport) -> ChunkAck:
-    path = f"/internal/chunks/{chunk_id}/complete"
-    for attempt in range(1, _REPORT_ATTEMPTS + 1):
+async def _post_retrying(api: httpx.AsyncClient, path: str, body: BaseModel | None = None) -> bytes:
+    """``_post`` with backoff for what a retry can fix: transport errors, 5xx, and 409 (the API rolled a
+    deadlocked or serialization-failed transaction back, nothing was written). Other 4xx are final."""
+    for attempt in range(1, _API_ATTEMPTS + 1):
         try:
-            return ChunkAck.model_validate_json(await _post(api, path, report))
+            return await _post(api, path, body)
         except (httpx.TransportError, ApiCallFailed) as exc:
-            refused = isinstance(exc, ApiCallFailed) and exc.status_code < 500
-            if refused or attempt == _REPORT_ATTEMPTS:
+            final = isinstance(exc, ApiCallFailed) and exc.status_code < 500 and exc.status_code != 409
+            if final or attempt == _API_ATTEMPTS:
                 raise
-            log.warning("chunk %s: report failed (%s), retrying", chunk_id, exc)
+            log.warning("POST %s failed (%s), retrying", path, exc)
             await asyncio.sleep(0.5 * 2 ** (attempt - 1))
     raise AssertionError("unreachable")
 
@@ -121,7 +122,9 @@ async def process_chunk(ctx: dict[str, Any], chunk_id: int) -> str:
     api: httpx.AsyncClient = ctx["api"]
     gateway: BackendGateway = ctx["gateway"]
     try:
-        lease = ChunkLease.model_validate_json(await _post(api, f"/internal/chunks/{chunk_id}/lease"))
+        lease = ChunkLease.model_validate_json(
+            await _post_retrying(api, f"/internal/chunks/{chunk_id}/lease")
+        )
     except ApiCallFailed as exc:
         if exc.status_code == 404:  # its job or project was deleted: nothing left to do
             return f"chunk {chunk_id} no longer exists"
@@ -137,7 +140,9 @@ async def process_chunk(ctx: dict[str, Any], chunk_id: int) -> str:
     report = ChunkReport(
         predictions=result.predictions, errors=result.errors, model_version=result.model_version
     )
-    ack = await _report(api, chunk_id, report)
+    ack = ChunkAck.model_validate_json(
+        await _post_retrying(api, f"/internal/chunks/{chunk_id}/complete", report)
+    )
     return (
         f"chunk {chunk_id}: {len(result.predictions)} predictions, {len(result.errors)} errors, "
         f"{lease.skipped} skipped, {'stored' if ack.accepted else 'dropped (already done or cancelled)'}"
