@@ -210,6 +210,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=20), server_default="queued", nullable=False),
         sa.Column("total", sa.Integer(), server_default="0", nullable=False),
         sa.Column("done", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("predicted", sa.Integer(), server_default="0", nullable=False),
         sa.Column("skipped", sa.Integer(), server_default="0", nullable=False),
         sa.Column("failed", sa.Integer(), server_default="0", nullable=False),
         sa.Column("errors", postgresql.JSONB(astext_type=sa.Text()), server_default="[]", nullable=False),

@@ -221,6 +221,9 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(20), default="queued", server_default="queued")
     total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    predicted: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", doc="Done tasks that got at least one prediction."
+    )
     skipped: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     errors: Mapped[list[Any]] = mapped_column(JSONB, default=list, server_default="[]")

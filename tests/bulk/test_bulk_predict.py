@@ -63,7 +63,7 @@ async def test_action_predicts_all_tasks_in_chunks(
 
     job = await wait_job(api, started["job_id"])
     assert job["status"] == "completed", job
-    assert (job["done"], job["skipped"], job["failed"]) == (25, 0, 0)
+    assert (job["done"], job["predicted"], job["skipped"], job["failed"]) == (25, 25, 0, 0)
     assert job["progress"] == 1.0 and job["rate"] > 0 and job["finished_at"] is not None
     rows = await db.fetch(
         "SELECT task_id, model_version, ml_backend_id, job_id FROM prediction ORDER BY task_id"
@@ -78,6 +78,24 @@ async def test_action_predicts_all_tasks_in_chunks(
     assert await db.fetchval("SELECT sum(total_predictions) FROM task") == 25
     listed = (await api.get("/api/jobs", params={"project": project["id"]})).json()
     assert [item["id"] for item in listed] == [job["id"]]
+
+
+async def test_tasks_answered_without_a_prediction_are_done_but_not_predicted(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    run_burst: RunBurst,
+    db: asyncpg.Connection,
+) -> None:
+    """A model that has learned nothing answers [] per task: not an error, and not a prediction."""
+    await import_texts(api, project["id"], 6)
+    await connect_backend(api, project["id"], fake.url)
+    fake.behaviour.empty_results = True
+    started = (await retrieve(api, project["id"])).json()
+    await run_burst()
+    job = await wait_job(api, started["job_id"])
+    assert (job["status"], job["done"], job["predicted"], job["failed"]) == ("completed", 6, 0, 0)
+    assert await db.fetchval("SELECT count(*) FROM prediction") == 0
 
 
 async def test_already_predicted_tasks_are_skipped(

@@ -263,7 +263,8 @@ async def insert_predictions(
 _ADD_TO_JOB = text(
     """
     UPDATE job
-    SET done = done + :done, skipped = skipped + :skipped, failed = failed + :failed,
+    SET done = done + :done, predicted = predicted + :predicted, skipped = skipped + :skipped,
+        failed = failed + :failed,
         errors = CASE
             WHEN jsonb_array_length(errors) >= :cap THEN errors
             ELSE COALESCE((
@@ -281,7 +282,14 @@ _ADD_TO_JOB = text(
 
 
 async def add_to_job(
-    session: AsyncSession, job_id: int, *, done: int, skipped: int, failed: int, errors: Sequence[TaskError]
+    session: AsyncSession,
+    job_id: int,
+    *,
+    done: int,
+    predicted: int,
+    skipped: int,
+    failed: int,
+    errors: Sequence[TaskError],
 ) -> None:
     sample = [{"task": e.task_id, "message": e.message[:500]} for e in errors[:ERRORS_SAMPLE_MAX]]
     await session.execute(
@@ -289,6 +297,7 @@ async def add_to_job(
         {
             "job": job_id,
             "done": done,
+            "predicted": predicted,
             "skipped": skipped,
             "failed": failed,
             "errors": orjson.dumps(sample).decode(),

@@ -25,6 +25,9 @@ class JobOut(BaseModel):
     status: str
     total: int
     done: int
+    """Tasks the backend answered (with a prediction or, for a model that has none yet, an empty list)."""
+    predicted: int
+    """Done tasks that got at least one stored prediction."""
     skipped: int
     failed: int
     processed: int
@@ -64,6 +67,7 @@ class JobOut(BaseModel):
             status=job.status,
             total=job.total,
             done=job.done,
+            predicted=job.predicted,
             skipped=job.skipped,
             failed=job.failed,
             processed=processed,

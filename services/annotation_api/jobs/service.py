@@ -302,6 +302,7 @@ async def _apply_report(session: AsyncSession, job: Job, task_ids: list[int], re
         session,
         job.id,
         done=len(task_ids) - skipped - len(failed),
+        predicted=len(predicted),
         skipped=skipped,
         failed=len(failed),
         errors=errors,
