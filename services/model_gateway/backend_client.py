@@ -594,28 +594,41 @@ class BackendCaller:
         deadline: float,
         use_breaker: bool,
     ) -> BackendResponse | CallFailure:
-        """One attempt; returns the failure instead of raising so the retry loop stays flat."""
+        """One attempt; returns the failure instead of raising so the retry loop stays flat.
+
+        The breaker is consulted after the concurrency slot is taken: calls that queued behind a backend
+        that then died fail fast on the open circuit instead of each trying it once more.
+        """
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return CallFailure(FailureKind.TIMEOUT, f"{path}: deadline exceeded", retryable=False)
-        if use_breaker:
-            try:
-                state.breaker.before_call()
-            except CircuitOpen as exc:
-                return CallFailure(FailureKind.CIRCUIT_OPEN, str(exc), retry_after_s=exc.retry_after_s)
+        semaphore = state.limiter.semaphore
         try:
-            result = await self._send(state, endpoint, path, request, timeout_s, remaining)
-        except BaseException:
+            async with asyncio.timeout(remaining):
+                await semaphore.acquire()
+        except TimeoutError:
+            message = f"{path}: no free concurrency slot within {round(remaining, 2):g}s (deadline of the whole call)"
+            return CallFailure(FailureKind.TIMEOUT, message, retryable=True)
+        try:
             if use_breaker:
-                state.breaker.release_probe()
-            raise
+                try:
+                    state.breaker.before_call()
+                except CircuitOpen as exc:
+                    return CallFailure(FailureKind.CIRCUIT_OPEN, str(exc), retry_after_s=exc.retry_after_s)
+            try:
+                result = await self._send(endpoint, path, request, timeout_s, deadline - time.monotonic())
+            except BaseException:
+                if use_breaker:
+                    state.breaker.release_probe()
+                raise
+        finally:
+            semaphore.release()
         if use_breaker:
             self._record(state.breaker, result)
         return result
 
     async def _send(
         self,
-        state: BackendState,
         endpoint: Endpoint,
         path: str,
         request: bytes,
@@ -626,7 +639,6 @@ class BackendCaller:
         try:
             async with (
                 asyncio.timeout(remaining),
-                state.limiter.semaphore,
                 self.pools.connection(endpoint, connect_s) as connection,
             ):
                 answer = await connection.request(

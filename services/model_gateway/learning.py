@@ -38,7 +38,7 @@ from shared.learning_contract import (
     delivery_again_key,
     delivery_lock_key,
 )
-from shared.protocol import HealthResponse, ProtocolError, decode_json
+from shared.protocol import ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -158,18 +158,8 @@ async def deliver_events(ctx: dict[str, Any], backend_id: int) -> str:
 
 async def _is_legacy(gateway: BackendGateway, backend: BackendSpec) -> bool:
     """1.0.x backends (``/health`` says ``v2: false``) train through ``POST /train``."""
-    s = gateway.settings
     try:
-        response = await gateway.caller.call(
-            backend,
-            "GET",
-            "/health",
-            timeout_s=s.health_timeout_s,
-            retries=False,
-            use_breaker=False,
-            deadline_s=s.health_timeout_s + s.connect_timeout_s,
-        )
-        return HealthResponse.model_validate(decode_json(response.content)).is_legacy
+        return (await gateway.health(backend)).is_legacy
     except (CallFailure, ProtocolError, ValidationError):
         return False  # the training call itself will report what is wrong
 

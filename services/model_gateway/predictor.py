@@ -169,20 +169,28 @@ class BackendGateway:
 
     # ---- check -----------------------------------------------------------------------------
 
+    async def health(self, spec: BackendSpec) -> HealthResponse:
+        """One ``/health`` call, no retries and outside the breaker (a check must reach a tripped backend).
+
+        Raises ``CallFailure``, or ``ProtocolError`` / ``ValidationError`` for an answer of the wrong shape.
+        """
+        s = self.settings
+        response = await self.caller.call(
+            spec,
+            "GET",
+            "/health",
+            timeout_s=s.health_timeout_s,
+            retries=False,
+            use_breaker=False,
+            deadline_s=s.health_timeout_s + s.connect_timeout_s,
+        )
+        return HealthResponse.model_validate(decode_json(response.content))
+
     async def check(self, req: CheckBackendRequest) -> CheckBackendResult:
         """``/health`` then ``/setup``; on success the version /setup reported, else the failure kind."""
         spec, s = req.backend, self.settings
         try:
-            health_response = await self.caller.call(
-                spec,
-                "GET",
-                "/health",
-                timeout_s=s.health_timeout_s,
-                retries=False,
-                use_breaker=False,
-                deadline_s=s.health_timeout_s + s.connect_timeout_s,
-            )
-            health = HealthResponse.model_validate(decode_json(health_response.content))
+            health = await self.health(spec)
         except CallFailure as failure:
             return CheckBackendResult(ok=False, failure=_CHECK_FAILURE[failure.kind], error=failure.message)
         except (ProtocolError, ValidationError) as exc:
