@@ -42,3 +42,13 @@ class ApiSettings(CommonSettings, RedisSettingsMixin):
     task_lock_ttl_s: float = Field(
         default=600.0, gt=0, description="How long a task served by /next stays reserved for its annotator."
     )
+    job_events_poll_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="How often a `/api/jobs/{id}/events` stream re-reads its job (one short query each).",
+    )
+    job_events_keepalive_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds between `: keep-alive` comments on an idle job event stream.",
+    )

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
 
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
 from services.annotation_api.ids import PathId, SerialQueryId
 from services.annotation_api.jobs import actions as _actions  # noqa: F401 (registers the DM action)
 from services.annotation_api.jobs import service
+from services.annotation_api.jobs.events import job_events
 from services.annotation_api.jobs.schemas import JobOut
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
@@ -33,6 +35,34 @@ async def list_jobs(
 async def get_job(job_id: PathId, session: SessionDep, _: CurrentUser) -> JobOut:
     """Status, counters (total / done / skipped / failed), rate, ETA and a sample of per-task errors."""
     return JobOut.of(await service.get_job(session, job_id))
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "`data: <JobOut JSON>` at connect and on every change; `: keep-alive` "
+            "comments while nothing changes; the stream ends once the job is terminal.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def job_events_stream(
+    job_id: PathId, request: Request, session: SessionDep, _: CurrentUser
+) -> StreamingResponse:
+    """Live progress (server-sent events) of a job: the same body as ``GET /api/jobs/{id}``.
+
+    The job is re-read every `LABELLOOP_JOB_EVENTS_POLL_S` in a short session of its own, so an open
+    stream holds no database connection between reads.
+    """
+    job = await service.get_job(session, job_id)
+    settings = request.app.state.settings
+    stream = job_events(
+        request.app.state.sessionmaker, job, settings.job_events_poll_s, settings.job_events_keepalive_s
+    )
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)

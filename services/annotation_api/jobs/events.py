@@ -1,0 +1,70 @@
+"""Live job progress as server-sent events, read from Postgres at a bounded interval.
+
+Each read opens its own short session, so a stream (which may last as long as the job) never holds a
+connection or a transaction between reads; the pool and vacuum are unaffected by open browser tabs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.annotation_api.jobs.schemas import JobOut
+from services.annotation_api.models import Job, JobStatus
+
+KEEP_ALIVE = b": keep-alive\n\n"
+_ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
+
+_State = tuple[str, int, int, int, int, int, str | None, datetime]
+
+
+def _state(job: Job) -> _State:
+    """What a client sees change; rate and ETA move with the clock alone and do not count."""
+    return (
+        job.status,
+        job.total,
+        job.done,
+        job.predicted,
+        job.skipped,
+        job.failed,
+        job.error,
+        job.updated_at,
+    )
+
+
+def _event(out: JobOut) -> bytes:
+    return b"data: " + out.model_dump_json().encode() + b"\n\n"
+
+
+async def _read(maker: async_sessionmaker[AsyncSession], job_id: int) -> Job | None:
+    async with maker() as session:
+        return await session.get(Job, job_id)
+
+
+async def job_events(
+    maker: async_sessionmaker[AsyncSession],
+    first: Job,
+    poll_s: float,
+    keepalive_s: float,
+) -> AsyncIterator[bytes]:
+    """``first`` at once, then the job whenever its state changes, until it is terminal (or deleted)."""
+    job: Job | None = first
+    last: _State | None = None
+    quiet_since = time.monotonic()
+    while job is not None:
+        state = _state(job)
+        if state != last:
+            last = state
+            quiet_since = time.monotonic()
+            yield _event(JobOut.of(job))
+        elif time.monotonic() - quiet_since >= keepalive_s:
+            quiet_since = time.monotonic()
+            yield KEEP_ALIVE
+        if job.status not in _ACTIVE:
+            return
+        await asyncio.sleep(poll_s)
+        job = await _read(maker, first.id)
