@@ -118,6 +118,8 @@ class Task(Base):
 
 class Annotation(Base):
     __tablename__ = "annotation"
+    # The project's most recent annotations, newest first: the bounded window model performance reads.
+    __table_args__ = (Index("ix_annotation_project_id_id", "project_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"), index=True)
@@ -168,6 +170,18 @@ class MlBackend(Base):
     )
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
+
+
+class MlBackendVersion(Base):
+    """When the API first saw a backend report a model version: the backend's history over time."""
+
+    __tablename__ = "ml_backend_version"
+
+    ml_backend_id: Mapped[int] = mapped_column(
+        ForeignKey("ml_backend.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_version: Mapped[str] = mapped_column(Text, primary_key=True)
+    first_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class Prediction(Base):

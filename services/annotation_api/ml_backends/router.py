@@ -12,7 +12,7 @@ from services.annotation_api.ids import SerialPathId, SerialQueryId
 from services.annotation_api.jobs import service as jobs_service
 from services.annotation_api.jobs.background import chunk_queue
 from services.annotation_api.jobs.schemas import PredictStarted
-from services.annotation_api.ml_backends import service
+from services.annotation_api.ml_backends import performance, service
 from services.annotation_api.ml_backends.gateway_client import GatewayClient, gateway_client
 from services.annotation_api.ml_backends.schemas import (
     InteractiveOut,
@@ -20,6 +20,7 @@ from services.annotation_api.ml_backends.schemas import (
     MlBackendCreate,
     MlBackendOut,
     MlBackendUpdate,
+    PerformanceOut,
     VersionsOut,
 )
 from services.annotation_api.settings import ApiSettings
@@ -122,6 +123,24 @@ async def interactive_annotating(
 )
 async def versions(backend_id: SerialPathId, session: SessionDep, _: CurrentUser) -> VersionsOut:
     return await service.versions(session, backend_id)
+
+
+@router.get("/{backend_id}/performance", response_model=PerformanceOut)
+@router.get("/{backend_id}/performance/", response_model=PerformanceOut, include_in_schema=False)
+async def backend_performance(
+    backend_id: SerialPathId, session: SessionDep, _: CurrentUser
+) -> PerformanceOut:
+    """The backend's model versions, oldest first, each with its prediction count and how well its
+    predictions agreed with the first annotation made afterwards on the same task.
+
+    Agreement per task: classifications (choices, rating, …) agree when the sets of
+    (from_name, value) are equal (1 or 0); spans and boxes count as matched when a region of the other
+    side with the same from_name and labels overlaps with IoU >= 0.5, scored as the matched share of
+    all regions. Cost stays bounded at any project size: only the tasks of the project's 5,000 most
+    recent annotations are compared, at most 1,000 per version (index-backed), and counts are
+    index-only.
+    """
+    return await performance.performance(session, backend_id)
 
 
 @router.post("/{backend_id}/predict", response_model=PredictStarted)

@@ -128,3 +128,21 @@ class InteractiveOut(BaseModel):
 class VersionsOut(BaseModel):
     versions: list[str]
     message: str | None = None
+
+
+class VersionPerformance(BaseModel):
+    model_version: str
+    first_seen_at: datetime | None
+    """When the API first saw the backend report this version (null: before history was kept)."""
+    predictions: int
+    """Predictions of this version stored in the backend's project."""
+    compared: int
+    """Recently annotated tasks whose prediction of this version was compared with a later annotation."""
+    agreement: float | None
+    """Mean agreement over the compared tasks, 0 to 1; null when none could be compared."""
+
+
+class PerformanceOut(BaseModel):
+    backend: int
+    versions: list[VersionPerformance]
+    """Oldest first."""

@@ -13,6 +13,7 @@ import hmac
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.auth.service import ensure_user_with_token
@@ -26,7 +27,7 @@ from services.annotation_api.ml_backends.schemas import (
     MlBackendUpdate,
     VersionsOut,
 )
-from services.annotation_api.models import MlBackend, MlBackendState, Project, Task
+from services.annotation_api.models import MlBackend, MlBackendState, MlBackendVersion, Project, Task
 from services.annotation_api.settings import ApiSettings
 from shared.gateway_contract import (
     BackendSpec,
@@ -104,6 +105,13 @@ async def get_project(session: AsyncSession, project_id: int) -> Project:
     return project
 
 
+async def record_version(session: AsyncSession, backend_id: int, model_version: str) -> None:
+    """Remember when the backend's version was first seen (its history); seeing it again changes nothing."""
+    if model_version:
+        stmt = insert(MlBackendVersion).values(ml_backend_id=backend_id, model_version=model_version)
+        await session.execute(stmt.on_conflict_do_nothing())
+
+
 async def get_backend(session: AsyncSession, backend_id: int) -> MlBackend:
     backend = await session.get(MlBackend, backend_id)
     if backend is None:
@@ -166,6 +174,7 @@ async def create_backend(
             .values(model_version=backend.model_version)
         )
     await session.flush()
+    await record_version(session, backend.id, backend.model_version)
     await session.refresh(backend)
     return backend
 
@@ -210,6 +219,7 @@ async def update_backend(
         if result.model_version and "model_version" not in changes:
             backend.model_version = result.model_version
     await session.flush()
+    await record_version(session, backend.id, backend.model_version)
     await session.refresh(backend)
     return backend
 
@@ -253,6 +263,7 @@ async def apply_check_result(
                 .where(Project.id == project.id, Project.model_version.in_([old_version, ""]))
                 .values(model_version=new_version)
             )
+            await record_version(session, backend.id, new_version)
     backend.last_checked_at = func.now()
 
 
