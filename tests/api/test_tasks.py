@@ -172,6 +172,35 @@ async def test_ordering_by_selected_version_score(api: httpx.AsyncClient) -> Non
     assert "after" in refused.json()["validation_errors"]
 
 
+async def _scores(api: httpx.AsyncClient, **params: Any) -> dict[int, float | None]:
+    response = await api.get("/api/tasks", params=params)
+    assert response.status_code == 200, response.text
+    return {task["id"]: task["predictions_score"] for task in response.json()["tasks"]}
+
+
+async def test_pages_carry_the_shown_versions_prediction_score(api: httpx.AsyncClient) -> None:
+    project_id, ids = await _scored_project(api)
+    v1 = {ids[0]: 0.5, ids[1]: 0.9, ids[2]: None, ids[3]: 0.1, ids[4]: None, ids[5]: 0.7}
+    assert await _scores(api, project=project_id) == v1
+    assert await _scores(api, project=project_id, fields="all", after=ids[2]) == {
+        task_id: v1[task_id] for task_id in ids[3:]
+    }
+    by_score = await _scores(api, project=project_id, ordering="-prediction_score", page_size=3)
+    assert list(by_score.items()) == [(ids[1], 0.9), (ids[5], 0.7), (ids[0], 0.5)]
+
+    await api.patch(f"/api/projects/{project_id}", json={"model_version": "v2"})
+    assert await _scores(api, project=project_id) == {
+        task_id: 0.99 if task_id == ids[3] else None for task_id in ids
+    }
+    single = (await api.get(f"/api/tasks/{ids[3]}")).json()
+    assert single["predictions_score"] == 0.99
+    # no version chosen: the highest score of any version, as ordering=prediction_score sorts
+    await api.patch(f"/api/projects/{project_id}", json={"model_version": ""})
+    assert (await api.get(f"/api/tasks/{ids[3]}")).json()["predictions_score"] == 0.99
+    assert (await api.get(f"/api/tasks/{ids[0]}")).json()["predictions_score"] == 0.5
+    assert (await api.get(f"/api/tasks/{ids[2]}")).json()["predictions_score"] is None
+
+
 async def test_bad_query_parameters_are_400_naming_them(api: httpx.AsyncClient) -> None:
     project = await create_project(api)
     for params, field in (

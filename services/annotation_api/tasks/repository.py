@@ -114,6 +114,35 @@ async def embed_annotations_and_predictions(
         by_id[row[1]]["predictions"].append(prediction_json(row))
 
 
+_SCORES = (
+    "SELECT p.task_id, max(p.score) FROM prediction p "
+    "WHERE p.task_id = ANY($1::bigint[]) AND p.score IS NOT NULL {version_filter} GROUP BY p.task_id"
+)
+
+
+async def embed_prediction_scores(
+    conn: asyncpg.Connection, tasks: list[dict[str, Any]], model_version: str | None
+) -> None:
+    """Attach ``predictions_score`` (Label Studio's data manager field) to a page of tasks, one query.
+
+    The score is the one ``ordering=prediction_score`` sorts by: the highest of the task's predictions
+    of ``model_version`` (the project's shown version; any version when None), null when none has one.
+    Read by task id through ``ix_prediction_task_id_model_version``: a page's worth of index entries.
+    """
+    for task in tasks:
+        task["predictions_score"] = None
+    if not tasks:
+        return
+    by_id = {task["id"]: task for task in tasks}
+    if model_version is None:
+        rows = await conn.fetch(_SCORES.format(version_filter=""), list(by_id))
+    else:
+        sql = _SCORES.format(version_filter="AND p.model_version = $2")
+        rows = await conn.fetch(sql, list(by_id), model_version)
+    for task_id, score in rows:
+        by_id[task_id]["predictions_score"] = score
+
+
 @dataclass(frozen=True)
 class TaskFilter:
     project_id: int

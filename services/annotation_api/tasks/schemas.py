@@ -46,6 +46,11 @@ class TaskOut(BaseModel):
     total_annotations: int
     cancelled_annotations: int
     total_predictions: int
+    predictions_score: float | None = Field(
+        default=None,
+        description="The score ordering=prediction_score sorts by: the highest of the task's predictions "
+        "of the project's shown model version (of any version when none is chosen); null when none.",
+    )
     created_at: datetime
     updated_at: datetime
     annotations: list[dict[str, Any]] | None = Field(

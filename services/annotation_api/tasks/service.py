@@ -64,6 +64,7 @@ async def list_tasks(session: AsyncSession, task_filter: TaskFilter, request: Pa
             limit=request.page_size,
             after=request.after,
         )
+    await repository.embed_prediction_scores(conn, tasks, project.model_version or None)
     if request.fields == "all":
         version = project.model_version if request.only_selected_version and project.model_version else None
         await repository.embed_annotations_and_predictions(conn, tasks, model_version=version)
@@ -93,6 +94,8 @@ async def get_task(session: AsyncSession, task_id: int) -> dict[str, Any]:
     task = await repository.fetch_task(conn, task_id)
     if task is None:
         raise NotFound(f"Task {task_id} not found.")
+    project = await get_project(session, task["project"])
+    await repository.embed_prediction_scores(conn, [task], project.model_version or None)
     await repository.embed_annotations_and_predictions(conn, [task])
     return task
 
