@@ -1,8 +1,8 @@
 """``make run``: the whole labelloop stack in the foreground on one machine.
 
 Starts PostgreSQL and Redis (embedded unless ``DATABASE_URL`` / ``REDIS_URL`` are set), applies the
-migrations, then runs the annotation API, the gateway API, a gateway worker and an example ML backend
-as child processes. Ctrl-C or SIGTERM stops all of them (and the embedded servers) within seconds; if any
+migrations, then runs the annotation API, the gateway API, a gateway worker and two example ML backends
+(scikit-learn, and named entities for interactive pre-annotation) as child processes. Ctrl-C or SIGTERM stops all of them (and the embedded servers) within seconds; if any
 child dies, the rest are stopped too, so a half-running stack never hides a failure.
 
 A child exits only on a real failure: the API and the gateway worker ride out a Redis restart by
@@ -126,9 +126,11 @@ def main() -> int:
     api_port = _port("LABELLOOP_API_PORT", 8080)
     gateway_port = _port("LABELLOOP_GATEWAY_PORT", 8090)
     backend_port = _port("LABELLOOP_EXAMPLE_BACKEND_PORT", 9090)
+    ner_port = _port("LABELLOOP_NER_BACKEND_PORT", 9091)
     api_url = f"http://127.0.0.1:{api_port}"
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     backend_url = f"http://127.0.0.1:{backend_port}"
+    ner_url = f"http://127.0.0.1:{ner_port}"
     backend_module = os.environ.get("LABELLOOP_EXAMPLE_BACKEND", "examples.sklearn_backend")
 
     stack = EmbeddedStack(data_dir / "services", durable=True)
@@ -145,6 +147,7 @@ def main() -> int:
             LABELLOOP_API_URL=api_url,
             LABELLOOP_ALLOWED_NETWORKS=env.get("LABELLOOP_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128"),
             LABELLOOP_BACKEND_DATA_DIR=str(data_dir / "example-backend"),
+            LABELLOOP_NER_BACKEND_DATA_DIR=str(data_dir / "ner-backend"),
         )
         subprocess.run(
             [sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO_ROOT, env=env, check=True
@@ -174,6 +177,19 @@ def main() -> int:
                 ],
                 f"{backend_url}/health",
             ),
+            Child(
+                "ner-backend",
+                [
+                    sys.executable,
+                    "-m",
+                    "examples.ner_backend",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(ner_port),
+                ],
+                f"{ner_url}/health",
+            ),
         ]
         for child in children:
             child.process = subprocess.Popen(child.argv, cwd=REPO_ROOT, env=env, preexec_fn=_die_with_parent)
@@ -183,6 +199,7 @@ def main() -> int:
             f"  annotation API   {api_url}   (docs: {api_url}/docs)\n"
             f"  model gateway    {gateway_url}   (docs: {gateway_url}/docs)\n"
             f"  example backend  {backend_url}   ({backend_module})\n"
+            f"  NER backend      {ner_url}   (examples.ner_backend: interactive, named entities)\n"
             f"  database         {env['DATABASE_URL']}\n"
             f"  redis            {env['REDIS_URL']}\n"
             f"  API token        {api_token}\n"

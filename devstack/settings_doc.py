@@ -34,11 +34,18 @@ OTHER_VARIABLES: list[tuple[str, str, str, str]] = [
         "`examples.sklearn_backend`",
         "module served as the example backend",
     ),
+    ("LABELLOOP_NER_BACKEND_PORT", "`make run`", "`9091`", "named-entity example backend port (interactive)"),
     (
         "LABELLOOP_BACKEND_DATA_DIR",
         "example backend",
         "`.data/example-backend`",
         "where the scikit-learn example keeps each project's model",
+    ),
+    (
+        "LABELLOOP_NER_BACKEND_DATA_DIR",
+        "NER example backend",
+        "`.data/ner-backend`",
+        "where the named-entity example keeps each project's learned entities",
     ),
 ]
 

@@ -1,4 +1,5 @@
-"""The named-entity example backend over real HTTP: protocol shapes, learning, interactive matching."""
+"""The named-entity example backend over real HTTP: protocol shapes, learning, interactive matching,
+and end to end through the annotation API and the real gateway."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import httpx
 import pytest
 
 from examples.ner_backend.app import MODEL_CLASS, create_app
+from tests.support.builders import connect_backend, create_project, import_tasks
 from tests.support.servers import ServerThread
+from tests.support.waiting import wait_for, wait_job
+from tests.support.workers import RunBurst
 
 PROJECT = "4.1700000000"
 NER_CONFIG = """<View>
@@ -154,3 +158,63 @@ def test_a_bad_request_answers_the_upstream_error_shape(backend: httpx.Client) -
     response = backend.post("/predict", json={"tasks": [], "project": PROJECT, "label_config": "<View"})
     assert response.status_code == 500
     assert response.json()["status"] == 500 and "ParseError" in response.json()["detail"]
+
+
+@pytest.fixture
+def ner_server(data_dir: Path) -> Iterator[ServerThread]:
+    with ServerThread(create_app(data_dir)) as server:
+        yield server
+
+
+@pytest.mark.usefixtures("gateway_server")
+@pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
+async def test_interactive_and_learned_predictions_through_the_api_and_gateway(
+    api: httpx.AsyncClient, ner_server: ServerThread, run_burst: RunBurst
+) -> None:
+    project = await create_project(api, NER_CONFIG)
+    other = "Acme Corp sued alice."
+    task_ids = (
+        await import_tasks(api, project["id"], [{"text": TEXT}, {"text": other}], return_task_ids=True)
+    )["task_ids"]
+    backend = await connect_backend(api, project["id"], ner_server.url, is_interactive=True)
+    assert backend["model_version"] == "ner-substring-v0"
+
+    # the body Label Studio's editor sends when the annotator selects the first "Alice"
+    body = {"task": task_ids[0], "context": {"result": [span(0, 5, "PER")]}}
+    response = await api.post(f"/api/ml/{backend['id']}/interactive-annotating", json=body)
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    start = TEXT.index("alice")
+    assert [(r["value"]["start"], r["value"]["end"], r["value"]["labels"]) for r in data["result"]] == [
+        (start, start + 5, ["PER"])
+    ]
+    assert data["model_version"] == "ner-substring-v0"
+
+    # an annotation teaches it, through the event outbox and the gateway's webhook delivery
+    acme = TEXT.index("Acme Corp")
+    annotated = await api.post(
+        f"/api/tasks/{task_ids[0]}/annotations",
+        json={"result": [span(0, 5, "PER"), span(acme, acme + 9, "ORG")]},
+    )
+    assert annotated.status_code == 201, annotated.text
+
+    async def learned() -> bool:
+        await run_burst()
+        async with httpx.AsyncClient(base_url=ner_server.url) as client:
+            setup = await client.post("/setup", json={"project": f"{project['id']}.0", "schema": NER_CONFIG})
+        return bool(setup.json()["model_version"] == "ner-substring-v1")
+
+    await wait_for(learned, what="the backend to learn from the delivered annotation")
+    started = await api.post(
+        "/api/dm/actions",
+        params={"id": "retrieve_tasks_predictions", "project": project["id"]},
+        json={"selectedItems": {"all": False, "included": [task_ids[1]]}},
+    )
+    assert started.status_code == 200, started.text
+    await run_burst()
+    assert (await wait_job(api, started.json()["job_id"]))["predicted"] == 1
+    predictions = (await api.get(f"/api/tasks/{task_ids[1]}")).json()["predictions"]
+    assert [
+        (p["model_version"], [(r["value"]["text"], r["value"]["labels"]) for r in p["result"]])
+        for p in predictions
+    ] == [("ner-substring-v1", [("Acme Corp", ["ORG"]), ("alice", ["PER"])])]
