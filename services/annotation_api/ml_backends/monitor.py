@@ -3,7 +3,8 @@
 A backend is claimed in a short transaction (``FOR UPDATE SKIP LOCKED``, then ``last_checked_at`` is
 moved so no other API replica takes it), checked with no transaction open, and the outcome is written
 in a second short transaction. No row lock is held while a slow backend answers, so event delivery and
-edits of that backend never wait behind a check.
+edits of that backend never wait behind a check. The same check runs for one backend right after
+events reached it (``Rechecks``), since online learning may just have given it a new model version.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from services.annotation_api.ml_backends.service import (
     get_project,
     project_ref,
 )
-from services.annotation_api.models import MlBackend, Project
+from services.annotation_api.models import MlBackend
 from services.annotation_api.settings import ApiSettings
 from shared.gateway_contract import CheckBackendRequest, CheckBackendResult
 
@@ -34,23 +35,15 @@ log = logging.getLogger(__name__)
 _MAX_PER_ROUND = 200
 
 
-def _check_request(
-    settings: ApiSettings, backend: MlBackend, project: Project, token: str
-) -> CheckBackendRequest:
-    return CheckBackendRequest(
-        backend=backend_spec(backend),
-        project=project_ref(project),
-        hostname=settings.public_url,
-        access_token=token,
-    )
-
-
 async def _claim(session: AsyncSession, settings: ApiSettings, backend: MlBackend) -> CheckBackendRequest:
     """Mark the (row-locked) backend as checked now and build its check request."""
     backend.last_checked_at = func.now()
     project = await get_project(session, backend.project_id)
-    return _check_request(
-        settings, backend, project, await backend_access_token(session, settings, project.id)
+    return CheckBackendRequest(
+        backend=backend_spec(backend),
+        project=project_ref(project),
+        hostname=settings.public_url,
+        access_token=await backend_access_token(session, settings, project.id),
     )
 
 
