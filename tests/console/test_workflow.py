@@ -38,7 +38,7 @@ async def sign_in(page: Page, url: str) -> None:
 async def test_sign_in_create_import_predict_label_train(
     page: Page, api_server: ServerThread, api: httpx.AsyncClient, fake: FakeBackend, tmp_path: Path
 ) -> None:
-    fake.configure(model_version="fake-v1", version_after_train="fake-v2")
+    fake.configure(model_version="fake-v1")
     await page.goto(api_server.url)
     await shot(page, "01-sign-in")
     await page.get_by_label("API token").fill("wrong-token")
@@ -110,6 +110,7 @@ async def test_sign_in_create_import_predict_label_train(
 
     await wait_for(least_certain_first, what=f"negative (0.6) tasks first, shown {shown}")
     assert "ordering=prediction_score" in page.url
+    await expect(page.get_by_test_id("score").first).to_have_text("0.60")
     await shot(page, "09-sorted-by-score")
 
     # Label three tasks in the stream, the prediction shown as pre-annotation; submit by button and keyboard.
@@ -127,8 +128,8 @@ async def test_sign_in_create_import_predict_label_train(
             await page.get_by_role("button", name="Submit").click()
         await expect(page.get_by_text(f"{n + 1} labeled in this session")).to_be_visible()
     await fake.wait_for_calls("/webhook", 3, timeout_s=30)
-    await expect(page.get_by_test_id("live-version")).to_contain_text("fake-v2", timeout=30_000)
-    await shot(page, "11-editor-version-changed")
+    created = [call.body["action"] for call in fake.calls("/webhook") if isinstance(call.body, dict)]
+    assert created.count("ANNOTATION_CREATED") == 3, created
 
     async def three_annotated() -> bool:
         project = (await api.get(f"/api/projects/{project_id}")).json()
@@ -136,12 +137,27 @@ async def test_sign_in_create_import_predict_label_train(
 
     await wait_for(three_annotated, what="three annotations stored")
 
-    # The version picker: pick fake-v1, then delete that version's predictions.
+    # Start Training: the backend trains on them and reports a new version.
+    fake.configure(version_after_train="fake-v2")
     await page.get_by_role("link", name="Machine learning").click()
-    await expect(page.get_by_test_id("backend-version")).to_have_text("fake-v2")
+    await page.get_by_role("button", name="Start Training").click()
+    await expect(page.locator(".train-status .badge")).to_have_text("completed", timeout=30_000)
+    await expect(page.get_by_test_id("backend-version")).to_have_text("fake-v2", timeout=30_000)
+    await shot(page, "11-ml-trained")
+
+    # The model page: versions over time; fake-v1's pre-annotations were accepted as they were.
+    await page.get_by_role("link", name="Model page").click()
+    await expect(
+        page.get_by_role("img", name="Agreement of each model version with later annotations")
+    ).to_be_visible()
+    await expect(page.locator("tr[data-version='fake-v1']")).to_contain_text("100.0%")
+    await shot(page, "12-model-page")
+
+    # The version picker: pick fake-v1, then delete that version's predictions.
+    await page.go_back()
     await page.get_by_label("Predictions shown to annotators").select_option("fake-v1")
     await expect(page.locator("tr[data-version='fake-v1']")).to_contain_text("shown")
-    await shot(page, "12-ml-versions")
+    await shot(page, "13-ml-versions")
     await page.locator("tr[data-version='fake-v1']").get_by_role("button", name="Delete predictions").click()
     await page.get_by_role("dialog").get_by_role("button", name="Delete").click()
     await expect(page.locator("tr[data-version='fake-v1']")).to_have_count(0)

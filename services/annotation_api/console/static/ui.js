@@ -28,8 +28,10 @@ export function mount(target, ...children) {
 
 export function toast(message, kind = "info") {
   const el = h("div", { class: `toast toast-${kind}` }, message);
-  document.getElementById("toasts").append(el);
-  setTimeout(() => el.remove(), kind === "error" ? 8000 : 4000);
+  const box = document.getElementById("toasts");
+  box.append(el);
+  while (box.children.length > 2) box.firstElementChild.remove();
+  setTimeout(() => el.remove(), kind === "error" ? 7000 : 2500);
 }
 
 // A modal confirmation; resolves true when confirmed.

@@ -75,7 +75,8 @@ function trainStatus(job) {
 }
 
 export async function render(view, { project: projectId }) {
-  let stops = [];
+  const stops = [];
+  const trainJobs = new Map();
   let project = await api(`/api/projects/${projectId}`);
   crumbs({ label: "Projects", href: "#/projects" }, { label: project.title, href: `#/p/${project.id}` }, { label: "Machine learning" });
   const backendsBox = h("section", { class: "stack", "aria-label": "Models" });
@@ -90,7 +91,7 @@ export async function render(view, { project: projectId }) {
         h("button", { class: "btn btn-primary", type: "button", onclick: () => mount(formBox, backendForm(project, null, closeForm)) }, "Connect model")),
       backends.length === 0 ? emptyState("No model connected", "Connect a Label Studio ML backend to pre-label tasks and learn from annotations.") : null,
       backends.map((b) => {
-        const train = h("div", { class: "train-status", "aria-live": "polite" });
+        const train = h("div", { class: "train-status", "aria-live": "polite" }, trainJobs.has(b.id) ? trainStatus(trainJobs.get(b.id)) : null);
         return h("article", { class: "card backend", "data-backend": b.id },
           h("div", { class: "row between wrap" },
             h("div", {}, h("h3", {}, b.title, " ", badge(b.readable_state || b.state, stateKind(b.state)), b.is_interactive ? badge("interactive", "info") : null),
@@ -107,8 +108,13 @@ export async function render(view, { project: projectId }) {
                 e.target.disabled = true;
                 try {
                   const job = await api(`/api/ml/${b.id}/train`, { method: "POST", body: {} });
+                  trainJobs.set(b.id, job);
                   mount(train, trainStatus(job));
-                  stops.push(followJob(job.id, (j) => { mount(train, trainStatus(j)); if (TERMINAL.has(j.status)) { e.target.disabled = false; refreshBackendLine(b.id); } }));
+                  stops.push(followJob(job.id, (j) => {
+                    trainJobs.set(b.id, j);
+                    mount(train, trainStatus(j));
+                    if (TERMINAL.has(j.status)) { e.target.disabled = false; refresh(); }
+                  }));
                 } catch (err) { mount(train, h("div", { class: "alert alert-error" }, `Training refused: ${err.message}`)); e.target.disabled = false; }
               } }, "Start Training"),
               h("button", { class: "btn btn-danger-ghost", type: "button", "aria-label": `Delete ${b.title}`, onclick: async () => {
@@ -124,8 +130,6 @@ export async function render(view, { project: projectId }) {
       }));
     await refreshVersions();
   }
-
-  async function refreshBackendLine() { await refresh(); }
 
   async function refreshVersions() {
     const [versions, fresh] = await Promise.all([

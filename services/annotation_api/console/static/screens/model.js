@@ -14,7 +14,7 @@ function s(tag, attrs = {}, ...children) {
 
 export function agreementChart(versions) {
   const points = versions.filter((v) => v.agreement !== null && v.agreement !== undefined);
-  const W = 640, H = 240, L = 44, R = 16, T = 16, B = 48;
+  const W = 640, H = 240, L = 44, R = 48, T = 24, B = 40;
   const x = (i) => L + (versions.length <= 1 ? (W - L - R) / 2 : (i * (W - L - R)) / (versions.length - 1));
   const y = (a) => T + (1 - a) * (H - T - B);
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": "Agreement of each model version with later annotations" });
@@ -23,6 +23,7 @@ export function agreementChart(versions) {
   }
   const idx = (v) => versions.indexOf(v);
   if (points.length > 1) svg.append(s("polyline", { points: points.map((v) => `${x(idx(v))},${y(v.agreement)}`).join(" "), class: "line" }));
+  if (!points.length) svg.append(s("text", { x: (W + L - R) / 2, y: (H - B + T) / 2, "text-anchor": "middle", class: "axis" }, "No annotations after these predictions yet"));
   versions.forEach((v, i) => {
     const label = v.model_version.length > 14 ? `${v.model_version.slice(0, 13)}…` : v.model_version;
     svg.append(s("text", { x: x(i), y: H - B + 18, "text-anchor": "middle", class: "axis" }, label));
@@ -48,7 +49,7 @@ export async function render(view, { project: projectId, backend: backendId }) {
         agreementChart(versions)),
       h("div", { class: "card table-wrap" }, h("table", { class: "table" },
         h("thead", {}, h("tr", {}, ["Version", "First seen", "Predictions", "Compared", "Agreement"].map((c, i) => h("th", { scope: "col", class: i > 1 ? "num" : "" }, c)))),
-        h("tbody", {}, versions.map((v) => h("tr", {},
+        h("tbody", {}, versions.map((v) => h("tr", { "data-version": v.model_version },
           h("td", { class: "mono" }, v.model_version, v.model_version === backend.model_version ? badge("current", "ok") : null),
           h("td", {}, fmtTime(v.first_seen_at)),
           h("td", { class: "num" }, fmtNumber(v.predictions)),
@@ -57,10 +58,10 @@ export async function render(view, { project: projectId, backend: backendId }) {
   } catch (err) {
     body = h("div", { class: "alert alert-error", role: "alert" }, `Performance is unavailable: ${err.message}`);
   }
-  mount(view, projectNav(project, "ml"),
+  mount(view, projectNav(project, "ml"), h("div", { class: "stack" },
     h("div", { class: "card" }, h("div", { class: "row between wrap" },
       h("div", {}, h("h2", {}, backend.title, " ", badge(backend.readable_state || backend.state, stateKind(backend.state))), h("div", { class: "muted mono" }, backend.url)),
       h("dl", { class: "stats inline" }, h("div", {}, h("dt", {}, "Current version"), h("dd", { class: "mono" }, backend.model_version || "—")))),
       backend.error_message ? h("div", { class: "alert alert-error" }, backend.error_message) : null),
-    body);
+    body));
 }
