@@ -15,7 +15,7 @@ function s(tag, attrs = {}, ...children) {
 export function agreementChart(versions) {
   const points = versions.filter((v) => v.agreement !== null && v.agreement !== undefined);
   const W = 640, H = 240, L = 44, R = 48, T = 24, B = 40;
-  const x = (i) => L + (versions.length <= 1 ? (W - L - R) / 2 : (i * (W - L - R)) / (versions.length - 1));
+  const x = (i) => L + 24 + (versions.length <= 1 ? (W - L - R - 48) / 2 : (i * (W - L - R - 48)) / (versions.length - 1));
   const y = (a) => T + (1 - a) * (H - T - B);
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": "Agreement of each model version with later annotations" });
   for (const t of [0, 0.25, 0.5, 0.75, 1]) {
