@@ -8,7 +8,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.fakes.fake_backend import FakeBackend
+from tests.fakes.fake_backend import FakeBackend, default_predict
 from tests.support.builders import choice, connect_backend, import_texts
 from tests.support.waiting import wait_job
 from tests.support.workers import RunBurst
@@ -77,7 +77,7 @@ async def test_versions_over_time_with_agreement_of_later_annotations(
     assert versions[0]["first_seen_at"] < versions[1]["first_seen_at"]
 
 
-async def test_cancelled_annotations_do_not_count_and_unknown_backend_is_404(
+async def test_cancelled_annotations_versions_only_predicted_and_unknown_backend(
     api: httpx.AsyncClient,
     project: dict[str, Any],
     fake: FakeBackend,
@@ -94,6 +94,17 @@ async def test_cancelled_annotations_do_not_count_and_unknown_backend_is_404(
     version = (await api.get(f"/api/ml/{backend['id']}/performance")).json()["versions"][0]
     assert (version["compared"], version["agreement"]) == (0, None)
     assert await db.fetchval("SELECT count(*) FROM ml_backend_version") == 1
+
+    # predictions carrying a version no check has seen (the backend's /setup still says fake-v1) make
+    # it into the history too
+    fake.behaviour.predict_fn = lambda task: [
+        {**p, "model_version": "fake-next"} for p in default_predict(task)
+    ]
+    await import_texts(api, project["id"], 2)
+    await predict_all(api, project["id"], run_burst)
+    versions = (await api.get(f"/api/ml/{backend['id']}/performance")).json()["versions"]
+    assert [(v["model_version"], v["predictions"]) for v in versions] == [("fake-v1", 2), ("fake-next", 2)]
+    assert (await api.get(f"/api/ml/{backend['id']}")).json()["model_version"] == "fake-v1"
 
     missing = await api.get("/api/ml/999999/performance")
     assert missing.status_code == 404 and "999999" in missing.text

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.annotation_api.db import after_commit
 from services.annotation_api.errors import NotFound
 from services.annotation_api.events import repository
+from services.annotation_api.ml_backends.monitor import Rechecks
 from services.annotation_api.ml_backends.service import backend_spec
 from services.annotation_api.models import MlBackend
 from shared.jobs import DELIVER_EVENTS
@@ -47,9 +48,19 @@ async def pending_events(session: AsyncSession, backend_id: int, limit: int) -> 
 
 
 async def acknowledge(session: AsyncSession, backend_id: int, ack: EventsAck) -> EventsAck:
+    """Move the cursor; once that commits, re-check the backend, since online learning from the events
+    it just accepted may have given it a new model version."""
     cursor = await repository.advance_cursor(session, backend_id, ack.last_event_id)
     if cursor is None:
         raise NotFound(f"ML backend {backend_id} not found.")
+    app = _app(session)
+    rechecks = getattr(app.state, "rechecks", None) if app is not None else None
+    if isinstance(rechecks, Rechecks):
+
+        async def recheck() -> None:
+            rechecks.request(backend_id)
+
+        after_commit(session, recheck)
     return EventsAck(last_event_id=cursor)
 
 

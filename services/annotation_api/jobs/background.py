@@ -1,4 +1,5 @@
-"""The API's background loops: the chunk sweeper and the periodic ML backend check.
+"""The API's background loops: the chunk sweeper, the periodic ML backend check and event delivery,
+and the re-checks of backends that just received events.
 
 Both run in every API replica; their SQL takes rows with ``SKIP LOCKED``, so replicas share the work.
 """
@@ -17,7 +18,7 @@ from services.annotation_api.events.background import delivery_loop
 from services.annotation_api.jobs.queue import REDIS_DOWN, ChunkQueue
 from services.annotation_api.jobs.service import sweep
 from services.annotation_api.ml_backends.gateway_client import close_gateway_client, gateway_client
-from services.annotation_api.ml_backends.monitor import monitor_loop
+from services.annotation_api.ml_backends.monitor import Rechecks, monitor_loop
 from services.annotation_api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ async def background(app: FastAPI, settings: ApiSettings) -> AsyncIterator[None]
     queue = ChunkQueue(settings.redis_url)
     app.state.chunk_queue = queue
     maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
+    rechecks = Rechecks(maker, gateway_client(app), queue, settings)
+    app.state.rechecks = rechecks
     tasks = [
         asyncio.create_task(sweeper_loop(maker, queue, settings), name="chunk-sweeper"),
         asyncio.create_task(
@@ -73,5 +76,6 @@ async def background(app: FastAPI, settings: ApiSettings) -> AsyncIterator[None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await rechecks.aclose()
         await queue.aclose()
         await close_gateway_client(app)

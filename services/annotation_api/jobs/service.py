@@ -27,7 +27,7 @@ from services.annotation_api.db import after_commit
 from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.jobs import repository as repo
 from services.annotation_api.jobs.queue import REDIS_DOWN, ChunkQueue
-from services.annotation_api.ml_backends.service import backend_spec, project_ref
+from services.annotation_api.ml_backends.service import backend_spec, project_ref, record_version
 from services.annotation_api.models import (
     Job,
     JobStatus,
@@ -288,6 +288,10 @@ async def _apply_report(session: AsyncSession, job: Job, task_ids: list[int], re
         predictions=predictions,
     )
     predicted = set(inserted)
+    if job.ml_backend_id is not None:
+        # The version a backend predicts with can run ahead of the one its last check saw.
+        for version in sorted({p.model_version for p in predictions}):
+            await record_version(session, job.ml_backend_id, version)
     errors = [e for e in report.errors if e.task_id in in_chunk and e.task_id not in predicted]
     failed = {e.task_id for e in errors}
     reported = {p.task_id for p in predictions} | failed

@@ -3,7 +3,8 @@
 A backend is claimed in a short transaction (``FOR UPDATE SKIP LOCKED``, then ``last_checked_at`` is
 moved so no other API replica takes it), checked with no transaction open, and the outcome is written
 in a second short transaction. No row lock is held while a slow backend answers, so event delivery and
-edits of that backend never wait behind a check.
+edits of that backend never wait behind a check. The same check runs for one backend right after
+events reached it (``Rechecks``), since online learning may just have given it a new model version.
 """
 
 from __future__ import annotations
@@ -34,6 +35,36 @@ log = logging.getLogger(__name__)
 _MAX_PER_ROUND = 200
 
 
+async def _claim(session: AsyncSession, settings: ApiSettings, backend: MlBackend) -> CheckBackendRequest:
+    """Mark the (row-locked) backend as checked now and build its check request."""
+    backend.last_checked_at = func.now()
+    project = await get_project(session, backend.project_id)
+    return CheckBackendRequest(
+        backend=backend_spec(backend),
+        project=project_ref(project),
+        hostname=settings.public_url,
+        access_token=await backend_access_token(session, settings, project.id),
+    )
+
+
+async def _check_claimed(
+    maker: async_sessionmaker[AsyncSession],
+    gateway: GatewayClient,
+    queue: ChunkQueue,
+    settings: ApiSettings,
+    backend_id: int,
+    request: CheckBackendRequest,
+) -> None:
+    """Check with no transaction open, then record the outcome in a short one."""
+    result = await gateway.check(request)
+    async with maker.begin() as session:
+        current = await session.get(MlBackend, backend_id, with_for_update=True)
+        # Edited or deleted meanwhile: the outcome is about a configuration that no longer exists.
+        if current is not None and current.url == request.backend.url:
+            await _record(session, queue, settings, current, result)
+    await run_after_commit(session)
+
+
 async def check_one(
     maker: async_sessionmaker[AsyncSession],
     gateway: GatewayClient,
@@ -55,22 +86,73 @@ async def check_one(
         backend = (await session.execute(stmt)).scalar_one_or_none()
         if backend is None:
             return False
-        backend.last_checked_at = func.now()
-        project = await get_project(session, backend.project_id)
-        request = CheckBackendRequest(
-            backend=backend_spec(backend),
-            project=project_ref(project),
-            hostname=settings.public_url,
-            access_token=await backend_access_token(session, settings, project.id),
-        )
-    result = await gateway.check(request)
-    async with maker.begin() as session:
-        current = await session.get(MlBackend, backend.id, with_for_update=True)
-        # Edited or deleted meanwhile: the outcome is about a configuration that no longer exists.
-        if current is not None and current.url == request.backend.url:
-            await _record(session, queue, settings, current, result)
-    await run_after_commit(session)
+        request = await _claim(session, settings, backend)
+    await _check_claimed(maker, gateway, queue, settings, backend.id, request)
     return True
+
+
+async def check_backend(
+    maker: async_sessionmaker[AsyncSession],
+    gateway: GatewayClient,
+    queue: ChunkQueue,
+    settings: ApiSettings,
+    backend_id: int,
+) -> None:
+    """Check one backend now, exactly as the periodic check does (nothing if it was deleted)."""
+    async with maker.begin() as session:
+        backend = await session.get(MlBackend, backend_id, with_for_update=True)
+        if backend is None:
+            return
+        request = await _claim(session, settings, backend)
+    await _check_claimed(maker, gateway, queue, settings, backend_id, request)
+
+
+class Rechecks:
+    """Re-checks of one backend right after events reached it, so a model version that online learning
+    produced shows within seconds instead of at the next periodic check.
+
+    At most one runs per backend; a request while it runs makes it go once more afterwards, so the
+    version recorded is never older than the last event delivered.
+    """
+
+    def __init__(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        gateway: GatewayClient,
+        queue: ChunkQueue,
+        settings: ApiSettings,
+    ) -> None:
+        self._args = (maker, gateway, queue, settings)
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._again: set[int] = set()
+
+    def request(self, backend_id: int) -> None:
+        if backend_id in self._running:
+            self._again.add(backend_id)
+            return
+        task = asyncio.create_task(self._run(backend_id), name=f"backend-recheck-{backend_id}")
+        self._running[backend_id] = task
+
+    async def _run(self, backend_id: int) -> None:
+        try:
+            while True:
+                self._again.discard(backend_id)
+                try:
+                    await check_backend(*self._args, backend_id)
+                except UpstreamError as exc:
+                    log.warning("backend %s re-check skipped: %s", backend_id, exc.detail)
+                except Exception:
+                    log.exception("backend %s re-check failed", backend_id)
+                if backend_id not in self._again:
+                    return
+        finally:
+            self._running.pop(backend_id, None)
+
+    async def aclose(self) -> None:
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _record(
