@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP_FLAGS := --quiet --disable-pip-version-check
 UV_VERSION := uv==0.13.9
 
-.PHONY: lock run test lint typecheck pytest migrate openapi docs bench-import bench-list bench-bulk bench-gateway demo clean
+.PHONY: lock run test lint typecheck pytest editor migrate openapi docs bench-import bench-list bench-bulk bench-gateway demo clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,10 +35,14 @@ lock: $(VENV)/.runtime
 	$(PY) -m pip install $(PIP_FLAGS) $(UV_VERSION)
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 -q -o requirements.lock
 
-run: $(VENV)/.runtime
+# The console's Label Studio editor: npm pack of the pinned package, sha512-checked, into .vendor/.
+editor: $(VENV)/.runtime
+	$(PY) -m devstack.vendor_editor
+
+run: $(VENV)/.runtime editor
 	$(PY) -m devstack.run
 
-test: lint typecheck pytest
+test: lint typecheck editor pytest
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
@@ -47,7 +51,7 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(PY) -m mypy
 
-pytest: $(VENV)/.dev
+pytest: $(VENV)/.dev editor
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 migrate: $(VENV)/.runtime
@@ -82,4 +86,4 @@ bench-gateway: $(VENV)/.runtime
 	$(PY) -m devstack.exec -- $(PY) -m bench.gateway_overhead $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .vendor .data .pytest_cache .mypy_cache .ruff_cache

@@ -196,6 +196,7 @@ def main() -> int:
         _wait_ready(children)
         print(
             "\nlabelloop is running\n"
+            f"  web console      {api_url}/   (open it in a browser; sign in with the API token below)\n"
             f"  annotation API   {api_url}   (docs: {api_url}/docs)\n"
             f"  model gateway    {gateway_url}   (docs: {gateway_url}/docs)\n"
             f"  example backend  {backend_url}   ({backend_module})\n"

@@ -12,6 +12,7 @@ from services.annotation_api.annotations import router as annotations_router
 from services.annotation_api.auth import router as auth_router
 from services.annotation_api.auth.service import ensure_user_with_token
 from services.annotation_api.auto_labeling import actions as _auto_labeling  # noqa: F401 (registers the DM action)
+from services.annotation_api.console import router as console_router
 from services.annotation_api.data_manager import router as data_manager_router
 from services.annotation_api.db import make_engine, make_sessionmaker
 from services.annotation_api.errors import install_error_handlers
@@ -82,6 +83,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(training_router.router)
     app.include_router(training_router.internal)
     app.include_router(events_router.router)
+    console_router.install(app)
     return app
 
 

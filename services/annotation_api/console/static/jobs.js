@@ -1,0 +1,69 @@
+// The job panel: live progress of bulk jobs (SSE with polling fallback). It is rebuilt from
+// GET /api/jobs on every load, so it survives a page reload.
+import { api, followJob, TERMINAL } from "./api.js";
+import { h, mount, fmtNumber, fmtDuration, badge, toast } from "./ui.js";
+
+const HIDDEN_KEY = "labelloop.hiddenJobs";
+const KIND_LABEL = { predict: "Retrieve predictions", train: "Training", predictions_to_annotations: "Create annotations" };
+
+function hidden() { try { return new Set(JSON.parse(localStorage.getItem(HIDDEN_KEY) || "[]")); } catch { return new Set(); } }
+function hide(id) { const s = hidden(); s.add(id); localStorage.setItem(HIDDEN_KEY, JSON.stringify([...s].slice(-200))); }
+
+export class JobPanel {
+  constructor(projectId, onFinished) {
+    this.projectId = projectId;
+    this.onFinished = onFinished;
+    this.cards = new Map();
+    this.stops = [];
+    this.list = h("div", { class: "jobs-list" });
+    this.el = h("section", { class: "jobs", "aria-label": "Jobs", hidden: true }, this.list);
+  }
+
+  async load() {
+    const jobs = await api(`/api/jobs?project=${this.projectId}&limit=10`);
+    const skip = hidden();
+    const recent = jobs.filter((j) => !skip.has(j.id) && (!TERMINAL.has(j.status) || Date.now() - new Date(j.updated_at).getTime() < 10 * 60 * 1000)).slice(0, 4);
+    recent.reverse().forEach((j) => this.track(j));
+  }
+
+  track(job) {
+    if (this.cards.has(job.id)) return;
+    const card = h("article", { class: "job card", "data-job": job.id, "aria-live": "polite" });
+    this.cards.set(job.id, card);
+    this.list.prepend(card);
+    this.el.hidden = false;
+    this.draw(card, job);
+    if (!TERMINAL.has(job.status)) {
+      let wasRunning = true;
+      this.stops.push(followJob(job.id, (j) => {
+        this.draw(card, j);
+        if (TERMINAL.has(j.status) && wasRunning) { wasRunning = false; if (this.onFinished) this.onFinished(j); }
+      }));
+    }
+  }
+
+  draw(card, job) {
+    const pct = Math.round(100 * (job.progress ?? 0));
+    const kind = job.status === "completed" ? "ok" : job.status === "failed" ? "error" : TERMINAL.has(job.status) ? "neutral" : "busy";
+    const errors = (job.errors || []).slice(0, 3);
+    mount(card,
+      h("div", { class: "row between" },
+        h("strong", {}, KIND_LABEL[job.kind] || job.kind, " #", job.id, job.model_version ? h("span", { class: "muted mono" }, " ", job.model_version) : null),
+        h("div", { class: "row" }, badge(job.status, kind),
+          TERMINAL.has(job.status)
+            ? h("button", { class: "btn btn-ghost small", type: "button", "aria-label": `Dismiss job ${job.id}`, onclick: () => { hide(job.id); card.remove(); this.cards.delete(job.id); if (!this.cards.size) this.el.hidden = true; } }, "✕")
+            : h("button", { class: "btn small", type: "button", onclick: async () => { try { this.draw(card, await api(`/api/jobs/${job.id}/cancel`, { method: "POST" })); } catch (err) { toast(err.message, "error"); } } }, "Cancel"))),
+      h("div", { class: "job-bar" }, h("progress", { max: 100, value: pct, "aria-label": `Job ${job.id} progress` }), h("span", { class: "pct", "data-testid": "job-percent" }, `${pct}%`)),
+      h("div", { class: "job-stats muted" },
+        h("span", {}, `${fmtNumber(job.done)} / ${fmtNumber(job.total)} done`),
+        h("span", {}, `${fmtNumber(job.predicted)} predicted`),
+        h("span", {}, `${fmtNumber(job.skipped)} skipped`),
+        h("span", { class: job.failed ? "bad" : "" }, `${fmtNumber(job.failed)} failed`),
+        job.rate ? h("span", {}, `${job.rate.toFixed(1)} tasks/s`) : null,
+        !TERMINAL.has(job.status) && job.eta_s !== null && job.eta_s !== undefined ? h("span", {}, `ETA ${fmtDuration(job.eta_s)}`) : null),
+      job.error ? h("div", { class: "alert alert-error" }, job.error) : null,
+      errors.length ? h("ul", { class: "job-errors" }, errors.map((e) => h("li", {}, e.task ? `Task ${e.task}: ` : "", e.message || JSON.stringify(e)))) : null);
+  }
+
+  stop() { this.stops.forEach((s) => s()); }
+}
