@@ -71,7 +71,8 @@ TASKS_FAILED = Counter(
 WORKER_CHUNKS = Counter(
     "labelloop_worker_chunks_total",
     "Bulk chunks a gateway worker finished with, by outcome: completed, released (handed back on "
-    "shutdown), stopped (cancelled elsewhere), gone (no longer to do).",
+    "shutdown), unreleased (shutdown, but the API could not be told), stopped (cancelled elsewhere), "
+    "gone (no longer to do).",
     ["outcome"],
 )
 

@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 from arq.connections import RedisSettings
 from arq.typing import WorkerCoroutine
-from arq.worker import Worker
+from arq.worker import Retry, Worker
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
@@ -42,7 +42,14 @@ from services.model_gateway.learning import deliver_events, train_backend
 from services.model_gateway.predictor import BackendGateway
 from services.model_gateway.settings import GatewaySettings
 from services.model_gateway.worker_probes import ProbeServer
-from shared.gateway_contract import ChunkAck, ChunkHeartbeat, ChunkLease, ChunkReport, PredictTasksResult
+from shared.gateway_contract import (
+    ChunkAck,
+    ChunkHeartbeat,
+    ChunkLease,
+    ChunkRelease,
+    ChunkReport,
+    PredictTasksResult,
+)
 from shared.jobs import QUEUE_NAME
 from shared.logging import adopted_context, configure_logging, outgoing_request_headers
 from shared.metrics import WORKER_CHUNKS
@@ -193,7 +200,10 @@ async def _process_chunk(ctx: dict[str, Any], chunk_id: int) -> tuple[str, str]:
         try:
             predicted = await _predict_while_leased(api, gateway, chunk_id, lease, ctx["drain"])
         except ChunkReleased:
-            return "released", await _release(api, chunk_id)
+            if await _release(api, chunk_id):
+                WORKER_CHUNKS.labels("released").inc()
+                raise Retry(defer=0) from None  # the job stays on the queue, for another worker
+            return "unreleased", f"chunk {chunk_id} not released; re-queued when its lease expires"
         if predicted is None:
             return "stopped", f"chunk {chunk_id} stopped: cancelled or finished elsewhere"
         result = predicted
@@ -209,15 +219,17 @@ async def _process_chunk(ctx: dict[str, Any], chunk_id: int) -> tuple[str, str]:
     )
 
 
-async def _release(api: httpx.AsyncClient, chunk_id: int) -> str:
+async def _release(api: httpx.AsyncClient, chunk_id: int) -> bool:
     """Hand the chunk back; if the API cannot be told, its lease runs out and the sweeper re-queues it."""
     try:
-        await _post_retrying(api, f"/internal/chunks/{chunk_id}/release")
+        answer = ChunkRelease.model_validate_json(
+            await _post_retrying(api, f"/internal/chunks/{chunk_id}/release")
+        )
     except (httpx.TransportError, ApiCallFailed) as exc:
         log.warning("chunk %s: release failed (%s); it is re-queued when its lease expires", chunk_id, exc)
-        return f"chunk {chunk_id} not released: {exc}"
+        return False
     log.info("chunk %s released: the worker is stopping", chunk_id)
-    return f"chunk {chunk_id} released"
+    return answer.released
 
 
 def api_client(settings: GatewaySettings) -> httpx.AsyncClient:
@@ -256,6 +268,9 @@ class WorkerSettings:
     keep_result = 0
     """Postgres holds every outcome; a kept result would also block re-queueing the same job id."""
     poll_delay = 0.1
+    max_tries = 100
+    """arq runs a job again after a release or a shutdown (``Retry``); past this it drops the job and the
+    sweeper re-queues the chunk from Postgres."""
 
 
 class ReconnectingWorker(Worker):
@@ -359,6 +374,7 @@ def create_worker(settings: GatewaySettings | None = None) -> ReconnectingWorker
         job_timeout=WorkerSettings.job_timeout,
         keep_result=WorkerSettings.keep_result,
         poll_delay=WorkerSettings.poll_delay,
+        max_tries=WorkerSettings.max_tries,
         ctx={"settings": settings},
         job_completion_wait=math.ceil(settings.worker_drain_grace_s + _DRAIN_MARGIN_S),
     )

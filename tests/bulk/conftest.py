@@ -43,7 +43,8 @@ async def project(api: httpx.AsyncClient) -> dict[str, Any]:
     return await create_project(api, SENTIMENT_CONFIG, title="bulk")
 
 
-StartWorker = Callable[[], subprocess.Popen[bytes]]
+StartWorker = Callable[..., subprocess.Popen[bytes]]
+"""``start_worker(**env)``: extra environment variables for this worker, e.g. its probe port."""
 
 
 @pytest.fixture
@@ -57,13 +58,15 @@ def start_worker(gateway_settings: GatewaySettings) -> Iterator[StartWorker]:
         "LABELLOOP_SERVICE_TOKEN": SERVICE_TOKEN,
         "LABELLOOP_ALLOWED_NETWORKS": "127.0.0.0/8",
         "LABELLOOP_LOG_LEVEL": "WARNING",
+        "LABELLOOP_WORKER_PROBE_PORT": "0",
+        "LABELLOOP_WORKER_PROBE_HOST": "127.0.0.1",
     }
 
-    def start() -> subprocess.Popen[bytes]:
+    def start(**extra_env: str) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
             [sys.executable, "-m", "services.model_gateway.worker"],
             cwd=REPO_ROOT,
-            env=env,
+            env={**env, **extra_env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

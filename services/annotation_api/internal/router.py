@@ -16,7 +16,6 @@ from services.annotation_api.auth.dependencies import service_caller
 from services.annotation_api.db import SessionDep
 from services.annotation_api.ids import PathId
 from services.annotation_api.jobs import service
-from services.annotation_api.jobs.background import chunk_queue
 from services.annotation_api.jobs.schemas import parse_report
 from shared.gateway_contract import ChunkAck, ChunkHeartbeat, ChunkLease, ChunkRelease, ChunkReport
 from shared.http import JsonResponse
@@ -60,9 +59,9 @@ async def heartbeat(chunk_id: PathId, request: Request, session: SessionDep) -> 
 
 
 @router.post("/{chunk_id}/release", response_model=ChunkRelease)
-async def release(chunk_id: PathId, request: Request, session: SessionDep) -> ChunkRelease:
+async def release(chunk_id: PathId, session: SessionDep) -> ChunkRelease:
     """Take back a chunk its worker is shutting down with: pending again, the attempt not counted."""
-    return await service.release_chunk(session, chunk_queue(request.app), chunk_id)
+    return await service.release_chunk(session, chunk_id)
 
 
 @router.post(

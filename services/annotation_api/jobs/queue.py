@@ -17,7 +17,7 @@ from arq.connections import RedisSettings
 from redis.exceptions import RedisError
 
 from shared.jobs import PROCESS_CHUNK, QUEUE_NAME, chunk_job_id
-from shared.logging import carried_context, new_request_id
+from shared.logging import carried_context
 
 log = logging.getLogger(__name__)
 _ENQUEUE_CONCURRENCY = 32
@@ -57,12 +57,6 @@ class ChunkQueue:
                 )
 
         await asyncio.gather(*(one(chunk_id, attempt) for chunk_id, attempt in chunks))
-
-    async def enqueue_released(self, chunk_id: int, attempt: int) -> None:
-        """Enqueue a chunk a stopping worker handed back, under a job id of its own."""
-        pool = await self.pool()
-        job_id = f"{chunk_job_id(chunk_id, attempt)}:released:{new_request_id()[:12]}"
-        await pool.enqueue_job(PROCESS_CHUNK, chunk_id, carried_context(), _job_id=job_id)
 
     async def aclose(self) -> None:
         if self._pool is not None:

@@ -74,7 +74,6 @@ async def lease_chunk(session: AsyncSession, chunk_id: int, lease_s: float) -> t
     return None if row is None else (int(row[0]), list(row[1]))
 
 
-# enqueued_at = now(): the sweeper would otherwise take the chunk for one whose queue entry was lost.
 _RELEASE = text(
     """
     UPDATE job_chunk
@@ -87,7 +86,10 @@ _RELEASE = text(
 
 
 async def release_chunk(session: AsyncSession, chunk_id: int) -> int | None:
-    """Back to pending with the attempt given back; the attempt count, or None if it was not leased."""
+    """Back to pending with the attempt given back; the attempt count, or None if it was not leased.
+
+    ``enqueued_at = now()``: the chunk is still on the queue (its worker left the job there).
+    """
     row = (await session.execute(_RELEASE, {"chunk": chunk_id})).first()
     return None if row is None else int(row[0])
 

@@ -257,26 +257,16 @@ async def heartbeat(session: AsyncSession, chunk_id: int, lease_s: float) -> Chu
     return ChunkHeartbeat(status="done" if state[1] == "done" else "cancelled")
 
 
-async def release_chunk(session: AsyncSession, queue: ChunkQueue, chunk_id: int) -> ChunkRelease:
+async def release_chunk(session: AsyncSession, chunk_id: int) -> ChunkRelease:
     """Hand a leased chunk back (its worker is shutting down) without counting the attempt it used.
 
-    The chunk is queued again at once under a fresh arq job id: the releasing worker's job is still
-    running, so re-using its id would be a no-op in arq.
+    The worker then leaves its arq job on the queue for another worker (arq ``Retry``), under the job id
+    the sweeper would use for this attempt, so the chunk is neither lost nor queued twice.
     """
-    released = await repo.release_chunk(session, chunk_id)
-    if released is None:
-        state = await repo.chunk_state(session, chunk_id)
-        if state is None:
+    if await repo.release_chunk(session, chunk_id) is None:
+        if await repo.chunk_state(session, chunk_id) is None:
             raise NotFound(f"Chunk {chunk_id} not found.")
         return ChunkRelease(released=False)
-
-    async def enqueue() -> None:
-        try:
-            await queue.enqueue_released(chunk_id, released)
-        except REDIS_DOWN as exc:
-            log.warning("released chunk %s not enqueued (%s); the sweeper will", chunk_id, exc)
-
-    after_commit(session, enqueue)
     return ChunkRelease(released=True)
 
 
