@@ -7,6 +7,7 @@ scenarios resolve in seconds; a test can change more with ``@pytest.mark.api_set
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -21,7 +22,9 @@ from services.model_gateway.settings import GatewaySettings
 from tests.conftest import SERVICE_TOKEN
 from tests.fakes.fake_backend import SENTIMENT_CONFIG
 from tests.support.builders import create_project
+from tests.support.servers import bound_socket
 from tests.support.settings import narrowed_api_settings
+from tests.support.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,3 +81,36 @@ def start_worker(gateway_settings: GatewaySettings) -> Iterator[StartWorker]:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+def free_port() -> int:
+    with bound_socket() as sock:
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class WorkerProcess:
+    """A worker process and the address of its probe/metrics listener."""
+
+    def __init__(self, start_worker: StartWorker) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen[bytes] = start_worker(
+            LABELLOOP_WORKER_PROBE_PORT=str(port), LABELLOOP_WORKER_DRAIN_GRACE_S="0.3"
+        )
+
+    async def wait_ready(self, client: httpx.AsyncClient) -> None:
+        async def ready() -> bool:
+            assert self.process.poll() is None, "the worker exited before it was ready"
+            try:
+                answer = await client.get(f"{self.url}/ready")
+            except httpx.TransportError:
+                return False
+            return answer.status_code == 200
+
+        await wait_for(ready, 60, f"worker {self.url} to be ready")
+        assert (await client.get(f"{self.url}/health")).json() == {"status": "UP"}
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
