@@ -92,11 +92,11 @@ def free_port() -> int:
 class WorkerProcess:
     """A worker process and the address of its probe/metrics listener."""
 
-    def __init__(self, start_worker: StartWorker) -> None:
+    def __init__(self, start_worker: StartWorker, drain_grace_s: float = 0.3) -> None:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen[bytes] = start_worker(
-            LABELLOOP_WORKER_PROBE_PORT=str(port), LABELLOOP_WORKER_DRAIN_GRACE_S="0.3"
+            LABELLOOP_WORKER_PROBE_PORT=str(port), LABELLOOP_WORKER_DRAIN_GRACE_S=str(drain_grace_s)
         )
 
     async def wait_ready(self, client: httpx.AsyncClient) -> None:
