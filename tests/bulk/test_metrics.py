@@ -6,13 +6,15 @@ the API's and gateway's figures are checked as deltas; the worker is a fresh pro
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.bulk.conftest import StartWorker, WorkerProcess
+from tests.bulk.conftest import REPO_ROOT, StartWorker, WorkerProcess
 from tests.fakes.fake_backend import FakeBackend
 from tests.support.builders import choice, connect_backend, import_texts
 from tests.support.waiting import wait_job
@@ -125,3 +127,21 @@ async def test_metrics_move_by_the_work_done(
             assert created.status_code == 201, created.text
         lagging = await scrape(client, api_url)
         assert value(lagging, "labelloop_outbox_lag_events", backend=label) == 2
+
+
+async def test_the_grafana_dashboard_uses_only_metrics_the_services_expose(api: httpx.AsyncClient) -> None:
+    """Every series a panel queries exists (with its type's suffix), and every labelloop metric has a panel."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    response = await api.get("/metrics")
+    families = [f for f in text_string_to_metric_families(response.text) if f.name.startswith("labelloop_")]
+    exposed = {family.name + suffix for family in families for suffix in suffixes[family.type]}
+    dashboard = orjson.loads((REPO_ROOT / "deploy" / "grafana" / "labelloop-dashboard.json").read_bytes())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"labelloop_[a-z_]+", target["expr"])
+    }
+    assert queried <= exposed, f"not exposed: {sorted(queried - exposed)}"
+    unpanelled = {f.name for f in families if not any(f.name + end in queried for end in suffixes[f.type])}
+    assert not unpanelled, f"metrics without a panel: {sorted(unpanelled)}"
