@@ -148,7 +148,12 @@ def main() -> int:
             LABELLOOP_ALLOWED_NETWORKS=env.get("LABELLOOP_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128"),
             LABELLOOP_BACKEND_DATA_DIR=str(data_dir / "example-backend"),
             LABELLOOP_NER_BACKEND_DATA_DIR=str(data_dir / "ner-backend"),
+            LABELLOOP_WORKER_PROBE_PORT=env.get("LABELLOOP_WORKER_PROBE_PORT", str(gateway_port + 1)),
+            LABELLOOP_WORKER_PROBE_HOST="127.0.0.1",
+            # Ctrl-C stops everything at once: no point waiting long for chunks the API will not take.
+            LABELLOOP_WORKER_DRAIN_GRACE_S=env.get("LABELLOOP_WORKER_DRAIN_GRACE_S", "2"),
         )
+        worker_url = f"http://127.0.0.1:{env['LABELLOOP_WORKER_PROBE_PORT']}"
         subprocess.run(
             [sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO_ROOT, env=env, check=True
         )
@@ -163,7 +168,11 @@ def main() -> int:
                 _uvicorn("services.model_gateway.main:app_from_env", gateway_port, *GATEWAY_UVICORN_ARGS),
                 f"{gateway_url}/ready",
             ),
-            Child("gateway-worker", [sys.executable, "-m", "services.model_gateway.worker"], None),
+            Child(
+                "gateway-worker",
+                [sys.executable, "-m", "services.model_gateway.worker"],
+                f"{worker_url}/ready",
+            ),
             Child(
                 "example-backend",
                 [
@@ -199,6 +208,7 @@ def main() -> int:
             f"  web console      {api_url}/   (open it in a browser; sign in with the API token below)\n"
             f"  annotation API   {api_url}   (docs: {api_url}/docs)\n"
             f"  model gateway    {gateway_url}   (docs: {gateway_url}/docs)\n"
+            f"  gateway worker   {worker_url}   (/metrics, /health, /ready)\n"
             f"  example backend  {backend_url}   ({backend_module})\n"
             f"  NER backend      {ner_url}   (examples.ner_backend: interactive, named entities)\n"
             f"  database         {env['DATABASE_URL']}\n"

@@ -12,6 +12,8 @@ gateway worker → API (service token):
 - ``POST /internal/chunks/{chunk_id}/lease``    → ``ChunkLease`` (tasks still to predict, or done/cancelled)
 - ``POST /internal/chunks/{chunk_id}/heartbeat`` → ``ChunkHeartbeat`` (extends the lease while working)
 - ``POST /internal/chunks/{chunk_id}/complete`` ``ChunkReport`` → ``ChunkAck`` (exactly-once write)
+- ``POST /internal/chunks/{chunk_id}/release``  → ``ChunkRelease`` (a stopping worker hands it back,
+  the attempt not counted)
 """
 
 from __future__ import annotations
@@ -115,6 +117,12 @@ class ChunkLease(BaseModel):
 
 class ChunkHeartbeat(BaseModel):
     status: Literal["leased", "done", "cancelled"]
+
+
+class ChunkRelease(BaseModel):
+    released: bool = Field(
+        description="False when the chunk was no longer leased (done, cancelled or pending)."
+    )
 
 
 class ChunkReport(BaseModel):

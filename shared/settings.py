@@ -23,6 +23,11 @@ class CommonSettings(BaseSettings):
         default=None,
         description="JSON log lines (default: JSON unless stderr is a terminal).",
     )
+    otlp_endpoint: str = Field(
+        default="",
+        description="OpenTelemetry collector (OTLP over HTTP, e.g. `http://127.0.0.1:4318`) traces are sent "
+        "to; unset: no tracing.",
+    )
     service_token: str = Field(
         default="",
         description="Credential the API and the gateway use with each other; client tokens never work here.",

@@ -281,6 +281,7 @@ def create_app(data_dir: Path | None = None) -> FastAPI:
             async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0)) as client:
                 app.state.backend = Backend(ModelStore(root), client, executor)
                 yield
+        logger.info("stopped")
 
     app = FastAPI(
         title="scikit-learn online ML backend",

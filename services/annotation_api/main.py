@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from services.annotation_api import health
+from services.annotation_api import health, metrics
 from services.annotation_api.annotations import router as annotations_router
 from services.annotation_api.auth import router as auth_router
 from services.annotation_api.auth.service import ensure_user_with_token
@@ -33,8 +34,11 @@ from services.annotation_api.tasks import router as tasks_router
 from services.annotation_api.text_guard import reject_unstorable_input
 from services.annotation_api.training import router as training_router
 from shared.logging import RequestIdMiddleware, configure_logging
+from shared.tracing import configure_tracing
 
 BOOTSTRAP_EMAIL = "admin@labelloop.local"
+SERVICE = "annotation-api"
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -53,6 +57,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 yield
         finally:
             await engine.dispose()
+            log.info("stopped")
 
     app = FastAPI(
         title="labelloop annotation API",
@@ -65,8 +70,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware, service=SERVICE)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(auth_router.router)
     app.include_router(label_stream_router.router)
     app.include_router(projects_router.router)
@@ -90,5 +96,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 def app_from_env() -> FastAPI:
     """Entry point for uvicorn (``--factory``): settings and logging from the environment."""
     settings = ApiSettings()
-    configure_logging("annotation-api", settings.log_level, settings.log_json)
+    configure_logging(SERVICE, settings.log_level, settings.log_json)
+    configure_tracing(SERVICE, settings.otlp_endpoint)
     return create_app(settings)

@@ -33,6 +33,7 @@ from typing import Any, cast
 import httptools
 import httpx
 
+from services.model_gateway import observe
 from services.model_gateway.address_policy import AddressPolicy, AddressRejected
 from services.model_gateway.resilience import (
     BreakerState,
@@ -527,6 +528,25 @@ class BackendCaller:
         return state
 
     async def call(
+        self, spec: BackendSpec, method: str, path: str, body: bytes | None = None, **options: Any
+    ) -> BackendResponse:
+        """``_call``, observed: a client span, latency and outcome per backend, the breaker's state."""
+        return await observe.observed(
+            spec.id,
+            method,
+            path,
+            lambda: self._call(spec, method, path, body, **options),
+            lambda: self._breaker_state(spec),
+            lambda exc: exc.kind.value if isinstance(exc, CallFailure) else None,
+        )
+
+    def _breaker_state(self, spec: BackendSpec) -> BreakerState | None:
+        try:
+            return self.state(spec).breaker.state
+        except CallFailure:  # not a URL: no breaker
+            return None
+
+    async def _call(
         self,
         spec: BackendSpec,
         method: str,
@@ -547,7 +567,7 @@ class BackendCaller:
         """
         endpoint = Endpoint.parse(spec.url)
         state = self.state(spec, endpoint)
-        request = endpoint.request_line(method, path) + _FIXED_HEADERS
+        request = endpoint.request_line(method, path) + _FIXED_HEADERS + observe.header_lines()
         auth = authorization_header(spec, endpoint)
         if auth is not None:
             request += b"\r\nAuthorization: " + auth.encode("latin-1")
@@ -583,6 +603,7 @@ class BackendCaller:
                 raise failure
             await asyncio.sleep(delay)
             retry += 1
+            observe.retried(spec.id, path)
 
     async def _attempt(
         self,

@@ -1,10 +1,17 @@
-"""Liveness and readiness of the gateway: ready means Redis (the job queue) answers."""
+"""Liveness and readiness of the gateway's HTTP app, and its ``/metrics``.
+
+The HTTP app needs nothing but itself (backends are called per request, the API only for a client
+token), so it is ready once started: Redis belongs to the workers, and a Redis outage must not take
+interactive predictions out of the load balancer.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
+from starlette.responses import Response
 
 from shared.http import JsonResponse
+from shared.metrics import metrics_response
 
 router = APIRouter(tags=["health"])
 
@@ -15,10 +22,11 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready")
-async def ready(request: Request) -> JsonResponse:
-    try:
-        await request.app.state.redis.ping()
-    except Exception as exc:
-        reason = f"redis not reachable: {type(exc).__name__}: {exc}"
-        return JsonResponse({"status": "not ready", "reason": reason[:500]}, status_code=503)
+async def ready() -> JsonResponse:
     return JsonResponse({"status": "ready"})
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    body, content_type = await metrics_response()
+    return Response(body, media_type=content_type)

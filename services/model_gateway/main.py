@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from arq import create_pool
-from arq.connections import RedisSettings
 from fastapi import FastAPI
 
 from services.model_gateway import health, routes
@@ -14,6 +13,10 @@ from services.model_gateway.errors import install_error_handlers
 from services.model_gateway.predictor import BackendGateway
 from services.model_gateway.settings import GatewaySettings
 from shared.logging import RequestIdMiddleware, configure_logging
+from shared.tracing import configure_tracing
+
+SERVICE = "model-gateway"
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -21,7 +24,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.redis = await create_pool(RedisSettings.from_dsn(settings.redis_url), retry=0)
         app.state.gateway = BackendGateway(settings)
         app.state.token_verifier = routes.TokenVerifier(settings.api_url, settings.whoami_cache_s)
         try:
@@ -29,7 +31,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         finally:
             await app.state.token_verifier.aclose()
             await app.state.gateway.aclose()
-            await app.state.redis.aclose()
+            log.info("stopped")
 
     app = FastAPI(
         title="labelloop model gateway",
@@ -40,7 +42,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware, service=SERVICE)
     app.include_router(health.router)
     app.include_router(routes.internal)
     app.include_router(routes.public)
@@ -49,5 +51,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
 def app_from_env() -> FastAPI:
     settings = GatewaySettings()
-    configure_logging("model-gateway", settings.log_level, settings.log_json)
+    configure_logging(SERVICE, settings.log_level, settings.log_json)
+    configure_tracing(SERVICE, settings.otlp_endpoint)
     return create_app(settings)

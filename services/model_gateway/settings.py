@@ -93,6 +93,21 @@ class GatewaySettings(CommonSettings, RedisSettingsMixin):
     )
     public_max_tasks: int = Field(default=100, ge=1, description="Tasks per POST /api/predict.")
 
+    # ---- worker process -------------------------------------------------------------------
+    worker_probe_port: int = Field(
+        default=9100,
+        ge=0,
+        le=65535,
+        description="Worker only: port of its `/metrics`, `/health` (liveness) and `/ready` listener; 0: none.",
+    )
+    worker_probe_host: str = Field(default="0.0.0.0", description="Worker only: address the listener binds.")
+    worker_drain_grace_s: float = Field(
+        default=20.0,
+        ge=0,
+        description="Worker only: on SIGTERM, how long held chunks may still finish before they are "
+        "released to other workers (keep it below the orchestrator's kill timeout).",
+    )
+
     @field_validator("allowed_networks", "denied_networks", mode="before")
     @classmethod
     def _networks(cls, value: Any) -> tuple[Network, ...]:

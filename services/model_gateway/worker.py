@@ -9,6 +9,11 @@ through the ``BackendGateway``, report back. The API applies a report at most on
 twice (this worker died after predicting, Redis redelivered the job) never stores a prediction twice;
 and the API's sweeper re-queues a chunk whose lease ran out, so a worker that dies loses nothing.
 
+SIGTERM (or SIGINT) drains the worker: it takes no new jobs, lets the chunks it holds finish for up to
+``worker_drain_grace_s``, then stops predicting the rest and releases them to the API, which queues them
+for another worker without counting the attempt; then it exits. A rolling restart thus loses nothing
+and never gives a chunk up.
+
 A Redis outage does not end the process: the worker keeps finishing (and reporting over HTTP) the
 chunks it holds, polls Redis again with a capped backoff, and picks up whatever the API's sweeper puts
 on the queue of the server that comes back, even an empty one. Only a Redis unreachable at start-up
@@ -20,22 +25,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
+from dataclasses import dataclass, field
+from signal import Signals
 from typing import Any
 
 import httpx
 from arq.connections import RedisSettings
 from arq.typing import WorkerCoroutine
-from arq.worker import Worker
+from arq.worker import Retry, Worker
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from services.model_gateway.learning import deliver_events, train_backend
 from services.model_gateway.predictor import BackendGateway
 from services.model_gateway.settings import GatewaySettings
-from shared.gateway_contract import ChunkAck, ChunkHeartbeat, ChunkLease, ChunkReport, PredictTasksResult
+from services.model_gateway.worker_probes import ProbeServer
+from shared.gateway_contract import (
+    ChunkAck,
+    ChunkHeartbeat,
+    ChunkLease,
+    ChunkRelease,
+    ChunkReport,
+    PredictTasksResult,
+)
 from shared.jobs import QUEUE_NAME
-from shared.logging import configure_logging
+from shared.logging import adopted_context, configure_logging, outgoing_request_headers
+from shared.metrics import WORKER_CHUNKS
+from shared.tracing import configure_tracing
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +64,10 @@ _API_ATTEMPTS = 4
 _REDIS_DOWN = (RedisError, OSError)
 """Redis unreachable or restarting; a connection lost mid-``WATCH`` even surfaces as a WatchError."""
 _REDIS_BACKOFF_MAX_S = 2.0
+_DRAIN_MARGIN_S = 10.0
+"""After the grace period, time to report or release the chunks before arq cancels what is left."""
+_STALLED_AFTER_S = 60.0
+SERVICE = "gateway-worker"
 
 
 class ApiCallFailed(Exception):
@@ -61,9 +83,27 @@ async def ping(ctx: dict[str, Any]) -> str:
     return "pong"
 
 
+class ChunkReleased(Exception):
+    """The worker is stopping and the grace period ran out before the chunk's predictions did."""
+
+
+@dataclass(slots=True)
+class Drain:
+    """Shutdown state shared by every job of the process: set once, by the signal handler."""
+
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    deadline: float | None = None
+
+    def begin(self, grace_s: float) -> None:
+        if self.deadline is None:
+            self.deadline = time.monotonic() + grace_s
+            self.started.set()
+
+
 async def _post(api: httpx.AsyncClient, path: str, body: BaseModel | None = None) -> bytes:
     content = b"{}" if body is None else body.model_dump_json().encode()
-    response = await api.post(path, content=content, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **outgoing_request_headers()}
+    response = await api.post(path, content=content, headers=headers)
     if response.status_code != 200:
         raise ApiCallFailed(
             f"POST {path} answered {response.status_code}: {response.text[:300]}", response.status_code
@@ -87,20 +127,33 @@ async def _post_retrying(api: httpx.AsyncClient, path: str, body: BaseModel | No
 
 
 async def _predict_while_leased(
-    api: httpx.AsyncClient, gateway: BackendGateway, chunk_id: int, lease: ChunkLease
+    api: httpx.AsyncClient, gateway: BackendGateway, chunk_id: int, lease: ChunkLease, drain: Drain
 ) -> PredictTasksResult | None:
     """Predict the leased tasks, heartbeating so a slow backend does not lose the lease.
 
     None when the API says the chunk was cancelled (or finished elsewhere) meanwhile: the work stops.
+    Raises ``ChunkReleased`` when the worker is draining and its grace period ends first.
     """
     assert lease.backend is not None and lease.project is not None
     predicting = asyncio.create_task(gateway.predict(lease.backend, lease.project, lease.tasks))
+    stopping = asyncio.create_task(drain.started.wait())
     interval = max((lease.lease_s or _DEFAULT_LEASE_S) / 3, 0.05)
+    next_beat = time.monotonic() + interval
     try:
         while True:
-            done, _ = await asyncio.wait({predicting}, timeout=interval)
-            if done:
+            wake = next_beat if drain.deadline is None else min(next_beat, drain.deadline)
+            waiting = {predicting} if stopping.done() else {predicting, stopping}
+            await asyncio.wait(
+                waiting, timeout=max(0.0, wake - time.monotonic()), return_when=asyncio.FIRST_COMPLETED
+            )
+            if predicting.done():
                 return predicting.result()
+            now = time.monotonic()
+            if drain.deadline is not None and now >= drain.deadline:
+                raise ChunkReleased
+            if now < next_beat:
+                continue
+            next_beat = now + interval
             try:
                 beat = ChunkHeartbeat.model_validate_json(
                     await _post(api, f"/internal/chunks/{chunk_id}/heartbeat")
@@ -111,14 +164,25 @@ async def _predict_while_leased(
             if beat.status != "leased":
                 return None
     finally:
+        stopping.cancel()
         if not predicting.done():
             predicting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await predicting
 
 
-async def process_chunk(ctx: dict[str, Any], chunk_id: int) -> str:
-    """Predict one chunk of a bulk job and write it back through the API."""
+async def process_chunk(ctx: dict[str, Any], chunk_id: int, carried: dict[str, str] | None = None) -> str:
+    """Predict one chunk of a bulk job and write it back through the API.
+
+    ``carried`` is the request id and trace context of the request that queued the chunk.
+    """
+    with adopted_context(carried, "process_chunk"):
+        outcome, message = await _process_chunk(ctx, chunk_id)
+    WORKER_CHUNKS.labels(outcome).inc()
+    return message
+
+
+async def _process_chunk(ctx: dict[str, Any], chunk_id: int) -> tuple[str, str]:
     api: httpx.AsyncClient = ctx["api"]
     gateway: BackendGateway = ctx["gateway"]
     try:
@@ -127,15 +191,21 @@ async def process_chunk(ctx: dict[str, Any], chunk_id: int) -> str:
         )
     except ApiCallFailed as exc:
         if exc.status_code == 404:  # its job or project was deleted: nothing left to do
-            return f"chunk {chunk_id} no longer exists"
+            return "gone", f"chunk {chunk_id} no longer exists"
         raise
     if lease.status != "leased":
-        return f"chunk {chunk_id} already {lease.status}"
+        return "gone", f"chunk {chunk_id} already {lease.status}"
     result = PredictTasksResult()
     if lease.tasks:
-        predicted = await _predict_while_leased(api, gateway, chunk_id, lease)
+        try:
+            predicted = await _predict_while_leased(api, gateway, chunk_id, lease, ctx["drain"])
+        except ChunkReleased:
+            if await _release(api, chunk_id):
+                WORKER_CHUNKS.labels("released").inc()
+                raise Retry(defer=0) from None  # the job stays on the queue, for another worker
+            return "unreleased", f"chunk {chunk_id} not released; re-queued when its lease expires"
         if predicted is None:
-            return f"chunk {chunk_id} stopped: cancelled or finished elsewhere"
+            return "stopped", f"chunk {chunk_id} stopped: cancelled or finished elsewhere"
         result = predicted
     report = ChunkReport(
         predictions=result.predictions, errors=result.errors, model_version=result.model_version
@@ -143,10 +213,23 @@ async def process_chunk(ctx: dict[str, Any], chunk_id: int) -> str:
     ack = ChunkAck.model_validate_json(
         await _post_retrying(api, f"/internal/chunks/{chunk_id}/complete", report)
     )
-    return (
+    return "completed", (
         f"chunk {chunk_id}: {len(result.predictions)} predictions, {len(result.errors)} errors, "
         f"{lease.skipped} skipped, {'stored' if ack.accepted else 'dropped (already done or cancelled)'}"
     )
+
+
+async def _release(api: httpx.AsyncClient, chunk_id: int) -> bool:
+    """Hand the chunk back; if the API cannot be told, its lease runs out and the sweeper re-queues it."""
+    try:
+        answer = ChunkRelease.model_validate_json(
+            await _post_retrying(api, f"/internal/chunks/{chunk_id}/release")
+        )
+    except (httpx.TransportError, ApiCallFailed) as exc:
+        log.warning("chunk %s: release failed (%s); it is re-queued when its lease expires", chunk_id, exc)
+        return False
+    log.info("chunk %s released: the worker is stopping", chunk_id)
+    return answer.released
 
 
 def api_client(settings: GatewaySettings) -> httpx.AsyncClient:
@@ -161,6 +244,7 @@ def api_client(settings: GatewaySettings) -> httpx.AsyncClient:
 async def startup(ctx: dict[str, Any]) -> None:
     settings: GatewaySettings = ctx.get("settings") or GatewaySettings()
     ctx["settings"] = settings
+    ctx.setdefault("drain", Drain())
     ctx["gateway"] = BackendGateway(settings)
     ctx["api"] = api_client(settings)
 
@@ -170,6 +254,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await ctx["api"].aclose()
     if "gateway" in ctx:
         await ctx["gateway"].aclose()
+    log.info("stopped")
 
 
 class WorkerSettings:
@@ -183,10 +268,14 @@ class WorkerSettings:
     keep_result = 0
     """Postgres holds every outcome; a kept result would also block re-queueing the same job id."""
     poll_delay = 0.1
+    max_tries = 100
+    """arq runs a job again after a release or a shutdown (``Retry``); past this it drops the job and the
+    sweeper re-queues the chunk from Postgres."""
 
 
 class ReconnectingWorker(Worker):
-    """arq's worker, except that a Redis outage pauses polling instead of ending the process.
+    """arq's worker, except that a Redis outage pauses polling instead of ending the process, a signal
+    drains it (see the module docstring), and it serves probes and metrics.
 
     arq lets a connection error from its poll loop end ``main()``; a restarted Redis would then take
     every worker down with it (and, under ``make run``, the whole stack). redis-py reconnects a pooled
@@ -194,6 +283,39 @@ class ReconnectingWorker(Worker):
     """
 
     _down_since: float | None = None
+    _last_poll: float = 0.0
+    settings: GatewaySettings
+
+    async def main(self) -> None:
+        probes = ProbeServer(self._alive, self._ready)
+        if self.settings.worker_probe_port:
+            await probes.start(self.settings.worker_probe_host, self.settings.worker_probe_port)
+        try:
+            await super().main()
+        finally:
+            await probes.aclose()
+
+    async def _alive(self) -> str | None:
+        if self._last_poll and time.monotonic() - self._last_poll > _STALLED_AFTER_S:
+            return f"the poll loop has not run for {time.monotonic() - self._last_poll:.0f} s"
+        return None
+
+    async def _ready(self) -> str | None:
+        drain: Drain | None = self.ctx.get("drain")
+        if drain is not None and drain.started.is_set():
+            return "draining: shutting down"
+        if self._pool is None or not self._last_poll:
+            return "starting"
+        if self._down_since is not None:
+            return "redis not reachable"
+        return None
+
+    def handle_sig_wait_for_completion(self, signum: Signals) -> None:
+        """Stop taking jobs; chunks get the grace period to finish, then are released (see ``Drain``)."""
+        drain: Drain = self.ctx.setdefault("drain", Drain())
+        drain.begin(self.settings.worker_drain_grace_s)
+        log.info("draining on %s: %d jobs running", Signals(signum).name, len(self.tasks))
+        super().handle_sig_wait_for_completion(signum)
 
     def _reap_finished(self) -> None:
         """Forget finished jobs here, so one that failed on Redis is logged, not taken for an outage.
@@ -222,6 +344,7 @@ class ReconnectingWorker(Worker):
                 raise
 
     async def _poll_iteration(self) -> None:
+        self._last_poll = time.monotonic()
         self._reap_finished()
         try:
             await super()._poll_iteration()
@@ -239,24 +362,42 @@ class ReconnectingWorker(Worker):
             self._down_since = None
 
 
-def create_worker() -> ReconnectingWorker:
-    return ReconnectingWorker(
+def create_worker(settings: GatewaySettings | None = None) -> ReconnectingWorker:
+    settings = settings or GatewaySettings()
+    worker = ReconnectingWorker(
         functions=WorkerSettings.functions,
         queue_name=WorkerSettings.queue_name,
-        redis_settings=WorkerSettings.redis_settings,
+        redis_settings=RedisSettings.from_dsn(settings.redis_url),
         on_startup=WorkerSettings.on_startup,
         on_shutdown=WorkerSettings.on_shutdown,
         max_jobs=WorkerSettings.max_jobs,
         job_timeout=WorkerSettings.job_timeout,
         keep_result=WorkerSettings.keep_result,
         poll_delay=WorkerSettings.poll_delay,
+        max_tries=WorkerSettings.max_tries,
+        ctx={"settings": settings},
+        job_completion_wait=math.ceil(settings.worker_drain_grace_s + _DRAIN_MARGIN_S),
     )
+    worker.settings = settings
+    return worker
+
+
+class _QuietJobLines(logging.Filter):
+    """arq logs every job start and end at INFO; those are per-chunk chatter, so DEBUG here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and isinstance(record.msg, str) and record.msg.startswith("%6.2fs"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
 
 
 def main() -> None:
     settings = GatewaySettings()
-    configure_logging("gateway-worker", settings.log_level, settings.log_json)
-    create_worker().run()
+    configure_logging(SERVICE, settings.log_level, settings.log_json)
+    configure_tracing(SERVICE, settings.otlp_endpoint)
+    logging.getLogger("arq.worker").addFilter(_QuietJobLines())
+    create_worker(settings).run()
 
 
 if __name__ == "__main__":

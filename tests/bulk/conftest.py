@@ -7,6 +7,7 @@ scenarios resolve in seconds; a test can change more with ``@pytest.mark.api_set
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -21,7 +22,9 @@ from services.model_gateway.settings import GatewaySettings
 from tests.conftest import SERVICE_TOKEN
 from tests.fakes.fake_backend import SENTIMENT_CONFIG
 from tests.support.builders import create_project
+from tests.support.servers import bound_socket
 from tests.support.settings import narrowed_api_settings
+from tests.support.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,7 +46,8 @@ async def project(api: httpx.AsyncClient) -> dict[str, Any]:
     return await create_project(api, SENTIMENT_CONFIG, title="bulk")
 
 
-StartWorker = Callable[[], subprocess.Popen[bytes]]
+StartWorker = Callable[..., subprocess.Popen[bytes]]
+"""``start_worker(**env)``: extra environment variables for this worker, e.g. its probe port."""
 
 
 @pytest.fixture
@@ -57,13 +61,15 @@ def start_worker(gateway_settings: GatewaySettings) -> Iterator[StartWorker]:
         "LABELLOOP_SERVICE_TOKEN": SERVICE_TOKEN,
         "LABELLOOP_ALLOWED_NETWORKS": "127.0.0.0/8",
         "LABELLOOP_LOG_LEVEL": "WARNING",
+        "LABELLOOP_WORKER_PROBE_PORT": "0",
+        "LABELLOOP_WORKER_PROBE_HOST": "127.0.0.1",
     }
 
-    def start() -> subprocess.Popen[bytes]:
+    def start(**extra_env: str) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
             [sys.executable, "-m", "services.model_gateway.worker"],
             cwd=REPO_ROOT,
-            env=env,
+            env={**env, **extra_env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -75,3 +81,36 @@ def start_worker(gateway_settings: GatewaySettings) -> Iterator[StartWorker]:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+def free_port() -> int:
+    with bound_socket() as sock:
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class WorkerProcess:
+    """A worker process and the address of its probe/metrics listener."""
+
+    def __init__(self, start_worker: StartWorker, drain_grace_s: float = 0.3) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen[bytes] = start_worker(
+            LABELLOOP_WORKER_PROBE_PORT=str(port), LABELLOOP_WORKER_DRAIN_GRACE_S=str(drain_grace_s)
+        )
+
+    async def wait_ready(self, client: httpx.AsyncClient) -> None:
+        async def ready() -> bool:
+            assert self.process.poll() is None, "the worker exited before it was ready"
+            try:
+                answer = await client.get(f"{self.url}/ready")
+            except httpx.TransportError:
+                return False
+            return answer.status_code == 200
+
+        await wait_for(ready, 60, f"worker {self.url} to be ready")
+        assert (await client.get(f"{self.url}/health")).json() == {"status": "UP"}
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)

@@ -17,7 +17,7 @@ from services.annotation_api.db import SessionDep
 from services.annotation_api.ids import PathId
 from services.annotation_api.jobs import service
 from services.annotation_api.jobs.schemas import parse_report
-from shared.gateway_contract import ChunkAck, ChunkHeartbeat, ChunkLease, ChunkReport
+from shared.gateway_contract import ChunkAck, ChunkHeartbeat, ChunkLease, ChunkRelease, ChunkReport
 from shared.http import JsonResponse
 
 
@@ -56,6 +56,12 @@ async def lease_chunk(chunk_id: PathId, request: Request, session: SessionDep) -
 async def heartbeat(chunk_id: PathId, request: Request, session: SessionDep) -> ChunkHeartbeat:
     """Keep the lease of a chunk still being predicted; ``cancelled`` tells the worker to stop."""
     return await service.heartbeat(session, chunk_id, request.app.state.settings.chunk_lease_s)
+
+
+@router.post("/{chunk_id}/release", response_model=ChunkRelease)
+async def release(chunk_id: PathId, session: SessionDep) -> ChunkRelease:
+    """Take back a chunk its worker is shutting down with: pending again, the attempt not counted."""
+    return await service.release_chunk(session, chunk_id)
 
 
 @router.post(

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.annotation_api.db import run_after_commit
 from services.annotation_api.events.background import delivery_loop
 from services.annotation_api.jobs.queue import REDIS_DOWN, ChunkQueue
 from services.annotation_api.jobs.service import sweep
@@ -34,6 +35,7 @@ async def sweep_once(maker: async_sessionmaker[AsyncSession], queue: ChunkQueue,
     """One sweep; returns how many chunks were re-queued (a full batch means "go again")."""
     async with maker.begin() as session:
         to_enqueue = await sweep(session, lease_s, _SWEEP_BATCH)
+    await run_after_commit(session)
     if to_enqueue:
         log.info("sweeper re-queued %d chunks", len(to_enqueue))
         await queue.enqueue(to_enqueue)

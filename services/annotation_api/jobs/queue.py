@@ -17,6 +17,7 @@ from arq.connections import RedisSettings
 from redis.exceptions import RedisError
 
 from shared.jobs import PROCESS_CHUNK, QUEUE_NAME, chunk_job_id
+from shared.logging import carried_context
 
 log = logging.getLogger(__name__)
 _ENQUEUE_CONCURRENCY = 32
@@ -46,11 +47,14 @@ class ChunkQueue:
         if not chunks:
             return
         pool = await self.pool()
+        carried = carried_context()  # the request's trace and id ride along with the chunks
         semaphore = asyncio.Semaphore(_ENQUEUE_CONCURRENCY)
 
         async def one(chunk_id: int, attempt: int) -> None:
             async with semaphore:
-                await pool.enqueue_job(PROCESS_CHUNK, chunk_id, _job_id=chunk_job_id(chunk_id, attempt))
+                await pool.enqueue_job(
+                    PROCESS_CHUNK, chunk_id, carried, _job_id=chunk_job_id(chunk_id, attempt)
+                )
 
         await asyncio.gather(*(one(chunk_id, attempt) for chunk_id, attempt in chunks))
 

@@ -74,6 +74,26 @@ async def lease_chunk(session: AsyncSession, chunk_id: int, lease_s: float) -> t
     return None if row is None else (int(row[0]), list(row[1]))
 
 
+_RELEASE = text(
+    """
+    UPDATE job_chunk
+    SET status = 'pending', attempts = GREATEST(attempts - 1, 0), lease_expires_at = NULL,
+        enqueued_at = now()
+    WHERE id = :chunk AND status = 'leased'
+    RETURNING attempts
+    """
+)
+
+
+async def release_chunk(session: AsyncSession, chunk_id: int) -> int | None:
+    """Back to pending with the attempt given back; the attempt count, or None if it was not leased.
+
+    ``enqueued_at = now()``: the chunk is still on the queue (its worker left the job there).
+    """
+    row = (await session.execute(_RELEASE, {"chunk": chunk_id})).first()
+    return None if row is None else int(row[0])
+
+
 _EXTEND_LEASE = text(
     """
     UPDATE job_chunk SET lease_expires_at = now() + make_interval(secs => :lease_s)

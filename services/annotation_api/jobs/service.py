@@ -15,7 +15,7 @@ prediction of that model version and predicts only the failed ones.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,15 @@ from services.annotation_api.models import (
     Task,
 )
 from services.annotation_api.settings import ApiSettings
-from shared.gateway_contract import ChunkAck, ChunkHeartbeat, ChunkLease, ChunkReport, TaskError
+from shared.gateway_contract import (
+    ChunkAck,
+    ChunkHeartbeat,
+    ChunkLease,
+    ChunkRelease,
+    ChunkReport,
+    TaskError,
+)
+from shared.metrics import TASKS_FAILED, TASKS_PREDICTED, backend_label
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +257,19 @@ async def heartbeat(session: AsyncSession, chunk_id: int, lease_s: float) -> Chu
     return ChunkHeartbeat(status="done" if state[1] == "done" else "cancelled")
 
 
+async def release_chunk(session: AsyncSession, chunk_id: int) -> ChunkRelease:
+    """Hand a leased chunk back (its worker is shutting down) without counting the attempt it used.
+
+    The worker then leaves its arq job on the queue for another worker (arq ``Retry``), under the job id
+    the sweeper would use for this attempt, so the chunk is neither lost nor queued twice.
+    """
+    if await repo.release_chunk(session, chunk_id) is None:
+        if await repo.chunk_state(session, chunk_id) is None:
+            raise NotFound(f"Chunk {chunk_id} not found.")
+        return ChunkRelease(released=False)
+    return ChunkRelease(released=True)
+
+
 async def _fail_job(session: AsyncSession, job: Job, error: str) -> None:
     await repo.cancel_chunks(session, job.id)
     await session.execute(
@@ -312,6 +333,18 @@ async def _apply_report(session: AsyncSession, job: Job, task_ids: list[int], re
         errors=errors,
     )
     await repo.finish_job_if_done(session, job.id)
+    after_commit(session, _count_tasks(job.ml_backend_id, len(predicted), len(failed)))
+
+
+def _count_tasks(backend_id: int | None, predicted: int, failed: int) -> Callable[[], Awaitable[None]]:
+    """Counts a report's tasks in the metrics once its transaction committed (never for a rollback)."""
+
+    async def count() -> None:
+        backend = backend_label(backend_id)
+        TASKS_PREDICTED.labels(backend).inc(predicted)
+        TASKS_FAILED.labels(backend).inc(failed)
+
+    return count
 
 
 async def sweep(session: AsyncSession, lease_s: float, limit: int = 500) -> list[tuple[int, int]]:

@@ -21,6 +21,7 @@ from shared.gateway_contract import (
     PredictTasksRequest,
     PredictTasksResult,
 )
+from shared.logging import outgoing_request_headers
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
@@ -50,7 +51,7 @@ class GatewayClient:
             response = await self._http.post(
                 path,
                 content=body.model_dump_json(),
-                headers={"Content-Type": "application/json"},
+                headers={"Content-Type": "application/json", **outgoing_request_headers()},
             )
         except httpx.TimeoutException as exc:
             raise GatewayUnavailable(
