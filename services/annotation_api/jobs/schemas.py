@@ -97,13 +97,17 @@ class PredictStarted(BaseModel):
     def of(cls, jobs: list[Job]) -> PredictStarted:
         total = sum(job.total for job in jobs)
         ids = [job.id for job in jobs]
-        listed = ", ".join(str(job_id) for job_id in ids)
         return cls(
             processed_items=total,
-            detail=f"Predicting {total} tasks in the background: follow GET /api/jobs/{{id}} (job {listed})",
+            detail=f"Predicting {total} tasks in the background: follow {_follow(ids)}",
             job_id=ids[0] if ids else None,
             job_ids=ids,
         )
+
+
+def _follow(ids: list[int]) -> str:
+    """The exact URL(s) to poll: ``GET /api/jobs/7`` or ``GET /api/jobs/7, GET /api/jobs/8``."""
+    return ", ".join(f"GET /api/jobs/{job_id}" for job_id in ids) or "nothing (no job started)"
 
 
 def _int(value: Any) -> bool:
