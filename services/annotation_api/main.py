@@ -72,6 +72,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(version_router("annotation-api"))
     app.include_router(auth_router.router)
+    app.include_router(auth_router.users)
     app.include_router(label_stream_router.router)
     app.include_router(projects_router.router)
     app.include_router(imports_router.router)
