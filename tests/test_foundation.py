@@ -105,7 +105,9 @@ async def test_migrations_round_trip_and_match_models(stack_env: dict[str, str])
     assert "No new upgrade operations detected" in check.stdout + check.stderr
 
 
-@pytest.mark.parametrize("service", ["annotation_api", "model_gateway"])
+@pytest.mark.parametrize(
+    "service", ["annotation_api", "annotation_api.internal", "model_gateway", "model_gateway.internal"]
+)
 def test_committed_openapi_spec_is_current(service: str) -> None:
     committed = json.loads((REPO_ROOT / "docs" / "openapi" / f"{service}.json").read_text())
     assert committed == render_specs()[service], "stale spec: run `make openapi` and commit the result"

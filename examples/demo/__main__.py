@@ -1,7 +1,8 @@
 """``make demo`` / ``python -m examples.demo``: uncertainty vs random sampling on a running stack.
 
-Needs the stack ``make run`` starts (API on :8080 by default; token from LABELLOOP_API_TOKEN or
-``.data/api_token``). The loop needs the scikit-learn example backend: when the one at --backend-url
+Needs the stack ``make run`` starts, on the same ports (LABELLOOP_API_PORT, LABELLOOP_EXAMPLE_BACKEND_PORT;
+token from LABELLOOP_API_TOKEN or ``$LABELLOOP_DATA_DIR/api_token``). It creates one project per sampling
+strategy and deletes them when done, unless ``--keep``. The loop needs the scikit-learn example backend: when the one at --backend-url
 is something else (``make run`` serves examples.simple_backend unless LABELLOOP_EXAMPLE_BACKEND says
 otherwise), the demo serves its own on a free 127.0.0.1 port for the run.
 """
@@ -79,7 +80,8 @@ async def _run(args: argparse.Namespace, backend_url: str) -> list[Curve]:
     print(f"digits: {len(pool)} tasks to label, {len(test)} held out (seed {args.seed})")
     settings = LoopSettings(rounds=args.rounds, per_round=args.per_round)
     headers = {"Authorization": f"Token {_token(args.token)}"}
-    curves = []
+    curves: list[Curve] = []
+    created: list[int] = []
     async with (
         httpx.AsyncClient(base_url=args.api_url, headers=headers, timeout=60) as api,
         httpx.AsyncClient(base_url=backend_url, timeout=60) as backend,
@@ -92,20 +94,46 @@ async def _run(args: argparse.Namespace, backend_url: str) -> list[Curve]:
             ) from exc
         if response.status_code == 401:
             raise DemoError(f"the annotation API at {args.api_url} refused the token (pass --token)")
-        for strategy in args.strategies:
-            curves.append(await learning_curve(api, backend, backend_url, strategy, pool, test, settings))
+        print(
+            f"creating {len(args.strategies)} projects on {args.api_url} ({len(pool)} tasks each); "
+            + ("they are kept (--keep)" if args.keep else "deleted at the end (--keep keeps them)")
+        )
+        try:
+            for strategy in args.strategies:
+                curve = await learning_curve(
+                    api, backend, backend_url, strategy, pool, test, settings, created=created
+                )
+                curves.append(curve)
+        finally:
+            if not args.keep:
+                await _delete_projects(api, created)
     return curves
+
+
+async def _delete_projects(api: httpx.AsyncClient, project_ids: list[int]) -> None:
+    for project_id in project_ids:
+        response = await api.delete(f"/api/projects/{project_id}")
+        outcome = "deleted" if response.status_code in (204, 404) else f"NOT deleted ({response.status_code})"
+        print(f"project {project_id} {outcome}")
+
+
+def _default_url(port_env: str, default_port: int) -> str:
+    """The address ``make run`` serves on: the same port variables, the same defaults."""
+    return f"http://127.0.0.1:{os.environ.get(port_env) or default_port}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Active learning demo: uncertainty vs random sampling.")
-    parser.add_argument("--api-url", default=os.environ.get("LABELLOOP_API_URL", "http://127.0.0.1:8080"))
+    parser.add_argument("--api-url", default=_default_url("LABELLOOP_API_PORT", 8080))
     parser.add_argument(
         "--token", default=None, help="API token (default: $LABELLOOP_API_TOKEN or .data/api_token)"
     )
     parser.add_argument(
-        "--backend-url", default="http://127.0.0.1:9090", help="the scikit-learn example backend"
+        "--backend-url",
+        default=_default_url("LABELLOOP_EXAMPLE_BACKEND_PORT", 9090),
+        help="the scikit-learn example backend",
     )
+    parser.add_argument("--keep", action="store_true", help="keep the demo's projects (default: delete them)")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--per-round", type=int, default=20, help="tasks labeled per round")
     parser.add_argument("--test-size", type=int, default=400, help="digits held out for evaluation")

@@ -117,8 +117,13 @@ async def learning_curve(
     test: list[Item],
     settings: LoopSettings,
     say: Callable[[str], None] = print,
+    created: list[int] | None = None,
 ) -> Curve:
-    """Run the loop for one sampling strategy in a new project; one point per round."""
+    """Run the loop for one sampling strategy in a new project; one point per round.
+
+    The project's id is appended to ``created`` as soon as it exists, so a caller can delete it even
+    when the loop fails halfway.
+    """
     project: dict[str, Any] = await call(
         api,
         "POST",
@@ -132,6 +137,8 @@ async def learning_curve(
         },
     )
     project_id = project["id"]
+    if created is not None:
+        created.append(project_id)
     imported = await call(
         api,
         "POST",

@@ -36,14 +36,14 @@ def labels_to_reach(curves: list[Curve]) -> str:
 
 
 def plot(curves: list[Curve], path: Path, title: str) -> str | None:
-    """Write the curves to ``path``; the reason when that is impossible (matplotlib is a dev extra)."""
+    """Write the curves to ``path``; the reason when that is impossible (matplotlib is in the examples extra)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return "matplotlib is not installed (pip install -e '.[dev]'), so no PNG was written"
+        return "matplotlib is not installed (pip install -e '.[examples]'), so no PNG was written"
     path.parent.mkdir(parents=True, exist_ok=True)
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
     for curve in curves:

@@ -33,8 +33,10 @@ from services.annotation_api.settings import ApiSettings
 from services.annotation_api.tasks import router as tasks_router
 from services.annotation_api.text_guard import reject_unstorable_input
 from services.annotation_api.training import router as training_router
+from shared.api_docs import install_docs
 from shared.logging import RequestIdMiddleware, configure_logging
 from shared.tracing import configure_tracing
+from shared.version import VERSION, version_router
 
 BOOTSTRAP_EMAIL = "admin@labelloop.local"
 SERVICE = "annotation-api"
@@ -61,11 +63,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="labelloop annotation API",
-        version="0.1.0",
+        version=VERSION,
         description="Projects, tasks, annotations, predictions, ML backends and jobs "
         "(Label Studio–compatible paths and fields).",
         lifespan=lifespan,
         dependencies=[Depends(reject_unstorable_input)],
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)
@@ -73,7 +77,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware, service=SERVICE)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(version_router("annotation-api"))
     app.include_router(auth_router.router)
+    app.include_router(auth_router.users)
     app.include_router(label_stream_router.router)
     app.include_router(projects_router.router)
     app.include_router(imports_router.router)
@@ -90,6 +96,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(training_router.internal)
     app.include_router(events_router.router)
     console_router.install(app)
+    install_docs(app)
     return app
 
 

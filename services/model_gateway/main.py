@@ -12,11 +12,13 @@ from services.model_gateway import health, routes
 from services.model_gateway.errors import install_error_handlers
 from services.model_gateway.predictor import BackendGateway
 from services.model_gateway.settings import GatewaySettings
+from shared.api_docs import install_docs
 from shared.logging import RequestIdMiddleware, configure_logging
 from shared.tracing import configure_tracing
 
 SERVICE = "model-gateway"
 log = logging.getLogger(__name__)
+from shared.version import VERSION, version_router
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -35,17 +37,21 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="labelloop model gateway",
-        version="0.1.0",
+        version=VERSION,
         description="Calls ML backends (Label Studio ML protocol) with timeouts, retries and "
         "circuit breaking; runs bulk prediction and training as arq jobs.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware, service=SERVICE)
     app.include_router(health.router)
+    app.include_router(version_router("model-gateway"))
     app.include_router(routes.internal)
     app.include_router(routes.public)
+    install_docs(app)
     return app
 
 

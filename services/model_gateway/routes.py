@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, get_type_hints
 
 import httpx
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, Security, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from services.model_gateway.backend_client import CallFailure, Endpoint
 from services.model_gateway.predictor import BackendGateway
 from services.model_gateway.settings import GatewaySettings
+from shared.api_docs import CLIENT_TOKEN, SERVICE_TOKEN
 from shared.gateway_contract import (
     BackendSpec,
     CheckBackendRequest,
@@ -178,8 +179,14 @@ def _json_response(result: BaseModel) -> Response:
     return Response(result.model_dump_json(), media_type="application/json")
 
 
-internal = APIRouter(prefix="/internal", tags=["internal"], dependencies=[Depends(service_caller)])
-public = APIRouter(prefix="/api", tags=["predict"], dependencies=[Depends(public_caller)])
+# Security(...) only declares each credential in the spec (the docs' Authorize button); the *_caller
+# dependencies after it check the header.
+internal = APIRouter(
+    prefix="/internal", tags=["internal"], dependencies=[Security(SERVICE_TOKEN), Depends(service_caller)]
+)
+public = APIRouter(
+    prefix="/api", tags=["predict"], dependencies=[Security(CLIENT_TOKEN), Depends(public_caller)]
+)
 
 
 @internal.post("/backends/check", response_model=CheckBackendResult)

@@ -79,14 +79,14 @@ async def test_patch_is_partial_and_delete_removes(api: httpx.AsyncClient) -> No
     project = await create_project(api, title="before", description="keep")
     patched = await api.patch(
         f"/api/projects/{project['id']}",
-        json={"title": "after", "model_version": "v2", "sampling": "Uncertainty sampling"},
+        json={"title": "after", "model_version": "", "sampling": "Uncertainty sampling"},
     )
     assert patched.status_code == 200, patched.text
     body = patched.json()
     assert (body["title"], body["description"], body["model_version"], body["sampling"]) == (
         "after",
         "keep",
-        "v2",
+        "",
         "Uncertainty sampling",
     )
     assert (await api.delete(f"/api/projects/{project['id']}/")).status_code == 204

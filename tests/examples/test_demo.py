@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -13,16 +13,9 @@ import pytest
 from examples.demo.datasets import digit_items, split
 from examples.demo.loop import Curve, LoopSettings, Point, learning_curve
 from examples.demo.report import labels_to_reach, plot, table
-from examples.sklearn_backend.app import create_app
 from services.model_gateway.settings import GatewaySettings
 from tests.support.servers import ServerThread
 from tests.support.workers import gateway_worker
-
-
-@pytest.fixture
-def sklearn_backend(tmp_path: Path) -> Iterator[ServerThread]:
-    with ServerThread(create_app(tmp_path / "models")) as server:
-        yield server
 
 
 @pytest.fixture

@@ -29,17 +29,17 @@ class AnnotationIn(BaseModel):
 
 
 class AnnotationOut(BaseModel):
-    id: int
-    task: int
-    project: int
-    result: list[Any]
-    was_cancelled: bool
-    ground_truth: bool
-    lead_time: float | None
-    completed_by: int | None
-    parent_prediction: int | None
-    created_at: datetime
-    updated_at: datetime
+    id: int = Field(description="Annotation id.")
+    task: int = Field(description="Its task.")
+    project: int = Field(description="Its project.")
+    result: list[Any] = Field(description="Regions, in Label Studio's result format.")
+    was_cancelled: bool = Field(description="The annotator skipped the task.")
+    ground_truth: bool = Field(description="Marked as ground truth.")
+    lead_time: float | None = Field(description="Seconds the annotator spent, if sent.")
+    completed_by: int | None = Field(description="The user who made it.")
+    parent_prediction: int | None = Field(description="The prediction it started from, if any.")
+    created_at: datetime = Field(description="Creation time.")
+    updated_at: datetime = Field(description="Last change.")
 
     @classmethod
     def of(cls, row: Annotation) -> AnnotationOut:

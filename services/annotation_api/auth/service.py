@@ -1,7 +1,8 @@
 """Users and API tokens. Tokens are shown once and stored only as a SHA-256 digest.
 
 Users exist to own tokens and to be named in ``completed_by``/``created_by``; there is no password
-login: a token comes from ``LABELLOOP_API_TOKEN`` or ``python -m services.annotation_api.cli``.
+login: a token comes from ``LABELLOOP_API_TOKEN``, ``POST /api/users`` (``labelloop users create``) or
+``python -m services.annotation_api.cli``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.annotation_api.errors import BadRequest
 from services.annotation_api.models import ApiToken, User
 
 
@@ -45,3 +47,16 @@ async def ensure_user_with_token(session: AsyncSession, email: str, key: str) ->
         .on_conflict_do_nothing(index_elements=[ApiToken.key_digest])
     )
     return user
+
+
+async def create_user_with_token(session: AsyncSession, email: str, key: str) -> User:
+    """A new user only: an existing e-mail is a 400 (no token is ever added to someone else's account)."""
+    created = await session.execute(
+        insert(User)
+        .values(email=email)
+        .on_conflict_do_nothing(index_elements=[User.email])
+        .returning(User.id)
+    )
+    if created.scalar_one_or_none() is None:
+        raise BadRequest(f"A user with e-mail {email} already exists.", field="email")
+    return await ensure_user_with_token(session, email, key)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.annotation_api.errors import BadRequest
 from services.annotation_api.models import Job, JobStatus
@@ -17,35 +17,40 @@ _ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 
 
 class JobOut(BaseModel):
-    id: int
-    kind: str
-    project: int
-    ml_backend: int | None
-    model_version: str | None
-    status: str
-    total: int
-    done: int
-    """Tasks the backend answered (with a prediction or, for a model that has none yet, an empty list)."""
-    predicted: int
-    """Done tasks that got at least one stored prediction."""
-    skipped: int
-    failed: int
-    processed: int
-    progress: float
-    rate: float | None
-    """Tasks processed per second since the job started."""
-    eta_s: float | None
-    """Seconds left at the current rate, while the job runs."""
-    errors: list[Any]
-    """A sample of per-task errors: ``{"task": id, "message": "…"}``."""
-    error: str | None
-    result: dict[str, Any] | None = None
-    """What the job produced beyond counters, e.g. a training job's backend answer and new version."""
-    selection: dict[str, Any]
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    updated_at: datetime
+    id: int = Field(description="Job id (``GET /api/jobs/{id}``).")
+    kind: str = Field(description="`predict` (bulk prediction) or `train`.")
+    project: int = Field(description="The project the job works on.")
+    ml_backend: int | None = Field(description="The ML backend it calls; null once that backend was deleted.")
+    model_version: str | None = Field(
+        description="The model version its stored predictions carry (bulk) or training produced (train); the backend's record and the predictions agree with it."
+    )
+    status: str = Field(description="`queued`, `running`, `completed`, `failed` or `cancelled`.")
+    total: int = Field(description="Tasks the job covers (1 for training).")
+    done: int = Field(
+        description="Tasks the backend answered (with a prediction or, for a model that has none yet, an empty list)."
+    )
+    predicted: int = Field(description="Done tasks that got at least one stored prediction.")
+    skipped: int = Field(
+        description="Tasks not predicted because they already had a prediction of this backend's version (or were deleted meanwhile)."
+    )
+    failed: int = Field(description="Tasks the backend could not predict; see `errors`.")
+    processed: int = Field(description="done + skipped + failed.")
+    progress: float = Field(description="processed / total, from 0 to 1.")
+    rate: float | None = Field(description="Tasks processed per second since the job started.")
+    eta_s: float | None = Field(description="Seconds left at the current rate, while the job runs.")
+    errors: list[Any] = Field(description='A sample of per-task errors: ``{"task": id, "message": "…"}``.')
+    error: str | None = Field(description="Why the whole job failed, if it did.")
+    result: dict[str, Any] | None = Field(
+        default=None,
+        description="What the job produced beyond counters, e.g. a training job's backend answer and new version.",
+    )
+    selection: dict[str, Any] = Field(
+        description="Which tasks the job covers, as it was asked (a summary, not the ids)."
+    )
+    created_at: datetime = Field(description="When the job was created.")
+    started_at: datetime | None = Field(description="When a worker first took part of it.")
+    finished_at: datetime | None = Field(description="When it ended.")
+    updated_at: datetime = Field(description="Last change of status or counters.")
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
@@ -88,22 +93,26 @@ class JobOut(BaseModel):
 class PredictStarted(BaseModel):
     """Label Studio's action answer, plus the job(s) to follow."""
 
-    processed_items: int
-    detail: str
-    job_id: int | None = None
-    job_ids: list[int] = []
+    processed_items: int = Field(description="Tasks the job(s) will predict (Label Studio's field).")
+    detail: str = Field(description="What happened, and the URL(s) to follow.")
+    job_id: int | None = Field(default=None, description="The first (usually only) job started.")
+    job_ids: list[int] = Field(default=[], description="Every job started, one per ML backend.")
 
     @classmethod
     def of(cls, jobs: list[Job]) -> PredictStarted:
         total = sum(job.total for job in jobs)
         ids = [job.id for job in jobs]
-        listed = ", ".join(str(job_id) for job_id in ids)
         return cls(
             processed_items=total,
-            detail=f"Predicting {total} tasks in the background: follow GET /api/jobs/{{id}} (job {listed})",
+            detail=f"Predicting {total} tasks in the background: follow {_follow(ids)}",
             job_id=ids[0] if ids else None,
             job_ids=ids,
         )
+
+
+def _follow(ids: list[int]) -> str:
+    """The exact URL(s) to poll: ``GET /api/jobs/7`` or ``GET /api/jobs/7, GET /api/jobs/8``."""
+    return ", ".join(f"GET /api/jobs/{job_id}" for job_id in ids) or "nothing (no job started)"
 
 
 def _int(value: Any) -> bool:

@@ -27,7 +27,12 @@ from services.annotation_api.db import after_commit
 from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.jobs import repository as repo
 from services.annotation_api.jobs.queue import REDIS_DOWN, ChunkQueue
-from services.annotation_api.ml_backends.service import backend_spec, project_ref, record_version
+from services.annotation_api.ml_backends.service import (
+    backend_spec,
+    follow_model_version,
+    project_ref,
+    record_version,
+)
 from services.annotation_api.models import (
     Job,
     JobStatus,
@@ -316,7 +321,9 @@ async def _apply_report(session: AsyncSession, job: Job, task_ids: list[int], re
     errors = [e for e in report.errors if e.task_id in in_chunk and e.task_id not in predicted]
     failed = {e.task_id for e in errors}
     reported = {p.task_id for p in predictions} | failed
-    skipped = await repo.count_skipped(
+    # A prediction not stored because the task already had it (or is gone) is a skip, not new work.
+    already = {p.task_id for p in predictions} - predicted - failed
+    skipped = len(already) + await repo.count_skipped(
         session, task_ids, sorted(reported), job.ml_backend_id, job.model_version or ""
     )
     # Deltas, not a recount: the tasks are locked, so adding what was inserted is exact and cheaper.
@@ -332,6 +339,7 @@ async def _apply_report(session: AsyncSession, job: Job, task_ids: list[int], re
         failed=len(failed),
         errors=errors,
     )
+    await _follow_reported_version(session, job, report)
     await repo.finish_job_if_done(session, job.id)
     after_commit(session, _count_tasks(job.ml_backend_id, len(predicted), len(failed)))
 
@@ -345,6 +353,23 @@ def _count_tasks(backend_id: int | None, predicted: int, failed: int) -> Callabl
         TASKS_FAILED.labels(backend).inc(failed)
 
     return count
+
+
+async def _follow_reported_version(session: AsyncSession, job: Job, report: ChunkReport) -> None:
+    """The version the backend predicted with becomes the job's and (with auto-update) the backend's,
+    in the transaction that stores those predictions, so the three never disagree when someone looks.
+
+    Without this the job kept the version known when it started, while a backend that had learned since
+    tagged its predictions with a newer one; a re-run then skipped nothing (it looked for the old one).
+    """
+    version = report.model_version
+    if not version or version == job.model_version or not report.predictions:
+        return
+    await session.execute(update(Job).where(Job.id == job.id).values(model_version=version))
+    backend = await session.get(MlBackend, job.ml_backend_id) if job.ml_backend_id else None
+    if backend is not None:
+        await follow_model_version(session, backend, job.project_id, version)
+        await session.flush()
 
 
 async def sweep(session: AsyncSession, lease_s: float, limit: int = 500) -> list[tuple[int, int]]:

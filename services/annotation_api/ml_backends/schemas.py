@@ -66,26 +66,30 @@ class MlBackendUpdate(MlBackendEditable):
 
 
 class MlBackendOut(BaseModel):
-    id: int
-    state: str
-    readable_state: str
-    is_interactive: bool
-    url: str
-    error_message: str | None
-    title: str
-    auth_method: str
-    basic_auth_user: str | None
-    basic_auth_pass_is_set: bool
-    description: str
-    extra_params: dict[str, Any] | None
-    model_version: str
-    timeout: float
-    created_at: datetime
-    updated_at: datetime
-    auto_update: bool
-    project: int
-    batch_size: int
-    max_concurrency: int
+    id: int = Field(description="ML backend id.")
+    state: str = Field(description="CO (connected), DI (disconnected), ER (error), TR (training).")
+    readable_state: str = Field(description="`state` in words.")
+    is_interactive: bool = Field(description="Used for interactive pre-annotation.")
+    url: str = Field(description="The backend's base URL.")
+    error_message: str | None = Field(description="Why the last check failed, if it did.")
+    title: str = Field(description="Its name.")
+    auth_method: str = Field(description="NONE or BASIC_AUTH.")
+    basic_auth_user: str | None = Field(description="User for basic auth.")
+    basic_auth_pass_is_set: bool = Field(
+        description="Whether a basic-auth password is stored (never returned)."
+    )
+    description: str = Field(description="Free text.")
+    extra_params: dict[str, Any] | None = Field(description="Sent to the backend's /setup as extra_params.")
+    model_version: str = Field(
+        description="The version the backend reported last (predictions are tagged with it)."
+    )
+    timeout: float = Field(description="Seconds a bulk /predict call may take.")
+    created_at: datetime = Field(description="Creation time.")
+    updated_at: datetime = Field(description="Last change.")
+    auto_update: bool = Field(description="Follow new model versions the backend reports.")
+    project: int = Field(description="Its project.")
+    batch_size: int = Field(description="Tasks per /predict call in bulk prediction.")
+    max_concurrency: int = Field(description="Concurrent calls to this backend per worker.")
 
     @classmethod
     def of(cls, backend: MlBackend) -> MlBackendOut:
@@ -121,28 +125,32 @@ class InteractiveRequest(BaseModel):
 class InteractiveOut(BaseModel):
     """``data`` on success, ``errors`` otherwise (Label Studio answers both with 200)."""
 
-    data: dict[str, Any] | None = None
-    errors: list[str] | None = None
+    data: dict[str, Any] | None = Field(
+        default=None, description="The prediction: result, score, model_version."
+    )
+    errors: list[str] | None = Field(default=None, description="Why there is none.")
 
 
 class VersionsOut(BaseModel):
-    versions: list[str]
-    message: str | None = None
+    versions: list[str] = Field(description="Versions the backend offers (its current one).")
+    message: str | None = Field(default=None, description="Why the list is empty, if it is.")
 
 
 class VersionPerformance(BaseModel):
-    model_version: str
-    first_seen_at: datetime | None
-    """When the API first saw the backend report this version (null: before history was kept)."""
-    predictions: int
-    """Predictions of this version stored in the backend's project."""
-    compared: int
-    """Recently annotated tasks whose prediction of this version was compared with a later annotation."""
-    agreement: float | None
-    """Mean agreement over the compared tasks, 0 to 1; null when none could be compared."""
+    model_version: str = Field(description="A model version the backend reported or predicted with.")
+    first_seen_at: datetime | None = Field(
+        description="When the API first saw the backend report this version (null: before history was kept)."
+    )
+    predictions: int = Field(description="Predictions of this version stored in the backend's project.")
+    compared: int = Field(
+        description="Recently annotated tasks whose prediction of this version was compared with a later "
+        "annotation."
+    )
+    agreement: float | None = Field(
+        description="Mean agreement over the compared tasks, 0 to 1; null when none could be compared."
+    )
 
 
 class PerformanceOut(BaseModel):
-    backend: int
-    versions: list[VersionPerformance]
-    """Oldest first."""
+    backend: int = Field(description="The ML backend.")
+    versions: list[VersionPerformance] = Field(description="Its model versions, oldest first.")

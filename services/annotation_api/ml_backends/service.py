@@ -253,18 +253,27 @@ async def apply_check_result(
     else:
         backend.state = MlBackendState.CONNECTED
         backend.error_message = None
-        new_version = result.model_version
-        old_version = backend.model_version
-        if new_version and new_version != old_version and (backend.auto_update or not old_version):
-            backend.model_version = new_version
-            # Annotators keep seeing this backend's predictions when the project followed it.
-            await session.execute(
-                update(Project)
-                .where(Project.id == project.id, Project.model_version.in_([old_version, ""]))
-                .values(model_version=new_version)
-            )
-            await record_version(session, backend.id, new_version)
+        if result.model_version:
+            await follow_model_version(session, backend, project.id, result.model_version)
     backend.last_checked_at = func.now()
+
+
+async def follow_model_version(
+    session: AsyncSession, backend: MlBackend, project_id: int, version: str
+) -> None:
+    """The backend reported ``version`` (a check, training, or predictions it returned): record it when
+    auto-update is on (or none was known), and move the project's shown version if it followed the backend.
+    Every reported version enters the backend's history, whether it is followed or not."""
+    await record_version(session, backend.id, version)
+    old_version = backend.model_version
+    if version != old_version and (backend.auto_update or not old_version):
+        backend.model_version = version
+        # Annotators keep seeing this backend's predictions when the project followed it.
+        await session.execute(
+            update(Project)
+            .where(Project.id == project_id, Project.model_version.in_([old_version, ""]))
+            .values(model_version=version)
+        )
 
 
 def _task_for_backend(task: Task) -> dict[str, Any]:

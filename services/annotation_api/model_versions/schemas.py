@@ -10,22 +10,22 @@ from services.annotation_api.predictions.schemas import MAX_VERSION_LENGTH
 
 
 class StaticVersion(BaseModel):
-    model_version: str
-    count: int
+    model_version: str = Field(description="A version some predictions carry.")
+    count: int = Field(description="How many predictions carry it.")
     latest: datetime = Field(description="When the newest prediction of this version was made.")
 
 
 class LiveBackend(BaseModel):
-    id: int
-    title: str
-    url: str
-    model_version: str
-    state: str
+    id: int = Field(description="ML backend id.")
+    title: str = Field(description="Its name.")
+    url: str = Field(description="Its address.")
+    model_version: str = Field(description="Its current version.")
+    state: str = Field(description="CO (connected), DI (disconnected), ER (error), TR (training).")
 
 
 class ExtendedVersions(BaseModel):
-    static: list[StaticVersion]
-    live: list[LiveBackend]
+    static: list[StaticVersion] = Field(description="Versions with stored predictions.")
+    live: list[LiveBackend] = Field(description="The project's ML backends and their versions.")
 
 
 class VersionToDelete(BaseModel):
@@ -33,4 +33,4 @@ class VersionToDelete(BaseModel):
 
 
 class DeletedPredictions(BaseModel):
-    deleted_predictions: int
+    deleted_predictions: int = Field(description="How many predictions were deleted.")

@@ -47,17 +47,17 @@ class PredictionImportItem(_Input):
 
 
 class PredictionsImported(BaseModel):
-    created: int
+    created: int = Field(description="Predictions created.")
 
 
 class PredictionOut(BaseModel):
-    id: int
-    task: int
-    project: int
-    result: list[Any]
-    score: float | None
-    model_version: str
-    ml_backend: int | None
-    job: int | None
-    created_at: datetime
-    updated_at: datetime
+    id: int = Field(description="Prediction id.")
+    task: int = Field(description="Its task.")
+    project: int = Field(description="Its project.")
+    result: list[Any] = Field(description="Regions, in Label Studio's result format.")
+    score: float | None = Field(description="The model's confidence, 0 to 1, if given.")
+    model_version: str = Field(description="The model version that made it.")
+    ml_backend: int | None = Field(description="The backend that made it (null if imported).")
+    job: int | None = Field(description="The bulk job that stored it, if any.")
+    created_at: datetime = Field(description="Creation time.")
+    updated_at: datetime = Field(description="Last change.")

@@ -53,46 +53,54 @@ class LabelConfigIn(BaseModel):
 
 
 class LabelConfigOut(BaseModel):
-    label_config: str
+    label_config: str = Field(description="The config, as validated.")
 
 
 class UserSimple(BaseModel):
     """Label Studio nests the creator as a small user object (its SDK parses `created_by` as one)."""
 
-    id: int
-    email: str
-    username: str
-    first_name: str = ""
-    last_name: str = ""
-    avatar: str | None = None
+    id: int = Field(description="User id.")
+    email: str = Field(description="E-mail.")
+    username: str = Field(description="Same as the e-mail here.")
+    first_name: str = Field(default="", description="Empty here (Label Studio's field).")
+    last_name: str = Field(default="", description="Empty here (Label Studio's field).")
+    avatar: str | None = Field(default=None, description="Always null here (Label Studio's field).")
 
 
 class ProjectOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    id: int
-    title: str
-    description: str
-    label_config: str
-    model_version: str
-    sampling: str
-    show_collab_predictions: bool
-    evaluate_predictions_automatically: bool
-    repredict_on_new_version: bool
-    task_number: int
-    total_predictions_number: int
-    total_annotations_number: int
-    num_tasks_with_annotations: int
-    created_by: UserSimple | None = None
-    created_at: datetime
-    updated_at: datetime
+    id: int = Field(description="Project id.")
+    title: str = Field(description="Project name.")
+    description: str = Field(description="Free text.")
+    label_config: str = Field(description="The Label Studio labeling config (XML).")
+    model_version: str = Field(
+        description="Which model version's predictions annotators see (empty: none chosen)."
+    )
+    sampling: str = Field(description="Order of `/next`: Sequential, Uniform or Uncertainty sampling.")
+    show_collab_predictions: bool = Field(
+        description="Whether annotators see predictions (Label Studio's flag)."
+    )
+    evaluate_predictions_automatically: bool = Field(
+        description="Retrieve predictions for a task when an annotator opens it."
+    )
+    repredict_on_new_version: bool = Field(
+        description="Predict the unlabeled tasks again when the backend reports a new model version."
+    )
+    task_number: int = Field(description="Tasks in the project.")
+    total_predictions_number: int = Field(description="Predictions in the project.")
+    total_annotations_number: int = Field(description="Annotations in the project (cancelled ones excluded).")
+    num_tasks_with_annotations: int = Field(description="Tasks with at least one annotation.")
+    created_by: UserSimple | None = Field(default=None, description="Who created the project.")
+    created_at: datetime = Field(description="Creation time.")
+    updated_at: datetime = Field(description="Last change.")
 
 
 class ProjectPage(BaseModel):
-    count: int
-    next: str | None
-    previous: str | None
-    results: list[ProjectOut]
+    count: int = Field(description="Projects in all pages.")
+    next: str | None = Field(description="URL of the next page, if any.")
+    previous: str | None = Field(description="URL of the previous page, if any.")
+    results: list[ProjectOut] = Field(description="This page's projects.")
 
 
 def project_out(project: Project, creators: Mapping[int, str]) -> ProjectOut:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
 from services.annotation_api.errors import BadRequest, NotFound
-from services.annotation_api.models import Project, User
+from services.annotation_api.models import MlBackend, Prediction, Project, User
 from services.annotation_api.projects.schemas import ProjectCreate, ProjectUpdate
 from shared.label_config import LabelConfig, LabelConfigError, parse_label_config_cached
 
@@ -115,11 +115,33 @@ async def update_project(session: AsyncSession, project_id: int, body: ProjectUp
     if "label_config" in changes and changes["label_config"] != project.label_config:
         config = await parse_config(changes["label_config"])
         await check_tasks_fit(session, project_id, config)
+    version = changes.get("model_version")
+    if version and version != project.model_version:
+        await check_version_exists(session, project_id, version)
     for name, value in changes.items():
         setattr(project, name, value)
     await session.flush()
     await session.refresh(project)
     return project
+
+
+async def check_version_exists(session: AsyncSession, project_id: int, version: str) -> None:
+    """400 on ``model_version`` unless a backend of the project has that version or predictions carry it.
+
+    Label Studio's rule: showing a version nothing predicted would silently hide every prediction.
+    """
+    live = select(MlBackend.id).where(
+        MlBackend.project_id == project_id,
+        (MlBackend.model_version == version) | (MlBackend.title == version),
+    )
+    static = select(Prediction.id).where(
+        Prediction.project_id == project_id, Prediction.model_version == version
+    )
+    if not await session.scalar(select(live.exists() | static.exists())):
+        raise BadRequest(
+            f"Model version {version!r} doesn't exist either as live model or as static predictions.",
+            field="model_version",
+        )
 
 
 # Writers lock a project's rows in this order: bulk-job chunks, then tasks (in id order), then the project

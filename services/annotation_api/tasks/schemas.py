@@ -38,21 +38,21 @@ class TaskUpdate(BaseModel):
 
 
 class TaskOut(BaseModel):
-    id: int
-    project: int
-    data: dict[str, Any]
-    meta: dict[str, Any]
-    is_labeled: bool
-    total_annotations: int
-    cancelled_annotations: int
-    total_predictions: int
+    id: int = Field(description="Task id.")
+    project: int = Field(description="Its project.")
+    data: dict[str, Any] = Field(description="The task's data (keys the label config refers to as $key).")
+    meta: dict[str, Any] = Field(description="Free-form metadata.")
+    is_labeled: bool = Field(description="Has at least one annotation that is not cancelled.")
+    total_annotations: int = Field(description="Annotations, cancelled ones excluded.")
+    cancelled_annotations: int = Field(description="Skipped (cancelled) annotations.")
+    total_predictions: int = Field(description="Predictions of the task.")
     predictions_score: float | None = Field(
         default=None,
         description="The score ordering=prediction_score sorts by: the highest of the task's predictions "
         "of the project's shown model version (of any version when none is chosen); null when none.",
     )
-    created_at: datetime
-    updated_at: datetime
+    created_at: datetime = Field(description="Creation time.")
+    updated_at: datetime = Field(description="Last change.")
     annotations: list[dict[str, Any]] | None = Field(
         default=None, description="With fields=all (always on a single task)."
     )
@@ -62,10 +62,14 @@ class TaskOut(BaseModel):
 
 
 class TaskPage(BaseModel):
-    tasks: list[TaskOut]
+    tasks: list[TaskOut] = Field(description="This page's tasks.")
     total: int | None = Field(
         description="Tasks matching the filters (all pages). Null on a filtered keyset (after=) request: "
         "counting would scan the filtered set on every page; ask once without after= for the count."
     )
-    total_annotations: int | None
-    total_predictions: int | None
+    total_annotations: int | None = Field(
+        description="Annotations of the matching tasks (null when total is)."
+    )
+    total_predictions: int | None = Field(
+        description="Predictions of the matching tasks (null when total is)."
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.annotation_api.jobs.schemas import JobOut
 
@@ -17,7 +17,7 @@ class TrainRequest(BaseModel):
 class TrainStarted(JobOut):
     """The training job (follow it with ``GET /api/jobs/{job_id}``)."""
 
-    job_id: int
+    job_id: int = Field(description="The training job's id (same as `id`).")
 
     @classmethod
     def of_job(cls, out: JobOut) -> TrainStarted:

@@ -125,11 +125,15 @@ async def _finish(
     *,
     error: str | None = None,
     result: dict[str, Any] | None = None,
+    model_version: str | None = None,
 ) -> None:
+    """End the job; ``model_version``, when given, is the version the training produced."""
+    versioned = {} if model_version is None else {"model_version": model_version}
     await session.execute(
         update(Job)
         .where(Job.id == job_id)
         .values(
+            **versioned,
             status=status,
             error=error,
             result=result,
@@ -194,7 +198,11 @@ async def finish(
         )
         repredict_job_id = repredicted.id
         result["repredict_job_id"] = repredict_job_id
-    await _finish(session, job_id, JobStatus.COMPLETED, result=result)
+    # The job names the version training produced, like the backend record and its next predictions.
+    trained = report.check.model_version if report.check is not None and report.check.ok else None
+    await _finish(
+        session, job_id, JobStatus.COMPLETED, result=result, model_version=trained or backend.model_version
+    )
     return TrainOutcome(
         job_status=JobStatus.COMPLETED,
         model_version=backend.model_version,
