@@ -15,10 +15,10 @@ from services.model_gateway.settings import GatewaySettings
 from shared.api_docs import install_docs
 from shared.logging import RequestIdMiddleware, configure_logging
 from shared.tracing import configure_tracing
+from shared.version import VERSION, version_router
 
 SERVICE = "model-gateway"
 log = logging.getLogger(__name__)
-from shared.version import VERSION, version_router
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
