@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI
 from services.annotation_api import health
 from services.annotation_api.annotations import router as annotations_router
 from services.annotation_api.auth import router as auth_router
+from services.annotation_api.auth.middleware import AuthenticateBeforeBodyMiddleware
 from services.annotation_api.auth.service import ensure_user_with_token
 from services.annotation_api.auto_labeling import actions as _auto_labeling  # noqa: F401 (registers the DM action)
 from services.annotation_api.data_manager import router as data_manager_router
@@ -63,7 +64,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    # Added last runs first: a body is neither read nor parsed before its sender is authenticated.
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_json_request_bytes,
+        bulk_max_bytes=settings.max_request_bytes,
+    )
+    app.add_middleware(AuthenticateBeforeBodyMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(auth_router.router)
