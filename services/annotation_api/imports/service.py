@@ -11,6 +11,8 @@ are inserted with their counters set and the project's counters move by one UPDA
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import io
 import re
@@ -96,6 +98,16 @@ class ParsedTasks:
 # Encoded JSON that may hold a value later steps cannot pass on (a float Postgres keeps as an integer
 # beyond 64 bits, nesting deeper than MAX_DEPTH): only then is the value walked.
 _SUSPECT_NUMBER = re.compile(rb"\de[+-]?\d")
+
+
+_MALLOC_TRIM = getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None)
+
+
+def release_free_memory() -> None:
+    """Hand memory freed by a large import back to the OS: glibc keeps it in the arenas of the threads
+    that parsed the batches (tens of MB each) otherwise. A no-op where there is no ``malloc_trim``."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _suspect(encoded: bytes) -> bool:
@@ -379,15 +391,16 @@ async def _write_batch(
     return ids
 
 
-async def import_tasks(
-    session: AsyncSession, project_id: int, body: AsyncIterator[bytes], user: User, keep_ids: bool = False
-) -> ImportOutcome:
-    """Stream ``body`` into the project; ``keep_ids``: collect the new task ids for the answer."""
-    started = time.perf_counter()
-    project = await get_project(session, project_id, key_share=True)
-    stream = _Stream(await parse_config(project.label_config))
-    conn = await driver_connection(session)
-    outcome = ImportOutcome()
+async def _stream_batches(
+    body: AsyncIterator[bytes],
+    stream: _Stream,
+    conn: asyncpg.Connection,
+    project_id: int,
+    user: User,
+    outcome: ImportOutcome,
+    keep_ids: bool,
+) -> str | None:
+    """Parse, check and COPY the body batch by batch; the last model version of its predictions."""
     last_model_version: str | None = None
     pending: list[bytes] = []
     pending_bytes = 0
@@ -408,6 +421,23 @@ async def import_tasks(
             if keep_ids:
                 outcome.task_ids.extend(ids)
             last_model_version = parsed.last_model_version or last_model_version
+    return last_model_version
+
+
+async def import_tasks(
+    session: AsyncSession, project_id: int, body: AsyncIterator[bytes], user: User, keep_ids: bool = False
+) -> ImportOutcome:
+    """Stream ``body`` into the project; ``keep_ids``: collect the new task ids for the answer."""
+    started = time.perf_counter()
+    project = await get_project(session, project_id, key_share=True)
+    stream = _Stream(await parse_config(project.label_config))
+    conn = await driver_connection(session)
+    outcome = ImportOutcome()
+    try:
+        last_model_version = await _stream_batches(body, stream, conn, project_id, user, outcome, keep_ids)
+    finally:
+        if stream.next_index > 0:
+            await run_in_threadpool(release_free_memory)
     await add_to_project_counters(
         session,
         project_id,
