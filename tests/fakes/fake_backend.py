@@ -123,6 +123,8 @@ class Behaviour:
     """A training event or /train switches model_version to this."""
     hold_setup: threading.Event | None = None
     """/setup answers only once this is set: a backend exactly as slow as a test needs, no sleeps."""
+    hold_webhook: threading.Event | None = None
+    """/webhook answers only once this is set."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,6 +482,8 @@ class FakeBackend:
     async def _webhook(self, body: Any) -> Response:
         b = self.behaviour
         await self._pause(b.webhook_delay_s)
+        if b.hold_webhook is not None:
+            await asyncio.to_thread(b.hold_webhook.wait, 60.0)
         if b.webhook_fail is not None:
             return _html_error(b.webhook_fail, "Internal Server Error", "FakeBackendError: webhook failed")
         action = body.get("action") if isinstance(body, dict) else None
