@@ -10,7 +10,7 @@ UV_VERSION := uv==0.13.9
 RUN_EXTRAS := embedded,examples
 DEV_EXTRAS := dev,$(RUN_EXTRAS)
 
-.PHONY: lock run test lint typecheck pytest editor migrate openapi docs bench-import bench-list bench-bulk bench-gateway demo clean
+.PHONY: lock run test lint typecheck pytest editor migrate openapi docs bench-import bench-import-memory bench-list bench-bulk bench-gateway demo clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,11 @@ docs: openapi
 # configured) Postgres and drops it afterwards. Extra flags: make bench-list BENCH_ARGS="--tasks 100000"
 bench-import: $(VENV)/.runtime
 	$(PY) -m devstack.exec -- $(PY) -m bench.import_tasks $(BENCH_ARGS)
+
+# The API's peak and settled RSS through a large import of 1 KB tasks and one of tiny tasks.
+# Extra flags: make bench-import-memory BENCH_ARGS="--big-mb 50 --tiny-mb 5"
+bench-import-memory: $(VENV)/.runtime
+	$(PY) -m devstack.exec -- $(PY) -m bench.import_memory $(BENCH_ARGS)
 
 bench-list: $(VENV)/.runtime
 	$(PY) -m devstack.exec -- $(PY) -m bench.list_tasks $(BENCH_ARGS)

@@ -32,6 +32,7 @@ _START_TIMEOUT_S = 30.0
 class BenchApi:
     client: httpx.AsyncClient
     database_url: str
+    pid: int
 
 
 async def _wait_healthy(client: httpx.AsyncClient, process: asyncio.subprocess.Process) -> None:
@@ -101,7 +102,7 @@ async def bench_api(prefix: str) -> AsyncIterator[BenchApi]:
             base_url = f"http://127.0.0.1:{port}"
             async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=600) as client:
                 await _wait_healthy(client, process)
-                yield BenchApi(client=client, database_url=url.replace("+asyncpg", ""))
+                yield BenchApi(client=client, database_url=url.replace("+asyncpg", ""), pid=process.pid)
         finally:
             process.terminate()
             await asyncio.wait_for(process.wait(), timeout=15)

@@ -1,8 +1,9 @@
 """JSON values our services cannot pass on: found once at the edge, named by their field path.
 
 Python's ``json`` accepts what orjson, Postgres and ML backends cannot take: lone UTF-16 surrogates
-(``"\\ud800"``), integers beyond 64 bits, ``NaN`` / ``Infinity`` / ``1e400``, nesting deeper than orjson
-writes (254 levels, less what we wrap around a value), and (for Postgres) NUL characters. Left in, they
+(``"\\ud800"``), integers beyond 64 bits (and numbers like ``1e20`` that Postgres turns into them),
+``NaN`` / ``Infinity`` / ``1e400``, nesting deeper than orjson writes (254 levels, less what we wrap
+around a value), and (for Postgres) NUL characters. Left in, they
 fail later as a 500, or turn silently into ``null``.
 """
 
@@ -13,6 +14,9 @@ from typing import Any
 
 _INT_MIN = -(2**63)
 _INT_LIMIT = 2**64  # orjson writes unsigned 64-bit integers too
+_FLOAT_LIMIT = float(2**63)
+"""Postgres keeps ``1e20`` in jsonb as the integer ``100000000000000000000``: it reads back as an integer
+beyond 64 bits, which orjson (the API, the gateway, the worker) cannot write. Such numbers are refused."""
 MAX_DEPTH = 200
 """Deepest nesting accepted: orjson refuses beyond 254, and a value is later wrapped in a few levels
 (an event payload, a chunk of tasks)."""
@@ -38,8 +42,14 @@ def value_problem(value: Any, *, nul: bool = True) -> str | None:
         return None
     if isinstance(value, int):
         return None if _INT_MIN <= value < _INT_LIMIT else "is an integer beyond 64 bits"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "is not a finite number (NaN, Infinity or out of range)"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "is not a finite number (NaN, Infinity or out of range)"
+        if abs(value) >= _FLOAT_LIMIT:
+            return (
+                "is a number of magnitude 2^63 or more, which Postgres would keep as an integer "
+                "beyond 64 bits; send it as a string"
+            )
     return None
 
 

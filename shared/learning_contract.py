@@ -59,10 +59,6 @@ class TrainOutcome(BaseModel):
     repredict_job_id: int | None = None
 
 
-DELIVERY_LOCK_TTL_MS = 60_000
-"""A delivery holds its backend's lock this long past its last progress (refreshed per event)."""
-
-
 def delivery_lock_key(backend_id: int) -> str:
     """Held by the one worker delivering this backend's events; others step aside."""
     return f"labelloop:deliver:lock:{backend_id}"

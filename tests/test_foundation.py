@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -72,20 +73,34 @@ async def test_api_routes_need_a_token(api: httpx.AsyncClient) -> None:
     assert wrong.json()["detail"] == "Invalid token."
 
 
-async def test_oversized_body_is_413_naming_the_limit(api_settings: ApiSettings) -> None:
-    settings = api_settings.model_copy(update={"max_request_bytes": 1000})
+async def test_oversized_body_is_413_naming_the_limit_of_its_route(api_settings: ApiSettings) -> None:
+    """Ordinary routes get the small cap; only the bulk routes (import) get the large one."""
+    settings = api_settings.model_copy(update={"max_json_request_bytes": 1000, "max_request_bytes": 20_000})
+    headers = {"Authorization": f"Token {settings.api_token}", "Content-Type": "application/json"}
     with ServerThread(create_api_app(settings)) as server:
-        async with httpx.AsyncClient() as client:
-            response = await client.post(
-                f"{server.url}/api/current-user/whoami",
-                content=b"[" + b"1," * 2000 + b"1]",
-                headers={
-                    "Authorization": f"Token {settings.api_token}",
-                    "Content-Type": "application/json",
-                },
+        async with httpx.AsyncClient(base_url=server.url, headers=headers) as client:
+            project = await client.post(
+                "/api/projects", json={"title": "p", "label_config": "<View/>", "description": "x" * 2000}
             )
-    assert response.status_code == 413
-    assert "1000 bytes" in response.json()["detail"]
+            assert project.status_code == 413
+            assert "1000 bytes" in project.json()["detail"]
+            assert "LABELLOOP_MAX_JSON_REQUEST_BYTES" in project.json()["detail"]
+            project_id = (await client.post("/api/projects", json={"title": "p"})).json()["id"]
+            tasks = [{"text": f"task {i}"} for i in range(500)]  # ~9 KB: over the small cap
+            imported = await client.post(f"/api/projects/{project_id}/import", json=tasks)
+            assert imported.status_code == 201, imported.text
+
+            async def streamed() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
+                yield b"["
+                for i in range(3000):
+                    yield b'{"text": "task %d"},' % i
+                yield b'{"text": "last"}]'
+
+            too_big = await client.post(f"/api/projects/{project_id}/import", content=streamed())
+            assert too_big.status_code == 413
+            assert "LABELLOOP_MAX_REQUEST_BYTES" in too_big.json()["detail"]
+            listed = await client.get("/api/tasks", params={"project": project_id})
+            assert listed.json()["total"] == 500
 
 
 async def test_migrations_round_trip_and_match_models(stack_env: dict[str, str]) -> None:

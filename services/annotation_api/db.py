@@ -1,6 +1,6 @@
 """Engine, sessions and the one place where a request's transaction commits.
 
-Services never commit. ``get_session`` opens one session per request, commits it when the handler
+Services never commit (except ``release_transaction`` before a remote call). ``get_session`` opens one session per request, commits it when the handler
 returns, rolls back on error, and only then runs the callbacks registered with ``after_commit`` (e.g.
 enqueueing arq work) so a background job can never point at a row that was rolled back.
 """
@@ -42,6 +42,14 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
     """Run ``callback`` once the request's transaction has committed (never if it rolls back)."""
     session.info.setdefault(_AFTER_COMMIT_KEY, []).append(callback)
+
+
+async def release_transaction(session: AsyncSession) -> None:
+    """Commit what the request did so far, before a remote call (the gateway, seconds for a slow
+    backend): no transaction or pooled connection is held while it runs. Rows read before may have
+    changed or gone by the time it answers: re-read (and lock) what is written afterwards. The
+    ``after_commit`` callbacks still run once, at the request's end."""
+    await session.commit()
 
 
 async def run_after_commit(session: AsyncSession) -> None:

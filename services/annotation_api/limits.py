@@ -1,10 +1,22 @@
-"""Request body size limit: an oversized body is refused with 413 naming the limit, before it is read."""
+"""Request body size limits per route: an oversized body is refused with 413 naming the limit, before it
+is read (from Content-Length) or as soon as the streamed bytes pass it.
+
+Only the bulk routes (task and prediction import, chunk reports) take large bodies; every other route
+parses its body whole as JSON, so it gets a small cap.
+"""
 
 from __future__ import annotations
+
+import re
 
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+BULK_PATHS = re.compile(
+    r"^/api/projects/[^/]+/import(?:/predictions)?/?$|^/internal/chunks/[^/]+/complete/?$"
+)
+"""Routes that stream or read large bodies raw; everything else gets the small cap."""
 
 
 class BodyTooLarge(HTTPException):
@@ -12,15 +24,22 @@ class BodyTooLarge(HTTPException):
 
 
 class BodySizeLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, bulk_max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.bulk_max_bytes = bulk_max_bytes
 
-    def _detail(self) -> str:
-        return f"Request body exceeds the limit of {self.max_bytes} bytes (LABELLOOP_MAX_REQUEST_BYTES)."
+    def _limit(self, scope: Scope) -> tuple[int, str]:
+        if BULK_PATHS.match(scope["path"]):
+            return self.bulk_max_bytes, "LABELLOOP_MAX_REQUEST_BYTES"
+        return self.max_bytes, "LABELLOOP_MAX_JSON_REQUEST_BYTES"
 
-    async def _reject(self, send: Send) -> None:
-        body = orjson.dumps({"detail": self._detail(), "limit_bytes": self.max_bytes})
+    @staticmethod
+    def _detail(limit: int, setting: str) -> str:
+        return f"Request body exceeds the limit of {limit} bytes for this route ({setting})."
+
+    async def _reject(self, send: Send, limit: int, setting: str) -> None:
+        body = orjson.dumps({"detail": self._detail(limit, setting), "limit_bytes": limit})
         await send(
             {
                 "type": "http.response.start",
@@ -37,9 +56,10 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, setting = self._limit(scope)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(send, limit, setting)
             return
         received = 0
         response_started = False
@@ -49,8 +69,8 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(413, self._detail())
+                if received > limit:
+                    raise BodyTooLarge(413, self._detail(limit, setting))
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -62,4 +82,4 @@ class BodySizeLimitMiddleware:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not response_started:
-                await self._reject(send)
+                await self._reject(send, limit, setting)

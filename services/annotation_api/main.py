@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI
 from services.annotation_api import health, metrics
 from services.annotation_api.annotations import router as annotations_router
 from services.annotation_api.auth import router as auth_router
+from services.annotation_api.auth.middleware import AuthenticateBeforeBodyMiddleware
 from services.annotation_api.auth.service import ensure_user_with_token
 from services.annotation_api.auto_labeling import actions as _auto_labeling  # noqa: F401 (registers the DM action)
 from services.annotation_api.console import router as console_router
@@ -73,7 +74,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    # Added last runs first: a body is neither read nor parsed before its sender is authenticated.
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_json_request_bytes,
+        bulk_max_bytes=settings.max_request_bytes,
+    )
+    app.add_middleware(AuthenticateBeforeBodyMiddleware)
     app.add_middleware(RequestIdMiddleware, service=SERVICE)
     app.include_router(health.router)
     app.include_router(metrics.router)

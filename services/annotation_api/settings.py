@@ -26,7 +26,15 @@ class ApiSettings(CommonSettings, RedisSettingsMixin):
     )
     gateway_url: str = Field(default="http://127.0.0.1:8090", description="Model gateway base URL.")
     max_request_bytes: int = Field(
-        default=200 * 1024 * 1024, description="Largest request body accepted; larger gets 413."
+        default=200 * 1024 * 1024,
+        ge=1,
+        description="Largest body of the bulk routes (task and prediction import, chunk reports); "
+        "larger gets 413.",
+    )
+    max_json_request_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1,
+        description="Largest body of every other route (parsed whole as JSON); larger gets 413.",
     )
     max_page_size: int = Field(default=1000, ge=1, description="Largest page any list returns.")
     chunk_size: int = Field(default=500, ge=1, description="Tasks per bulk-prediction chunk.")

@@ -5,7 +5,9 @@ cursor) one by one to its ``/webhook`` and acknowledges each batch the backend a
 only moves past 2xx answers. The first failure stops the run: the events stay pending, in order, and
 the API's delivery loop rings again later, so a dead backend delays events but never loses them.
 
-Exactly one worker delivers a backend's events at a time (a Redis lock per backend). A run that finds
+Exactly one worker delivers a backend's events at a time (a Redis lock per backend, extended every third
+of its lifetime while held, so a webhook call slower than the lifetime — three attempts and two
+Retry-After waits — cannot let a second deliverer in and break the order). A run that finds
 the lock taken leaves a flag before giving up; the holder looks at the flag after releasing the lock and
 goes round again, so an event written while a delivery was finishing is never left waiting.
 
@@ -16,9 +18,10 @@ backend for a new model version, and reports both to the API, which records them
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, cast
 
 import httpx
@@ -29,7 +32,6 @@ from services.model_gateway.backend_client import CallFailure
 from services.model_gateway.predictor import BackendGateway
 from shared.gateway_contract import BackendSpec, WebhookRequest, WebhookResult
 from shared.learning_contract import (
-    DELIVERY_LOCK_TTL_MS,
     EventsAck,
     PendingEvents,
     TrainOutcome,
@@ -74,20 +76,39 @@ async def _call(
 
 
 class _Lock:
-    def __init__(self, redis: ArqRedis, backend_id: int) -> None:
+    def __init__(self, redis: ArqRedis, backend_id: int, ttl_s: float) -> None:
         self.redis = redis
         self.key = delivery_lock_key(backend_id)
         self.token = uuid.uuid4().hex
+        self.ttl_ms = max(1, int(ttl_s * 1000))
+        self.lost = False
 
     async def acquire(self) -> bool:
-        return bool(await self.redis.set(self.key, self.token, nx=True, px=DELIVERY_LOCK_TTL_MS))
+        return bool(await self.redis.set(self.key, self.token, nx=True, px=self.ttl_ms))
+
+    @contextlib.asynccontextmanager
+    async def kept(self) -> AsyncIterator[None]:
+        """Extend the lock every third of its lifetime while the block runs; ``lost`` once it could not."""
+
+        async def keep() -> None:
+            while not self.lost:
+                await asyncio.sleep(self.ttl_ms / 3000)
+                self.lost = not await self.extend()
+
+        keeper = asyncio.create_task(keep())
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
 
     async def _script(self, script: str, *args: str) -> bool:
         result = self.redis.eval(script, 1, self.key, self.token, *args)
         return bool(await cast(Awaitable[int], result))
 
     async def extend(self) -> bool:
-        return await self._script(_EXTEND, str(DELIVERY_LOCK_TTL_MS))
+        return await self._script(_EXTEND, str(self.ttl_ms))
 
     async def release(self) -> None:
         await self._script(_RELEASE)
@@ -119,8 +140,8 @@ async def _drain(ctx: dict[str, Any], backend_id: int, lock: _Lock) -> tuple[int
                 break
             last_delivered = event.id
             delivered += 1
-            if not await lock.extend():
-                stopped = "lost the delivery lock (took longer than its lifetime)"
+            if lock.lost:
+                stopped = "lost the delivery lock (Redis no longer held it)"
                 break
         if last_delivered is not None:
             ack = EventsAck(last_event_id=last_delivered)
@@ -137,12 +158,13 @@ async def deliver_events(ctx: dict[str, Any], backend_id: int) -> str:
     while True:
         # Announce before trying the lock: a holder that is finishing sees the flag and goes round again.
         await redis.set(again, b"1", ex=_AGAIN_TTL_S)
-        lock = _Lock(redis, backend_id)
+        lock = _Lock(redis, backend_id, ctx["settings"].delivery_lock_ttl_s)
         if not await lock.acquire():
             return f"backend {backend_id}: {delivered} delivered, the running delivery takes the rest"
         try:
             await redis.delete(again)
-            count, stopped = await _drain(ctx, backend_id, lock)
+            async with lock.kept():
+                count, stopped = await _drain(ctx, backend_id, lock)
         finally:
             await lock.release()
         delivered += count

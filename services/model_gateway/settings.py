@@ -92,6 +92,12 @@ class GatewaySettings(CommonSettings, RedisSettingsMixin):
         default=60.0, ge=0, description="How long the gateway trusts a client token the API confirmed."
     )
     public_max_tasks: int = Field(default=100, ge=1, description="Tasks per POST /api/predict.")
+    delivery_lock_ttl_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Lifetime of a backend's event-delivery lock; its holder extends it every third of "
+        "this while delivering, so a slow webhook call never outlives it.",
+    )
 
     # ---- worker process -------------------------------------------------------------------
     worker_probe_port: int = Field(

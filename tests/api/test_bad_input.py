@@ -56,6 +56,8 @@ def _assert_names(response: httpx.Response, field: str, words: str) -> None:
         (r'"a\u0000b"', "NUL character"),
         ("99999999999999999999999", "beyond 64 bits"),
         ("NaN", "not a finite number"),
+        ("1e20", "Postgres would keep as an integer beyond 64 bits"),
+        ("-9.3e18", "Postgres would keep as an integer beyond 64 bits"),
     ],
 )
 async def test_unstorable_values_in_task_data_are_a_400_naming_the_field(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 import asyncpg
@@ -221,3 +223,34 @@ async def test_gateway_down_is_503_not_500(
     assert response.status_code == 503, response.text
     assert "gateway" in response.json()["detail"].lower()
     assert await db.fetchval("SELECT count(*) FROM ml_backend") == 0
+
+
+@pytest.mark.parametrize("call", ["validate", "patch url"])
+async def test_deleting_a_backend_while_the_gateway_checks_it_is_a_404_not_a_500(
+    api: httpx.AsyncClient, project: dict[str, Any], fake: FakeBackend, db: asyncpg.Connection, call: str
+) -> None:
+    """The check runs with no transaction open; the write after it finds the row gone and says so."""
+    backend = await connect_backend(api, project["id"], fake.url)
+    setups = len(fake.calls("/setup"))
+    released = threading.Event()
+    fake.configure(hold_setup=released)
+    try:
+        if call == "validate":
+            pending = asyncio.create_task(api.post(f"/api/ml/{backend['id']}/validate"))
+        else:
+            moved = {"url": fake.url + "/"}
+            pending = asyncio.create_task(api.patch(f"/api/ml/{backend['id']}", json=moved))
+        await fake.wait_for_calls("/setup", setups + 1, timeout_s=30)
+        assert (
+            await db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%' AND datname = current_database()"
+            )
+            == 0
+        )
+        assert (await api.delete(f"/api/ml/{backend['id']}")).status_code == 204
+    finally:
+        released.set()
+    response = await pending
+    assert response.status_code == 404, response.text
+    assert "deleted while the gateway was checking it" in response.json()["detail"]
+    assert (await api.get(f"/api/ml/{backend['id']}")).status_code == 404

@@ -121,6 +121,10 @@ class Behaviour:
     """/webhook answers this status with an HTML error page, as 2.x does."""
     version_after_train: str | None = None
     """A training event or /train switches model_version to this."""
+    hold_setup: threading.Event | None = None
+    """/setup answers only once this is set: a backend exactly as slow as a test needs, no sleeps."""
+    hold_webhook: threading.Event | None = None
+    """/webhook answers only once this is set."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,6 +417,8 @@ class FakeBackend:
     async def _setup(self, _: Any) -> Response:
         b = self.behaviour
         await self._pause(b.setup_delay_s)
+        if b.hold_setup is not None:
+            await asyncio.to_thread(b.hold_setup.wait, 60.0)
         version = V1_SETUP_VERSION if b.mode == "v1" else b.model_version
         return _json({"model_version": version})
 
@@ -476,6 +482,8 @@ class FakeBackend:
     async def _webhook(self, body: Any) -> Response:
         b = self.behaviour
         await self._pause(b.webhook_delay_s)
+        if b.hold_webhook is not None:
+            await asyncio.to_thread(b.hold_webhook.wait, 60.0)
         if b.webhook_fail is not None:
             return _html_error(b.webhook_fail, "Internal Server Error", "FakeBackendError: webhook failed")
         action = body.get("action") if isinstance(body, dict) else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import threading
 from typing import Any
 
 import asyncpg
@@ -16,6 +17,7 @@ from arq.connections import RedisSettings
 from services.model_gateway.learning import deliver_events
 from services.model_gateway.settings import GatewaySettings
 from services.model_gateway.worker import shutdown, startup
+from shared.learning_contract import delivery_lock_key
 from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
 from tests.support.builders import choice, connect_backend, create_project, import_texts
 from tests.support.waiting import wait_for
@@ -216,3 +218,46 @@ async def test_internal_event_routes_need_the_service_token(
     bogus = await api.post(f"{path}/ack", json={"last_event_id": 12345}, headers=service)
     assert bogus.status_code == 200
     assert bogus.json() == {"last_event_id": 0}, "an ack past the project's events moves nothing"
+
+
+async def test_a_delivery_slower_than_the_lock_lifetime_keeps_the_lock(
+    api: httpx.AsyncClient, fake: FakeBackend, gateway_settings: GatewaySettings
+) -> None:
+    """A webhook call outliving the lock's lifetime must not let a second deliverer in (order would break)."""
+    project_id = (await create_project(api, SENTIMENT_CONFIG))["id"]
+    task_ids = await import_texts(api, project_id, 2)
+    backend = await connect_backend(api, project_id, fake.url)
+    released = threading.Event()
+    fake.configure(hold_webhook=released)
+    first = await _annotate(api, task_ids[0])
+    settings = gateway_settings.model_copy(update={"delivery_lock_ttl_s": 0.3})
+    ctx: dict[str, Any] = {"settings": settings}
+    await startup(ctx)
+    ctx["redis"] = redis = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+    try:
+        slow = asyncio.create_task(deliver_events(ctx, backend["id"]))
+        await fake.wait_for_calls("/webhook", 1, timeout_s=30)
+        second = await _annotate(api, task_ids[1])
+        key = delivery_lock_key(backend["id"])
+        holder = await redis.get(key)
+        renewals = 0
+        previous = await redis.pttl(key)
+
+        async def renewed_three_times() -> bool:
+            nonlocal renewals, previous
+            remaining = await redis.pttl(key)
+            renewals += remaining > previous
+            previous = remaining
+            return renewals >= 3
+
+        await wait_for(renewed_three_times, what="the held lock to be extended past its lifetime")
+        assert await redis.get(key) == holder
+        stepped_aside = await deliver_events(ctx, backend["id"])
+        assert "the running delivery takes the rest" in stepped_aside
+        released.set()
+        outcome = await slow
+    finally:
+        released.set()
+        await redis.aclose()
+        await shutdown(ctx)
+    assert _received(fake) == [("ANNOTATION_CREATED", first), ("ANNOTATION_CREATED", second)], outcome

@@ -20,36 +20,50 @@ _ClientTokenDoc = Annotated[str | None, Security(CLIENT_TOKEN)]
 _ServiceTokenDoc = Annotated[HTTPAuthorizationCredentials | None, Security(SERVICE_TOKEN)]
 
 
-def _credential(request: Request, scheme: str) -> str | None:
-    header = request.headers.get("authorization", "")
-    given_scheme, _, value = header.partition(" ")
+def credential(authorization: str, scheme: str) -> str | None:
+    """The key of an ``Authorization: <scheme> <key>`` header value, or None."""
+    given_scheme, _, value = authorization.partition(" ")
     if given_scheme.lower() != scheme.lower() or not value.strip():
         return None
     return value.strip()
 
 
+def user_key(authorization: str) -> str | None:
+    return credential(authorization, "Token") or credential(authorization, "Bearer")
+
+
+def is_service_token(authorization: str, expected: str) -> bool:
+    """Compared as bytes: compare_digest raises on a non-ASCII str, and a header may hold any byte
+    (Starlette decodes headers as latin-1, so this gives back the bytes sent)."""
+    given = credential(authorization, "Bearer")
+    return (
+        bool(expected)
+        and given is not None
+        and secrets.compare_digest(given.encode("latin-1"), expected.encode())
+    )
+
+
+NO_CREDENTIALS = "Authentication credentials were not provided (Authorization: Token <key>)."
+INVALID_TOKEN = "Invalid token."
+SERVICES_ONLY = "This route is for labelloop services only."
+
+
 async def current_user(request: Request, session: SessionDep, _doc: _ClientTokenDoc) -> User:
-    key = _credential(request, "Token") or _credential(request, "Bearer")
+    key = user_key(request.headers.get("authorization", ""))
     if key is None:
-        raise Unauthorized("Authentication credentials were not provided (Authorization: Token <key>).")
+        raise Unauthorized(NO_CREDENTIALS)
     user = await user_for_token(session, key)
     if user is None:
-        raise Unauthorized("Invalid token.")
+        raise Unauthorized(INVALID_TOKEN)
     return user
 
 
 async def service_caller(request: Request, _doc: _ServiceTokenDoc) -> None:
     """Only the model gateway, holding the service token, may call ``/internal`` routes."""
-    expected: str = request.app.state.settings.service_token
-    given = _credential(request, "Bearer")
-    # Compared as bytes: compare_digest raises on a non-ASCII str, and a header may hold any byte
-    # (Starlette decodes headers as latin-1, so this gives back the bytes sent).
-    if (
-        not expected
-        or given is None
-        or not secrets.compare_digest(given.encode("latin-1"), expected.encode())
+    if not is_service_token(
+        request.headers.get("authorization", ""), request.app.state.settings.service_token
     ):
-        raise Unauthorized("This route is for labelloop services only.")
+        raise Unauthorized(SERVICES_ONLY)
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

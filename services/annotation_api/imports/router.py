@@ -1,4 +1,4 @@
-"""``POST /api/projects/{id}/import``: a JSON list of tasks, read raw (see imports.service for why)."""
+"""``POST /api/projects/{id}/import``: a JSON list of tasks, streamed raw (see imports.service for why)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ async def import_tasks(
     user: CurrentUser,
     return_task_ids: bool = False,
 ) -> JsonResponse:
-    outcome = await service.import_tasks(session, project_id, await request.body(), user)
+    outcome = await service.import_tasks(session, project_id, request.stream(), user, return_task_ids)
     body = ImportResponse(
         task_count=outcome.task_count,
         annotation_count=outcome.annotation_count,

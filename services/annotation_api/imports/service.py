@@ -1,17 +1,23 @@
 """Import a list of tasks (with optional inline annotations and predictions) in one transaction.
 
-Built for 100k tasks per request: the body is parsed once with orjson (no pydantic model per task),
-checked in one tight loop that stops at the first bad item with its index and field, and written with
-three COPYs (tasks, annotations, predictions) whose task ids were reserved from the sequence up front,
-so nothing depends on the order of RETURNING rows. Task counters are known while validating, so tasks are
-inserted with their counters set and the project's counters move by one UPDATE.
+Built for millions of tasks per request in bounded memory: the body streams in and is cut into batches
+of about a megabyte of whole items (imports.stream), each parsed once with orjson (no pydantic model per
+task), checked in one tight loop that stops at the first bad item with its index and field, and written
+with three COPYs (tasks, annotations, predictions) whose task ids were reserved from the sequence first,
+so nothing depends on the order of RETURNING rows. A bad item anywhere rolls back the batches already
+written: the request's transaction holds them all. Task counters are known while validating, so tasks
+are inserted with their counters set and the project's counters move by one UPDATE at the end.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import io
+import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,13 +28,19 @@ from starlette.concurrency import run_in_threadpool
 
 from services.annotation_api.counters import add_to_project_counters
 from services.annotation_api.errors import BadRequest
+from services.annotation_api.imports.stream import ListSplitter
 from services.annotation_api.models import User
 from services.annotation_api.projects.service import get_project, missing_key_message, parse_config
 from services.annotation_api.tasks.repository import driver_connection
+from shared.json_values import MAX_DEPTH, find_bad_value
 from shared.label_config import LabelConfig
 from shared.prediction_validation import validate_result, validate_score
 
 UNDEFINED_MODEL_VERSION = "undefined"
+MAX_MODEL_VERSION_LENGTH = 255
+"""As ``/api/predictions`` caps it: the prediction index cannot hold much longer keys."""
+BATCH_BYTES = 1 << 20
+"""Body bytes per parsed batch: ~10x that in Python objects at a time, whatever the body's size."""
 
 _TASK_COLUMNS = (
     "id",
@@ -68,7 +80,9 @@ def _type_name(value: Any) -> str:
 
 @dataclass
 class ParsedTasks:
-    """Validated rows, already encoded for COPY; annotation/prediction rows point at tasks by index."""
+    """One batch's validated rows, already encoded for COPY; annotation/prediction rows point at tasks
+    by their index in the batch. ``columns``, ``last_model_version`` and ``valid_results`` carry over
+    from batch to batch."""
 
     data: list[bytes] = field(default_factory=list)
     meta: list[bytes] = field(default_factory=list)
@@ -81,12 +95,47 @@ class ParsedTasks:
     valid_results: set[bytes] = field(default_factory=set)
 
 
+# Encoded JSON that may hold a value later steps cannot pass on (a float Postgres keeps as an integer
+# beyond 64 bits, nesting deeper than MAX_DEPTH): only then is the value walked.
+_SUSPECT_NUMBER = re.compile(rb"\de[+-]?\d")
+
+
+_MALLOC_TRIM = getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None)
+
+
+def release_free_memory() -> None:
+    """Hand memory freed by a large import back to the OS: glibc keeps it in the arenas of the threads
+    that parsed the batches (tens of MB each) otherwise. A no-op where there is no ``malloc_trim``."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def _suspect(encoded: bytes) -> bool:
+    return bool(_SUSPECT_NUMBER.search(encoded)) or encoded.count(b"{") + encoded.count(b"[") >= MAX_DEPTH
+
+
+def _check_stored(value: Any, path: str) -> None:
+    """The rule every route applies (shared.json_values); only walked for a ``_suspect`` encoding."""
+    found = find_bad_value(value, path)
+    if found:
+        raise BadRequest(f"{found[0]}: {found[1]}", field=path)
+
+
+def _exact(encoded: bytes) -> bytes:
+    """A copy of exactly its size: orjson returns small outputs in a 4 KB allocation, so 65k tiny tasks
+    held until their COPY cost 260 MB instead of 3 MB."""
+    return b"%b" % encoded
+
+
 def _dumps(value: Any, path: str) -> bytes:
-    """orjson's bytes; what it cannot write (nesting deeper than 254 levels) is a 400 naming the field."""
+    """orjson's bytes; what it or a later step cannot write is a 400 naming the field."""
     try:
-        return orjson.dumps(value)
+        encoded = orjson.dumps(value)
     except orjson.JSONEncodeError as exc:
         raise _bad(path, f"cannot be stored as JSON: {exc}") from None
+    if _suspect(encoded):
+        _check_stored(value, path)
+    return _exact(encoded)
 
 
 def _copy_json(value: Any, path: str) -> bytes:
@@ -111,17 +160,12 @@ _MAX_REMEMBERED_RESULTS = 10_000
 _BOOL = {True: b"t", False: b"f"}
 
 
-def parse_body(body: bytes) -> list[Any]:
-    if not body.strip():
-        raise _bad("tasks", "the body is empty; send a JSON list of tasks")
+def parse_batch(batch: bytes, first_index: int) -> list[Any]:
+    """A ``[item, …]`` slice of the body; its malformed JSON is reported from the batch's first item."""
     try:
-        items = orjson.loads(body)
+        items: list[Any] = orjson.loads(batch)
     except orjson.JSONDecodeError as exc:
-        raise _bad("tasks", f"malformed JSON: {exc}") from exc
-    if not isinstance(items, list):
-        raise _bad("tasks", f"must be a JSON list of tasks, got {_type_name(items)}")
-    if not items:
-        raise _bad("tasks", "the list is empty; nothing to import")
+        raise _bad("tasks", f"malformed JSON in or after tasks[{first_index}]: {exc}") from None
     return items
 
 
@@ -182,12 +226,15 @@ def _prediction(
         version = UNDEFINED_MODEL_VERSION
     elif not isinstance(version, str) or "\x00" in version:
         raise _bad(f"{path}.model_version", f"must be a string without NUL, got {version!r}")
+    elif len(version) > MAX_MODEL_VERSION_LENGTH:
+        raise _bad(f"{path}.model_version", f"must be at most {MAX_MODEL_VERSION_LENGTH} characters")
     return index, result, score, version
 
 
-def _full_task(config: LabelConfig, parsed: ParsedTasks, index: int, item: dict[str, Any]) -> dict[str, Any]:
+def _full_task(
+    config: LabelConfig, parsed: ParsedTasks, index: int, item: dict[str, Any], path: str
+) -> dict[str, Any]:
     """Check a ``{"data": …, "meta"?, "annotations"?, "predictions"?}`` task; returns its data."""
-    path = f"tasks[{index}]"
     data = item["data"]
     if not isinstance(data, dict):
         raise _bad(f"{path}.data", f"must be an object, got {_type_name(data)}")
@@ -216,50 +263,76 @@ def _full_task(config: LabelConfig, parsed: ParsedTasks, index: int, item: dict[
     return data
 
 
-def validate_tasks(config: LabelConfig, items: list[Any]) -> ParsedTasks:
-    """One pass over the items; raises a 400 naming the first bad one (``tasks[17].data: …``).
+def validate_tasks(config: LabelConfig, items: list[Any], parsed: ParsedTasks, first_index: int = 0) -> None:
+    """One pass over a batch's items into ``parsed``; raises a 400 naming the first bad one
+    (``tasks[17].data: …``, counted from the start of the body).
 
-    The common case (a bare data dict) costs a type check, a key-set check and one orjson call;
-    paths for messages are only formatted once something is wrong.
+    The common case (a bare data dict) costs a type check, a key-set check, one orjson call and two
+    byte scans; paths for messages are only formatted once something is wrong.
     """
-    parsed = ParsedTasks()
     required = config.required_data_keys()
     append_data = parsed.data.append
     append_meta = parsed.meta.append
     update_columns = parsed.columns.update
     for index, item in enumerate(items):
         if not isinstance(item, dict):
-            raise _bad(f"tasks[{index}]", f"must be an object (a task or its data), got {_type_name(item)}")
+            raise _bad(
+                f"tasks[{first_index + index}]",
+                f"must be an object (a task or its data), got {_type_name(item)}",
+            )
         if "data" in item:
-            data = _full_task(config, parsed, index, item)
+            data = _full_task(config, parsed, index, item, f"tasks[{first_index + index}]")
         else:
             data = item
             append_meta(_EMPTY_META)
         if not required <= data.keys():
             key = config.missing_data_keys(data)[0]
-            raise _bad(f"tasks[{index}].data", missing_key_message(config, key))
+            raise _bad(f"tasks[{first_index + index}].data", missing_key_message(config, key))
         update_columns(data)
         try:
             encoded = orjson.dumps(data)
         except orjson.JSONEncodeError as exc:  # rare, so the path is only formatted then
-            raise _bad(f"tasks[{index}].data", f"cannot be stored as JSON: {exc}") from None
+            raise _bad(f"tasks[{first_index + index}].data", f"cannot be stored as JSON: {exc}") from None
         if b"\\" in encoded:
-            encoded = _copy_json(data, f"tasks[{index}].data")
+            encoded = _copy_json(data, f"tasks[{first_index + index}].data")
+        else:
+            if _suspect(encoded):
+                _check_stored(data, f"tasks[{first_index + index}].data")
+            encoded = _exact(encoded)
         append_data(encoded)
-    return parsed
 
 
-def _parse_and_validate(config: LabelConfig, body: bytes) -> ParsedTasks:
-    """Runs in a worker thread so a 100k-task body does not stall other requests on the event loop.
+@dataclass
+class _Stream:
+    """What carries over from batch to batch while a body streams in."""
 
-    The cyclic GC is paused meanwhile: parsing allocates about a million containers, and repeated
-    collections over them made orjson.loads ten times slower. Reference counting still frees
-    everything; the collector resumes (if this call paused it) before returning.
+    config: LabelConfig
+    splitter: ListSplitter = field(default_factory=lambda: ListSplitter(BATCH_BYTES))
+    next_index: int = 0
+    columns: set[str] = field(default_factory=set)
+    valid_results: set[bytes] = field(default_factory=set)
+
+
+def _parse_and_validate(stream: _Stream, data: bytes, last: bool) -> list[ParsedTasks]:
+    """Feed the splitter, then parse and check the batches it completed. Runs in a worker thread, so a
+    large body does not stall other requests on the event loop.
+
+    The cyclic GC is paused meanwhile: a batch allocates many containers, and repeated collections
+    over them made orjson.loads several times slower. Reference counting still frees everything; the
+    collector resumes (if this call paused it) before returning.
     """
     paused = gc.isenabled()
     gc.disable()
     try:
-        return validate_tasks(config, parse_body(body))
+        stream.splitter.feed(data)
+        out = []
+        for batch in stream.splitter.finish() if last else stream.splitter.batches():
+            items = parse_batch(batch, stream.next_index)
+            parsed = ParsedTasks(columns=stream.columns, valid_results=stream.valid_results)
+            validate_tasks(stream.config, items, parsed, stream.next_index)
+            stream.next_index += len(items)
+            out.append(parsed)
+        return out
     finally:
         if paused:
             gc.enable()
@@ -267,12 +340,14 @@ def _parse_and_validate(config: LabelConfig, body: bytes) -> ParsedTasks:
 
 @dataclass
 class ImportOutcome:
-    task_count: int
-    annotation_count: int
-    prediction_count: int
-    duration: float
-    data_columns: list[str]
-    task_ids: list[int]
+    task_count: int = 0
+    annotation_count: int = 0
+    prediction_count: int = 0
+    duration: float = 0.0
+    data_columns: list[str] = field(default_factory=list)
+    task_ids: list[int] = field(default_factory=list)
+    done_annotations: int = 0
+    labeled: int = 0
 
 
 async def _copy(conn: asyncpg.Connection, table: str, columns: tuple[str, ...], lines: list[bytes]) -> None:
@@ -280,12 +355,10 @@ async def _copy(conn: asyncpg.Connection, table: str, columns: tuple[str, ...], 
     await conn.copy_to_table(table, source=io.BytesIO(b"".join(lines)), columns=columns, format="text")
 
 
-async def import_tasks(session: AsyncSession, project_id: int, body: bytes, user: User) -> ImportOutcome:
-    started = time.perf_counter()
-    project = await get_project(session, project_id, key_share=True)
-    config = await parse_config(project.label_config)
-    parsed = await run_in_threadpool(_parse_and_validate, config, body)
-    conn = await driver_connection(session)
+async def _write_batch(
+    conn: asyncpg.Connection, project_id: int, user: User, parsed: ParsedTasks, outcome: ImportOutcome
+) -> list[int]:
+    """COPY one batch's rows; its task ids, in order."""
     ids: list[int] = sorted(await conn.fetchval(_RESERVE_IDS, len(parsed.data)))
     no_counts = (0, 0, 0)
     task_lines = []
@@ -310,25 +383,75 @@ async def import_tasks(session: AsyncSession, project_id: int, body: bytes, user
             for index, result, score, version in parsed.predictions
         ]
         await _copy(conn, "prediction", _PREDICTION_COLUMNS, lines)
+    outcome.task_count += len(ids)
+    outcome.annotation_count += len(parsed.annotations)
+    outcome.prediction_count += len(parsed.predictions)
+    outcome.done_annotations += sum(done for done, _, _ in parsed.counts.values())
+    outcome.labeled += sum(1 for done, _, _ in parsed.counts.values() if done > 0)
+    return ids
+
+
+async def _stream_batches(
+    body: AsyncIterator[bytes],
+    stream: _Stream,
+    conn: asyncpg.Connection,
+    project_id: int,
+    user: User,
+    outcome: ImportOutcome,
+    keep_ids: bool,
+) -> str | None:
+    """Parse, check and COPY the body batch by batch; the last model version of its predictions."""
+    last_model_version: str | None = None
+    pending: list[bytes] = []
+    pending_bytes = 0
+    last = False
+    while not last:
+        chunk = await anext(body, None)
+        last = chunk is None
+        if chunk:
+            pending.append(chunk)
+            pending_bytes += len(chunk)
+        if not last and pending_bytes < BATCH_BYTES:
+            continue
+        data = b"".join(pending)
+        pending.clear()
+        pending_bytes = 0
+        for parsed in await run_in_threadpool(_parse_and_validate, stream, data, last):
+            ids = await _write_batch(conn, project_id, user, parsed, outcome)
+            if keep_ids:
+                outcome.task_ids.extend(ids)
+            last_model_version = parsed.last_model_version or last_model_version
+    return last_model_version
+
+
+async def import_tasks(
+    session: AsyncSession, project_id: int, body: AsyncIterator[bytes], user: User, keep_ids: bool = False
+) -> ImportOutcome:
+    """Stream ``body`` into the project; ``keep_ids``: collect the new task ids for the answer."""
+    started = time.perf_counter()
+    project = await get_project(session, project_id, key_share=True)
+    stream = _Stream(await parse_config(project.label_config))
+    conn = await driver_connection(session)
+    outcome = ImportOutcome()
+    try:
+        last_model_version = await _stream_batches(body, stream, conn, project_id, user, outcome, keep_ids)
+    finally:
+        if stream.next_index > 0:
+            await run_in_threadpool(release_free_memory)
     await add_to_project_counters(
         session,
         project_id,
-        tasks=len(ids),
-        annotations=sum(done for done, _, _ in parsed.counts.values()),
-        predictions=len(parsed.predictions),
-        labeled=sum(1 for done, _, _ in parsed.counts.values() if done > 0),
+        tasks=outcome.task_count,
+        annotations=outcome.done_annotations,
+        predictions=outcome.prediction_count,
+        labeled=outcome.labeled,
     )
-    if parsed.last_model_version is not None and not project.model_version:
+    if last_model_version is not None and not project.model_version:
         await conn.execute(
             "UPDATE project SET model_version = $2 WHERE id = $1 AND model_version = ''",
             project_id,
-            parsed.last_model_version,
+            last_model_version,
         )
-    return ImportOutcome(
-        task_count=len(ids),
-        annotation_count=len(parsed.annotations),
-        prediction_count=len(parsed.predictions),
-        duration=time.perf_counter() - started,
-        data_columns=sorted(parsed.columns),
-        task_ids=ids,
-    )
+    outcome.data_columns = sorted(stream.columns)
+    outcome.duration = time.perf_counter() - started
+    return outcome

@@ -12,11 +12,12 @@ import hashlib
 import hmac
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, inspect, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.auth.service import ensure_user_with_token
+from services.annotation_api.db import release_transaction
 from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.events.repository import latest_event_id
 from services.annotation_api.ml_backends.gateway_client import GatewayClient
@@ -126,13 +127,32 @@ async def run_check(
     backend: MlBackend,
     project: Project,
 ) -> CheckBackendResult:
+    """Check through the gateway with no transaction open (``release_transaction``): ``backend`` must
+    hold no unsaved change, and what is written afterwards is re-read with ``locked_again``."""
     request = CheckBackendRequest(
         backend=backend_spec(backend),
         project=project_ref(project),
         hostname=settings.public_url,
         access_token=await backend_access_token(session, settings, project.id),
     )
+    await release_transaction(session)
     return await gateway.check(request)
+
+
+async def locked_again(session: AsyncSession, backend_id: int) -> MlBackend:
+    """The backend re-read and locked after a remote call; a 404 saying so if it was deleted meanwhile."""
+    backend = await session.get(
+        MlBackend, backend_id, populate_existing=True, with_for_update={"key_share": True}
+    )
+    if backend is None:
+        raise NotFound(f"ML backend {backend_id} was deleted while the gateway was checking it.")
+    return backend
+
+
+def _unsaved_copy(backend: MlBackend) -> MlBackend:
+    """A transient copy to try changes on: the row itself stays untouched until the check passed."""
+    columns = inspect(MlBackend).column_attrs
+    return MlBackend(**{column.key: getattr(backend, column.key) for column in columns})
 
 
 def _reject(result: CheckBackendResult) -> BadRequest:
@@ -205,15 +225,16 @@ async def update_backend(
     for name in ("batch_size", "max_concurrency", "auth_method", "model_version"):
         if name in changes and changes[name] is None:
             changes.pop(name)
-    for name, value in changes.items():
-        setattr(backend, name, value)
-    if backend.auth_method == "NONE":
-        backend.basic_auth_user = backend.basic_auth_pass = None
+    result = None
     if _CHECK_FIELDS & changes.keys():
+        candidate = _with_changes(_unsaved_copy(backend), changes)
         project = await get_project(session, backend.project_id)
-        result = await run_check(session, gateway, settings, backend, project)
+        result = await run_check(session, gateway, settings, candidate, project)
         if not result.ok:
             raise _reject(result)
+        backend = await locked_again(session, backend_id)
+    _with_changes(backend, changes)
+    if result is not None:
         backend.state = MlBackendState.CONNECTED
         backend.error_message = None
         if result.model_version and "model_version" not in changes:
@@ -221,6 +242,14 @@ async def update_backend(
     await session.flush()
     await record_version(session, backend.id, backend.model_version)
     await session.refresh(backend)
+    return backend
+
+
+def _with_changes(backend: MlBackend, changes: dict[str, Any]) -> MlBackend:
+    for name, value in changes.items():
+        setattr(backend, name, value)
+    if backend.auth_method == "NONE":
+        backend.basic_auth_user = backend.basic_auth_pass = None
     return backend
 
 
@@ -236,6 +265,7 @@ async def validate_backend(
     backend = await get_backend(session, backend_id)
     project = await get_project(session, backend.project_id)
     result = await run_check(session, gateway, settings, backend, project)
+    backend = await locked_again(session, backend_id)
     await apply_check_result(session, backend, project, result)
     await session.flush()
     await session.refresh(backend)
@@ -290,6 +320,7 @@ async def interactive_annotating(
     if not backend.is_interactive:
         return InteractiveOut(errors=["Model is not set to be used for interactive preannotations"])
     project = await get_project(session, backend.project_id)
+    await release_transaction(session)  # nothing is written after the call
     result = await gateway.predict(
         PredictTasksRequest(
             backend=backend_spec(backend),
