@@ -92,6 +92,9 @@ class Project(Base):
     total_annotations_number: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     total_predictions_number: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     num_tasks_with_annotations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    deleting: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default="false", doc="A delete job runs: hidden from every read."
+    )
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
 
@@ -206,13 +209,18 @@ class JobStatus(enum.StrEnum):
 
 
 class Job(Base):
-    """A unit of background work the user can follow: bulk prediction or training."""
+    """A unit of background work the user can follow: bulk prediction, training, deletes, auto-labeling."""
 
     __tablename__ = "job"
+    __table_args__ = (
+        Index("ix_job_step_updated_at", "updated_at", postgresql_where=text("step IS NOT NULL")),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     kind: Mapped[str] = mapped_column(String(40))
-    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[int | None] = mapped_column(
+        ForeignKey("project.id", ondelete="SET NULL"), index=True, doc="NULL once a deleted project is gone."
+    )
     ml_backend_id: Mapped[int | None] = mapped_column(
         ForeignKey("ml_backend.id", ondelete="SET NULL"), index=True
     )
@@ -229,6 +237,12 @@ class Job(Base):
     errors: Mapped[list[Any]] = mapped_column(JSONB, default=list, server_default="[]")
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     error: Mapped[str | None] = mapped_column(Text)
+    step: Mapped[str | None] = mapped_column(
+        String(20), doc="What the API's job runner still has to do (plan, work, vacuum); NULL: nothing."
+    )
+    params: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, default=dict, server_default="{}", doc="The runner's input and cursor; not shown to clients."
+    )
     created_at: Mapped[datetime] = _created()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

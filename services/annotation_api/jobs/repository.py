@@ -1,17 +1,15 @@
 """The SQL of bulk jobs: chunking a selection, leasing, exactly-once completion, sweeping.
 
-Every statement is set-based: a 100k-task job is one INSERT of chunk rows, and a finished chunk is a
+Every statement is set-based: a planning batch is one INSERT of chunk rows, and a finished chunk is a
 handful of statements whatever its size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import orjson
-from sqlalchemy import Select, func, insert, literal, select, text
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.models import JobChunk
@@ -20,31 +18,24 @@ from shared.gateway_contract import TaskError, TaskPrediction
 ERRORS_SAMPLE_MAX = 50
 
 
-async def insert_chunks(
-    session: AsyncSession, job_id: int, task_ids: Select[Any], chunk_size: int
-) -> list[tuple[int, int]]:
-    """Split the selected task ids (ordered by id) into chunk rows; returns ``(chunk_id, size)``."""
-    selected = task_ids.subquery()
-    id_column = selected.c[0]
-    numbered = select(
-        id_column.label("id"),
-        (func.row_number().over(order_by=id_column) - 1).label("n"),
-    ).subquery()
-    seq = (numbered.c.n // chunk_size).label("seq")
-    source = select(
-        literal(job_id),
-        seq,
-        func.array_agg(aggregate_order_by(numbered.c.id, numbered.c.id)),
-        literal("pending"),
-        func.now(),
-    ).group_by(seq)
-    stmt = (
-        insert(JobChunk)
-        .from_select(["job_id", "seq", "task_ids", "status", "enqueued_at"], source)
-        .returning(JobChunk.id, func.cardinality(JobChunk.task_ids))
-    )
-    rows = (await session.execute(stmt)).all()
-    return sorted((int(chunk_id), int(size)) for chunk_id, size in rows)
+# One planning batch: consecutive runs of ``size`` ids (already in id order) become chunk rows.
+_PLAN_CHUNKS = text(
+    """
+    INSERT INTO job_chunk (job_id, seq, task_ids, status, enqueued_at)
+    SELECT :job, :first_seq + (u.n - 1) / :size, array_agg(u.id ORDER BY u.n), 'pending', now()
+    FROM unnest(CAST(:ids AS bigint[])) WITH ORDINALITY AS u(id, n)
+    GROUP BY (u.n - 1) / :size
+    RETURNING id
+    """
+)
+
+
+async def plan_chunks(
+    session: AsyncSession, job_id: int, task_ids: Sequence[int], size: int, first_seq: int
+) -> list[int]:
+    """Chunk rows for these ordered task ids, numbered from ``first_seq``; their ids, ascending."""
+    params = {"job": job_id, "ids": list(task_ids), "size": size, "first_seq": first_seq}
+    return sorted(int(row[0]) for row in await session.execute(_PLAN_CHUNKS, params))
 
 
 async def commit_without_waiting_for_disk(session: AsyncSession) -> None:
@@ -307,14 +298,15 @@ async def add_to_job(
 
 
 # Runs after this transaction's UPDATE of the job row, so every chunk whose transaction took the job
-# lock earlier has committed and is visible: the last chunk to finish always sees all the others.
+# lock earlier has committed and is visible: the last chunk to finish always sees all the others. A job
+# still being planned (``step``) is finished by its planner's last batch instead.
 _FINISH_JOB_IF_DONE = text(
     """
     UPDATE job
     SET status = CASE WHEN done = 0 AND failed > 0 THEN 'failed' ELSE 'completed' END,
         error = CASE WHEN done = 0 AND failed > 0 THEN 'every task failed; see errors' ELSE error END,
         finished_at = now(), updated_at = now()
-    WHERE id = :job AND status IN ('queued', 'running')
+    WHERE id = :job AND status IN ('queued', 'running') AND step IS NULL
       AND NOT EXISTS (
           SELECT 1 FROM job_chunk c WHERE c.job_id = :job AND c.status NOT IN ('done', 'cancelled')
       )

@@ -19,7 +19,9 @@ _ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 class JobOut(BaseModel):
     id: int
     kind: str
-    project: int
+    """predict, train, delete_project, delete_tasks, delete_predictions or predictions_to_annotations."""
+    project: int | None
+    """None once the project a ``delete_project`` job deleted is gone."""
     ml_backend: int | None
     model_version: str | None
     status: str

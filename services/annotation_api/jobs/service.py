@@ -1,7 +1,8 @@
 """Bulk prediction jobs: created in the request's transaction, run by gateway workers chunk by chunk.
 
-Postgres is the record: the job row and its chunk rows are written with the request and commit with
-it; arq only carries "chunk N is ready" messages, sent after commit. A worker leases a chunk, predicts
+Postgres is the record: the job row (with its selection) commits with the request; the API's job runner
+(``runner.py``) then plans its chunk rows in bounded batches, each committed with the cursor, and arq
+only carries "chunk N is ready" messages, sent after each batch commits. A worker leases a chunk, predicts
 it through the gateway and reports back; the report is applied in one transaction that flips the chunk
 to done only once, so every prediction is stored exactly once however often a chunk is delivered.
 
@@ -19,13 +20,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api import counters
+from services.annotation_api.data_manager.selection import TaskSelection
 from services.annotation_api.db import after_commit
 from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.jobs import repository as repo
+from services.annotation_api.jobs import runner
 from services.annotation_api.jobs.queue import REDIS_DOWN, ChunkQueue
 from services.annotation_api.ml_backends.service import backend_spec, project_ref
 from services.annotation_api.models import (
@@ -67,51 +70,94 @@ async def prediction_backends(
 
 async def start_prediction_jobs(
     session: AsyncSession,
-    queue: ChunkQueue,
     *,
     project_id: int,
-    task_ids: Select[Any],
+    selection: TaskSelection,
+    estimate: int,
     backends: Sequence[MlBackend],
     chunk_size: int,
-    selection: dict[str, Any],
+    summary: dict[str, Any],
+    unlabeled: bool = False,
 ) -> list[Job]:
-    """One job per backend over the same selection; chunks are enqueued once the request commits."""
-    jobs: list[Job] = []
-    to_enqueue: list[tuple[int, int]] = []
-    for backend in backends:
-        job = Job(
+    """One job per backend over the same selection (``unlabeled``: only its unlabeled tasks).
+
+    Nothing here grows with the selection: the job runner plans the chunks once this commits.
+    ``estimate`` is the selection's size as the counters tell it, the ``total`` until planning ends.
+    """
+    params = {"selection": selection.to_params(), "unlabeled": unlabeled, "chunk_size": chunk_size}
+    jobs = [
+        Job(
             kind=PREDICT_KIND,
             project_id=project_id,
             ml_backend_id=backend.id,
             model_version=backend.model_version,
-            selection=selection,
+            selection=summary,
             status=JobStatus.QUEUED,
+            total=estimate,
+            step=runner.PLAN,
+            params=params,
         )
-        session.add(job)
-        await session.flush()
-        chunks = await repo.insert_chunks(session, job.id, task_ids, chunk_size)
-        job.total = sum(size for _, size in chunks)
-        if not chunks:
-            job.status = JobStatus.COMPLETED
-            job.started_at = job.finished_at = func.now()
-        to_enqueue.extend((chunk_id, 0) for chunk_id, _ in chunks)
-        jobs.append(job)
+        for backend in backends
+    ]
+    session.add_all(jobs)
     await session.flush()
     for job in jobs:
         await session.refresh(job)
+    runner.wake(session)
+    return jobs
 
+
+def _enqueue_after_commit(session: AsyncSession, queue: ChunkQueue, chunk_ids: list[int]) -> None:
     async def enqueue() -> None:
         try:
-            await queue.enqueue(to_enqueue)
+            await queue.enqueue([(chunk_id, 0) for chunk_id in chunk_ids])
         except REDIS_DOWN as exc:
             log.warning(
                 "%d chunks not enqueued (%s); the sweeper enqueues them once Redis is back",
-                len(to_enqueue),
+                len(chunk_ids),
                 exc,
             )
 
     after_commit(session, enqueue)
-    return jobs
+
+
+async def _plan_step(ctx: runner.StepContext) -> bool:
+    """Chunk the next window of the selection (a whole number of chunks); True once all are planned."""
+    job, session = ctx.job, ctx.session
+    assert job.project_id is not None  # a project delete cancels its jobs first
+    params = job.params
+    size = int(params["chunk_size"])
+    window = max(size, ctx.batch_size // size * size)
+    selection = TaskSelection.from_params(session, job.project_id, params["selection"])
+    stmt = selection.task_ids().where(Task.id > ctx.cursor)
+    if params.get("unlabeled"):
+        stmt = stmt.where(Task.is_labeled.is_(False))
+    ids = list((await session.scalars(stmt.order_by(Task.id).limit(window))).all())
+    planned = int(params.get("planned", 0)) + len(ids)
+    if ids:
+        chunk_ids = await repo.plan_chunks(session, job.id, ids, size, int(params.get("chunks", 0)))
+        job.params = {
+            **params,
+            "cursor": ids[-1],
+            "planned": planned,
+            "chunks": int(params.get("chunks", 0)) + len(chunk_ids),
+        }
+        job.total = max(job.total, planned)
+        _enqueue_after_commit(session, ctx.queue, chunk_ids)
+    if len(ids) == window:
+        return False
+    job.step = None
+    job.total = planned
+    if planned == 0:
+        job.status = JobStatus.COMPLETED
+        job.finished_at = func.now()
+    else:
+        await session.flush()
+        await repo.finish_job_if_done(session, job.id)  # the workers may have finished every chunk
+    return True
+
+
+runner.register(PREDICT_KIND, runner.Runnable(step=_plan_step))
 
 
 REPREDICT_SOURCE = "repredict_on_new_version"
@@ -119,7 +165,6 @@ REPREDICT_SOURCE = "repredict_on_new_version"
 
 async def repredict_unlabeled(
     session: AsyncSession,
-    queue: ChunkQueue,
     settings: ApiSettings,
     backend: MlBackend,
     project: Project,
@@ -132,19 +177,19 @@ async def repredict_unlabeled(
     """
     jobs = await start_prediction_jobs(
         session,
-        queue,
         project_id=project.id,
-        task_ids=select(Task.id).where(Task.project_id == project.id, Task.is_labeled.is_(False)),
+        selection=TaskSelection(session, project.id, all=True),
+        estimate=project.task_number - project.num_tasks_with_annotations,
         backends=[backend],
         chunk_size=settings.chunk_size,
-        selection={"source": REPREDICT_SOURCE, **selection},
+        summary={"source": REPREDICT_SOURCE, **selection},
+        unlabeled=True,
     )
     return jobs[0]
 
 
 async def predict_all_tasks(
     session: AsyncSession,
-    queue: ChunkQueue,
     settings: ApiSettings,
     backend_id: int,
     batch_size: int | None,
@@ -156,14 +201,16 @@ async def predict_all_tasks(
     selection: dict[str, Any] = {"source": "predict_all_tasks"}
     if batch_size is not None:
         selection["batch_size"] = batch_size
+    project = await session.get(Project, backend.project_id)
+    assert project is not None  # a backend cascades with its project
     return await start_prediction_jobs(
         session,
-        queue,
         project_id=backend.project_id,
-        task_ids=select(Task.id).where(Task.project_id == backend.project_id),
+        selection=TaskSelection(session, backend.project_id, all=True),
+        estimate=project.task_number,
         backends=[backend],
         chunk_size=settings.chunk_size,
-        selection=selection,
+        summary=selection,
     )
 
 
@@ -185,6 +232,8 @@ async def cancel_job(session: AsyncSession, job_id: int) -> Job:
     """Cancel pending and leased chunks; a worker still busy with one has its report dropped."""
     job = await get_job(session, job_id)
     if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        if job.step is not None:
+            await runner.cancel(session, job)
         await repo.cancel_chunks(session, job_id)
         await session.execute(
             update(Job)
@@ -276,6 +325,7 @@ async def complete_chunk(session: AsyncSession, chunk_id: int, report: ChunkRepo
 
 
 async def _apply_report(session: AsyncSession, job: Job, task_ids: list[int], report: ChunkReport) -> None:
+    assert job.project_id is not None  # a project delete cancels the chunks before the project goes
     in_chunk = set(task_ids)
     predictions = [p for p in report.predictions if p.task_id in in_chunk]
     await repo.lock_tasks(session, [p.task_id for p in predictions])

@@ -33,4 +33,10 @@ class VersionToDelete(BaseModel):
 
 
 class DeletedPredictions(BaseModel):
+    """Label Studio's answer. A large project's deleting runs as a job: then ``deleted_predictions`` is 0
+    and the job's ``result.processed_items`` is the count once it is done."""
+
     deleted_predictions: int
+    """Deleted before answering."""
+    detail: str
+    job_id: int

@@ -82,8 +82,9 @@ async def update_project(
 @router.delete("/{project_id}", status_code=204)
 @router.delete("/{project_id}/", status_code=204, include_in_schema=False)
 async def delete_project(project_id: ProjectId, session: SessionDep, _: CurrentUser) -> Response:
-    await service.delete_project(session, project_id)
-    return Response(status_code=204)
+    """Hidden at once; a job (its id in ``X-Job-Id``, follow it in ``/api/jobs``) deletes the rest."""
+    job = await service.delete_project(session, project_id)
+    return Response(status_code=204, headers={"X-Job-Id": str(job.id)})
 
 
 @router.post("/{project_id}/validate", response_model=LabelConfigOut)
