@@ -8,13 +8,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.annotation_api.data_manager.jobs import DELETE_PREDICTIONS_KIND, started_answer
 from services.annotation_api.data_manager.selection import TaskSelection
 from services.annotation_api.jobs import runner
-from services.annotation_api.models import JobStatus
 from services.annotation_api.model_versions.schemas import (
     DeletedPredictions,
     ExtendedVersions,
     LiveBackend,
     StaticVersion,
 )
+from services.annotation_api.models import JobStatus
 from services.annotation_api.projects.service import get_project
 
 _STATIC = text(
