@@ -48,6 +48,22 @@ def upgrade() -> None:
         unique=False,
         postgresql_where=sa.text("step IS NOT NULL"),
     )
+    # A chunk's report counts land on its own row (no hot job/project row); the background folder adds
+    # them to the job and project in batches. TRUE: nothing to fold (every chunk done before this).
+    for column in ("done", "predicted", "skipped", "failed", "predictions"):
+        op.add_column("job_chunk", sa.Column(column, sa.Integer(), server_default="0", nullable=False))
+    op.add_column(
+        "job_chunk",
+        sa.Column("errors", postgresql.JSONB(astext_type=sa.Text()), server_default="[]", nullable=False),
+    )
+    op.add_column("job_chunk", sa.Column("folded", sa.Boolean(), server_default="true", nullable=False))
+    op.create_index(
+        "ix_job_chunk_job_id_unfolded",
+        "job_chunk",
+        ["job_id"],
+        unique=False,
+        postgresql_where=sa.text("NOT folded"),
+    )
     for table in _HOT_TABLES:
         op.execute(f"ALTER TABLE {table} SET ({_AUTOVACUUM})")
 
@@ -55,6 +71,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in _HOT_TABLES:
         op.execute(f"ALTER TABLE {table} RESET ({_AUTOVACUUM_KEYS})")
+    op.drop_index("ix_job_chunk_job_id_unfolded", table_name="job_chunk")
+    for column in ("folded", "errors", "predictions", "failed", "skipped", "predicted", "done"):
+        op.drop_column("job_chunk", column)
     op.drop_index("ix_job_step_updated_at", table_name="job")
     op.drop_constraint(op.f("fk_job_project_id_project"), "job", type_="foreignkey")
     op.execute("DELETE FROM job WHERE project_id IS NULL")

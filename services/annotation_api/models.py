@@ -253,7 +253,10 @@ class JobChunk(Base):
     """A slice of a job's tasks; the unit a worker leases, and the unit of exactly-once writes."""
 
     __tablename__ = "job_chunk"
-    __table_args__ = (Index("ix_job_chunk_status_lease_expires_at", "status", "lease_expires_at"),)
+    __table_args__ = (
+        Index("ix_job_chunk_status_lease_expires_at", "status", "lease_expires_at"),
+        Index("ix_job_chunk_job_id_unfolded", "job_id", postgresql_where=text("NOT folded")),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
@@ -265,6 +268,19 @@ class JobChunk(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The report's counts, on the chunk's own row so concurrent completions share no row; the folder
+    # (``jobs/repository.fold_chunks``) adds them to the job and project, and reads add what is unfolded.
+    done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    predicted: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    skipped: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    predictions: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", doc="Predictions stored (the project's counter)."
+    )
+    errors: Mapped[list[Any]] = mapped_column(JSONB, default=list, server_default="[]")
+    folded: Mapped[bool] = mapped_column(
+        Boolean, default=True, server_default="true", doc="False while its counts are not in the job's."
+    )
 
 
 class OutboxEvent(Base):

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.annotation_api.events.background import delivery_loop
 from services.annotation_api.jobs.queue import REDIS_DOWN, ChunkQueue
+from services.annotation_api.jobs.repository import fold_chunks
 from services.annotation_api.jobs.runner import run_once
 from services.annotation_api.jobs.service import sweep
 from services.annotation_api.ml_backends.gateway_client import close_gateway_client, gateway_client
@@ -61,7 +62,7 @@ _PURGE_CHUNKS = text(
     """
     DELETE FROM job_chunk WHERE id IN (
         SELECT c.id FROM job_chunk c JOIN job j ON j.id = c.job_id
-        WHERE j.status NOT IN ('queued', 'running')
+        WHERE j.status NOT IN ('queued', 'running') AND c.folded
           AND j.finished_at < now() - make_interval(secs => :retention)
         LIMIT :n
     )
@@ -78,6 +79,12 @@ async def purge_finished_chunks(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def fold_once(maker: async_sessionmaker[AsyncSession], batch: int) -> int:
+    """Add one batch of reported chunks' counts to their jobs and projects; how many chunks."""
+    async with maker.begin() as session:
+        return await fold_chunks(session, batch)
+
+
 async def runner_loop(
     app: FastAPI,
     maker: async_sessionmaker[AsyncSession],
@@ -85,11 +92,14 @@ async def runner_loop(
     queue: ChunkQueue,
     settings: ApiSettings,
 ) -> None:
-    """Advance the runner's jobs batch by batch, then purge old chunk rows; sleep until woken or polled."""
+    """Advance the runner's jobs batch by batch, fold chunk counts, purge old chunk rows; then sleep until
+    woken or polled."""
     wake: asyncio.Event = app.state.job_runner_wake
     while True:
         try:
             while await run_once(maker, engine, queue, settings, app):
+                pass
+            while await fold_once(maker, settings.job_batch_size) >= settings.job_batch_size:
                 pass
             while await purge_finished_chunks(maker, settings.chunk_retention_s, settings.job_batch_size):
                 pass

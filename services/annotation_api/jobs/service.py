@@ -20,19 +20,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, true, update
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.annotation_api import counters
 from services.annotation_api.data_manager.selection import TaskSelection
 from services.annotation_api.db import after_commit
 from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.jobs import repository as repo
 from services.annotation_api.jobs import runner
 from services.annotation_api.jobs.queue import REDIS_DOWN, ChunkQueue
+from services.annotation_api.jobs.schemas import JobOut, Unfolded
 from services.annotation_api.ml_backends.service import backend_spec, project_ref
 from services.annotation_api.models import (
     Job,
+    JobChunk,
     JobStatus,
     MlBackend,
     MlBackendState,
@@ -221,14 +223,58 @@ async def get_job(session: AsyncSession, job_id: int) -> Job:
     return job
 
 
-async def list_jobs(session: AsyncSession, project_id: int | None, limit: int) -> list[Job]:
-    stmt = select(Job).order_by(Job.id.desc()).limit(limit)
+def _unfolded_columns() -> Select[Any]:
+    """Jobs with the counts of their reported, unfolded chunks, in one statement (one snapshot): a fold
+    committing between two reads would otherwise count a chunk twice or not at all."""
+    u = (
+        select(
+            func.coalesce(func.sum(JobChunk.done), 0).label("done"),
+            func.coalesce(func.sum(JobChunk.predicted), 0).label("predicted"),
+            func.coalesce(func.sum(JobChunk.skipped), 0).label("skipped"),
+            func.coalesce(func.sum(JobChunk.failed), 0).label("failed"),
+            func.jsonb_agg(aggregate_order_by(JobChunk.errors, JobChunk.id)).label("errors"),
+        )
+        .where(JobChunk.job_id == Job.id, JobChunk.folded.is_(False))
+        .lateral("unfolded")
+    )
+    return (
+        select(Job, u.c.done, u.c.predicted, u.c.skipped, u.c.failed, u.c.errors)
+        .outerjoin(u, true())
+        .execution_options(populate_existing=True)
+    )
+
+
+async def job_views(session: AsyncSession, stmt: Select[Any]) -> list[JobOut]:
+    return [
+        JobOut.of(
+            job,
+            Unfolded(
+                int(done),
+                int(predicted),
+                int(skipped),
+                int(failed),
+                [error for chunk_errors in errors or () for error in chunk_errors],
+            ),
+        )
+        for job, done, predicted, skipped, failed, errors in (await session.execute(stmt)).all()
+    ]
+
+
+async def get_job_view(session: AsyncSession, job_id: int) -> JobOut:
+    views = await job_views(session, _unfolded_columns().where(Job.id == job_id))
+    if not views:
+        raise NotFound(f"Job {job_id} not found.")
+    return views[0]
+
+
+async def list_jobs(session: AsyncSession, project_id: int | None, limit: int) -> list[JobOut]:
+    stmt = _unfolded_columns().order_by(Job.id.desc()).limit(limit)
     if project_id is not None:
         stmt = stmt.where(Job.project_id == project_id)
-    return list((await session.execute(stmt)).scalars())
+    return await job_views(session, stmt)
 
 
-async def cancel_job(session: AsyncSession, job_id: int) -> Job:
+async def cancel_job(session: AsyncSession, job_id: int) -> JobOut:
     """Cancel pending and leased chunks; a worker still busy with one has its report dropped."""
     job = await get_job(session, job_id)
     if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
@@ -237,11 +283,10 @@ async def cancel_job(session: AsyncSession, job_id: int) -> Job:
         await repo.cancel_chunks(session, job_id)
         await session.execute(
             update(Job)
-            .where(Job.id == job_id)
+            .where(Job.id == job_id, Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)))
             .values(status=JobStatus.CANCELLED, finished_at=func.now(), updated_at=func.now())
         )
-    await session.refresh(job)
-    return job
+    return await get_job_view(session, job_id)
 
 
 @dataclass(frozen=True)
@@ -319,12 +364,29 @@ async def complete_chunk(session: AsyncSession, chunk_id: int, report: ChunkRepo
         return ChunkAck(accepted=False, job_status=job.status)
     job_id, task_ids = finished
     job = await get_job(session, job_id)
-    await _apply_report(session, job, task_ids, report)
+    await _apply_report(session, job, chunk_id, task_ids, report)
+    _finish_after_commit(session, job_id)
     await session.refresh(job)
     return ChunkAck(accepted=True, job_status=job.status)
 
 
-async def _apply_report(session: AsyncSession, job: Job, task_ids: list[int], report: ChunkReport) -> None:
+def _finish_after_commit(session: AsyncSession, job_id: int) -> None:
+    """Completions share no row, so two last chunks committing together may each see the other still
+    open; checking again once committed, in a transaction of its own, lets the later one see both."""
+    app = session.info.get("app")
+    if app is None:
+        return
+
+    async def finish() -> None:
+        async with app.state.sessionmaker.begin() as fresh:
+            await repo.finish_job_if_done(fresh, job_id)
+
+    after_commit(session, finish)
+
+
+async def _apply_report(
+    session: AsyncSession, job: Job, chunk_id: int, task_ids: list[int], report: ChunkReport
+) -> None:
     assert job.project_id is not None  # a project delete cancels the chunks before the project goes
     in_chunk = set(task_ids)
     predictions = [p for p in report.predictions if p.task_id in in_chunk]
@@ -346,15 +408,15 @@ async def _apply_report(session: AsyncSession, job: Job, task_ids: list[int], re
     )
     # Deltas, not a recount: the tasks are locked, so adding what was inserted is exact and cheaper.
     await repo.add_task_predictions(session, inserted)
-    if inserted:
-        await counters.add_to_project_counters(session, job.project_id, predictions=len(inserted))
-    await repo.add_to_job(
+    # The job's and the project's counters move later, in batches (repo.fold_chunks): no hot row.
+    await repo.record_on_chunk(
         session,
-        job.id,
+        chunk_id,
         done=len(task_ids) - skipped - len(failed),
         predicted=len(predicted),
         skipped=skipped,
         failed=len(failed),
+        predictions=len(inserted),
         errors=errors,
     )
     await repo.finish_job_if_done(session, job.id)
@@ -374,6 +436,8 @@ async def sweep(session: AsyncSession, lease_s: float, limit: int = 500) -> list
         else:
             requeue.append((chunk_id, attempts))
     await repo.requeue(session, [chunk_id for chunk_id, _ in requeue])
+    for job_id in await repo.unfinished_done_jobs(session, limit):
+        await repo.finish_job_if_done(session, job_id)
     return requeue
 
 
@@ -386,4 +450,4 @@ async def _give_up(session: AsyncSession, chunk_id: int, attempts: int) -> None:
     message = f"gave up after {attempts} attempts: the worker processing this chunk kept dying"
     log.warning("chunk %s of job %s: %s", chunk_id, job_id, message)
     report = ChunkReport(errors=[TaskError(task_id=task_id, message=message) for task_id in task_ids])
-    await _apply_report(session, job, task_ids, report)
+    await _apply_report(session, job, chunk_id, task_ids, report)

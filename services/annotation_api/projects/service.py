@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import ScalarSelect, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
@@ -14,7 +14,7 @@ from services.annotation_api.data_manager.selection import TaskSelection
 from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.jobs import runner
 from services.annotation_api.jobs.repository import cancel_chunks
-from services.annotation_api.models import Job, MlBackend, Project, User
+from services.annotation_api.models import Job, JobChunk, MlBackend, Project, User
 from services.annotation_api.projects.schemas import ProjectCreate, ProjectUpdate
 from shared.label_config import LabelConfig, LabelConfigError, parse_label_config_cached
 
@@ -62,6 +62,28 @@ async def get_project(
     return project
 
 
+def unfolded_predictions() -> ScalarSelect[int]:
+    """Predictions bulk jobs stored that ``total_predictions_number`` does not count yet (chunk reports
+    not folded in): select it next to the project, in the same statement, for an exact counter."""
+    return (
+        select(func.coalesce(func.sum(JobChunk.predictions), 0))
+        .join(Job, Job.id == JobChunk.job_id)
+        .where(Job.project_id == Project.id, JobChunk.folded.is_(False))
+        .scalar_subquery()
+    )
+
+
+async def get_project_counted(session: AsyncSession, project_id: int) -> tuple[Project, int]:
+    """The project (or 404) and its ``unfolded_predictions``."""
+    stmt = select(Project, unfolded_predictions()).where(
+        Project.id == project_id, Project.deleting.is_(False)
+    )
+    row = (await session.execute(stmt.execution_options(populate_existing=True))).first()
+    if row is None:
+        raise NotFound(f"Project {project_id} not found.")
+    return row[0], int(row[1])
+
+
 async def creator_emails(session: AsyncSession, projects: Sequence[Project]) -> dict[int, str]:
     """Emails of the projects' creators, in one query for a whole page."""
     ids = {project.created_by_id for project in projects if project.created_by_id is not None}
@@ -71,17 +93,20 @@ async def creator_emails(session: AsyncSession, projects: Sequence[Project]) -> 
     return {user_id: email for user_id, email in rows}
 
 
-async def list_projects(session: AsyncSession, page: int, page_size: int) -> tuple[int, list[Project]]:
+async def list_projects(
+    session: AsyncSession, page: int, page_size: int
+) -> tuple[int, list[tuple[Project, int]]]:
+    """The page, each project with its ``unfolded_predictions``."""
     visible = Project.deleting.is_(False)
     count = (await session.execute(select(func.count()).select_from(Project).where(visible))).scalar_one()
     stmt = (
-        select(Project)
+        select(Project, unfolded_predictions())
         .where(visible)
         .order_by(Project.id.desc())
         .offset((page - 1) * page_size)
         .limit(page_size)
     )
-    return count, list((await session.execute(stmt)).scalars())
+    return count, [(project, int(unfolded)) for project, unfolded in (await session.execute(stmt)).all()]
 
 
 async def create_project(session: AsyncSession, body: ProjectCreate, user: User) -> Project:
