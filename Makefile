@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP_FLAGS := --quiet --disable-pip-version-check
 UV_VERSION := uv==0.13.9
 
-.PHONY: lock run test lint typecheck pytest migrate openapi docs bench-import bench-list bench-bulk bench-gateway demo clean
+.PHONY: lock run test lint typecheck pytest migrate openapi docs bench-import bench-list bench-bulk bench-ops bench-gateway demo clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,11 @@ bench-list: $(VENV)/.runtime
 # Bulk prediction end to end (API + gateway workers + Postgres) against the same backend called directly.
 bench-bulk: $(VENV)/.runtime
 	$(PY) -m devstack.exec -- $(PY) -m bench.bulk_predict $(BENCH_ARGS)
+
+# Bulk deletes and data manager actions: time to answer / to finish, a reader's latency during bulk
+# prediction. Extra flags: make bench-ops BENCH_ARGS="--sizes 10000 --with-history" (1M needs --allow-1m)
+bench-ops: $(VENV)/.runtime
+	$(PY) -m devstack.exec -- $(PY) -m bench.bulk_ops $(BENCH_ARGS)
 
 # The learning loop on the stack `make run` started: uncertainty vs random sampling on digits, a table of
 # held-out accuracy, curves in demo-out/. Extra flags: make demo DEMO_ARGS="--rounds 5 --per-round 10"
