@@ -130,7 +130,7 @@ async def reader(api: httpx.AsyncClient, project_id: int, job: list[int]) -> Asy
 def _quantiles(latencies: list[float]) -> str:
     if len(latencies) < 2:
         return "too few reads"
-    cuts = statistics.quantiles(latencies, n=100)
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
     return f"p50 {cuts[49] * 1000:.0f} ms, p99 {cuts[98] * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms ({len(latencies)} reads)"
 
 
