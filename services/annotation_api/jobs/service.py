@@ -83,8 +83,9 @@ async def start_prediction_jobs(
 ) -> list[Job]:
     """One job per backend over the same selection (``unlabeled``: only its unlabeled tasks).
 
-    Nothing here grows with the selection: the job runner plans the chunks once this commits.
-    ``estimate`` is the selection's size as the counters tell it, the ``total`` until planning ends.
+    Nothing here grows with the selection: the job runner plans the chunks once this commits, unless
+    the selection has at most ``job_inline_tasks`` tasks. ``estimate`` is the selection's size as the
+    counters tell it, the ``total`` until planning ends.
     """
     params = {"selection": selection.to_params(), "unlabeled": unlabeled, "chunk_size": chunk_size}
     jobs = [
@@ -105,6 +106,16 @@ async def start_prediction_jobs(
     await session.flush()
     for job in jobs:
         await session.refresh(job)
+    app = session.info.get("app")
+    if app is not None and estimate <= app.state.settings.job_inline_tasks:
+        # A small selection is planned here (bounded work): its chunks are queued as this commits.
+        for job in jobs:
+            ctx = runner.StepContext(session, job, app.state.settings, app.state.chunk_queue)
+            job.status, job.started_at = JobStatus.RUNNING, func.now()
+            await _plan_step(ctx)
+        await session.flush()
+        for job in jobs:
+            await session.refresh(job)
     runner.wake(session)
     return jobs
 
