@@ -10,7 +10,7 @@ UV_VERSION := uv==0.13.9
 RUN_EXTRAS := embedded,examples
 DEV_EXTRAS := dev,$(RUN_EXTRAS)
 
-.PHONY: lock run test lint typecheck pytest editor migrate openapi docs bench-import bench-import-memory bench-list bench-bulk bench-gateway demo clean
+.PHONY: lock run test lint typecheck pytest editor migrate openapi docs bench-import bench-import-memory bench-list bench-bulk bench-ops bench-gateway demo clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,11 @@ bench-list: $(VENV)/.runtime
 # Bulk prediction end to end (API + gateway workers + Postgres) against the same backend called directly.
 bench-bulk: $(VENV)/.runtime
 	$(PY) -m devstack.exec -- $(PY) -m bench.bulk_predict $(BENCH_ARGS)
+
+# Bulk deletes and data manager actions: time to answer / to finish, a reader's latency during bulk
+# prediction. Extra flags: make bench-ops BENCH_ARGS="--sizes 10000 --with-history" (1M needs --allow-1m)
+bench-ops: $(VENV)/.runtime
+	$(PY) -m devstack.exec -- $(PY) -m bench.bulk_ops $(BENCH_ARGS)
 
 # The learning loop on the stack `make run` started: uncertainty vs random sampling on digits, a table of
 # held-out accuracy, curves in demo-out/. Extra flags: make demo DEMO_ARGS="--rounds 5 --per-round 10"

@@ -93,7 +93,11 @@ _REFRESH_PROJECT = text(
     UPDATE project AS p
     SET task_number = s.tasks,
         total_annotations_number = s.annotations,
-        total_predictions_number = s.predictions,
+        -- task counters already include predictions of chunk reports not folded into the project yet
+        total_predictions_number = s.predictions - (
+            SELECT COALESCE(sum(c.predictions), 0) FROM job_chunk c JOIN job j ON j.id = c.job_id
+            WHERE j.project_id = :project AND NOT c.folded
+        ),
         num_tasks_with_annotations = s.labeled
     FROM (
         SELECT count(*) AS tasks,

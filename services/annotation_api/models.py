@@ -92,6 +92,9 @@ class Project(Base):
     total_annotations_number: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     total_predictions_number: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     num_tasks_with_annotations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    deleting: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default="false", doc="A delete job runs: hidden from every read."
+    )
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
 
@@ -220,13 +223,18 @@ class JobStatus(enum.StrEnum):
 
 
 class Job(Base):
-    """A unit of background work the user can follow: bulk prediction or training."""
+    """A unit of background work the user can follow: bulk prediction, training, deletes, auto-labeling."""
 
     __tablename__ = "job"
+    __table_args__ = (
+        Index("ix_job_step_updated_at", "updated_at", postgresql_where=text("step IS NOT NULL")),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     kind: Mapped[str] = mapped_column(String(40))
-    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[int | None] = mapped_column(
+        ForeignKey("project.id", ondelete="SET NULL"), index=True, doc="NULL once a deleted project is gone."
+    )
     ml_backend_id: Mapped[int | None] = mapped_column(
         ForeignKey("ml_backend.id", ondelete="SET NULL"), index=True
     )
@@ -243,6 +251,12 @@ class Job(Base):
     errors: Mapped[list[Any]] = mapped_column(JSONB, default=list, server_default="[]")
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     error: Mapped[str | None] = mapped_column(Text)
+    step: Mapped[str | None] = mapped_column(
+        String(20), doc="What the API's job runner still has to do (plan, work, vacuum); NULL: nothing."
+    )
+    params: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, default=dict, server_default="{}", doc="The runner's input and cursor; not shown to clients."
+    )
     created_at: Mapped[datetime] = _created()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -253,7 +267,10 @@ class JobChunk(Base):
     """A slice of a job's tasks; the unit a worker leases, and the unit of exactly-once writes."""
 
     __tablename__ = "job_chunk"
-    __table_args__ = (Index("ix_job_chunk_status_lease_expires_at", "status", "lease_expires_at"),)
+    __table_args__ = (
+        Index("ix_job_chunk_status_lease_expires_at", "status", "lease_expires_at"),
+        Index("ix_job_chunk_job_id_unfolded", "job_id", postgresql_where=text("NOT folded")),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
@@ -265,6 +282,19 @@ class JobChunk(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The report's counts, on the chunk's own row so concurrent completions share no row; the folder
+    # (``jobs/repository.fold_chunks``) adds them to the job and project, and reads add what is unfolded.
+    done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    predicted: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    skipped: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    predictions: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", doc="Predictions stored (the project's counter)."
+    )
+    errors: Mapped[list[Any]] = mapped_column(JSONB, default=list, server_default="[]")
+    folded: Mapped[bool] = mapped_column(
+        Boolean, default=True, server_default="true", doc="False while its counts are not in the job's."
+    )
 
 
 class OutboxEvent(Base):

@@ -44,6 +44,26 @@ class ApiSettings(CommonSettings, RedisSettingsMixin):
         description="A chunk not finished within this is given to another worker.",
     )
     sweep_interval_s: float = Field(default=5.0, gt=0, description="How often expired chunks are re-queued.")
+    job_batch_size: int = Field(
+        default=5000,
+        ge=1,
+        description="Tasks per transaction of the jobs the API runs itself (deletes, auto-labeling, "
+        "chunk planning): bounds how long one batch holds its locks.",
+    )
+    job_inline_tasks: int = Field(
+        default=1000,
+        ge=0,
+        description="A delete or auto-labeling of at most this many tasks is done within the request "
+        "(answered like Label Studio, done when answered); larger ones run as a background job.",
+    )
+    job_poll_interval_s: float = Field(
+        default=1.0, gt=0, description="How often each API replica looks for background jobs to advance."
+    )
+    chunk_retention_s: float = Field(
+        default=86400.0,
+        gt=0,
+        description="How long a finished job keeps its per-chunk rows; the job's summary stays.",
+    )
     backend_check_interval_s: float = Field(
         default=60.0, gt=0, description="How often each ML backend's health and model version are re-checked."
     )

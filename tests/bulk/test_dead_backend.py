@@ -17,6 +17,7 @@ import pytest
 from services.model_gateway.settings import GatewaySettings
 from tests.fakes.fake_backend import FakeBackend
 from tests.support.builders import connect_backend, import_texts
+from tests.support.databases import project_predictions
 from tests.support.waiting import wait_for, wait_job
 from tests.support.workers import drain
 
@@ -78,4 +79,4 @@ async def test_backend_dies_mid_job_breaker_opens_and_the_rest_fails_with_the_re
     assert rerun["status"] == "completed", rerun
     assert (rerun["done"], rerun["skipped"], rerun["failed"]) == (job["failed"], job["done"], 0), rerun
     assert await predictions(db) == (TASKS, TASKS)
-    assert await db.fetchval("SELECT total_predictions_number FROM project") == TASKS
+    assert await project_predictions(db) == TASKS

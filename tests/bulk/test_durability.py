@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from tests.bulk.conftest import StartWorker
 from tests.fakes.fake_backend import FakeBackend
 from tests.support.builders import connect_backend, import_texts
+from tests.support.databases import project_predictions
 from tests.support.waiting import wait_for, wait_job
 
 pytestmark = pytest.mark.usefixtures("gateway_server")
@@ -49,7 +50,7 @@ async def assert_each_prediction_once(db: asyncpg.Connection, job: dict[str, Any
     assert await db.fetchval("SELECT count(*) FROM prediction") == TASKS
     assert await db.fetchval("SELECT count(DISTINCT task_id) FROM prediction") == TASKS
     assert await db.fetchval("SELECT sum(total_predictions) FROM task") == TASKS
-    assert await db.fetchval("SELECT total_predictions_number FROM project") == TASKS
+    assert await project_predictions(db) == TASKS
 
 
 async def test_worker_killed_mid_job_another_finishes_it(

@@ -23,6 +23,7 @@ from devstack.embedded import EmbeddedRedis
 from tests.bulk.conftest import StartWorker
 from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
 from tests.support.builders import choice, connect_backend, import_texts
+from tests.support.databases import project_predictions
 from tests.support.waiting import wait_for, wait_job
 
 TASKS = 300
@@ -70,9 +71,7 @@ async def assert_project_predicted_once(
     assert (row["n"], row["distinct_tasks"]) == (tasks, tasks)
     counted = await db.fetchval("SELECT sum(total_predictions) FROM task WHERE project_id = $1", project_id)
     assert counted == tasks
-    assert (
-        await db.fetchval("SELECT total_predictions_number FROM project WHERE id = $1", project_id) == tasks
-    )
+    assert await project_predictions(db, project_id) == tasks
 
 
 async def test_redis_restarted_empty_mid_job_everything_reconnects(

@@ -47,6 +47,7 @@ async def test_threshold_version_and_idempotence(api: httpx.AsyncClient, db: asy
     )
     assert response.status_code == 200, response.text
     assert response.json() == {
+        "job_id": response.json()["job_id"],
         "processed_items": 2,
         "detail": "Created 2 annotations, skipped 3",
         "created": 2,

@@ -14,7 +14,7 @@ import pytest
 
 from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
 from tests.support.builders import choice, connect_backend, create_project, import_texts
-from tests.support.waiting import wait_for, wait_job
+from tests.support.waiting import wait_for, wait_job, wait_planned
 from tests.support.workers import RunBurst
 
 pytestmark = [
@@ -70,6 +70,7 @@ async def test_new_version_seen_by_the_periodic_check_repredicts_unlabeled_tasks
     assert (await api.get(f"/api/projects/{project['id']}")).json()["model_version"] == "fake-v2"
     assert (await api.get(f"/api/ml/{pinned['id']}")).json()["model_version"] == "fake-v1"
 
+    await wait_planned(db, job["id"])  # the API's job runner writes the chunks, then they are queued
     await run_burst()
     done = await wait_job(api, job["id"])
     assert (done["status"], done["done"], done["failed"]) == ("completed", 2, 0), done

@@ -11,7 +11,7 @@ import pytest
 
 from tests.fakes.fake_backend import SENTIMENT_CONFIG, Behaviour, FakeBackend
 from tests.support.builders import choice, connect_backend, create_project, import_texts
-from tests.support.waiting import wait_job
+from tests.support.waiting import wait_job, wait_planned
 from tests.support.workers import RunBurst
 
 pytestmark = pytest.mark.usefixtures("gateway_server")
@@ -133,9 +133,11 @@ async def test_new_version_repredicts_unlabeled_tasks_when_asked(
     backend = await connect_backend(api, project["id"], fake.url)
     fake.configure(version_after_train="fake-v2")
     job = await _train(api, backend["id"])
-    await run_burst()  # trains, then runs the prediction job the new version started
+    await run_burst()  # trains; the new version starts a prediction job
     trained = await wait_job(api, job["id"])
     repredict_id = trained["result"]["repredict_job_id"]
+    await wait_planned(db, repredict_id)  # the API's job runner writes its chunks, then they are queued
+    await run_burst()
     rows = await db.fetch(
         "SELECT id, total, status, selection FROM job WHERE kind = 'predict' AND project_id = $1",
         project["id"],

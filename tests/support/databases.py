@@ -62,3 +62,18 @@ def alembic(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}_{os.getpid()}_{next(_counter)}"
+
+
+async def project_predictions(db: asyncpg.Connection, project_id: int | None = None) -> int:
+    """A project's (or the only project's) prediction counter as the API reads it: the column plus the
+    counts of chunk reports not folded into it yet, in one statement."""
+    value = await db.fetchval(
+        """
+        SELECT p.total_predictions_number + (
+            SELECT COALESCE(sum(c.predictions), 0) FROM job_chunk c JOIN job j ON j.id = c.job_id
+            WHERE j.project_id = p.id AND NOT c.folded)
+        FROM project p WHERE $1::int IS NULL OR p.id = $1
+        """,
+        project_id,
+    )
+    return int(value)

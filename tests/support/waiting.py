@@ -61,3 +61,20 @@ async def wait_for_lock_wait(database_url: str, what: str, timeout_s: float = 20
         await wait_for(waiting, timeout_s, what)
     finally:
         await conn.close()
+
+
+async def wait_job_result(api: httpx.AsyncClient, job_id: int, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Wait for a background job (a delete, auto-labeling…) to complete; its ``result`` summary."""
+    job = await wait_job(api, job_id, frozenset({"completed", "failed", "cancelled"}), timeout_s)
+    assert job["status"] == "completed", job
+    result: dict[str, Any] = job["result"]
+    return result
+
+
+async def wait_planned(db: asyncpg.Connection, job_id: int, timeout_s: float = 30.0) -> None:
+    """Until the API's job runner has written every chunk row of a bulk prediction job."""
+
+    async def planned() -> bool:
+        return bool(await db.fetchval("SELECT step IS NULL FROM job WHERE id = $1", job_id))
+
+    await wait_for(planned, timeout_s, f"job {job_id} to be planned")

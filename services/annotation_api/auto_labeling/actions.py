@@ -1,5 +1,6 @@
 """``predictions_to_annotations``: turn the selected tasks' predictions of one model version (at or above
-a score threshold) into annotations, in a fixed number of statements whatever the selection size.
+a score threshold) into annotations. A job (``AUTO_LABEL_KIND``) does it in batches of the selection,
+each a fixed number of statements whatever its size.
 
 Body (besides the selection): ``model_version`` (default: the project's) and ``threshold`` (optional);
 both may also come as query parameters. Annotations keep ``parent_prediction`` and are delivered to the
@@ -13,10 +14,15 @@ from typing import Any
 
 from services.annotation_api.auto_labeling import repository
 from services.annotation_api.counters import refresh_task_counters
+from services.annotation_api.data_manager.jobs import job_selection, start_selection_job
 from services.annotation_api.data_manager.registry import ActionContext, action
 from services.annotation_api.errors import BadRequest
 from services.annotation_api.events.service import schedule_delivery
+from services.annotation_api.jobs import runner
+from services.annotation_api.models import Project
 from services.annotation_api.outbox import project_payload
+
+AUTO_LABEL_KIND = "predictions_to_annotations"
 
 
 def _param(ctx: ActionContext, name: str) -> Any:
@@ -54,26 +60,44 @@ def _threshold(ctx: ActionContext) -> float | None:
 
 @action("predictions_to_annotations", title="Create annotations from predictions", order=20)
 async def predictions_to_annotations(ctx: ActionContext) -> dict[str, Any]:
-    version = _model_version(ctx)
-    threshold = _threshold(ctx)
-    task_ids = await ctx.selection.lock_ids()
+    params = {"model_version": _model_version(ctx), "threshold": _threshold(ctx), "user": ctx.user.id}
+    return await start_selection_job(ctx, AUTO_LABEL_KIND, "Auto-labeling", params)
+
+
+async def _step(ctx: runner.StepContext) -> bool:
+    selection = job_selection(ctx)
+    task_ids = await selection.window(ctx.cursor, ctx.batch_size, lock=True)
+    if not task_ids:
+        return True
+    params = ctx.job.params
     created = await repository.annotations_from_predictions(
         ctx.session,
-        project_id=ctx.project.id,
+        project_id=selection.project_id,
         task_ids=task_ids,
-        model_version=version,
-        threshold=threshold,
-        user_id=ctx.user.id,
+        model_version=params["model_version"],
+        threshold=params["threshold"],
+        user_id=params["user"],
     )
     if created:
+        project = await ctx.session.get(Project, selection.project_id)
+        assert project is not None  # the job's project outlives it
         await refresh_task_counters(ctx.session, [task_id for _, task_id in created])
         annotation_ids = [annotation_id for annotation_id, _ in created]
-        await repository.record_created_events(ctx.session, project_payload(ctx.project), annotation_ids)
-        await schedule_delivery(ctx.session, ctx.project.id)
-    skipped = len(task_ids) - len(created)
-    return {
-        "processed_items": len(created),
-        "detail": f"Created {len(created)} annotations, skipped {skipped}",
-        "created": len(created),
+        await repository.record_created_events(ctx.session, project_payload(project), annotation_ids)
+        await schedule_delivery(ctx.session, project.id)
+    ctx.advance(task_ids[-1], len(task_ids), created=len(created), skipped=len(task_ids) - len(created))
+    return len(task_ids) < ctx.batch_size
+
+
+async def _finish(ctx: runner.StepContext) -> None:
+    result = ctx.job.result or {}
+    created, skipped = int(result.get("created", 0)), int(result.get("skipped", 0))
+    ctx.job.result = {
+        "processed_items": created,
+        "detail": f"Created {created} annotations, skipped {skipped}",
+        "created": created,
         "skipped": skipped,
     }
+
+
+runner.register(AUTO_LABEL_KIND, runner.Runnable(step=_step, finish=_finish))

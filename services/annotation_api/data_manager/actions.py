@@ -1,7 +1,9 @@
 """Built-in data manager actions: deleting tasks, their predictions or their annotations.
 
-Each is a fixed number of set-based statements whatever the selection size; the selected tasks are
-locked first (in id order) so the counters recomputed afterwards are exact under concurrent writes.
+Deleting tasks or predictions grows with the selection, so those record a job (``jobs.py``) and answer
+at once. Deleting annotations is a fixed number of set-based statements whatever the selection size;
+the selected tasks are locked first (in id order) so the counters recomputed afterwards are exact
+under concurrent writes.
 """
 
 from __future__ import annotations
@@ -12,14 +14,19 @@ from sqlalchemy import any_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api import outbox
-from services.annotation_api.counters import refresh_project_counters, refresh_task_counters
+from services.annotation_api.counters import refresh_task_counters
+from services.annotation_api.data_manager.jobs import (
+    DELETE_PREDICTIONS_KIND,
+    DELETE_TASKS_KIND,
+    start_selection_job,
+)
 from services.annotation_api.data_manager.registry import ActionContext, action, confirm
 from services.annotation_api.ids import id_array
-from services.annotation_api.models import Annotation, Prediction, Task
+from services.annotation_api.models import Annotation
 
 
 async def _delete_returning(
-    session: AsyncSession, model: type[Annotation] | type[Prediction], project_id: int, task_ids: list[int]
+    session: AsyncSession, model: type[Annotation], project_id: int, task_ids: list[int]
 ) -> tuple[list[int], list[int]]:
     """Delete the rows of ``model`` on these tasks; (deleted row ids, tasks that lost rows), one round trip."""
     gone = (
@@ -40,10 +47,7 @@ async def _delete_returning(
     dialog=confirm("You are going to delete all predictions from the selected tasks. Please confirm."),
 )
 async def delete_tasks_predictions(ctx: ActionContext) -> dict[str, Any]:
-    task_ids = await ctx.selection.lock_ids()
-    deleted, touched = await _delete_returning(ctx.session, Prediction, ctx.project.id, task_ids)
-    await refresh_task_counters(ctx.session, touched)
-    return {"processed_items": len(deleted), "detail": f"Deleted {len(deleted)} predictions"}
+    return await start_selection_job(ctx, DELETE_PREDICTIONS_KIND, "Deleting the predictions of")
 
 
 @action(
@@ -70,7 +74,4 @@ async def delete_tasks_annotations(ctx: ActionContext) -> dict[str, Any]:
     ),
 )
 async def delete_tasks(ctx: ActionContext) -> dict[str, Any]:
-    result = await ctx.session.execute(delete(Task).where(ctx.selection.condition()))
-    deleted = int(result.rowcount)  # type: ignore[attr-defined]
-    await refresh_project_counters(ctx.session, ctx.project.id)
-    return {"processed_items": deleted, "detail": f"Deleted {deleted} tasks", "reload": True}
+    return {**await start_selection_job(ctx, DELETE_TASKS_KIND, "Deleting"), "reload": True}

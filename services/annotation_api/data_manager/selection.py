@@ -57,6 +57,51 @@ class TaskSelection:
         stmt = select(func.count()).select_from(Task).where(self.condition())
         return int((await self.session.execute(stmt)).scalar_one())
 
+    async def size(self, task_number: int) -> int:
+        """How many tasks are selected, at a cost bounded by the request (not by the project):
+        the project's ``task_number`` counter minus the excluded ids that are in it."""
+        if not self.all:
+            return await self.count()
+        if not self.excluded:
+            return task_number
+        stmt = (
+            select(func.count())
+            .select_from(Task)
+            .where(Task.project_id == self.project_id, Task.id == any_(id_array(self.excluded)))
+        )
+        return task_number - int((await self.session.execute(stmt)).scalar_one())
+
+    async def window(self, after: int, limit: int, *, lock: bool = False) -> list[int]:
+        """The next ``limit`` selected ids above ``after``, ascending: one batch of a background job.
+        ``lock`` takes them ``FOR UPDATE`` (in id order, so batches and writers cannot deadlock)."""
+        stmt = self.task_ids().where(Task.id > after).order_by(Task.id).limit(limit)
+        if lock:
+            stmt = stmt.with_for_update()
+        return list((await self.session.scalars(stmt)).all())
+
+    def to_params(self) -> dict[str, Any]:
+        """The selection as a job stores it (the runner rebuilds it with ``from_params``)."""
+        return {"all": self.all, "included": list(self.included), "excluded": list(self.excluded)}
+
+    @classmethod
+    def from_params(cls, session: AsyncSession, project_id: int, params: Mapping[str, Any]) -> TaskSelection:
+        return cls(
+            session,
+            project_id,
+            all=bool(params.get("all", True)),
+            included=tuple(params.get("included", ())),
+            excluded=tuple(params.get("excluded", ())),
+        )
+
+    def summary(self, source: str) -> dict[str, Any]:
+        """What a job shows of its selection: sizes, not id lists, so a job row stays small."""
+        return {
+            "source": source,
+            "all": self.all,
+            "included": len(self.included),
+            "excluded": len(self.excluded),
+        }
+
 
 def _id_list(value: Any, field: str) -> tuple[int, ...]:
     if not isinstance(value, list) or not all(

@@ -12,7 +12,6 @@ from typing import Any
 from services.annotation_api.data_manager.registry import ActionContext, action
 from services.annotation_api.errors import BadRequest
 from services.annotation_api.ids import INT_MAX
-from services.annotation_api.jobs.queue import ChunkQueue
 from services.annotation_api.jobs.schemas import PredictStarted
 from services.annotation_api.jobs.service import prediction_backends, start_prediction_jobs
 
@@ -38,21 +37,13 @@ def _backend_ids(ctx: ActionContext) -> list[int] | None:
 @action("retrieve_tasks_predictions", title="Retrieve predictions", order=90)
 async def retrieve_tasks_predictions(ctx: ActionContext) -> dict[str, Any]:
     backends = await prediction_backends(ctx.session, ctx.project.id, _backend_ids(ctx))
-    queue: ChunkQueue = ctx.request.app.state.chunk_queue
-    # A summary, not the id lists: a job row stays small whatever the selection.
-    selection = {
-        "source": "retrieve_tasks_predictions",
-        "all": ctx.selection.all,
-        "included": len(ctx.selection.included),
-        "excluded": len(ctx.selection.excluded),
-    }
     jobs = await start_prediction_jobs(
         ctx.session,
-        queue,
         project_id=ctx.project.id,
-        task_ids=ctx.selection.task_ids(),
+        selection=ctx.selection,
+        estimate=await ctx.selection.size(ctx.project.task_number),
         backends=backends,
         chunk_size=ctx.request.app.state.settings.chunk_size,
-        selection=selection,
+        summary=ctx.selection.summary("retrieve_tasks_predictions"),
     )
     return PredictStarted.of(jobs).model_dump()

@@ -1,17 +1,15 @@
 """The SQL of bulk jobs: chunking a selection, leasing, exactly-once completion, sweeping.
 
-Every statement is set-based: a 100k-task job is one INSERT of chunk rows, and a finished chunk is a
+Every statement is set-based: a planning batch is one INSERT of chunk rows, and a finished chunk is a
 handful of statements whatever its size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import orjson
-from sqlalchemy import Select, func, insert, literal, select, text
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.models import JobChunk
@@ -20,31 +18,24 @@ from shared.gateway_contract import TaskError, TaskPrediction
 ERRORS_SAMPLE_MAX = 50
 
 
-async def insert_chunks(
-    session: AsyncSession, job_id: int, task_ids: Select[Any], chunk_size: int
-) -> list[tuple[int, int]]:
-    """Split the selected task ids (ordered by id) into chunk rows; returns ``(chunk_id, size)``."""
-    selected = task_ids.subquery()
-    id_column = selected.c[0]
-    numbered = select(
-        id_column.label("id"),
-        (func.row_number().over(order_by=id_column) - 1).label("n"),
-    ).subquery()
-    seq = (numbered.c.n // chunk_size).label("seq")
-    source = select(
-        literal(job_id),
-        seq,
-        func.array_agg(aggregate_order_by(numbered.c.id, numbered.c.id)),
-        literal("pending"),
-        func.now(),
-    ).group_by(seq)
-    stmt = (
-        insert(JobChunk)
-        .from_select(["job_id", "seq", "task_ids", "status", "enqueued_at"], source)
-        .returning(JobChunk.id, func.cardinality(JobChunk.task_ids))
-    )
-    rows = (await session.execute(stmt)).all()
-    return sorted((int(chunk_id), int(size)) for chunk_id, size in rows)
+# One planning batch: consecutive runs of ``size`` ids (already in id order) become chunk rows.
+_PLAN_CHUNKS = text(
+    """
+    INSERT INTO job_chunk (job_id, seq, task_ids, status, enqueued_at)
+    SELECT :job, :first_seq + (u.n - 1) / :size, array_agg(u.id ORDER BY u.n), 'pending', now()
+    FROM unnest(CAST(:ids AS bigint[])) WITH ORDINALITY AS u(id, n)
+    GROUP BY (u.n - 1) / :size
+    RETURNING id
+    """
+)
+
+
+async def plan_chunks(
+    session: AsyncSession, job_id: int, task_ids: Sequence[int], size: int, first_seq: int
+) -> list[int]:
+    """Chunk rows for these ordered task ids, numbered from ``first_seq``; their ids, ascending."""
+    params = {"job": job_id, "ids": list(task_ids), "size": size, "first_seq": first_seq}
+    return sorted(int(row[0]) for row in await session.execute(_PLAN_CHUNKS, params))
 
 
 async def commit_without_waiting_for_disk(session: AsyncSession) -> None:
@@ -280,61 +271,112 @@ async def insert_predictions(
     return [int(row[0]) for row in await session.execute(_INSERT_PREDICTIONS, params)]
 
 
-_ADD_TO_JOB = text(
+# The report's counts go on the chunk's own row (already locked by finish_chunk): completions of one
+# job never wait for each other on the job or project row. ``fold_chunks`` moves them on in batches.
+_RECORD_ON_CHUNK = text(
     """
-    UPDATE job
-    SET done = done + :done, predicted = predicted + :predicted, skipped = skipped + :skipped,
-        failed = failed + :failed,
-        errors = CASE
-            WHEN jsonb_array_length(errors) >= :cap THEN errors
-            ELSE COALESCE((
-                SELECT jsonb_agg(e ORDER BY n) FROM (
-                    SELECT e, n FROM jsonb_array_elements(errors || CAST(:errors AS jsonb))
-                        WITH ORDINALITY AS x(e, n)
-                    ORDER BY n LIMIT :cap
-                ) AS kept
-            ), '[]'::jsonb)
-        END,
-        updated_at = now()
-    WHERE id = :job
+    UPDATE job_chunk
+    SET done = :done, predicted = :predicted, skipped = :skipped, failed = :failed,
+        predictions = :predictions, errors = CAST(:errors AS jsonb), folded = false
+    WHERE id = :chunk
     """
 )
 
 
-async def add_to_job(
+async def record_on_chunk(
     session: AsyncSession,
-    job_id: int,
+    chunk_id: int,
     *,
     done: int,
     predicted: int,
     skipped: int,
     failed: int,
+    predictions: int,
     errors: Sequence[TaskError],
 ) -> None:
     sample = [{"task": e.task_id, "message": e.message[:500]} for e in errors[:ERRORS_SAMPLE_MAX]]
     await session.execute(
-        _ADD_TO_JOB,
+        _RECORD_ON_CHUNK,
         {
-            "job": job_id,
+            "chunk": chunk_id,
             "done": done,
             "predicted": predicted,
             "skipped": skipped,
             "failed": failed,
+            "predictions": predictions,
             "errors": orjson.dumps(sample).decode(),
-            "cap": ERRORS_SAMPLE_MAX,
         },
     )
 
 
-# Runs after this transaction's UPDATE of the job row, so every chunk whose transaction took the job
-# lock earlier has committed and is visible: the last chunk to finish always sees all the others.
+# One statement, so it is all or nothing: chunk rows marked folded, their counts added to their jobs,
+# their stored predictions to their projects. Rows are taken in the order every writer uses (chunks,
+# then jobs, then projects) and chunks with SKIP LOCKED, so API replicas fold side by side.
+_FOLD = text(
+    """
+    WITH picked AS (
+        SELECT id FROM job_chunk WHERE NOT folded ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED
+    ),
+    folded AS (
+        UPDATE job_chunk c SET folded = true FROM picked WHERE c.id = picked.id
+        RETURNING c.id, c.job_id, c.done, c.predicted, c.skipped, c.failed, c.predictions, c.errors
+    ),
+    per_job AS (
+        SELECT job_id, sum(done) AS done, sum(predicted) AS predicted, sum(skipped) AS skipped,
+               sum(failed) AS failed, sum(predictions) AS predictions,
+               (SELECT COALESCE(jsonb_agg(x.e ORDER BY f.id, x.n), '[]')
+                FROM folded f, jsonb_array_elements(f.errors) WITH ORDINALITY AS x(e, n)
+                WHERE f.job_id = g.job_id) AS errors
+        FROM folded g
+        GROUP BY job_id
+    ),
+    jobs AS (
+        UPDATE job j
+        SET done = j.done + per_job.done, predicted = j.predicted + per_job.predicted,
+            skipped = j.skipped + per_job.skipped, failed = j.failed + per_job.failed,
+            errors = CASE WHEN jsonb_array_length(j.errors) >= :cap THEN j.errors
+                          ELSE COALESCE((SELECT jsonb_agg(e ORDER BY n) FROM (
+                              SELECT e, n FROM jsonb_array_elements(j.errors || per_job.errors)
+                                  WITH ORDINALITY AS y(e, n) ORDER BY n LIMIT :cap) AS kept), '[]')
+                     END,
+            updated_at = now()
+        FROM per_job WHERE j.id = per_job.job_id
+        RETURNING j.project_id, per_job.predictions
+    ),
+    projects AS (
+        UPDATE project p SET total_predictions_number = p.total_predictions_number + d.predictions
+        FROM (SELECT project_id, sum(predictions) AS predictions FROM jobs GROUP BY project_id) AS d
+        WHERE p.id = d.project_id AND d.predictions <> 0
+    )
+    SELECT count(*) FROM folded
+    """
+)
+
+
+async def fold_chunks(session: AsyncSession, limit: int) -> int:
+    """Fold up to ``limit`` reported chunks into their jobs and projects; how many were folded."""
+    return int((await session.execute(_FOLD, {"n": limit, "cap": ERRORS_SAMPLE_MAX})).scalar_one())
+
+
+# A job is finished by whichever of its last chunks commits last: each completion runs this again in a
+# transaction of its own after committing (``finish_after_commit``), so the last one sees every chunk
+# done; the sweeper runs it too, for a completion whose process died in between. A job still being
+# planned (``step``) is finished by its planner's last batch instead. Counts are the job's plus its
+# chunks' not yet folded ones.
 _FINISH_JOB_IF_DONE = text(
     """
+    WITH unfolded AS (
+        SELECT COALESCE(sum(done), 0) AS done, COALESCE(sum(failed), 0) AS failed
+        FROM job_chunk WHERE job_id = :job AND NOT folded
+    )
     UPDATE job
-    SET status = CASE WHEN done = 0 AND failed > 0 THEN 'failed' ELSE 'completed' END,
-        error = CASE WHEN done = 0 AND failed > 0 THEN 'every task failed; see errors' ELSE error END,
+    SET status = CASE WHEN job.done + u.done = 0 AND job.failed + u.failed > 0
+                      THEN 'failed' ELSE 'completed' END,
+        error = CASE WHEN job.done + u.done = 0 AND job.failed + u.failed > 0
+                     THEN 'every task failed; see errors' ELSE error END,
         finished_at = now(), updated_at = now()
-    WHERE id = :job AND status IN ('queued', 'running')
+    FROM unfolded AS u
+    WHERE id = :job AND status IN ('queued', 'running') AND step IS NULL
       AND NOT EXISTS (
           SELECT 1 FROM job_chunk c WHERE c.job_id = :job AND c.status NOT IN ('done', 'cancelled')
       )
@@ -345,6 +387,25 @@ _FINISH_JOB_IF_DONE = text(
 
 async def finish_job_if_done(session: AsyncSession, job_id: int) -> None:
     await session.execute(_FINISH_JOB_IF_DONE, {"job": job_id})
+
+
+# Bulk jobs whose chunks are all done or cancelled but that are still open: a completion that committed
+# and died before its after-commit check (the sweeper finishes them).
+_UNFINISHED_DONE_JOBS = text(
+    """
+    SELECT j.id FROM job j
+    WHERE j.kind = 'predict' AND j.status IN ('queued', 'running') AND j.step IS NULL
+      AND EXISTS (SELECT 1 FROM job_chunk c WHERE c.job_id = j.id)
+      AND NOT EXISTS (
+          SELECT 1 FROM job_chunk c WHERE c.job_id = j.id AND c.status NOT IN ('done', 'cancelled')
+      )
+    ORDER BY j.id LIMIT :limit
+    """
+)
+
+
+async def unfinished_done_jobs(session: AsyncSession, limit: int) -> list[int]:
+    return [int(row[0]) for row in await session.execute(_UNFINISHED_DONE_JOBS, {"limit": limit})]
 
 
 _CANCEL_CHUNKS = text(

@@ -27,14 +27,14 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[JobOut]:
     """Newest first."""
-    return [JobOut.of(job) for job in await service.list_jobs(session, project, limit)]
+    return await service.list_jobs(session, project, limit)
 
 
 @router.get("/{job_id}", response_model=JobOut)
 @router.get("/{job_id}/", response_model=JobOut, include_in_schema=False)
 async def get_job(job_id: PathId, session: SessionDep, _: CurrentUser) -> JobOut:
     """Status, counters (total / done / skipped / failed), rate, ETA and a sample of per-task errors."""
-    return JobOut.of(await service.get_job(session, job_id))
+    return await service.get_job_view(session, job_id)
 
 
 @router.get(
@@ -69,4 +69,4 @@ async def job_events_stream(
 @router.post("/{job_id}/cancel/", response_model=JobOut, include_in_schema=False)
 async def cancel_job(job_id: PathId, session: SessionDep, _: CurrentUser) -> JobOut:
     """Stop a queued or running job; results a worker reports afterwards are dropped."""
-    return JobOut.of(await service.cancel_job(session, job_id))
+    return await service.cancel_job(session, job_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,12 +15,26 @@ from shared.gateway_contract import ChunkReport, TaskError, TaskPrediction
 from shared.json_values import find_bad_value, text_problem
 
 _ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
+ERRORS_SHOWN = 50
+
+
+@dataclass(frozen=True)
+class Unfolded:
+    """Counts on a job's chunk rows not yet added to the job row."""
+
+    done: int = 0
+    predicted: int = 0
+    skipped: int = 0
+    failed: int = 0
+    errors: list[Any] = field(default_factory=list)
 
 
 class JobOut(BaseModel):
     id: int = Field(description="Job id (``GET /api/jobs/{id}``).")
-    kind: str = Field(description="`predict` (bulk prediction) or `train`.")
-    project: int = Field(description="The project the job works on.")
+    kind: str = Field(description="`predict` (bulk prediction), `train`, `delete_project`, `delete_tasks`, `delete_predictions` or `predictions_to_annotations`.")
+    project: int | None = Field(
+        description="The project the job works on; null once the project a `delete_project` job deleted is gone."
+    )
     ml_backend: int | None = Field(description="The ML backend it calls; null once that backend was deleted.")
     model_version: str | None = Field(
         description="The model version its stored predictions carry (bulk) or training produced (train); the backend's record and the predictions agree with it."
@@ -53,8 +68,17 @@ class JobOut(BaseModel):
     updated_at: datetime = Field(description="Last change of status or counters.")
 
     @classmethod
-    def of(cls, job: Job) -> JobOut:
-        processed = job.done + job.skipped + job.failed
+    def of(cls, job: Job, unfolded: Unfolded | None = None) -> JobOut:
+        """``unfolded``: the counts of chunks reported but not yet folded into the job row, read in
+        the same statement as the job (``service.job_views``), so the counters are exact."""
+        u = unfolded or Unfolded()
+        done, predicted, skipped, failed = (
+            job.done + u.done,
+            job.predicted + u.predicted,
+            job.skipped + u.skipped,
+            job.failed + u.failed,
+        )
+        processed = done + skipped + failed
         rate = eta = None
         if job.started_at is not None:
             end = job.finished_at or datetime.now(UTC)
@@ -71,15 +95,15 @@ class JobOut(BaseModel):
             model_version=job.model_version,
             status=job.status,
             total=job.total,
-            done=job.done,
-            predicted=job.predicted,
-            skipped=job.skipped,
-            failed=job.failed,
+            done=done,
+            predicted=predicted,
+            skipped=skipped,
+            failed=failed,
             processed=processed,
             progress=processed / job.total if job.total else 1.0,
             rate=rate,
             eta_s=eta,
-            errors=job.errors,
+            errors=(job.errors + u.errors)[:ERRORS_SHOWN],
             error=job.error,
             result=job.result,
             selection=job.selection,

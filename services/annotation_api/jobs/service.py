@@ -1,7 +1,8 @@
 """Bulk prediction jobs: created in the request's transaction, run by gateway workers chunk by chunk.
 
-Postgres is the record: the job row and its chunk rows are written with the request and commit with
-it; arq only carries "chunk N is ready" messages, sent after commit. A worker leases a chunk, predicts
+Postgres is the record: the job row (with its selection) commits with the request; the API's job runner
+(``runner.py``) then plans its chunk rows in bounded batches, each committed with the cursor, and arq
+only carries "chunk N is ready" messages, sent after each batch commits. A worker leases a chunk, predicts
 it through the gateway and reports back; the report is applied in one transaction that flips the chunk
 to done only once, so every prediction is stored exactly once however often a chunk is delivered.
 
@@ -19,14 +20,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, func, select, true, update
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.annotation_api import counters
+from services.annotation_api.data_manager.selection import TaskSelection
 from services.annotation_api.db import after_commit
 from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.jobs import repository as repo
+from services.annotation_api.jobs import runner
 from services.annotation_api.jobs.queue import REDIS_DOWN, ChunkQueue
+from services.annotation_api.jobs.schemas import JobOut, Unfolded
 from services.annotation_api.ml_backends.service import (
     backend_spec,
     follow_model_version,
@@ -35,6 +39,7 @@ from services.annotation_api.ml_backends.service import (
 )
 from services.annotation_api.models import (
     Job,
+    JobChunk,
     JobStatus,
     MlBackend,
     MlBackendState,
@@ -80,51 +85,105 @@ async def prediction_backends(
 
 async def start_prediction_jobs(
     session: AsyncSession,
-    queue: ChunkQueue,
     *,
     project_id: int,
-    task_ids: Select[Any],
+    selection: TaskSelection,
+    estimate: int,
     backends: Sequence[MlBackend],
     chunk_size: int,
-    selection: dict[str, Any],
+    summary: dict[str, Any],
+    unlabeled: bool = False,
 ) -> list[Job]:
-    """One job per backend over the same selection; chunks are enqueued once the request commits."""
-    jobs: list[Job] = []
-    to_enqueue: list[tuple[int, int]] = []
-    for backend in backends:
-        job = Job(
+    """One job per backend over the same selection (``unlabeled``: only its unlabeled tasks).
+
+    Nothing here grows with the selection: the job runner plans the chunks once this commits, unless
+    the selection has at most ``job_inline_tasks`` tasks. ``estimate`` is the selection's size as the
+    counters tell it, the ``total`` until planning ends.
+    """
+    params = {"selection": selection.to_params(), "unlabeled": unlabeled, "chunk_size": chunk_size}
+    jobs = [
+        Job(
             kind=PREDICT_KIND,
             project_id=project_id,
             ml_backend_id=backend.id,
             model_version=backend.model_version,
-            selection=selection,
+            selection=summary,
             status=JobStatus.QUEUED,
+            total=estimate,
+            step=runner.PLAN,
+            params=params,
         )
-        session.add(job)
-        await session.flush()
-        chunks = await repo.insert_chunks(session, job.id, task_ids, chunk_size)
-        job.total = sum(size for _, size in chunks)
-        if not chunks:
-            job.status = JobStatus.COMPLETED
-            job.started_at = job.finished_at = func.now()
-        to_enqueue.extend((chunk_id, 0) for chunk_id, _ in chunks)
-        jobs.append(job)
+        for backend in backends
+    ]
+    session.add_all(jobs)
     await session.flush()
     for job in jobs:
         await session.refresh(job)
+    app = session.info.get("app")
+    if app is not None and estimate <= app.state.settings.job_inline_tasks:
+        # A small selection is planned here (bounded work): its chunks are queued as this commits.
+        for job in jobs:
+            ctx = runner.StepContext(session, job, app.state.settings, app.state.chunk_queue)
+            job.status, job.started_at = JobStatus.RUNNING, func.now()
+            await _plan_step(ctx)
+        await session.flush()
+        for job in jobs:
+            await session.refresh(job)
+    runner.wake(session)
+    return jobs
 
+
+def _enqueue_after_commit(session: AsyncSession, queue: ChunkQueue, chunk_ids: list[int]) -> None:
     async def enqueue() -> None:
         try:
-            await queue.enqueue(to_enqueue)
+            await queue.enqueue([(chunk_id, 0) for chunk_id in chunk_ids])
         except REDIS_DOWN as exc:
             log.warning(
                 "%d chunks not enqueued (%s); the sweeper enqueues them once Redis is back",
-                len(to_enqueue),
+                len(chunk_ids),
                 exc,
             )
 
     after_commit(session, enqueue)
-    return jobs
+
+
+async def _plan_step(ctx: runner.StepContext) -> bool:
+    """Chunk the next window of the selection (a whole number of chunks); True once all are planned."""
+    job, session = ctx.job, ctx.session
+    assert job.project_id is not None  # a project delete cancels its jobs first
+    params = job.params
+    size = int(params["chunk_size"])
+    window = max(size, ctx.batch_size // size * size)
+    selection = TaskSelection.from_params(session, job.project_id, params["selection"])
+    stmt = selection.task_ids().where(Task.id > ctx.cursor)
+    if params.get("unlabeled"):
+        stmt = stmt.where(Task.is_labeled.is_(False))
+    ids = list((await session.scalars(stmt.order_by(Task.id).limit(window))).all())
+    planned = int(params.get("planned", 0)) + len(ids)
+    if ids:
+        chunk_ids = await repo.plan_chunks(session, job.id, ids, size, int(params.get("chunks", 0)))
+        job.params = {
+            **params,
+            "cursor": ids[-1],
+            "planned": planned,
+            "chunks": int(params.get("chunks", 0)) + len(chunk_ids),
+        }
+        job.total = max(job.total, planned)
+        _enqueue_after_commit(session, ctx.queue, chunk_ids)
+    if len(ids) == window:
+        return False
+    job.step = None
+    job.total = planned
+    if planned == 0:
+        job.status = JobStatus.COMPLETED
+        job.finished_at = func.now()
+    else:
+        await session.flush()
+        await repo.finish_job_if_done(session, job.id)  # the workers may have finished every chunk
+    return True
+
+
+runner.register(PREDICT_KIND, runner.Runnable(step=_plan_step))
 
 
 REPREDICT_SOURCE = "repredict_on_new_version"
@@ -132,7 +191,6 @@ REPREDICT_SOURCE = "repredict_on_new_version"
 
 async def repredict_unlabeled(
     session: AsyncSession,
-    queue: ChunkQueue,
     settings: ApiSettings,
     backend: MlBackend,
     project: Project,
@@ -145,19 +203,19 @@ async def repredict_unlabeled(
     """
     jobs = await start_prediction_jobs(
         session,
-        queue,
         project_id=project.id,
-        task_ids=select(Task.id).where(Task.project_id == project.id, Task.is_labeled.is_(False)),
+        selection=TaskSelection(session, project.id, all=True),
+        estimate=project.task_number - project.num_tasks_with_annotations,
         backends=[backend],
         chunk_size=settings.chunk_size,
-        selection={"source": REPREDICT_SOURCE, **selection},
+        summary={"source": REPREDICT_SOURCE, **selection},
+        unlabeled=True,
     )
     return jobs[0]
 
 
 async def predict_all_tasks(
     session: AsyncSession,
-    queue: ChunkQueue,
     settings: ApiSettings,
     backend_id: int,
     batch_size: int | None,
@@ -169,14 +227,16 @@ async def predict_all_tasks(
     selection: dict[str, Any] = {"source": "predict_all_tasks"}
     if batch_size is not None:
         selection["batch_size"] = batch_size
+    project = await session.get(Project, backend.project_id)
+    assert project is not None  # a backend cascades with its project
     return await start_prediction_jobs(
         session,
-        queue,
         project_id=backend.project_id,
-        task_ids=select(Task.id).where(Task.project_id == backend.project_id),
+        selection=TaskSelection(session, backend.project_id, all=True),
+        estimate=project.task_number,
         backends=[backend],
         chunk_size=settings.chunk_size,
-        selection=selection,
+        summary=selection,
     )
 
 
@@ -187,25 +247,70 @@ async def get_job(session: AsyncSession, job_id: int) -> Job:
     return job
 
 
-async def list_jobs(session: AsyncSession, project_id: int | None, limit: int) -> list[Job]:
-    stmt = select(Job).order_by(Job.id.desc()).limit(limit)
+def _unfolded_columns() -> Select[Any]:
+    """Jobs with the counts of their reported, unfolded chunks, in one statement (one snapshot): a fold
+    committing between two reads would otherwise count a chunk twice or not at all."""
+    u = (
+        select(
+            func.coalesce(func.sum(JobChunk.done), 0).label("done"),
+            func.coalesce(func.sum(JobChunk.predicted), 0).label("predicted"),
+            func.coalesce(func.sum(JobChunk.skipped), 0).label("skipped"),
+            func.coalesce(func.sum(JobChunk.failed), 0).label("failed"),
+            func.jsonb_agg(aggregate_order_by(JobChunk.errors, JobChunk.id)).label("errors"),
+        )
+        .where(JobChunk.job_id == Job.id, JobChunk.folded.is_(False))
+        .lateral("unfolded")
+    )
+    return (
+        select(Job, u.c.done, u.c.predicted, u.c.skipped, u.c.failed, u.c.errors)
+        .outerjoin(u, true())
+        .execution_options(populate_existing=True)
+    )
+
+
+async def job_views(session: AsyncSession, stmt: Select[Any]) -> list[JobOut]:
+    return [
+        JobOut.of(
+            job,
+            Unfolded(
+                int(done),
+                int(predicted),
+                int(skipped),
+                int(failed),
+                [error for chunk_errors in errors or () for error in chunk_errors],
+            ),
+        )
+        for job, done, predicted, skipped, failed, errors in (await session.execute(stmt)).all()
+    ]
+
+
+async def get_job_view(session: AsyncSession, job_id: int) -> JobOut:
+    views = await job_views(session, _unfolded_columns().where(Job.id == job_id))
+    if not views:
+        raise NotFound(f"Job {job_id} not found.")
+    return views[0]
+
+
+async def list_jobs(session: AsyncSession, project_id: int | None, limit: int) -> list[JobOut]:
+    stmt = _unfolded_columns().order_by(Job.id.desc()).limit(limit)
     if project_id is not None:
         stmt = stmt.where(Job.project_id == project_id)
-    return list((await session.execute(stmt)).scalars())
+    return await job_views(session, stmt)
 
 
-async def cancel_job(session: AsyncSession, job_id: int) -> Job:
+async def cancel_job(session: AsyncSession, job_id: int) -> JobOut:
     """Cancel pending and leased chunks; a worker still busy with one has its report dropped."""
     job = await get_job(session, job_id)
     if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        if job.step is not None:
+            await runner.cancel(session, job)
         await repo.cancel_chunks(session, job_id)
         await session.execute(
             update(Job)
-            .where(Job.id == job_id)
+            .where(Job.id == job_id, Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)))
             .values(status=JobStatus.CANCELLED, finished_at=func.now(), updated_at=func.now())
         )
-    await session.refresh(job)
-    return job
+    return await get_job_view(session, job_id)
 
 
 @dataclass(frozen=True)
@@ -296,12 +401,30 @@ async def complete_chunk(session: AsyncSession, chunk_id: int, report: ChunkRepo
         return ChunkAck(accepted=False, job_status=job.status)
     job_id, task_ids = finished
     job = await get_job(session, job_id)
-    await _apply_report(session, job, task_ids, report)
+    await _apply_report(session, job, chunk_id, task_ids, report)
+    _finish_after_commit(session, job_id)
     await session.refresh(job)
     return ChunkAck(accepted=True, job_status=job.status)
 
 
-async def _apply_report(session: AsyncSession, job: Job, task_ids: list[int], report: ChunkReport) -> None:
+def _finish_after_commit(session: AsyncSession, job_id: int) -> None:
+    """Completions share no row, so two last chunks committing together may each see the other still
+    open; checking again once committed, in a transaction of its own, lets the later one see both."""
+    app = session.info.get("app")
+    if app is None:
+        return
+
+    async def finish() -> None:
+        async with app.state.sessionmaker.begin() as fresh:
+            await repo.finish_job_if_done(fresh, job_id)
+
+    after_commit(session, finish)
+
+
+async def _apply_report(
+    session: AsyncSession, job: Job, chunk_id: int, task_ids: list[int], report: ChunkReport
+) -> None:
+    assert job.project_id is not None  # a project delete cancels the chunks before the project goes
     in_chunk = set(task_ids)
     predictions = [p for p in report.predictions if p.task_id in in_chunk]
     await repo.lock_tasks(session, [p.task_id for p in predictions])
@@ -328,15 +451,15 @@ async def _apply_report(session: AsyncSession, job: Job, task_ids: list[int], re
     )
     # Deltas, not a recount: the tasks are locked, so adding what was inserted is exact and cheaper.
     await repo.add_task_predictions(session, inserted)
-    if inserted:
-        await counters.add_to_project_counters(session, job.project_id, predictions=len(inserted))
-    await repo.add_to_job(
+    # The job's and the project's counters move later, in batches (repo.fold_chunks): no hot row.
+    await repo.record_on_chunk(
         session,
-        job.id,
+        chunk_id,
         done=len(task_ids) - skipped - len(failed),
         predicted=len(predicted),
         skipped=skipped,
         failed=len(failed),
+        predictions=len(inserted),
         errors=errors,
     )
     await _follow_reported_version(session, job, report)
@@ -386,6 +509,8 @@ async def sweep(session: AsyncSession, lease_s: float, limit: int = 500) -> list
         else:
             requeue.append((chunk_id, attempts))
     await repo.requeue(session, [chunk_id for chunk_id, _ in requeue])
+    for job_id in await repo.unfinished_done_jobs(session, limit):
+        await repo.finish_job_if_done(session, job_id)
     return requeue
 
 
@@ -398,4 +523,4 @@ async def _give_up(session: AsyncSession, chunk_id: int, attempts: int) -> None:
     message = f"gave up after {attempts} attempts: the worker processing this chunk kept dying"
     log.warning("chunk %s of job %s: %s", chunk_id, job_id, message)
     report = ChunkReport(errors=[TaskError(task_id=task_id, message=message) for task_id in task_ids])
-    await _apply_report(session, job, task_ids, report)
+    await _apply_report(session, job, chunk_id, task_ids, report)

@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.annotation_api.db import run_after_commit
 from services.annotation_api.errors import UpstreamError
-from services.annotation_api.jobs.queue import ChunkQueue
 from services.annotation_api.jobs.service import repredict_unlabeled
 from services.annotation_api.ml_backends.gateway_client import GatewayClient
 from services.annotation_api.ml_backends.service import (
@@ -27,7 +26,7 @@ from services.annotation_api.ml_backends.service import (
     get_project,
     project_ref,
 )
-from services.annotation_api.models import MlBackend
+from services.annotation_api.models import MlBackend, Project
 from services.annotation_api.settings import ApiSettings
 from shared.gateway_contract import CheckBackendRequest, CheckBackendResult
 
@@ -50,7 +49,6 @@ async def _claim(session: AsyncSession, settings: ApiSettings, backend: MlBacken
 async def _check_claimed(
     maker: async_sessionmaker[AsyncSession],
     gateway: GatewayClient,
-    queue: ChunkQueue,
     settings: ApiSettings,
     backend_id: int,
     request: CheckBackendRequest,
@@ -61,14 +59,13 @@ async def _check_claimed(
         current = await session.get(MlBackend, backend_id, with_for_update=True)
         # Edited or deleted meanwhile: the outcome is about a configuration that no longer exists.
         if current is not None and current.url == request.backend.url:
-            await _record(session, queue, settings, current, result)
+            await _record(session, settings, current, result)
     await run_after_commit(session)
 
 
 async def check_one(
     maker: async_sessionmaker[AsyncSession],
     gateway: GatewayClient,
-    queue: ChunkQueue,
     settings: ApiSettings,
 ) -> bool:
     """Check the next due backend; False when none is due."""
@@ -77,7 +74,8 @@ async def check_one(
         stmt = (
             select(MlBackend)
             .where(
-                or_(MlBackend.last_checked_at.is_(None), MlBackend.last_checked_at < func.now() - interval)
+                or_(MlBackend.last_checked_at.is_(None), MlBackend.last_checked_at < func.now() - interval),
+                MlBackend.project_id.in_(select(Project.id).where(Project.deleting.is_(False))),
             )
             .order_by(MlBackend.last_checked_at.nulls_first(), MlBackend.id)
             .limit(1)
@@ -87,14 +85,13 @@ async def check_one(
         if backend is None:
             return False
         request = await _claim(session, settings, backend)
-    await _check_claimed(maker, gateway, queue, settings, backend.id, request)
+    await _check_claimed(maker, gateway, settings, backend.id, request)
     return True
 
 
 async def check_backend(
     maker: async_sessionmaker[AsyncSession],
     gateway: GatewayClient,
-    queue: ChunkQueue,
     settings: ApiSettings,
     backend_id: int,
 ) -> None:
@@ -104,7 +101,7 @@ async def check_backend(
         if backend is None:
             return
         request = await _claim(session, settings, backend)
-    await _check_claimed(maker, gateway, queue, settings, backend_id, request)
+    await _check_claimed(maker, gateway, settings, backend_id, request)
 
 
 class Rechecks:
@@ -119,10 +116,9 @@ class Rechecks:
         self,
         maker: async_sessionmaker[AsyncSession],
         gateway: GatewayClient,
-        queue: ChunkQueue,
-        settings: ApiSettings,
+            settings: ApiSettings,
     ) -> None:
-        self._args = (maker, gateway, queue, settings)
+        self._args = (maker, gateway, settings)
         self._running: dict[int, asyncio.Task[None]] = {}
         self._again: set[int] = set()
 
@@ -157,7 +153,6 @@ class Rechecks:
 
 async def _record(
     session: AsyncSession,
-    queue: ChunkQueue,
     settings: ApiSettings,
     backend: MlBackend,
     result: CheckBackendResult,
@@ -168,20 +163,19 @@ async def _record(
     await apply_check_result(session, backend, project, result)
     if backend.model_version != previous and project.repredict_on_new_version:
         selection = {"after_periodic_check": True, "previous_model_version": previous}
-        await repredict_unlabeled(session, queue, settings, backend, project, selection)
+        await repredict_unlabeled(session, settings, backend, project, selection)
 
 
 async def check_due_backends(
     maker: async_sessionmaker[AsyncSession],
     gateway: GatewayClient,
-    queue: ChunkQueue,
     settings: ApiSettings,
 ) -> int:
     """Check every due backend once (at most ``_MAX_PER_ROUND``, so a slow round still ends)."""
     checked = 0
     while checked < _MAX_PER_ROUND:
         try:
-            if not await check_one(maker, gateway, queue, settings):
+            if not await check_one(maker, gateway, settings):
                 return checked
         except UpstreamError as exc:
             # The gateway, not the backend, is down: record nothing, try again next round.
@@ -194,12 +188,11 @@ async def check_due_backends(
 async def monitor_loop(
     maker: async_sessionmaker[AsyncSession],
     gateway: GatewayClient,
-    queue: ChunkQueue,
     settings: ApiSettings,
 ) -> None:
     while True:
         try:
-            await check_due_backends(maker, gateway, queue, settings)
+            await check_due_backends(maker, gateway, settings)
         except Exception:
             log.exception("periodic backend check failed")
         await asyncio.sleep(min(settings.backend_check_interval_s, 30.0))

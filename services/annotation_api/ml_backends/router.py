@@ -10,7 +10,6 @@ from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
 from services.annotation_api.ids import SerialPathId, SerialQueryId
 from services.annotation_api.jobs import service as jobs_service
-from services.annotation_api.jobs.background import chunk_queue
 from services.annotation_api.jobs.schemas import PredictStarted
 from services.annotation_api.ml_backends import performance, service
 from services.annotation_api.ml_backends.gateway_client import GatewayClient, gateway_client
@@ -154,7 +153,5 @@ async def predict_all_tasks(
     batch_size: Annotated[int | None, Query(ge=1, le=10_000)] = None,
 ) -> PredictStarted:
     """Predict every task of the backend's project in the background; poll ``GET /api/jobs/{job_id}``."""
-    jobs = await jobs_service.predict_all_tasks(
-        session, chunk_queue(request.app), settings, backend_id, batch_size
-    )
+    jobs = await jobs_service.predict_all_tasks(session, settings, backend_id, batch_size)
     return PredictStarted.of(jobs)

@@ -40,6 +40,5 @@ async def list_model_versions(
 async def delete_model_version(
     project_id: SerialPathId, body: VersionToDelete, session: SessionDep, _: CurrentUser
 ) -> DeletedPredictions:
-    """Delete all of the project's predictions of one model version."""
-    deleted = await service.delete_version(session, project_id, body.model_version)
-    return DeletedPredictions(deleted_predictions=deleted)
+    """Delete all of the project's predictions of one model version, in the background (a job)."""
+    return await service.delete_version(session, project_id, body.model_version)

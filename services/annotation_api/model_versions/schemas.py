@@ -33,4 +33,9 @@ class VersionToDelete(BaseModel):
 
 
 class DeletedPredictions(BaseModel):
-    deleted_predictions: int = Field(description="How many predictions were deleted.")
+    """Label Studio's answer. A large project's deleting runs as a job: then ``deleted_predictions`` is 0
+    and the job's ``result.processed_items`` is the count once it is done."""
+
+    deleted_predictions: int = Field(description="How many predictions were deleted before answering.")
+    detail: str = Field(description="What happened, and the job that deletes the rest.")
+    job_id: int = Field(description="The job deleting the predictions (``GET /api/jobs/{id}``).")

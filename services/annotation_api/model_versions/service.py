@@ -5,12 +5,16 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.annotation_api.counters import refresh_task_counters
+from services.annotation_api.data_manager.jobs import DELETE_PREDICTIONS_KIND, started_answer
+from services.annotation_api.data_manager.selection import TaskSelection
+from services.annotation_api.jobs import runner
 from services.annotation_api.model_versions.schemas import (
+    DeletedPredictions,
     ExtendedVersions,
     LiveBackend,
     StaticVersion,
 )
+from services.annotation_api.models import JobStatus
 from services.annotation_api.projects.service import get_project
 
 _STATIC = text(
@@ -22,16 +26,6 @@ _STATIC = text(
 )
 _LIVE = text(
     "SELECT id, title, url, model_version, state FROM ml_backend WHERE project_id = :project ORDER BY id"
-)
-# Delete and collect the touched tasks in one round trip (one row back, however many predictions).
-_DELETE_VERSION = text(
-    """
-    WITH gone AS (
-        DELETE FROM prediction WHERE project_id = :project AND model_version = :version
-        RETURNING task_id
-    )
-    SELECT count(*), COALESCE(array_agg(DISTINCT task_id), '{}') FROM gone
-    """
 )
 
 
@@ -54,11 +48,22 @@ async def extended_versions(session: AsyncSession, project_id: int) -> ExtendedV
     return ExtendedVersions(static=static, live=live)
 
 
-async def delete_version(session: AsyncSession, project_id: int, model_version: str) -> int:
-    """Delete every prediction of ``model_version`` in the project; returns how many."""
-    await get_project(session, project_id)
-    deleted, task_ids = (
-        await session.execute(_DELETE_VERSION, {"project": project_id, "version": model_version})
-    ).one()
-    await refresh_task_counters(session, sorted(task_ids))
-    return int(deleted)
+async def delete_version(session: AsyncSession, project_id: int, model_version: str) -> DeletedPredictions:
+    """Delete every prediction of ``model_version`` in the project, as a job over all its tasks."""
+    project = await get_project(session, project_id)
+    every_task = TaskSelection(session, project_id, all=True)
+    job = await runner.start_job(
+        session,
+        kind=DELETE_PREDICTIONS_KIND,
+        project_id=project_id,
+        params={"selection": every_task.to_params(), "model_version": model_version},
+        total=project.task_number,
+        selection=every_task.summary("delete_model_version"),
+        model_version=model_version,
+    )
+    answer = started_answer(job, f"Deleting the {model_version!r} predictions of {job.total} tasks")
+    return DeletedPredictions(
+        deleted_predictions=answer["processed_items"] if job.status == JobStatus.COMPLETED else 0,
+        detail=answer["detail"],
+        job_id=job.id,
+    )

@@ -25,7 +25,8 @@ router = APIRouter(prefix="/api/projects", tags=["projects"])
 
 
 async def _out(session: AsyncSession, project: Project) -> ProjectOut:
-    return project_out(project, await service.creator_emails(session, [project]))
+    project, unfolded = await service.get_project_counted(session, project.id)
+    return project_out(project, await service.creator_emails(session, [project]), unfolded)
 
 
 def _page_url(request: Request, page: int) -> str:
@@ -43,12 +44,12 @@ async def list_projects(
 ) -> ProjectPage:
     page_size = min(page_size, request.app.state.settings.max_page_size)
     count, projects = await service.list_projects(session, page, page_size)
-    creators = await service.creator_emails(session, projects)
+    creators = await service.creator_emails(session, [project for project, _ in projects])
     return ProjectPage(
         count=count,
         next=_page_url(request, page + 1) if page * page_size < count else None,
         previous=_page_url(request, page - 1) if page > 1 else None,
-        results=[project_out(project, creators) for project in projects],
+        results=[project_out(project, creators, unfolded) for project, unfolded in projects],
     )
 
 
@@ -68,7 +69,8 @@ async def validate_config(body: LabelConfigIn, _: CurrentUser) -> LabelConfigOut
 @router.get("/{project_id}", response_model=ProjectOut)
 @router.get("/{project_id}/", response_model=ProjectOut, include_in_schema=False)
 async def get_project(project_id: ProjectId, session: SessionDep, _: CurrentUser) -> ProjectOut:
-    return await _out(session, await service.get_project(session, project_id))
+    project, unfolded = await service.get_project_counted(session, project_id)
+    return project_out(project, await service.creator_emails(session, [project]), unfolded)
 
 
 @router.patch("/{project_id}", response_model=ProjectOut)
@@ -82,8 +84,9 @@ async def update_project(
 @router.delete("/{project_id}", status_code=204)
 @router.delete("/{project_id}/", status_code=204, include_in_schema=False)
 async def delete_project(project_id: ProjectId, session: SessionDep, _: CurrentUser) -> Response:
-    await service.delete_project(session, project_id)
-    return Response(status_code=204)
+    """Hidden at once; a job (its id in ``X-Job-Id``, follow it in ``/api/jobs``) deletes the rest."""
+    job = await service.delete_project(session, project_id)
+    return Response(status_code=204, headers={"X-Job-Id": str(job.id)})
 
 
 @router.post("/{project_id}/validate", response_model=LabelConfigOut)

@@ -103,9 +103,11 @@ class ProjectPage(BaseModel):
     results: list[ProjectOut] = Field(description="This page's projects.")
 
 
-def project_out(project: Project, creators: Mapping[int, str]) -> ProjectOut:
-    """``creators``: user id → email for the projects' creators (see service.creator_emails)."""
+def project_out(project: Project, creators: Mapping[int, str], unfolded_predictions: int = 0) -> ProjectOut:
+    """``creators``: user id → email for the projects' creators (see service.creator_emails);
+    ``unfolded_predictions``: see service.unfolded_predictions."""
     out = ProjectOut.model_validate(project)
+    out.total_predictions_number += unfolded_predictions
     if project.created_by_id is not None and project.created_by_id in creators:
         email = creators[project.created_by_id]
         out.created_by = UserSimple(id=project.created_by_id, email=email, username=email)

@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import ScalarSelect, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
+from services.annotation_api.data_manager.jobs import delete_task_batch
+from services.annotation_api.data_manager.selection import TaskSelection
 from services.annotation_api.errors import BadRequest, NotFound
-from services.annotation_api.models import MlBackend, Prediction, Project, User
+from services.annotation_api.jobs import runner
+from services.annotation_api.jobs.repository import cancel_chunks
+from services.annotation_api.models import Job, JobChunk, MlBackend, Prediction, Project, User
 from services.annotation_api.projects.schemas import ProjectCreate, ProjectUpdate
 from shared.label_config import LabelConfig, LabelConfigError, parse_label_config_cached
 
@@ -43,10 +47,11 @@ def first_missing_key(config: LabelConfig, data: Mapping[str, Any]) -> str | Non
 async def get_project(
     session: AsyncSession, project_id: int, *, for_update: bool = False, key_share: bool = False
 ) -> Project:
-    """The project or 404. ``for_update`` serialises config changes; ``key_share`` is for writers whose
-    checks depend on the current label config (import, task writes): it makes a concurrent config change
-    wait for them, yet does not block other such writers or their counter updates."""
-    stmt = select(Project).where(Project.id == project_id)
+    """The project or 404 (also while it is being deleted). ``for_update`` serialises config changes;
+    ``key_share`` is for writers whose checks depend on the current label config (import, task writes):
+    it makes a concurrent config change wait for them, yet does not block other such writers or their
+    counter updates."""
+    stmt = select(Project).where(Project.id == project_id, Project.deleting.is_(False))
     if for_update:
         stmt = stmt.with_for_update()
     elif key_share:
@@ -55,6 +60,28 @@ async def get_project(
     if project is None:
         raise NotFound(f"Project {project_id} not found.")
     return project
+
+
+def unfolded_predictions() -> ScalarSelect[int]:
+    """Predictions bulk jobs stored that ``total_predictions_number`` does not count yet (chunk reports
+    not folded in): select it next to the project, in the same statement, for an exact counter."""
+    return (
+        select(func.coalesce(func.sum(JobChunk.predictions), 0))
+        .join(Job, Job.id == JobChunk.job_id)
+        .where(Job.project_id == Project.id, JobChunk.folded.is_(False))
+        .scalar_subquery()
+    )
+
+
+async def get_project_counted(session: AsyncSession, project_id: int) -> tuple[Project, int]:
+    """The project (or 404) and its ``unfolded_predictions``."""
+    stmt = select(Project, unfolded_predictions()).where(
+        Project.id == project_id, Project.deleting.is_(False)
+    )
+    row = (await session.execute(stmt.execution_options(populate_existing=True))).first()
+    if row is None:
+        raise NotFound(f"Project {project_id} not found.")
+    return row[0], int(row[1])
 
 
 async def creator_emails(session: AsyncSession, projects: Sequence[Project]) -> dict[int, str]:
@@ -66,10 +93,20 @@ async def creator_emails(session: AsyncSession, projects: Sequence[Project]) -> 
     return {user_id: email for user_id, email in rows}
 
 
-async def list_projects(session: AsyncSession, page: int, page_size: int) -> tuple[int, list[Project]]:
-    count = (await session.execute(select(func.count()).select_from(Project))).scalar_one()
-    stmt = select(Project).order_by(Project.id.desc()).offset((page - 1) * page_size).limit(page_size)
-    return count, list((await session.execute(stmt)).scalars())
+async def list_projects(
+    session: AsyncSession, page: int, page_size: int
+) -> tuple[int, list[tuple[Project, int]]]:
+    """The page, each project with its ``unfolded_predictions``."""
+    visible = Project.deleting.is_(False)
+    count = (await session.execute(select(func.count()).select_from(Project).where(visible))).scalar_one()
+    stmt = (
+        select(Project, unfolded_predictions())
+        .where(visible)
+        .order_by(Project.id.desc())
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    )
+    return count, [(project, int(unfolded)) for project, unfolded in (await session.execute(stmt)).all()]
 
 
 async def create_project(session: AsyncSession, body: ProjectCreate, user: User) -> Project:
@@ -144,22 +181,100 @@ async def check_version_exists(session: AsyncSession, project_id: int, version: 
         )
 
 
-# Writers lock a project's rows in this order: bulk-job chunks, then tasks (in id order), then the project
-# row (counters). Deleting the project row first and letting the cascade reach the tasks took them the
-# other way round, a deadlock with a chunk report or an annotation in flight (a 500 for one of them).
-_LOCK_PROJECT_CHUNKS = text(
+DELETE_PROJECT_KIND = "delete_project"
+
+
+async def delete_project(session: AsyncSession, project_id: int) -> Job:
+    """Hide the project at once (``deleting``) and record the job that deletes it in batches.
+
+    The row lock waits for writers that checked the project before (an import in flight): their rows
+    are then deleted by the job, and every writer after sees a 404. Never done in the request, however
+    small: this request holds the project row, and deleting tasks after it would take locks in the
+    opposite order to writers (tasks, then the project's counters), a deadlock.
     """
-    SELECT c.id FROM job_chunk AS c JOIN job AS j ON j.id = c.job_id
-    WHERE j.project_id = :project ORDER BY c.id FOR UPDATE OF c
+    project = await get_project(session, project_id, for_update=True)
+    project.deleting = True
+    return await runner.start_job(
+        session,
+        kind=DELETE_PROJECT_KIND,
+        project_id=project_id,
+        params={},
+        total=project.task_number,
+        selection={"source": DELETE_PROJECT_KIND, "title": project.title},
+        inline=False,
+    )
+
+
+_CANCEL_OTHER_JOBS = text(
+    """
+    UPDATE job SET status = 'cancelled', step = NULL, finished_at = now(), updated_at = now()
+    WHERE project_id = :project AND id <> :job AND status IN ('queued', 'running')
+    RETURNING id
     """
 )
-_LOCK_PROJECT_TASKS = text("SELECT id FROM task WHERE project_id = :project ORDER BY id FOR UPDATE")
+# What is left once the tasks are gone (their predictions, annotations and locks went with them), one
+# bounded batch per statement, in the order that leaves no row pointing at a deleted one.
+_DELETE_REST = (
+    text(
+        "DELETE FROM outbox_event WHERE id IN "
+        "(SELECT id FROM outbox_event WHERE project_id = :project ORDER BY id LIMIT :n)"
+    ),
+    text(
+        "DELETE FROM job_chunk WHERE id IN (SELECT c.id FROM job_chunk c JOIN job j ON j.id = c.job_id "
+        "WHERE j.project_id = :project AND j.id <> :job ORDER BY c.id LIMIT :n)"
+    ),
+    text(
+        "DELETE FROM job WHERE id IN "
+        "(SELECT id FROM job WHERE project_id = :project AND id <> :job ORDER BY id LIMIT :n)"
+    ),
+)
 
 
-async def delete_project(session: AsyncSession, project_id: int) -> None:
-    """Delete the project and everything in it, taking row locks in the order every writer uses."""
-    await session.execute(_LOCK_PROJECT_CHUNKS, {"project": project_id})
-    await session.execute(_LOCK_PROJECT_TASKS, {"project": project_id})
-    result = await session.execute(delete(Project).where(Project.id == project_id).returning(Project.id))
-    if result.scalar_one_or_none() is None:
-        raise NotFound(f"Project {project_id} not found.")
+async def _delete_project_step(ctx: runner.StepContext) -> bool:
+    job, session = ctx.job, ctx.session
+    project_id = job.project_id
+    if project_id is None:
+        return True
+    if not job.params.get("jobs_cancelled"):
+        # First the project's bulk jobs: a chunk report arriving later is dropped, not half-stored.
+        for (other_id,) in (
+            await session.execute(_CANCEL_OTHER_JOBS, {"project": project_id, "job": job.id})
+        ).all():
+            await cancel_chunks(session, other_id)
+        job.params = {**job.params, "jobs_cancelled": True}
+        return False
+    every_task = TaskSelection(session, project_id, all=True)
+    ids = await every_task.window(ctx.cursor, ctx.batch_size, lock=True)
+    if ids:
+        ctx.advance(ids[-1], len(ids), deleted=await delete_task_batch(session, project_id, ids))
+        return False
+    await runner.flush_stats_at_commit(session)
+    bind = {"project": project_id, "job": job.id, "n": ctx.batch_size}
+    for statement in _DELETE_REST:
+        if (await session.execute(statement, bind)).rowcount:  # type: ignore[attr-defined]
+            return False
+    await session.execute(delete(MlBackend).where(MlBackend.project_id == project_id))
+    await session.execute(delete(Project).where(Project.id == project_id))
+    return True
+
+
+async def _delete_project_finish(ctx: runner.StepContext) -> None:
+    deleted = int((ctx.job.result or {}).get("deleted", 0))
+    ctx.job.result = {"processed_items": deleted, "detail": f"Deleted the project and its {deleted} tasks"}
+
+
+async def _undelete(session: AsyncSession, job: Job) -> None:
+    """A cancelled project delete shows the project again, with what is left of it."""
+    if job.project_id is not None:
+        await session.execute(update(Project).where(Project.id == job.project_id).values(deleting=False))
+
+
+runner.register(
+    DELETE_PROJECT_KIND,
+    runner.Runnable(
+        step=_delete_project_step,
+        finish=_delete_project_finish,
+        vacuum=("task", "prediction", "annotation", "outbox_event", "job_chunk", "job"),
+        on_cancel=_undelete,
+    ),
+)

@@ -13,7 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.counters import add_to_project_counters, refresh_project_counters
 from services.annotation_api.errors import BadRequest, NotFound
-from services.annotation_api.projects.service import get_project, missing_key_message, parse_config
+from services.annotation_api.projects.service import (
+    get_project,
+    get_project_counted,
+    missing_key_message,
+    parse_config,
+)
 from services.annotation_api.tasks import repository
 from services.annotation_api.tasks.repository import TaskFilter, driver_connection
 from services.annotation_api.tasks.schemas import Fields, Ordering, TaskCreate, TaskUpdate
@@ -40,7 +45,7 @@ async def list_tasks(session: AsyncSession, task_filter: TaskFilter, request: Pa
     """Label Studio's ``{tasks, total, total_annotations, total_predictions}``; a page past the end is
     empty. Totals come from the project's counters unless a filter narrows the set; then they are
     counted, except on keyset (``after=``) requests, where they are null."""
-    project = await get_project(session, task_filter.project_id)
+    project, unfolded = await get_project_counted(session, task_filter.project_id)
     by_score = request.ordering.endswith("prediction_score")
     if request.after is not None and by_score:
         raise BadRequest("after= pages only in id order (ordering=id or -id).", field="after")
@@ -79,7 +84,7 @@ async def list_tasks(session: AsyncSession, task_filter: TaskFilter, request: Pa
     else:
         total = project.task_number
         annotations = project.total_annotations_number
-        predictions = project.total_predictions_number
+        predictions = project.total_predictions_number + unfolded
     return {
         "tasks": tasks,
         "total": total,

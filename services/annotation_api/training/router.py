@@ -46,4 +46,4 @@ async def start(job_id: PathId, request: Request, session: SessionDep) -> TrainS
 async def finish(job_id: PathId, report: TrainReport, request: Request, session: SessionDep) -> TrainOutcome:
     """Record the backend's answer and the re-check; follow a new model version."""
     settings = request.app.state.settings
-    return await service.finish(session, chunk_queue(request.app), settings, job_id, report)
+    return await service.finish(session, settings, job_id, report)

@@ -146,7 +146,7 @@ async def _finish(
 
 
 async def finish(
-    session: AsyncSession, queue: ChunkQueue, settings: ApiSettings, job_id: int, report: TrainReport
+    session: AsyncSession, settings: ApiSettings, job_id: int, report: TrainReport
 ) -> TrainOutcome:
     """Record the backend's answer on the job and follow a new model version; a repeat is a no-op."""
     job = await session.get(Job, job_id, with_for_update=True)
@@ -194,7 +194,7 @@ async def finish(
     if changed and project.repredict_on_new_version:
         await session.refresh(project)
         repredicted = await repredict_unlabeled(
-            session, queue, settings, backend, project, {"after_training_job": job_id}
+            session, settings, backend, project, {"after_training_job": job_id}
         )
         repredict_job_id = repredicted.id
         result["repredict_job_id"] = repredict_job_id

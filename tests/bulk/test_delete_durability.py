@@ -1,0 +1,173 @@
+"""The API's own jobs survive the API: a real API process SIGKILLed mid-delete, another one finishes it.
+
+The job is held mid-way by a task row lock this test takes, so the kill lands while a batch is open
+(its transaction is rolled back with the dead process) and after earlier batches committed. The second
+API process resumes from the job's cursor; the outcome is exact: every row gone once, counters right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+
+import asyncpg
+import httpx
+import pytest
+
+from devstack.embedded import free_port
+from tests.bulk.conftest import REPO_ROOT
+from tests.conftest import SERVICE_TOKEN, TEST_API_TOKEN
+from tests.fakes.fake_backend import SENTIMENT_CONFIG
+from tests.support.builders import choice
+from tests.support.servers import first_answer
+from tests.support.waiting import wait_for_lock_wait, wait_job, wait_job_result
+
+TASKS = 200
+StartApi = Callable[[], tuple[subprocess.Popen[bytes], str]]
+
+
+@pytest.fixture
+def start_api(database_url: str, redis_url: str) -> Iterator[StartApi]:
+    """Start real API processes (uvicorn) on the test's database; killed after the test."""
+    started: list[subprocess.Popen[bytes]] = []
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "LABELLOOP_API_TOKEN": TEST_API_TOKEN,
+        "LABELLOOP_SERVICE_TOKEN": SERVICE_TOKEN,
+        "LABELLOOP_GATEWAY_URL": f"http://127.0.0.1:{free_port()}",
+        "LABELLOOP_JOB_BATCH_SIZE": "25",
+        "LABELLOOP_JOB_INLINE_TASKS": "0",
+        "LABELLOOP_JOB_POLL_INTERVAL_S": "0.2",
+        "LABELLOOP_LOG_LEVEL": "WARNING",
+    }
+
+    def start() -> tuple[subprocess.Popen[bytes], str]:
+        port = free_port()
+        command = [sys.executable, "-m", "uvicorn", "services.annotation_api.main:app_from_env", "--factory"]
+        process = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        started.append(process)
+        url = f"http://127.0.0.1:{port}"
+        first_answer(process, f"{url}/health", timeout_s=120)
+        return process, url
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+
+def _client(url: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=url, headers={"Authorization": f"Token {TEST_API_TOKEN}"}, timeout=60)
+
+
+async def _project_with_history(api: httpx.AsyncClient) -> tuple[int, list[int]]:
+    """TASKS tasks, each with an annotation and a v1 and a v2 prediction."""
+    created = await api.post("/api/projects", json={"title": "d", "label_config": SENTIMENT_CONFIG})
+    project_id: int = created.json()["id"]
+    items = [
+        {
+            "data": {"text": f"t{i}"},
+            "annotations": [{"result": choice("Positive")}],
+            "predictions": [
+                {"result": choice("Positive"), "model_version": "v1"},
+                {"result": choice("Negative"), "model_version": "v2"},
+            ],
+        }
+        for i in range(TASKS)
+    ]
+    imported = await api.post(f"/api/projects/{project_id}/import?return_task_ids=true", json=items)
+    assert imported.status_code == 201, imported.text
+    return project_id, imported.json()["task_ids"]
+
+
+async def _kill_mid_job(
+    db: asyncpg.Connection,
+    database_url: str,
+    api: httpx.AsyncClient,
+    process: subprocess.Popen[bytes],
+    locked_task: int,
+    start: Callable[[], Awaitable[int]],
+) -> int:
+    """Start the job (``start``) while ``locked_task`` is held, kill the API once batches committed and the
+    job waits on the lock, then release it; the job's id."""
+    holder = db.transaction()
+    await holder.start()
+    await db.execute("SELECT id FROM task WHERE id = $1 FOR NO KEY UPDATE", locked_task)
+    job_id: int = await start()
+    await wait_for_lock_wait(database_url, "the job to reach the locked task")
+    done_before = (await api.get(f"/api/jobs/{job_id}")).json()["done"]
+    assert 0 < done_before < TASKS, "the kill must land mid-job"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    await holder.rollback()
+    return job_id
+
+
+async def test_api_killed_mid_project_delete_another_finishes_it_exactly(
+    start_api: StartApi, db: asyncpg.Connection, database_url: str
+) -> None:
+    first, url = await asyncio.to_thread(start_api)
+    async with _client(url) as api:
+        project_id, task_ids = await _project_with_history(api)
+
+        async def delete() -> int:
+            response = await api.delete(f"/api/projects/{project_id}")
+            assert response.status_code == 204, response.text
+            return int(response.headers["X-Job-Id"])
+
+        job_id = await _kill_mid_job(db, database_url, api, first, task_ids[120], delete)
+
+    _, url = await asyncio.to_thread(start_api)
+    async with _client(url) as api:
+        result = await wait_job_result(api, job_id)
+        job = (await api.get(f"/api/jobs/{job_id}")).json()
+    assert result["processed_items"] == TASKS
+    assert (job["done"], job["total"], job["project"]) == (TASKS, TASKS, None)
+    for table in ("task", "prediction", "annotation", "project"):
+        assert await db.fetchval(f"SELECT count(*) FROM {table}") == 0, table
+
+
+async def test_api_killed_mid_version_delete_another_finishes_it_with_exact_counters(
+    start_api: StartApi, db: asyncpg.Connection, database_url: str
+) -> None:
+    first, url = await asyncio.to_thread(start_api)
+    async with _client(url) as api:
+        project_id, task_ids = await _project_with_history(api)
+
+        async def delete_version() -> int:
+            response = await api.request(
+                "DELETE", f"/api/projects/{project_id}/model-versions", json={"model_version": "v1"}
+            )
+            assert response.status_code == 200, response.text
+            return int(response.json()["job_id"])
+
+        job_id = await _kill_mid_job(db, database_url, api, first, task_ids[120], delete_version)
+
+    second, url = await asyncio.to_thread(start_api)
+    async with _client(url) as api:
+        job = await wait_job(api, job_id)
+        project = (await api.get(f"/api/projects/{project_id}")).json()
+    assert job["status"] == "completed", job
+    assert (job["done"], job["result"]["processed_items"]) == (TASKS, TASKS)
+    versions = await db.fetch("SELECT model_version, count(*) FROM prediction GROUP BY 1")
+    assert [tuple(row) for row in versions] == [("v2", TASKS)]
+    assert project["total_predictions_number"] == TASKS
+    wrong = await db.fetchval(
+        "SELECT count(*) FROM task t WHERE total_predictions <> "
+        "(SELECT count(*) FROM prediction p WHERE p.task_id = t.id)"
+    )
+    assert wrong == 0
+    assert second.poll() is None, "the second API process is still serving"
