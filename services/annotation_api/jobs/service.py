@@ -491,7 +491,7 @@ async def _follow_reported_version(session: AsyncSession, job: Job, report: Chun
     await session.execute(update(Job).where(Job.id == job.id).values(model_version=version))
     backend = await session.get(MlBackend, job.ml_backend_id) if job.ml_backend_id else None
     if backend is not None:
-        await follow_model_version(session, backend, job.project_id, version)
+        await follow_model_version(session, backend, backend.project_id, version)
         await session.flush()
 
 

@@ -116,7 +116,7 @@ class Rechecks:
         self,
         maker: async_sessionmaker[AsyncSession],
         gateway: GatewayClient,
-            settings: ApiSettings,
+        settings: ApiSettings,
     ) -> None:
         self._args = (maker, gateway, settings)
         self._running: dict[int, asyncio.Task[None]] = {}
