@@ -1,7 +1,7 @@
 """scale: background jobs for deletes and planning, a deleting marker, autovacuum on the hot tables
 
 Revision ID: 0003_scale
-Revises: 0001
+Revises: 0002_console
 """
 
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0003_scale"
-down_revision: str | Sequence[str] | None = "0001"
+down_revision: str | Sequence[str] | None = "0002_console"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
