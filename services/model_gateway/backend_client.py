@@ -8,6 +8,7 @@ warm connections instead of paying a TCP (and TLS) handshake per batch. What aio
 - no redirects (a 3xx is an answer like any other 4xx); no cookies; no environment proxies;
 - status line and each header at most ``max_header_bytes``, at most 128 header fields, and the body read
   chunk by chunk up to ``max_response_bytes`` (decoded size), the connection dropped the moment it is over;
+  all answers being read at once share ``max_buffered_response_bytes``;
 - TLS verified against ``backend_ca_bundle`` (default: certifi's roots), optionally with a client
   certificate (mTLS); a proxy only when ``backend_proxy_url`` is set.
 
@@ -232,30 +233,61 @@ def tls_context(settings: GatewaySettings) -> ssl.SSLContext:
 
 
 class _TooLarge(Exception):
-    pass
+    def __init__(self, over_budget: bool) -> None:
+        super().__init__()
+        self.over_budget = over_budget
 
 
 class _ConnectTimeout(Exception):
     pass
 
 
-async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
-    """The decoded body, or None as soon as it exceeds ``cap`` (nothing read so far is kept)."""
+class MemoryBudget:
+    """Bytes of backend answers the whole process may hold while reading them.
+
+    Each call is capped by ``max_response_bytes``, but a hostile backend answering many concurrent calls
+    would still multiply that cap; past this budget a call is refused (as too large, so a batch is split)
+    instead of waited for, which could deadlock callers that each hold part of an answer.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.held -= size
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int, budget: MemoryBudget) -> bytes:
+    """The decoded body; raises _TooLarge as soon as it exceeds ``cap`` or the process's budget.
+
+    Read into one buffer that grows in place: freed whole when refused, and large enough that the
+    allocator hands it back to the system rather than keeping fragments.
+    """
     length = response.content_length
-    plain = "Content-Encoding" not in response.headers
-    if length is not None and plain:
-        if length > cap:
-            return None
-        return await response.read()
-    chunks: list[bytes] = []
-    size = 0
-    stream = response.content
-    while chunk := await stream.readany():
-        size += len(chunk)
-        if size > cap:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+    if length is not None and "Content-Encoding" not in response.headers and length > cap:
+        raise _TooLarge(False)
+    buffer = bytearray()
+    held = 0
+    try:
+        stream = response.content
+        while chunk := await stream.readany():
+            size = len(chunk)
+            if len(buffer) + size > cap:
+                raise _TooLarge(False)
+            if not budget.take(size):
+                raise _TooLarge(True)
+            held += size
+            buffer += chunk
+        return bytes(buffer)
+    finally:
+        budget.give(held)
 
 
 @dataclass(slots=True)
@@ -267,6 +299,17 @@ class BackendState:
     limiter: Limiter
     single_task: bool = False
     """The backend answered one result for a multi-task batch: send it one task per call."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """What every attempt of one call sends, and the cap on what it may receive."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes | None
+    cap: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +336,7 @@ class BackendCaller:
         self._tls = tls_context(settings)
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        self.budget = MemoryBudget(settings.max_buffered_response_bytes)
 
     def _client(self) -> aiohttp.ClientSession:
         """The process's session, made on first use (aiohttp wants a running event loop)."""
@@ -354,13 +398,16 @@ class BackendCaller:
         retry_on_timeout: bool = True,
         use_breaker: bool = True,
         caller_timeout: bool = False,
+        max_response_bytes: int | None = None,
     ) -> BackendResponse:
         """One logical call to ``<backend url><path>``; raises CallFailure unless the answer is 2xx.
 
         ``timeout_s`` bounds each attempt; ``deadline_s`` bounds the whole call, waiting for a
         concurrency slot, retries and backoffs included. ``caller_timeout``: ``timeout_s`` is the
         caller's own choice, tighter than the backend's, so running out of it is not the backend's fault.
+        ``max_response_bytes`` lowers the process-wide cap on the answer for this call.
         """
+        cap = min(max_response_bytes or self.settings.max_response_bytes, self.settings.max_response_bytes)
         endpoint = Endpoint.parse(spec.url)
         state = self.state(spec, endpoint)
         headers = {}
@@ -375,7 +422,13 @@ class BackendCaller:
         retry = 0
         while True:
             outcome = await self._attempt(
-                state, endpoint, method, path, headers, body, timeout_s, deadline, use_breaker, caller_timeout
+                state,
+                endpoint,
+                _Request(method, path, headers, body, cap),
+                timeout_s,
+                deadline,
+                use_breaker,
+                caller_timeout,
             )
             if isinstance(outcome, BackendResponse):
                 return outcome
@@ -403,10 +456,7 @@ class BackendCaller:
         self,
         state: BackendState,
         endpoint: Endpoint,
-        method: str,
-        path: str,
-        headers: dict[str, str],
-        body: bytes | None,
+        request: _Request,
         timeout_s: float,
         deadline: float,
         use_breaker: bool,
@@ -417,6 +467,7 @@ class BackendCaller:
         The breaker is consulted after the concurrency slot is taken: calls that queued behind a backend
         that then died fail fast on the open circuit instead of each trying it once more.
         """
+        path = request.path
         loop = asyncio.get_running_loop()
         remaining = deadline - loop.time()
         if remaining <= 0:
@@ -435,9 +486,7 @@ class BackendCaller:
                 except CircuitOpen as exc:
                     return CallFailure(FailureKind.CIRCUIT_OPEN, str(exc), retry_after_s=exc.retry_after_s)
             try:
-                result = await self._send(
-                    endpoint, method, path, headers, body, timeout_s, deadline - loop.time()
-                )
+                result = await self._send(endpoint, request, timeout_s, deadline - loop.time())
             except BaseException:
                 if use_breaker:
                     state.breaker.release_probe()
@@ -451,25 +500,24 @@ class BackendCaller:
         return result
 
     async def _send(
-        self,
-        endpoint: Endpoint,
-        method: str,
-        path: str,
-        headers: dict[str, str],
-        body: bytes | None,
-        timeout_s: float,
-        remaining: float,
+        self, endpoint: Endpoint, request: _Request, timeout_s: float, remaining: float
     ) -> BackendResponse | CallFailure:
+        path = request.path
         limit = min(timeout_s, remaining)
         try:
             await self._check_address(endpoint)
             async with asyncio.timeout(limit):
-                answer = await self._exchange(endpoint, method, path, headers, body)
+                answer = await self._exchange(endpoint, request)
         except AddressRejected as exc:
             return CallFailure(FailureKind(exc.kind), exc.message)
-        except _TooLarge:
-            cap = self.settings.max_response_bytes
-            return CallFailure(FailureKind.TOO_LARGE, f"{path}: answer larger than {cap} bytes")
+        except _TooLarge as exc:
+            if exc.over_budget:
+                message = (
+                    f"{path}: answers in flight exceed the gateway's memory budget "
+                    f"({self.budget.limit} bytes); try a smaller batch or later"
+                )
+                return CallFailure(FailureKind.TOO_LARGE, message)
+            return CallFailure(FailureKind.TOO_LARGE, f"{path}: answer larger than {request.cap} bytes")
         except _ConnectTimeout:
             message = f"{path}: connect timed out after {self.settings.connect_timeout_s:g}s"
             return CallFailure(FailureKind.TIMEOUT, message, retryable=True)
@@ -507,28 +555,23 @@ class BackendCaller:
         elif self._proxy is not None:
             await self.policy.resolve(endpoint.host, endpoint.port)
 
-    async def _exchange(
-        self, endpoint: Endpoint, method: str, path: str, headers: dict[str, str], body: bytes | None
-    ) -> _Answer:
+    async def _exchange(self, endpoint: Endpoint, request: _Request) -> _Answer:
         try:
             response = await self._client().request(
-                method,
-                endpoint.url(path),
-                data=body,
-                headers=headers,
+                request.method,
+                endpoint.url(request.path),
+                data=request.body,
+                headers=request.headers,
                 allow_redirects=False,
                 proxy=self._proxy,
             )
         except aiohttp.ConnectionTimeoutError:
             raise _ConnectTimeout from None
         try:
-            content = await _read_capped(response, self.settings.max_response_bytes)
+            content = await _read_capped(response, request.cap, self.budget)
         except BaseException:
-            response.close()
-            raise
-        if content is None:
             response.close()  # the rest is never read: drop the connection with whatever is in flight
-            raise _TooLarge
+            raise
         response.release()
         return _Answer(response.status, response.headers, content)
 

@@ -138,6 +138,7 @@ class _PredictCall:
     deadline_s: float
     retries: bool
     collector: _Collector
+    max_response_bytes: int | None
 
 
 class BackendGateway:
@@ -251,12 +252,14 @@ class BackendGateway:
         *,
         context: dict[str, Any] | None = None,
         interactive: bool = False,
+        max_response_bytes: int | None = None,
     ) -> PredictTasksResult:
         """Predictions for ``tasks`` (each needs an integer ``id``), validated and version-tagged.
 
         Tasks go in batches of ``backend.batch_size`` (one at a time for a backend known not to batch),
         concurrently up to the backend's concurrency limit. Interactive calls get one attempt under
-        the tight interactive timeout. Raises ValueError only for tasks without an integer id.
+        the tight interactive timeout. ``max_response_bytes`` caps each answer below the process-wide
+        cap (public callers). Raises ValueError only for tasks without an integer id.
         """
         positions = {_task_id(task, index): index for index, task in enumerate(tasks)}
         try:
@@ -275,7 +278,14 @@ class BackendGateway:
         else:
             timeout_s, deadline_s = backend.timeout_s, s.call_deadline_s
         call = _PredictCall(
-            backend, project, context, timeout_s, deadline_s, not interactive, _Collector(config, positions)
+            backend,
+            project,
+            context,
+            timeout_s,
+            deadline_s,
+            not interactive,
+            _Collector(config, positions),
+            max_response_bytes,
         )
         try:
             single_task = self.caller.state(backend).single_task
@@ -307,6 +317,7 @@ class BackendGateway:
                 timeout_s=call.timeout_s,
                 deadline_s=call.deadline_s,
                 retries=call.retries,
+                max_response_bytes=call.max_response_bytes,
             )
         except CallFailure as failure:
             splittable = failure.status_code in _BISECT_STATUS or failure.kind is FailureKind.TOO_LARGE

@@ -94,6 +94,12 @@ class GatewaySettings(CommonSettings, RedisSettingsMixin):
         description="Largest backend answer body (decoded) held in memory; read in chunks, dropped at once "
         "when over.",
     )
+    max_buffered_response_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="Backend answer bytes the whole process may hold while reading them; a call over it is "
+        "refused as too large (its batch is split).",
+    )
     max_header_bytes: int = Field(
         default=8190,
         ge=256,
@@ -122,6 +128,28 @@ class GatewaySettings(CommonSettings, RedisSettingsMixin):
         default=60.0, ge=0, description="How long the gateway trusts a client token the API confirmed."
     )
     public_max_tasks: int = Field(default=100, ge=1, description="Tasks per POST /api/predict.")
+
+    # ---- what callers may send the gateway --------------------------------------------------
+    max_request_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body on the /internal routes (413 beyond; read only after auth).",
+    )
+    public_max_request_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body on POST /api/predict (413 beyond; read only after auth).",
+    )
+    public_max_response_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1024,
+        description="Largest backend answer a POST /api/predict call may hold (max_response_bytes elsewhere).",
+    )
+    max_request_head_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Request line and headers of one request to the gateway (431 and close beyond).",
+    )
 
     @field_validator("allowed_networks", "denied_networks", mode="before")
     @classmethod
