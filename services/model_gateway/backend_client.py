@@ -494,7 +494,8 @@ class BackendCaller:
         finally:
             semaphore.release()
         if caller_timeout and isinstance(result, CallFailure) and result.kind is FailureKind.TIMEOUT:
-            result.caller_limit = True
+            # The caller's own limit: neither the breaker nor the shared retry budget pays for it.
+            result.caller_limit, result.retryable = True, False
         if use_breaker:
             self._record(state.breaker, result)
         return result

@@ -139,6 +139,7 @@ class _PredictCall:
     retries: bool
     collector: _Collector
     max_response_bytes: int | None
+    caller_timeout: bool
 
 
 class BackendGateway:
@@ -253,13 +254,17 @@ class BackendGateway:
         context: dict[str, Any] | None = None,
         interactive: bool = False,
         max_response_bytes: int | None = None,
+        caller_timeout: bool = False,
     ) -> PredictTasksResult:
         """Predictions for ``tasks`` (each needs an integer ``id``), validated and version-tagged.
 
         Tasks go in batches of ``backend.batch_size`` (one at a time for a backend known not to batch),
         concurrently up to the backend's concurrency limit. Interactive calls get one attempt under
         the tight interactive timeout. ``max_response_bytes`` caps each answer below the process-wide
-        cap (public callers). Raises ValueError only for tasks without an integer id.
+        cap (public callers). ``caller_timeout``: the backend's timeout is the caller's own choice, so
+        running out of it does not count against the backend's breaker (the public route, where a
+        timeout of 0.0001 s would otherwise open the circuit for everyone). Raises ValueError only for
+        tasks without an integer id.
         """
         positions = {_task_id(task, index): index for index, task in enumerate(tasks)}
         try:
@@ -286,6 +291,7 @@ class BackendGateway:
             not interactive,
             _Collector(config, positions),
             max_response_bytes,
+            caller_timeout,
         )
         try:
             single_task = self.caller.state(backend).single_task
@@ -318,6 +324,7 @@ class BackendGateway:
                 deadline_s=call.deadline_s,
                 retries=call.retries,
                 max_response_bytes=call.max_response_bytes,
+                caller_timeout=call.caller_timeout,
             )
         except CallFailure as failure:
             splittable = failure.status_code in _BISECT_STATUS or failure.kind is FailureKind.TOO_LARGE

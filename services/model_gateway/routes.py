@@ -239,6 +239,7 @@ async def _predict(
     context: dict[str, Any] | None,
     interactive: bool,
     max_response_bytes: int | None = None,
+    caller_timeout: bool = False,
 ) -> PredictTasksResult:
     try:
         return await gateway.predict(
@@ -248,6 +249,7 @@ async def _predict(
             context=context,
             interactive=interactive,
             max_response_bytes=max_response_bytes,
+            caller_timeout=caller_timeout,
         )
     except ValueError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
@@ -292,7 +294,9 @@ class PublicBackend(BaseModel):
     basic_auth_user: str | None = None
     basic_auth_pass: str | None = Field(default=None, repr=False)
     model_version: str | None = Field(default=None, description="Version to tag predictions that name none.")
-    timeout_s: float = Field(default=30.0, gt=0, le=300)
+    timeout_s: float = Field(
+        default=30.0, gt=0, le=300, description="Per attempt; running out of it never opens the breaker."
+    )
     batch_size: int = Field(default=32, ge=1, le=100)
 
 
@@ -372,6 +376,7 @@ async def public_predict(body: PublicPredictRequest, request: Request) -> Respon
         body.context,
         body.interactive,
         max_response_bytes=settings.public_max_response_bytes,
+        caller_timeout=True,
     )
     return _json_response(result)
 
