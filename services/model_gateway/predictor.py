@@ -366,6 +366,13 @@ class BackendGateway:
                 "results cannot be matched to tasks",
             )
             return
+        if 0 < normalized.result_count < normalized.task_count:
+            log.warning(
+                "backend answered %d results for %d tasks; matched in order, the last tasks get none",
+                normalized.result_count,
+                normalized.task_count,
+                extra={"backend": self.caller.state(backend).breaker.name},
+            )
         for task, predictions in zip(tasks, normalized.per_task, strict=True):
             for prediction in predictions:
                 collector.add(task["id"], prediction.result, prediction.score, prediction.model_version)

@@ -121,6 +121,8 @@ class Behaviour:
     """/webhook answers this status with an HTML error page, as 2.x does."""
     version_after_train: str | None = None
     """A training event or /train switches model_version to this."""
+    predict_body: Any = None
+    """When set, /predict answers exactly this JSON whatever it is asked (odd but legal shapes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,6 +424,8 @@ class FakeBackend:
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
         try:
             await self._pause(self.behaviour.predict_delay_s)
+            if self.behaviour.predict_body is not None:
+                return _json(self.behaviour.predict_body)
             return self._predictions(body["tasks"], (body.get("params") or {}).get("context"))
         finally:
             with self.lock:

@@ -132,15 +132,15 @@ async def test_backend_that_cannot_batch_is_remembered(
     assert batch_sizes(fake) == [1, 1, 1]
 
 
-async def test_wrong_result_count_is_a_per_task_error(
+async def test_more_results_than_tasks_is_a_per_task_error(
     make_gateway: MakeGateway, fake: FakeBackend, project: ProjectRef
 ) -> None:
-    fake.configure(wrong_count=2)
+    fake.configure(wrong_count=4)
     result = await make_gateway().predict(spec(fake), project, tasks(3))
     assert result.predictions == []
     assert [e.task_id for e in result.errors] == [1, 2, 3]
     assert result.errors[0].message == (
-        "/predict answered 2 results for 3 tasks; results cannot be matched to tasks"
+        "/predict answered 4 results for 3 tasks; results cannot be matched to tasks"
     )
 
 
