@@ -159,6 +159,11 @@ class BackendGateway:
     async def aclose(self) -> None:
         await self.caller.aclose()
 
+    def call_deadline_s(self, backend: BackendSpec) -> float:
+        """A bulk or training call's deadline: never shorter than one whole attempt of the backend."""
+        s = self.settings
+        return max(s.call_deadline_s, backend.timeout_s + s.connect_timeout_s)
+
     async def label_config(self, xml: str) -> LabelConfig:
         """The parsed config; a config not seen yet is parsed in a thread (big XML would stall the loop)."""
         config = self._configs.get(xml)
@@ -281,7 +286,7 @@ class BackendGateway:
             timeout_s = min(backend.timeout_s, s.interactive_timeout_s)
             deadline_s = s.interactive_timeout_s
         else:
-            timeout_s, deadline_s = backend.timeout_s, s.call_deadline_s
+            timeout_s, deadline_s = backend.timeout_s, self.call_deadline_s(backend)
         call = _PredictCall(
             backend,
             project,
@@ -399,6 +404,7 @@ class BackendGateway:
                 path,
                 payload,
                 timeout_s=timeout_s,
+                deadline_s=self.call_deadline_s(req.backend),
                 retry_on_timeout=False,
             )
         except CallFailure as failure:
