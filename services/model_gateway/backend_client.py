@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import logging
 import socket
@@ -49,6 +50,7 @@ from services.model_gateway.resilience import (
     retry_after_seconds,
 )
 from services.model_gateway.settings import GatewaySettings
+from services.model_gateway.slots import BackendSlots
 from shared.gateway_contract import BackendSpec
 from shared.protocol import backend_error_detail
 
@@ -322,9 +324,13 @@ class _Answer:
 class BackendCaller:
     """Makes calls to backends for the whole process; see the module docstring."""
 
-    def __init__(self, settings: GatewaySettings, policy: AddressPolicy) -> None:
+    def __init__(
+        self, settings: GatewaySettings, policy: AddressPolicy, slots: BackendSlots | None = None
+    ) -> None:
         self.settings = settings
         self.policy = policy
+        self.slots = slots
+        """Cross-process concurrency slots (workers); None: the per-process limit alone (the HTTP app)."""
         self.retry = RetryPolicy(
             attempts=settings.retry_attempts,
             base_s=settings.retry_base_s,
@@ -480,17 +486,32 @@ class BackendCaller:
             message = f"{path}: no free concurrency slot within {round(remaining, 2):g}s (deadline of the whole call)"
             return CallFailure(FailureKind.TIMEOUT, message, retryable=True, caller_limit=caller_timeout)
         try:
-            if use_breaker:
-                try:
-                    state.breaker.before_call()
-                except CircuitOpen as exc:
-                    return CallFailure(FailureKind.CIRCUIT_OPEN, str(exc), retry_after_s=exc.retry_after_s)
-            try:
-                result = await self._send(endpoint, request, timeout_s, deadline - loop.time())
-            except BaseException:
+            async with contextlib.AsyncExitStack() as held:
+                if self.slots is not None:
+                    try:
+                        await held.enter_async_context(
+                            self.slots.hold(endpoint.base, state.limiter.limit, deadline - loop.time())
+                        )
+                    except TimeoutError:
+                        message = (
+                            f"{path}: no free concurrency slot of this backend within the call's deadline"
+                        )
+                        return CallFailure(
+                            FailureKind.TIMEOUT, message, retryable=True, caller_limit=caller_timeout
+                        )
                 if use_breaker:
-                    state.breaker.release_probe()
-                raise
+                    try:
+                        state.breaker.before_call()
+                    except CircuitOpen as exc:
+                        return CallFailure(
+                            FailureKind.CIRCUIT_OPEN, str(exc), retry_after_s=exc.retry_after_s
+                        )
+                try:
+                    result = await self._send(endpoint, request, timeout_s, deadline - loop.time())
+                except BaseException:
+                    if use_breaker:
+                        state.breaker.release_probe()
+                    raise
         finally:
             semaphore.release()
         if caller_timeout and isinstance(result, CallFailure) and result.kind is FailureKind.TIMEOUT:

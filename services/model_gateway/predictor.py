@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from services.model_gateway.address_policy import AddressPolicy, Resolver, system_resolver
 from services.model_gateway.backend_client import BackendCaller, BackendResponse, CallFailure, FailureKind
 from services.model_gateway.settings import GatewaySettings
+from services.model_gateway.slots import BackendSlots
 from shared.gateway_contract import (
     BackendSpec,
     CheckBackendRequest,
@@ -145,7 +146,13 @@ class _PredictCall:
 class BackendGateway:
     """The process-wide entry point to ML backends; see the module docstring. Close with ``aclose()``."""
 
-    def __init__(self, settings: GatewaySettings, *, resolver: Resolver = system_resolver) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        resolver: Resolver = system_resolver,
+        slots: BackendSlots | None = None,
+    ) -> None:
         self.settings = settings
         self.policy = AddressPolicy(
             settings.allowed_networks,
@@ -153,7 +160,7 @@ class BackendGateway:
             resolver=resolver,
             dns_timeout_s=settings.dns_timeout_s,
         )
-        self.caller = BackendCaller(settings, self.policy)
+        self.caller = BackendCaller(settings, self.policy, slots)
         self._configs: dict[str, LabelConfig] = {}
 
     async def aclose(self) -> None:

@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 from services.model_gateway.learning import deliver_events, train_backend
 from services.model_gateway.predictor import BackendGateway
 from services.model_gateway.settings import GatewaySettings
+from services.model_gateway.slots import BackendSlots
 from shared.gateway_contract import (
     MAX_BACKEND_TIMEOUT_S,
     ChunkAck,
@@ -174,7 +175,8 @@ def api_client(settings: GatewaySettings) -> httpx.AsyncClient:
 async def startup(ctx: dict[str, Any]) -> None:
     settings: GatewaySettings = ctx.get("settings") or GatewaySettings()
     ctx["settings"] = settings
-    ctx["gateway"] = BackendGateway(settings)
+    # Workers share each backend's max_concurrency through Redis; there can be any number of them.
+    ctx["gateway"] = BackendGateway(settings, slots=BackendSlots(ctx["redis"]))
     ctx["api"] = api_client(settings)
 
 
