@@ -10,7 +10,7 @@ UV_VERSION := uv==0.13.9
 RUN_EXTRAS := embedded,examples
 DEV_EXTRAS := dev,$(RUN_EXTRAS)
 
-.PHONY: lock run test lint typecheck pytest editor migrate openapi docs bench-import bench-import-memory bench-list bench-bulk bench-ops bench-gateway demo clean
+.PHONY: lock run test lint typecheck pytest editor migrate openapi docs bench-import bench-import-memory bench-list bench-bulk bench-ops bench-gateway bench-gateway-memory demo clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -97,6 +97,11 @@ demo: $(VENV)/.runtime
 # gateway's HTTP route, alternated, p50/p99 of each. Extra flags: make bench-gateway BENCH_ARGS="--calls 5000"
 bench-gateway: $(VENV)/.runtime
 	$(PY) -m devstack.exec -- $(PY) -m bench.gateway_overhead $(BENCH_ARGS)
+
+# Gateway and worker RSS under hostile backends (endless bodies and headers) and hostile clients (huge
+# bodies, unauthenticated bodies, huge heads): peak under a bound, back to baseline after each.
+bench-gateway-memory: $(VENV)/.runtime
+	$(PY) -m devstack.exec -- $(PY) -m bench.gateway_memory $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .vendor .data .pytest_cache .mypy_cache .ruff_cache

@@ -60,11 +60,12 @@ def _port(env_name: str, default: int) -> int:
     return int(os.environ.get(env_name, default))
 
 
-GATEWAY_UVICORN_ARGS = ("--loop", "uvloop", "--http", "httptools")
+GATEWAY_UVICORN_ARGS = ("--loop", "uvloop", "--http", "services.model_gateway.http_protocol:HttpProtocol")
 """The gateway's event loop and HTTP parser, named rather than left to ``auto``: without the
 ``uvicorn[standard]`` extras ``auto`` quietly falls back to asyncio and h11, which costs the gateway
-CPU on every interactive predict; named, a missing extra stops startup instead. compose.yaml and
-deploy/k8s/gateway.yaml pass the same flags."""
+CPU on every interactive predict; named, a missing extra stops startup instead. The protocol is
+uvicorn's httptools one with a cap on request heads (``services.model_gateway.http_protocol``).
+compose.yaml and deploy/k8s/gateway.yaml pass the same flags."""
 
 
 def _uvicorn(factory: str, port: int, *extra: str) -> list[str]:

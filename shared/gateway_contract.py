@@ -23,6 +23,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+MAX_BACKEND_TIMEOUT_S = 3600.0
+"""The longest per-attempt timeout a backend may be given (the API's limit on a backend's ``timeout``);
+the worker's job timeout is derived from it so a job is never killed while a call may still answer."""
+
 
 class BackendSpec(BaseModel):
     """Everything needed to call one ML backend; the gateway never looks it up itself."""
@@ -33,7 +37,9 @@ class BackendSpec(BaseModel):
     basic_auth_user: str | None = None
     basic_auth_pass: str | None = Field(default=None, repr=False)
     extra_params: dict[str, Any] | None = None
-    timeout_s: float = Field(default=100.0, gt=0, description="Per-attempt read timeout of /predict.")
+    timeout_s: float = Field(
+        default=100.0, gt=0, le=MAX_BACKEND_TIMEOUT_S, description="Per-attempt read timeout of /predict."
+    )
     batch_size: int = Field(default=32, ge=1)
     max_concurrency: int = Field(default=4, ge=1)
     model_version: str | None = Field(default=None, description="Version /setup reported, if known.")

@@ -166,6 +166,8 @@ class NormalizedPredictions:
     """``/predict`` results per task, in task order; ``per_task`` is empty when ``mismatch`` is set.
 
     An empty inner list means the backend made no prediction for that task, which is not an error.
+    ``result_count`` below ``task_count`` without a mismatch: the results went to the first tasks in
+    order (as Label Studio reads them), the rest got none.
     """
 
     per_task: list[list[NormalizedPrediction]]
@@ -196,6 +198,9 @@ def _prediction(
             raise ProtocolError(f"{where}.result holds a {type(region).__name__}, expected objects")
     score = raw.get("score")
     if score is not None:
+        if isinstance(score, str):  # Label Studio reads scores with float(); "0.8" is seen in the wild
+            with contextlib.suppress(ValueError):
+                score = float(score)
         if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
             raise ProtocolError(f"{where}.score is not a finite number: {str(score)[:40]!r}")
         score = float(score)
@@ -206,12 +211,17 @@ def _prediction(
 def normalize_predict_response(
     body: Any, task_count: int, setup_version: str | None
 ) -> NormalizedPredictions:
-    """Read a 2.x or 1.0.x ``/predict`` body into predictions per task.
+    """Read a 2.x or 1.0.x ``/predict`` body into predictions per task, as Label Studio reads it.
 
     Each prediction's version is its own, else the response's top-level one (1.0.x), else
-    ``setup_version``, else None. Entries are validated even when the count does not match, so
-    garbage is always a ProtocolError rather than a count mismatch.
+    ``setup_version``, else None. ``{"results": []}`` means no predictions for these tasks; a bare list
+    is read as ``results``; fewer results than tasks go to the first tasks in order (Label Studio's
+    reading); one result for several tasks asks for one task per call; more results than tasks cannot
+    be matched. Entries are validated even when the count does not match, so garbage is always a
+    ProtocolError rather than a count mismatch.
     """
+    if isinstance(body, list):
+        body = {"results": body}
     if not isinstance(body, dict):
         raise ProtocolError(f"response is a JSON {type(body).__name__}, expected an object")
     if "results" not in body:
@@ -238,10 +248,12 @@ def normalize_predict_response(
             raise ProtocolError(f"{where} is {type(entry).__name__}, expected a prediction object or a list")
 
     count = len(results)
-    if count == task_count:
-        return NormalizedPredictions(per_task, None, task_count, count)
-    mismatch = CountMismatch.SINGLE_RESULT if count == 1 else CountMismatch.OTHER
-    return NormalizedPredictions([], mismatch, task_count, count)
+    if count == 1 and task_count > 1:
+        return NormalizedPredictions([], CountMismatch.SINGLE_RESULT, task_count, count)
+    if count > task_count:
+        return NormalizedPredictions([], CountMismatch.OTHER, task_count, count)
+    per_task += [[] for _ in range(task_count - count)]
+    return NormalizedPredictions(per_task, None, task_count, count)
 
 
 _HIDDEN_HTML = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)

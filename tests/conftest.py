@@ -28,6 +28,8 @@ from tests.support.databases import alembic, drop_database, recreate_database, u
 from tests.support.servers import ServerThread
 from tests.support.workers import RunBurst, drain
 
+GATEWAY_HTTP = "services.model_gateway.http_protocol:HttpProtocol"
+"""The gateway's HTTP protocol in production (devstack.run.GATEWAY_UVICORN_ARGS): head size capped."""
 TEST_API_TOKEN = "0123456789abcdef0123456789abcdef01234567"
 SERVICE_TOKEN = "service-token-for-tests"
 
@@ -127,7 +129,7 @@ def api_server(api_settings: ApiSettings, ports: Ports) -> Iterator[ServerThread
 
 @pytest.fixture
 def gateway_server(gateway_settings: GatewaySettings, ports: Ports) -> Iterator[ServerThread]:
-    with ServerThread(create_gateway_app(gateway_settings), port=ports.gateway) as server:
+    with ServerThread(create_gateway_app(gateway_settings), port=ports.gateway, http=GATEWAY_HTTP) as server:
         yield server
 
 

@@ -6,9 +6,14 @@ connection is opened (see ``backend_client``): the host is resolved once, every 
 checked, and the connection goes to a checked address, so DNS rebinding between check and connect
 cannot slip through.
 
+An IPv6 address that carries an IPv4 address (IPv4-mapped ``::ffff:a.b.c.d``, IPv4-compatible
+``::a.b.c.d``, NAT64 ``64:ff9b::/96`` and ``64:ff9b:1::/48``, 6to4 ``2002::/16``, Teredo's client) is
+checked as the IPv4 address it reaches, so ``[64:ff9b::a9fe:a9fe]`` is cloud metadata like 169.254.169.254.
+
 Rules, most specific prefix first (a tie goes to ``denied_networks``, then ``allowed_networks``):
 - built-in denials: loopback, private, carrier-grade NAT, link-local / cloud metadata, multicast,
-  reserved and unspecified ranges, plus the well-known metadata hosts as single addresses;
+  reserved and unspecified ranges, documentation, benchmarking and the other IANA special-purpose
+  ranges that are not globally reachable, plus the well-known metadata hosts as single addresses;
 - ``LABELLOOP_ALLOWED_NETWORKS`` re-opens ranges (``make run`` allows loopback);
 - ``LABELLOOP_DENIED_NETWORKS`` closes more.
 Anything no rule matches (public addresses) is allowed. An allowed network reopens only built-in
@@ -45,15 +50,30 @@ _BUILT_IN: tuple[tuple[str, str], ...] = (
     ("168.63.129.16/32", "cloud metadata"),
     ("169.254.0.0/16", "link-local / cloud metadata"),
     ("192.0.0.0/24", "IETF special purpose"),
+    ("192.0.2.0/24", "documentation"),
+    ("192.88.99.0/24", "6to4 relay anycast"),
+    ("198.18.0.0/15", "benchmarking"),
+    ("198.51.100.0/24", "documentation"),
+    ("203.0.113.0/24", "documentation"),
     ("224.0.0.0/4", "multicast"),
     ("240.0.0.0/4", "reserved / broadcast"),
     ("::/128", "unspecified"),
     ("::1/128", "loopback"),
+    ("::/96", "IPv4-compatible (deprecated)"),
+    ("64:ff9b:1::/48", "local-use NAT64"),
+    ("100::/64", "discard-only"),
+    ("2001::/23", "IETF protocol assignments"),
+    ("2001:db8::/32", "documentation"),
+    ("3fff::/20", "documentation"),
+    ("5f00::/16", "segment routing (SRv6) SIDs"),
     ("fc00::/7", "private (unique local)"),
     ("fd00:ec2::254/128", "cloud metadata"),
     ("fe80::/10", "link-local"),
+    ("fec0::/10", "site-local (deprecated)"),
     ("ff00::/8", "multicast"),
 )
+_NAT64 = (ip_network("64:ff9b::/96"), ip_network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = ip_network("::/96")
 
 
 class _Source(IntEnum):
@@ -90,8 +110,25 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-def _plain(address: IPAddress) -> IPAddress:
-    """IPv4-mapped IPv6 (``::ffff:a.b.c.d``) is checked as the IPv4 address it reaches."""
+def embedded_ipv4(address: IPAddress) -> IPv4Address | None:
+    """The IPv4 address an IPv6 address reaches (mapped, compatible, NAT64, 6to4, Teredo), if any."""
+    if not isinstance(address, IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if any(address in network for network in _NAT64) or (
+        address in _IPV4_COMPATIBLE and int(address) > 1  # :: and ::1 are themselves
+    ):
+        return IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def _connect_form(address: IPAddress) -> IPAddress:
+    """IPv4-mapped addresses are connected to as IPv4; others as they are (NAT64 needs its prefix)."""
     if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
@@ -117,8 +154,18 @@ class AddressPolicy:
         self._dns_timeout_s = dns_timeout_s
 
     def rejection(self, address: IPAddress) -> str | None:
-        """Why ``address`` is refused, naming the rule, or None when it is allowed."""
-        address = _plain(address)
+        """Why ``address`` is refused, naming the rule, or None when it is allowed.
+
+        An address carrying an IPv4 address must pass as that IPv4 address and as itself.
+        """
+        inner = embedded_ipv4(address)
+        if inner is not None:
+            reason = self._rejection(inner)
+            if reason is not None:
+                return f"{address} reaches {inner}: {reason}"
+        return self._rejection(address)
+
+    def _rejection(self, address: IPAddress) -> str | None:
         for rule in self._rules:
             if rule.network.version == address.version and address in rule.network:
                 if rule.allows:
@@ -143,7 +190,7 @@ class AddressPolicy:
             if reason is not None:
                 where = "" if str(address) == literal else f"{host} resolves to {address}: "
                 raise AddressRejected("policy", where + reason)
-        return [str(_plain(address)) for address in addresses]
+        return [str(_connect_form(address)) for address in addresses]
 
     async def _lookup(self, host: str, port: int) -> list[IPAddress]:
         try:

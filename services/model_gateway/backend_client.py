@@ -1,11 +1,16 @@
-"""HTTP to ML backends: pooled keep-alive connections, the address policy at connect time, the one retry loop.
+"""HTTP to ML backends: aiohttp's client with the address policy at connect time, and the one retry loop.
 
-Backends are called with a small HTTP/1.1 client of our own (``_Connection``, parsing with httptools):
-on an interactive predict the gateway's overhead is mostly its client's CPU, and httpx/httpcore spent
-several times what this does. Connections are pooled per backend origin for the life of the process, so
-a bulk job reuses warm connections instead of paying a TCP (and TLS) handshake per batch. Every new
-connection resolves the host, checks every address against the ``AddressPolicy`` and connects to a
-checked address.
+One ``aiohttp.ClientSession`` per process keeps keep-alive pools per backend origin, so a bulk job reuses
+warm connections instead of paying a TCP (and TLS) handshake per batch. What aiohttp is told:
+- its resolver is the ``AddressPolicy``: every address a host name resolves to is checked and the
+  connection goes to a checked address (no DNS rebinding between check and connect); IP-literal URLs
+  skip resolvers, so ``_send`` checks those itself before anything is opened;
+- no redirects (a 3xx is an answer like any other 4xx); no cookies; no environment proxies;
+- status line and each header at most ``max_header_bytes``, at most 128 header fields, and the body read
+  chunk by chunk up to ``max_response_bytes`` (decoded size), the connection dropped the moment it is over;
+  all answers being read at once share ``max_buffered_response_bytes``;
+- TLS verified against ``backend_ca_bundle`` (default: certifi's roots), optionally with a client
+  certificate (mTLS); a proxy only when ``backend_proxy_url`` is set.
 
 ``BackendCaller.call`` makes one logical call: concurrency slot, circuit breaker, per-attempt timeout,
 classification of the outcome, and retries (backoff with full jitter, ``Retry-After``, retry budget,
@@ -17,24 +22,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import logging
-import select
+import socket
 import ssl
-import time
-import zlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, cast
+from ipaddress import ip_address
 
-import httptools
+import aiohttp
 import httpx
+from aiohttp import http_exceptions
+from aiohttp.abc import AbstractResolver, ResolveResult
+from multidict import CIMultiDictProxy
+from yarl import URL
 
 from services.model_gateway import observe
-from services.model_gateway.address_policy import AddressPolicy, AddressRejected
+from services.model_gateway.address_policy import AddressPolicy, AddressRejected, IPAddress
+from shared.logging import outgoing_request_headers
 from services.model_gateway.resilience import (
     BreakerState,
     CircuitBreaker,
@@ -45,6 +52,7 @@ from services.model_gateway.resilience import (
     retry_after_seconds,
 )
 from services.model_gateway.settings import GatewaySettings
+from services.model_gateway.slots import BackendSlots
 from shared.gateway_contract import BackendSpec
 from shared.protocol import backend_error_detail
 
@@ -52,6 +60,10 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = "labelloop-model-gateway"
 _UNAVAILABLE_STATUS = frozenset({502, 503, 504})
+_MAX_HEADERS = 128
+"""Header fields per answer; with ``max_header_bytes`` each, the head of an answer is bounded too."""
+_READ_BUFSIZE = 64 * 1024
+"""aiohttp stops reading the socket once twice this much waits unread: a body arrives at our pace."""
 
 
 class FailureKind(StrEnum):
@@ -59,46 +71,19 @@ class FailureKind(StrEnum):
     POLICY = "policy"
     DNS = "dns"
     REFUSED = "refused"
+    TLS = "tls"
+    """The TLS handshake failed (certificate untrusted, expired, for another host, client cert refused)."""
     CONNECTION_LOST = "connection_lost"
     TIMEOUT = "timeout"
     UNAUTHORIZED = "unauthorized"
     HTTP_ERROR = "http_error"
-    """A 4xx other than 401/429: the request, not the backend's health, is the problem."""
+    """A 3xx or a 4xx other than 401/429: the request, not the backend's health, is the problem."""
     BACKEND_ERROR = "backend_error"
     """A 5xx answer (after retries for 502/503/504)."""
     THROTTLED = "throttled"
     CIRCUIT_OPEN = "circuit_open"
     TOO_LARGE = "too_large"
-    """The answer exceeded ``max_response_bytes``; a smaller batch may fit."""
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _Undecodable(Exception):
-    pass
-
-
-_FIXED_HEADERS = b"\r\nAccept: application/json\r\nUser-Agent: " + USER_AGENT.encode()
-_MAX_HEAD_BYTES = 64 * 1024
-"""Status line and headers of an answer may add this much to ``max_response_bytes``."""
-_MAX_IDLE_PER_ORIGIN = 64
-
-
-def _decoder(encoding: str) -> Any:
-    """A zlib decompressor for a gzip or deflate body; None for identity. Other codings are refused.
-
-    Calls ask for no encoding, but a backend that compresses anyway is still understood.
-    """
-    encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
-        return None
-    if encoding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if encoding == "deflate":
-        return zlib.decompressobj()
-    raise _Undecodable(encoding)
+    """The answer (body or head) exceeded its cap; a smaller batch may fit."""
 
 
 class CallFailure(Exception):
@@ -112,6 +97,7 @@ class CallFailure(Exception):
         status_code: int | None = None,
         retryable: bool = False,
         retry_after_s: float | None = None,
+        caller_limit: bool = False,
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -119,10 +105,14 @@ class CallFailure(Exception):
         self.status_code = status_code
         self.retryable = retryable
         self.retry_after_s = retry_after_s
+        self.caller_limit = caller_limit
+        """A timeout the caller chose tighter than the backend's own: it says nothing about the backend."""
 
     @property
     def counts_against_backend(self) -> bool:
         """Whether this failure says the backend is unhealthy (feeds the circuit breaker)."""
+        if self.caller_limit:
+            return False
         return self.kind in {
             FailureKind.REFUSED,
             FailureKind.CONNECTION_LOST,
@@ -140,13 +130,15 @@ class BackendResponse:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """A backend's base URL split into what the pool keys on and what requests use; no credentials."""
+    """A backend's base URL split into what requests use; no credentials."""
 
     origin: str
     base: str
     scheme: str
     host: str
     port: int
+    literal: IPAddress | None
+    """The host when the URL names an IP address: no resolver sees it, so the policy is asked directly."""
     url_user: str | None
     url_password: str | None = field(repr=False)
 
@@ -162,26 +154,29 @@ class Endpoint:
                 FailureKind.INVALID_URL, "backend url must look like http(s)://host[:port][/path]"
             )
         clean = parsed.copy_with(username=None, password=None, query=None, fragment=None)
-        origin = f"{clean.scheme}://{clean.netloc.decode('ascii')}"
+        host = clean.raw_host.decode("ascii")
+        try:
+            literal: IPAddress | None = ip_address(host.strip("[]").split("%", 1)[0])
+        except ValueError:
+            literal = None
         return cls(
-            origin=origin,
+            origin=f"{clean.scheme}://{clean.netloc.decode('ascii')}",
             base=str(clean).rstrip("/"),
             scheme=clean.scheme,
-            host=clean.raw_host.decode("ascii"),
+            host=host,
             port=clean.port or (443 if clean.scheme == "https" else 80),
+            literal=literal,
             url_user=parsed.username or None,
             url_password=parsed.password or None,
         )
 
-    def request_line(self, method: str, path: str) -> bytes:
-        """``<METHOD> <target> HTTP/1.1`` and the Host header, for ``<base url><path>``."""
-        return _request_line(method, self.base, path)
+    def url(self, path: str) -> URL:
+        return _url(self.base, path)
 
 
 @functools.lru_cache(maxsize=4096)
-def _request_line(method: str, base: str, path: str) -> bytes:
-    url = httpx.URL(base + path)
-    return b"%s %s HTTP/1.1\r\nHost: %s" % (method.encode("ascii"), url.raw_path, url.netloc)
+def _url(base: str, path: str) -> URL:
+    return URL(str(httpx.URL(base + path)), encoded=True)
 
 
 def authorization_header(spec: BackendSpec, endpoint: Endpoint) -> str | None:
@@ -195,292 +190,108 @@ def authorization_header(spec: BackendSpec, endpoint: Endpoint) -> str | None:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
-class _ConnectFailed(Exception):
-    """No TCP (or TLS) connection to any checked address of the backend."""
+class PolicyResolver(AbstractResolver):
+    """aiohttp's resolver for backend hosts: every address checked by the ``AddressPolicy``.
+
+    ``exempt`` hosts (the operator's proxy) are resolved without the policy: the proxy is configuration,
+    not user input, and the backend behind it is checked before each call instead.
+    """
+
+    def __init__(self, policy: AddressPolicy, exempt: frozenset[str] = frozenset()) -> None:
+        self._policy = policy
+        self._exempt = exempt
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if host in self._exempt:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        else:
+            addresses = await self._policy.resolve(host, port)
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+            )
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+def tls_context(settings: GatewaySettings) -> ssl.SSLContext:
+    """Verification against the configured CA bundle (else certifi's roots), plus a client cert for mTLS."""
+    if settings.backend_ca_bundle:
+        context = ssl.create_default_context(cafile=settings.backend_ca_bundle)
+    else:
+        context = httpx.create_ssl_context(trust_env=False)
+    if settings.backend_client_cert:
+        context.load_cert_chain(settings.backend_client_cert, settings.backend_client_key)
+    return context
+
+
+class _TooLarge(Exception):
+    def __init__(self, over_budget: bool) -> None:
+        super().__init__()
+        self.over_budget = over_budget
 
 
 class _ConnectTimeout(Exception):
     pass
 
 
-class _ReadTimeout(Exception):
-    pass
+class MemoryBudget:
+    """Bytes of backend answers the whole process may hold while reading them.
 
-
-class _ConnectionLost(Exception):
-    """The connection broke, or the backend answered something that is not HTTP/1.1."""
-
-
-class _Answer:
-    """What the backend answered: status, headers (names lower case) and the body, decoded."""
-
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    def header(self, name: bytes) -> str:
-        """The first value of header ``name`` (lower case), or ''."""
-        for key, value in self.headers:
-            if key == name:
-                return value.decode("latin-1")
-        return ""
-
-
-class _Connection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection to a backend, one request at a time.
-
-    A purpose-built client rather than httpx/httpcore: those spend several times the CPU of the
-    gateway's own work on a loopback call (h11's pure-Python parsing, anyio locks and cancel scopes,
-    request/response models). Here the request is one ``write`` and the answer is parsed by
-    ``httptools`` (llhttp, the parser uvicorn uses) as it arrives; ``request`` returns once the whole
-    answer is in.
+    Each call is capped by ``max_response_bytes``, but a hostile backend answering many concurrent calls
+    would still multiply that cap; past this budget a call is refused (as too large, so a batch is split)
+    instead of waited for, which could deadlock callers that each hold part of an answer.
     """
 
-    def __init__(self) -> None:
-        self._transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpResponseParser(self)
-        self._answer: asyncio.Future[_Answer] | None = None
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self._received = 0
-        self._limit = 0
-        self._decoder: Any = None
-        self._headers_done = False
-        self._framed = False
-        self._error: Exception | None = None
-        """Set by a parser callback that refuses the answer; the parser then stops with an error."""
-        self.closed = False
-        self.reusable = False
-        self.idle_since = 0.0
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
 
-    # ---- asyncio.Protocol -----------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        if self._answer is None or self._answer.done():
-            self.close()  # nothing was asked: a backend talking out of turn cannot be trusted
-            return
-        self._received += len(data)
-        if self._received > self._limit + _MAX_HEAD_BYTES:
-            self._fail(_TooLarge())
-            return
-        try:
-            self._parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            self._fail(self._error or _ConnectionLost(f"not an HTTP/1.1 answer ({exc})"))
-
-    def eof_received(self) -> bool | None:
-        if self._answer is not None and not self._answer.done() and self._headers_done and not self._framed:
-            self._complete(keep_alive=False)  # a body delimited by the end of the connection
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self._answer is not None and not self._answer.done():
-            reason = str(exc) if exc else "server closed the connection"
-            self._answer.set_exception(_ConnectionLost(reason))
-
-    # ---- httptools callbacks --------------------------------------------------------------
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
-
-    def on_headers_complete(self) -> None:
-        self._headers_done = True
-        encoding = ""
-        for key, value in self._headers:
-            if key == b"content-length":
-                self._framed = True
-                if value.isdigit() and int(value) > self._limit:
-                    self._error = _TooLarge()
-            elif key == b"transfer-encoding":
-                self._framed = True
-            elif key == b"content-encoding":
-                encoding = value.decode("latin-1")
-        try:
-            self._decoder = _decoder(encoding)
-        except _Undecodable as exc:
-            self._error = exc
-        if self._error is not None:
-            raise self._error  # stops the parser; feed_data's caller answers with self._error
-
-    def on_body(self, body: bytes) -> None:
-        if self._decoder is not None:
-            try:
-                body = self._decoder.decompress(body, self._limit + 1 - self._size)
-            except zlib.error as exc:
-                self._error = _Undecodable(str(exc))
-                raise self._error from None
-        self._size += len(body)
-        if self._size > self._limit:
-            self._error = _TooLarge()
-            raise self._error
-        self._chunks.append(body)
-
-    def on_message_complete(self) -> None:
-        if 100 <= self._parser.get_status_code() < 200:
-            self._headers, self._headers_done, self._framed = [], False, False
-            return  # an interim answer; the real one follows
-        self._complete(keep_alive=self._parser.should_keep_alive())
-
-    # ---- use ------------------------------------------------------------------------------
-
-    def _complete(self, *, keep_alive: bool) -> None:
-        assert self._answer is not None
-        answer = _Answer(self._parser.get_status_code(), self._headers, b"".join(self._chunks))
-        self.reusable = keep_alive
-        self._answer.set_result(answer)
-
-    def _fail(self, exc: Exception) -> None:
-        if self._answer is not None and not self._answer.done():
-            self._answer.set_exception(exc)
-        self.close()
-
-    def usable(self, now: float, expiry_s: float) -> bool:
-        """Still open, not idle too long, and nothing (data or EOF) arrived since the last answer."""
-        if self.closed or self._transport is None or self._transport.is_closing():
+    def take(self, size: int) -> bool:
+        if self.held + size > self.limit:
             return False
-        if now - self.idle_since > expiry_s:
-            return False
-        sock = self._transport.get_extra_info("socket")
-        if sock is None or sock.fileno() < 0:
-            return False
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN)
-        return not poller.poll(0)
+        self.held += size
+        return True
 
-    async def request(self, data: bytes, limit: int, read_timeout_s: float) -> _Answer:
-        """Send one request (head and body in one write) and wait for the whole answer."""
-        if self.closed or self._transport is None:
-            raise _ConnectionLost("server closed the connection")  # nothing would ever answer
-        self._answer = asyncio.get_running_loop().create_future()
-        self._headers, self._chunks = [], []
-        self._size = self._received = 0
-        self._limit = limit
-        self._headers_done = self._framed = self.reusable = False
-        self._error = None
-        self._transport.write(data)
-        try:
-            async with asyncio.timeout(read_timeout_s):
-                return await self._answer
-        except TimeoutError:
-            raise _ReadTimeout from None
-        finally:
-            if not self._answer.done():
-                self._answer.cancel()
-            if not self.reusable:
-                self.close()
-
-    def close(self) -> None:
-        self.closed = True
-        self.reusable = False
-        if self._transport is not None:
-            self._transport.close()
+    def give(self, size: int) -> None:
+        self.held -= size
 
 
-class _OriginPool:
-    """Idle keep-alive connections to one origin, most recently used first out."""
+async def _read_capped(response: aiohttp.ClientResponse, cap: int, budget: MemoryBudget) -> bytes:
+    """The decoded body; raises _TooLarge as soon as it exceeds ``cap`` or the process's budget.
 
-    def __init__(self, policy: AddressPolicy, ssl_context: ssl.SSLContext, keepalive_expiry_s: float) -> None:
-        self._policy = policy
-        self._ssl_context = ssl_context
-        self._expiry_s = keepalive_expiry_s
-        self._idle: list[_Connection] = []
-        self.in_use = 0
-
-    async def acquire(self, endpoint: Endpoint, connect_timeout_s: float) -> _Connection:
-        now = time.monotonic()
-        while self._idle:
-            connection = self._idle.pop()
-            if connection.usable(now, self._expiry_s):
-                return connection
-            connection.close()
-        return await self._connect(endpoint, connect_timeout_s)
-
-    def release(self, connection: _Connection) -> None:
-        if connection.reusable and not connection.closed and len(self._idle) < _MAX_IDLE_PER_ORIGIN:
-            connection.idle_since = time.monotonic()
-            self._idle.append(connection)
-        else:
-            connection.close()
-
-    async def _connect(self, endpoint: Endpoint, timeout_s: float) -> _Connection:
-        """Connect to the first checked address that answers; TLS for https, verified against the host."""
-        loop = asyncio.get_running_loop()
-        tls = endpoint.scheme == "https"
-        addresses = await self._policy.resolve(endpoint.host, endpoint.port)
-        last = ""
-        for address in addresses:
-            try:
-                async with asyncio.timeout(timeout_s):
-                    _, connection = await loop.create_connection(
-                        _Connection,
-                        address,
-                        endpoint.port,
-                        ssl=self._ssl_context if tls else None,
-                        server_hostname=endpoint.host if tls else None,
-                    )
-            except TimeoutError:
-                raise _ConnectTimeout from None
-            except (OSError, ssl.SSLError) as exc:
-                last = str(exc) or type(exc).__name__
-                continue
-            return connection
-        raise _ConnectFailed(last or "no address to connect to")
-
-    def close(self) -> None:
-        idle, self._idle = self._idle, []
-        for connection in idle:
-            connection.close()
-
-
-class ConnectionPools:
-    """One keep-alive connection pool per origin; beyond ``max_origins`` the least recently used idle
-    ones close."""
-
-    def __init__(self, policy: AddressPolicy, max_origins: int, keepalive_expiry_s: float) -> None:
-        self._policy = policy
-        self._max_origins = max_origins
-        self._keepalive_expiry_s = keepalive_expiry_s
-        self._ssl_context = httpx.create_ssl_context(trust_env=False)
-        self._pools: OrderedDict[str, _OriginPool] = OrderedDict()
-
-    @asynccontextmanager
-    async def connection(self, endpoint: Endpoint, connect_timeout_s: float) -> AsyncIterator[_Connection]:
-        """A connection to the endpoint's origin, back to the pool afterwards if it can be reused."""
-        pool = self._pools.get(endpoint.origin)
-        if pool is None:
-            self._evict_idle()
-            pool = _OriginPool(self._policy, self._ssl_context, self._keepalive_expiry_s)
-            self._pools[endpoint.origin] = pool
-        self._pools.move_to_end(endpoint.origin)
-        pool.in_use += 1
-        try:
-            connection = await pool.acquire(endpoint, connect_timeout_s)
-            try:
-                yield connection
-            except BaseException:
-                connection.close()
-                raise
-            pool.release(connection)
-        finally:
-            pool.in_use -= 1
-
-    def _evict_idle(self) -> None:
-        excess = len(self._pools) + 1 - self._max_origins
-        for origin in [key for key, pool in self._pools.items() if pool.in_use == 0][: max(excess, 0)]:
-            self._pools.pop(origin).close()
-
-    async def aclose(self) -> None:
-        pools, self._pools = list(self._pools.values()), OrderedDict()
-        for pool in pools:
-            pool.close()
+    Read into one buffer that grows in place: freed whole when refused, and large enough that the
+    allocator hands it back to the system rather than keeping fragments.
+    """
+    length = response.content_length
+    if length is not None and "Content-Encoding" not in response.headers and length > cap:
+        raise _TooLarge(False)
+    buffer = bytearray()
+    held = 0
+    try:
+        stream = response.content
+        while chunk := await stream.readany():
+            size = len(chunk)
+            if len(buffer) + size > cap:
+                raise _TooLarge(False)
+            if not budget.take(size):
+                raise _TooLarge(True)
+            held += size
+            buffer += chunk
+        return bytes(buffer)
+    finally:
+        budget.give(held)
 
 
 @dataclass(slots=True)
@@ -494,12 +305,34 @@ class BackendState:
     """The backend answered one result for a multi-task batch: send it one task per call."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """What every attempt of one call sends, and the cap on what it may receive."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes | None
+    cap: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+
 class BackendCaller:
     """Makes calls to backends for the whole process; see the module docstring."""
 
-    def __init__(self, settings: GatewaySettings, policy: AddressPolicy) -> None:
+    def __init__(
+        self, settings: GatewaySettings, policy: AddressPolicy, slots: BackendSlots | None = None
+    ) -> None:
         self.settings = settings
-        self.pools = ConnectionPools(policy, settings.max_backend_clients, settings.keepalive_expiry_s)
+        self.policy = policy
+        self.slots = slots
+        """Cross-process concurrency slots (workers); None: the per-process limit alone (the HTTP app)."""
         self.retry = RetryPolicy(
             attempts=settings.retry_attempts,
             base_s=settings.retry_base_s,
@@ -507,9 +340,42 @@ class BackendCaller:
             retry_after_max_s=settings.retry_after_max_s,
         )
         self._states: OrderedDict[str, BackendState] = OrderedDict()
+        self._proxy = URL(settings.backend_proxy_url) if settings.backend_proxy_url else None
+        self._tls = tls_context(settings)
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+        self.budget = MemoryBudget(settings.max_buffered_response_bytes)
+
+    def _client(self) -> aiohttp.ClientSession:
+        """The process's session, made on first use (aiohttp wants a running event loop)."""
+        if self._session is None:
+            s = self.settings
+            exempt = (
+                frozenset({self._proxy.host}) if self._proxy is not None and self._proxy.host else frozenset()
+            )
+            connector = aiohttp.TCPConnector(
+                resolver=PolicyResolver(self.policy, exempt),
+                use_dns_cache=False,
+                ssl=self._tls,
+                limit=0,  # in-flight calls are bounded per backend by its Limiter
+                keepalive_timeout=s.keepalive_expiry_s,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+                skip_auto_headers=("Accept-Encoding",),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+                timeout=self._timeout,
+                read_bufsize=_READ_BUFSIZE,
+                max_line_size=s.max_header_bytes,
+                max_field_size=s.max_header_bytes,
+                max_headers=_MAX_HEADERS,
+            )
+        return self._session
 
     def state(self, spec: BackendSpec, endpoint: Endpoint | None = None) -> BackendState:
-        """The per-backend state, created on first use; bounded like the connection pools."""
+        """The per-backend state, created on first use; at most ``4 * max_backend_clients`` kept."""
         key = (endpoint or Endpoint.parse(spec.url)).base
         state = self._states.get(key)
         if state is None:
@@ -558,30 +424,39 @@ class BackendCaller:
         retries: bool = True,
         retry_on_timeout: bool = True,
         use_breaker: bool = True,
+        caller_timeout: bool = False,
+        max_response_bytes: int | None = None,
     ) -> BackendResponse:
         """One logical call to ``<backend url><path>``; raises CallFailure unless the answer is 2xx.
 
-        ``timeout_s`` bounds each attempt's wait for the whole answer once the request is sent;
-        ``deadline_s`` bounds the whole call, waiting for a concurrency slot, retries and backoffs
-        included.
+        ``timeout_s`` bounds each attempt; ``deadline_s`` bounds the whole call, waiting for a
+        concurrency slot, retries and backoffs included. ``caller_timeout``: ``timeout_s`` is the
+        caller's own choice, tighter than the backend's, so running out of it is not the backend's fault.
+        ``max_response_bytes`` lowers the process-wide cap on the answer for this call.
         """
+        cap = min(max_response_bytes or self.settings.max_response_bytes, self.settings.max_response_bytes)
         endpoint = Endpoint.parse(spec.url)
         state = self.state(spec, endpoint)
-        request = endpoint.request_line(method, path) + _FIXED_HEADERS + observe.header_lines()
+        headers = outgoing_request_headers()
         auth = authorization_header(spec, endpoint)
         if auth is not None:
-            request += b"\r\nAuthorization: " + auth.encode("latin-1")
-        if body is None:
-            request += b"\r\n\r\n"
-        else:
-            request += b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-        deadline = time.monotonic() + (
-            deadline_s if deadline_s is not None else self.settings.call_deadline_s
-        )
+            headers["Authorization"] = auth
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (deadline_s if deadline_s is not None else self.settings.call_deadline_s)
         state.budget.on_request()
         retry = 0
         while True:
-            outcome = await self._attempt(state, endpoint, path, request, timeout_s, deadline, use_breaker)
+            outcome = await self._attempt(
+                state,
+                endpoint,
+                _Request(method, path, headers, body, cap),
+                timeout_s,
+                deadline,
+                use_breaker,
+                caller_timeout,
+            )
             if isinstance(outcome, BackendResponse):
                 return outcome
             failure = outcome
@@ -596,7 +471,7 @@ class BackendCaller:
                 if failure.retry_after_s > self.retry.retry_after_max_s:
                     raise failure
                 delay = max(delay, failure.retry_after_s)
-            if time.monotonic() + delay >= deadline:
+            if loop.time() + delay >= deadline:
                 raise failure
             if not state.budget.try_spend():
                 failure.message += " (not retried: retry budget for this backend exhausted)"
@@ -609,87 +484,150 @@ class BackendCaller:
         self,
         state: BackendState,
         endpoint: Endpoint,
-        path: str,
-        request: bytes,
+        request: _Request,
         timeout_s: float,
         deadline: float,
         use_breaker: bool,
+        caller_timeout: bool,
     ) -> BackendResponse | CallFailure:
         """One attempt; returns the failure instead of raising so the retry loop stays flat.
 
         The breaker is consulted after the concurrency slot is taken: calls that queued behind a backend
         that then died fail fast on the open circuit instead of each trying it once more.
         """
-        remaining = deadline - time.monotonic()
+        path = request.path
+        loop = asyncio.get_running_loop()
+        remaining = deadline - loop.time()
         if remaining <= 0:
-            return CallFailure(FailureKind.TIMEOUT, f"{path}: deadline exceeded", retryable=False)
+            return CallFailure(FailureKind.TIMEOUT, f"{path}: deadline exceeded", caller_limit=caller_timeout)
         semaphore = state.limiter.semaphore
         try:
             async with asyncio.timeout(remaining):
                 await semaphore.acquire()
         except TimeoutError:
             message = f"{path}: no free concurrency slot within {round(remaining, 2):g}s (deadline of the whole call)"
-            return CallFailure(FailureKind.TIMEOUT, message, retryable=True)
+            return CallFailure(FailureKind.TIMEOUT, message, retryable=True, caller_limit=caller_timeout)
         try:
-            if use_breaker:
-                try:
-                    state.breaker.before_call()
-                except CircuitOpen as exc:
-                    return CallFailure(FailureKind.CIRCUIT_OPEN, str(exc), retry_after_s=exc.retry_after_s)
-            try:
-                result = await self._send(endpoint, path, request, timeout_s, deadline - time.monotonic())
-            except BaseException:
+            async with contextlib.AsyncExitStack() as held:
+                if self.slots is not None:
+                    try:
+                        await held.enter_async_context(
+                            self.slots.hold(endpoint.base, state.limiter.limit, deadline - loop.time())
+                        )
+                    except TimeoutError:
+                        message = (
+                            f"{path}: no free concurrency slot of this backend within the call's deadline"
+                        )
+                        return CallFailure(
+                            FailureKind.TIMEOUT, message, retryable=True, caller_limit=caller_timeout
+                        )
                 if use_breaker:
-                    state.breaker.release_probe()
-                raise
+                    try:
+                        state.breaker.before_call()
+                    except CircuitOpen as exc:
+                        return CallFailure(
+                            FailureKind.CIRCUIT_OPEN, str(exc), retry_after_s=exc.retry_after_s
+                        )
+                try:
+                    result = await self._send(endpoint, request, timeout_s, deadline - loop.time())
+                except BaseException:
+                    if use_breaker:
+                        state.breaker.release_probe()
+                    raise
         finally:
             semaphore.release()
+        if caller_timeout and isinstance(result, CallFailure) and result.kind is FailureKind.TIMEOUT:
+            # The caller's own limit: neither the breaker nor the shared retry budget pays for it.
+            result.caller_limit, result.retryable = True, False
         if use_breaker:
             self._record(state.breaker, result)
         return result
 
     async def _send(
-        self,
-        endpoint: Endpoint,
-        path: str,
-        request: bytes,
-        timeout_s: float,
-        remaining: float,
+        self, endpoint: Endpoint, request: _Request, timeout_s: float, remaining: float
     ) -> BackendResponse | CallFailure:
-        connect_s = min(self.settings.connect_timeout_s, remaining)
+        path = request.path
+        limit = min(timeout_s, remaining)
         try:
-            async with (
-                asyncio.timeout(remaining),
-                self.pools.connection(endpoint, connect_s) as connection,
-            ):
-                answer = await connection.request(
-                    request, self.settings.max_response_bytes, min(timeout_s, remaining)
-                )
+            await self._check_address(endpoint)
+            async with asyncio.timeout(limit):
+                answer = await self._exchange(endpoint, request)
         except AddressRejected as exc:
             return CallFailure(FailureKind(exc.kind), exc.message)
-        except _TooLarge:
-            limit = self.settings.max_response_bytes
-            return CallFailure(FailureKind.TOO_LARGE, f"{path}: answer larger than {limit} bytes")
-        except TimeoutError:
-            message = f"{path}: no answer within {round(remaining, 2):g}s (deadline of the whole call)"
-            return CallFailure(FailureKind.TIMEOUT, message, retryable=True)
+        except _TooLarge as exc:
+            if exc.over_budget:
+                message = (
+                    f"{path}: answers in flight exceed the gateway's memory budget "
+                    f"({self.budget.limit} bytes); try a smaller batch or later"
+                )
+                return CallFailure(FailureKind.TOO_LARGE, message)
+            return CallFailure(FailureKind.TOO_LARGE, f"{path}: answer larger than {request.cap} bytes")
         except _ConnectTimeout:
             message = f"{path}: connect timed out after {self.settings.connect_timeout_s:g}s"
             return CallFailure(FailureKind.TIMEOUT, message, retryable=True)
-        except _ReadTimeout:
-            return CallFailure(
-                FailureKind.TIMEOUT, f"{path}: no answer within {timeout_s:g}s", retryable=True
-            )
-        except _ConnectFailed as exc:
-            message = f"{path}: cannot connect to {endpoint.origin}: {exc}"
+        except TimeoutError:
+            if remaining < timeout_s:
+                message = f"{path}: no answer within {round(remaining, 2):g}s (deadline of the whole call)"
+            else:
+                message = f"{path}: no answer within {timeout_s:g}s"
+            return CallFailure(FailureKind.TIMEOUT, message, retryable=True)
+        except aiohttp.ClientSSLError as exc:
+            message = f"{path}: TLS with {endpoint.origin} failed: {_reason(exc)}"
+            return CallFailure(FailureKind.TLS, message)
+        except aiohttp.ClientConnectorError as exc:
+            message = f"{path}: cannot connect to {endpoint.origin}: {_reason(exc)}"
             return CallFailure(FailureKind.REFUSED, message, retryable=True)
-        except _ConnectionLost as exc:
+        except aiohttp.ClientResponseError as exc:  # the parser refused the answer's head
+            return self._bad_head(path, endpoint, exc)
+        except aiohttp.ClientPayloadError as exc:
+            if isinstance(exc.__cause__, http_exceptions.ContentEncodingError):
+                message = f"{path}: answer in an unreadable content-encoding: {exc}"
+                return CallFailure(FailureKind.BACKEND_ERROR, message)
             message = f"{path}: connection to {endpoint.origin} lost: {exc}"
             return CallFailure(FailureKind.CONNECTION_LOST, message, retryable=True)
-        except _Undecodable as exc:
-            message = f"{path}: answer in an unreadable content-encoding: {exc}"
-            return CallFailure(FailureKind.BACKEND_ERROR, message)
+        except aiohttp.ClientError as exc:
+            message = f"{path}: connection to {endpoint.origin} lost: {_reason(exc)}"
+            return CallFailure(FailureKind.CONNECTION_LOST, message, retryable=True)
         return self._classify(path, answer)
+
+    async def _check_address(self, endpoint: Endpoint) -> None:
+        """What the resolver cannot see: IP-literal hosts, and (behind a proxy) the backend's own name."""
+        if endpoint.literal is not None:
+            reason = self.policy.rejection(endpoint.literal)
+            if reason is not None:
+                raise AddressRejected("policy", reason)
+        elif self._proxy is not None:
+            await self.policy.resolve(endpoint.host, endpoint.port)
+
+    async def _exchange(self, endpoint: Endpoint, request: _Request) -> _Answer:
+        try:
+            response = await self._client().request(
+                request.method,
+                endpoint.url(request.path),
+                data=request.body,
+                headers=request.headers,
+                allow_redirects=False,
+                proxy=self._proxy,
+            )
+        except aiohttp.ConnectionTimeoutError:
+            raise _ConnectTimeout from None
+        try:
+            content = await _read_capped(response, request.cap, self.budget)
+        except BaseException:
+            response.close()  # the rest is never read: drop the connection with whatever is in flight
+            raise
+        response.release()
+        return _Answer(response.status, response.headers, content)
+
+    def _bad_head(self, path: str, endpoint: Endpoint, exc: aiohttp.ClientResponseError) -> CallFailure:
+        if _oversized_head(exc):
+            cap = self.settings.max_header_bytes
+            message = f"{path}: answer headers too large (at most {_MAX_HEADERS} fields of {cap} bytes)"
+            return CallFailure(FailureKind.TOO_LARGE, message)
+        message = (
+            f"{path}: connection to {endpoint.origin} lost: not an HTTP/1.1 answer ({exc.message[:200]})"
+        )
+        return CallFailure(FailureKind.CONNECTION_LOST, message, retryable=True)
 
     @staticmethod
     def _record(breaker: CircuitBreaker, result: BackendResponse | CallFailure) -> None:
@@ -704,7 +642,9 @@ class BackendCaller:
                     result.message,
                     extra={"backend": breaker.name},
                 )
-        elif isinstance(result, CallFailure) and result.kind in (FailureKind.POLICY, FailureKind.DNS):
+        elif isinstance(result, CallFailure) and (
+            result.caller_limit or result.kind in (FailureKind.POLICY, FailureKind.DNS, FailureKind.TLS)
+        ):
             breaker.release_probe()
         else:
             breaker.record_success()
@@ -712,7 +652,7 @@ class BackendCaller:
     @staticmethod
     def _classify(path: str, answer: _Answer) -> BackendResponse | CallFailure:
         status, content = answer.status, answer.body
-        content_type = answer.header(b"content-type")
+        content_type = answer.headers.get("Content-Type", "")
         if 200 <= status < 300:
             return BackendResponse(status, content, content_type)
         detail = backend_error_detail(status, content_type, content)
@@ -725,7 +665,7 @@ class BackendCaller:
                 message,
                 status_code=status,
                 retryable=True,
-                retry_after_s=retry_after_seconds(answer.header(b"retry-after")),
+                retry_after_s=retry_after_seconds(answer.headers.get("Retry-After")),
             )
         if status >= 500:
             return CallFailure(
@@ -737,4 +677,26 @@ class BackendCaller:
         return CallFailure(FailureKind.HTTP_ERROR, message, status_code=status)
 
     async def aclose(self) -> None:
-        await self.pools.aclose()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+
+def _oversized_head(exc: BaseException) -> bool:
+    """Whether the parser gave up on a line too long or too many header fields (the cause chain says)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, http_exceptions.LineTooLong) or "Too many headers" in str(cause):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def _reason(exc: aiohttp.ClientError) -> str:
+    """The underlying OS or TLS error's text, without aiohttp's repeat of the address."""
+    cause = getattr(exc, "os_error", None) or exc.__cause__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return cause.verify_message or str(cause)
+    if isinstance(cause, BaseException):
+        return getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+    return str(exc) or type(exc).__name__

@@ -10,21 +10,12 @@ from opentelemetry.trace import SpanKind
 
 from services.model_gateway.resilience import BreakerState
 from shared import tracing
-from shared.logging import outgoing_request_headers
 from shared.metrics import BACKEND_CALL_SECONDS, BACKEND_CIRCUIT_STATE, BACKEND_RETRIES, backend_label
 
 if TYPE_CHECKING:
     from services.model_gateway.backend_client import BackendResponse
 
 _CIRCUIT_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
-
-
-def header_lines() -> bytes:
-    """``traceparent`` and ``X-Request-ID`` as raw header lines for a request to a backend."""
-    return b"".join(
-        b"\r\n%s: %s" % (name.encode("ascii"), value.encode("latin-1"))
-        for name, value in outgoing_request_headers().items()
-    )
 
 
 def retried(backend_id: int | None, path: str) -> None:

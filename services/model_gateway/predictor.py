@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from services.model_gateway.address_policy import AddressPolicy, Resolver, system_resolver
 from services.model_gateway.backend_client import BackendCaller, BackendResponse, CallFailure, FailureKind
 from services.model_gateway.settings import GatewaySettings
+from services.model_gateway.slots import BackendSlots
 from shared.gateway_contract import (
     BackendSpec,
     CheckBackendRequest,
@@ -138,12 +139,20 @@ class _PredictCall:
     deadline_s: float
     retries: bool
     collector: _Collector
+    max_response_bytes: int | None
+    caller_timeout: bool
 
 
 class BackendGateway:
     """The process-wide entry point to ML backends; see the module docstring. Close with ``aclose()``."""
 
-    def __init__(self, settings: GatewaySettings, *, resolver: Resolver = system_resolver) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        resolver: Resolver = system_resolver,
+        slots: BackendSlots | None = None,
+    ) -> None:
         self.settings = settings
         self.policy = AddressPolicy(
             settings.allowed_networks,
@@ -151,11 +160,16 @@ class BackendGateway:
             resolver=resolver,
             dns_timeout_s=settings.dns_timeout_s,
         )
-        self.caller = BackendCaller(settings, self.policy)
+        self.caller = BackendCaller(settings, self.policy, slots)
         self._configs: dict[str, LabelConfig] = {}
 
     async def aclose(self) -> None:
         await self.caller.aclose()
+
+    def call_deadline_s(self, backend: BackendSpec) -> float:
+        """A bulk or training call's deadline: never shorter than one whole attempt of the backend."""
+        s = self.settings
+        return max(s.call_deadline_s, backend.timeout_s + s.connect_timeout_s)
 
     async def label_config(self, xml: str) -> LabelConfig:
         """The parsed config; a config not seen yet is parsed in a thread (big XML would stall the loop)."""
@@ -251,12 +265,18 @@ class BackendGateway:
         *,
         context: dict[str, Any] | None = None,
         interactive: bool = False,
+        max_response_bytes: int | None = None,
+        caller_timeout: bool = False,
     ) -> PredictTasksResult:
         """Predictions for ``tasks`` (each needs an integer ``id``), validated and version-tagged.
 
         Tasks go in batches of ``backend.batch_size`` (one at a time for a backend known not to batch),
         concurrently up to the backend's concurrency limit. Interactive calls get one attempt under
-        the tight interactive timeout. Raises ValueError only for tasks without an integer id.
+        the tight interactive timeout. ``max_response_bytes`` caps each answer below the process-wide
+        cap (public callers). ``caller_timeout``: the backend's timeout is the caller's own choice, so
+        running out of it does not count against the backend's breaker (the public route, where a
+        timeout of 0.0001 s would otherwise open the circuit for everyone). Raises ValueError only for
+        tasks without an integer id.
         """
         positions = {_task_id(task, index): index for index, task in enumerate(tasks)}
         try:
@@ -273,9 +293,17 @@ class BackendGateway:
             timeout_s = min(backend.timeout_s, s.interactive_timeout_s)
             deadline_s = s.interactive_timeout_s
         else:
-            timeout_s, deadline_s = backend.timeout_s, s.call_deadline_s
+            timeout_s, deadline_s = backend.timeout_s, self.call_deadline_s(backend)
         call = _PredictCall(
-            backend, project, context, timeout_s, deadline_s, not interactive, _Collector(config, positions)
+            backend,
+            project,
+            context,
+            timeout_s,
+            deadline_s,
+            not interactive,
+            _Collector(config, positions),
+            max_response_bytes,
+            caller_timeout,
         )
         try:
             single_task = self.caller.state(backend).single_task
@@ -307,6 +335,8 @@ class BackendGateway:
                 timeout_s=call.timeout_s,
                 deadline_s=call.deadline_s,
                 retries=call.retries,
+                max_response_bytes=call.max_response_bytes,
+                caller_timeout=call.caller_timeout,
             )
         except CallFailure as failure:
             splittable = failure.status_code in _BISECT_STATUS or failure.kind is FailureKind.TOO_LARGE
@@ -348,6 +378,13 @@ class BackendGateway:
                 "results cannot be matched to tasks",
             )
             return
+        if 0 < normalized.result_count < normalized.task_count:
+            log.warning(
+                "backend answered %d results for %d tasks; matched in order, the last tasks get none",
+                normalized.result_count,
+                normalized.task_count,
+                extra={"backend": self.caller.state(backend).breaker.name},
+            )
         for task, predictions in zip(tasks, normalized.per_task, strict=True):
             for prediction in predictions:
                 collector.add(task["id"], prediction.result, prediction.score, prediction.model_version)
@@ -374,6 +411,7 @@ class BackendGateway:
                 path,
                 payload,
                 timeout_s=timeout_s,
+                deadline_s=self.call_deadline_s(req.backend),
                 retry_on_timeout=False,
             )
         except CallFailure as failure:

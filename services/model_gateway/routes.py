@@ -16,7 +16,7 @@ import inspect
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Annotated, Any, Literal, get_type_hints
+from typing import Any, Literal, get_type_hints
 
 import httpx
 import orjson
@@ -130,27 +130,53 @@ async def public_caller(request: Request) -> None:
         raise _unauthorized("Invalid token.")
 
 
-async def get_gateway(request: Request) -> BackendGateway:
-    """Async on purpose: FastAPI runs a plain ``def`` dependency in a thread, a hop per request."""
-    gateway: BackendGateway = request.app.state.gateway
-    return gateway
-
-
-GatewayDep = Annotated[BackendGateway, Depends(get_gateway)]
-
 LeanEndpoint = Callable[[Any, Request], Awaitable[Response]]
+
+
+async def read_capped_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes.
+
+    A declared ``Content-Length`` over the limit is refused before a byte of the body is read; a chunked
+    body is counted as it arrives and abandoned when over.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE,
+        f"body: at most {limit} bytes on this route",
+        headers={"Connection": "close"},
+    )
+
+
+BodyLimit = Callable[[GatewaySettings], int]
 
 
 class LeanRoute(APIRoute):
     """A route documented by FastAPI from its signature but served without FastAPI's request machinery.
 
-    For the interactive predict routes, where FastAPI's dependency solving and body handling cost more
-    CPU than the gateway's own work. The endpoint must be ``async def f(body: <Model>, request:
-    Request) -> Response``: the body is validated straight from the raw bytes
-    (``model_validate_json``, errors answered as FastAPI's usual 422), and the route's declared
-    dependencies (router-level auth) still run first, in order; each must be ``async def
-    dep(request: Request) -> None``, which is checked when the route is built.
+    For every gateway route with a body: FastAPI reads and parses a body before running the route's
+    dependencies, so an unauthenticated caller could make the gateway parse (and hold) any body. Here the
+    route's declared dependencies (router-level auth) run first, in order; each must be ``async def
+    dep(request: Request) -> None``, which is checked when the route is built. Then the body is read up to
+    ``body_limit(settings)`` bytes (413 beyond) and validated straight from the bytes
+    (``model_validate_json``, errors answered as FastAPI's usual 422). It also spares the interactive
+    predict routes FastAPI's dependency solving and body handling, which cost more CPU than the
+    gateway's own work. The endpoint must be ``async def f(body: <Model>, request: Request) -> Response``.
     """
+
+    body_limit: BodyLimit = staticmethod(lambda settings: settings.max_request_bytes)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint: LeanEndpoint = self.endpoint
@@ -159,12 +185,14 @@ class LeanRoute(APIRoute):
         for check in checks:
             if check is None or list(inspect.signature(check).parameters) != ["request"]:
                 raise TypeError(f"{self.path}: LeanRoute dependencies must be async (request) -> None")
+        body_limit = type(self).body_limit
 
         async def handler(request: Request) -> Response:
             for check in checks:
                 await check(request)  # type: ignore[misc]
+            raw = await read_capped_body(request, body_limit(request.app.state.settings))
             try:
-                body = model.model_validate_json(await request.body())
+                body = model.model_validate_json(raw)
             except ValidationError as exc:
                 raise RequestValidationError(
                     [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
@@ -172,6 +200,12 @@ class LeanRoute(APIRoute):
             return await endpoint(body, request)
 
         return handler
+
+
+class PublicLeanRoute(LeanRoute):
+    """The public predict: any client token reaches it, so its body is capped tighter."""
+
+    body_limit: BodyLimit = staticmethod(lambda settings: settings.public_max_request_bytes)
 
 
 def _json_response(result: BaseModel) -> Response:
@@ -189,10 +223,19 @@ public = APIRouter(
 )
 
 
-@internal.post("/backends/check", response_model=CheckBackendResult)
-async def check_backend(body: CheckBackendRequest, gateway: GatewayDep) -> CheckBackendResult:
+async def check_backend(body: CheckBackendRequest, request: Request) -> Response:
     """``/health`` then ``/setup`` of a backend; the failure kind says what to fix."""
-    return await gateway.check(body)
+    gateway: BackendGateway = request.app.state.gateway
+    return _json_response(await gateway.check(body))
+
+
+internal.add_api_route(
+    "/backends/check",
+    check_backend,
+    methods=["POST"],
+    response_model=CheckBackendResult,
+    route_class_override=LeanRoute,
+)
 
 
 async def _predict(
@@ -202,9 +245,19 @@ async def _predict(
     tasks: list[dict[str, Any]],
     context: dict[str, Any] | None,
     interactive: bool,
+    max_response_bytes: int | None = None,
+    caller_timeout: bool = False,
 ) -> PredictTasksResult:
     try:
-        return await gateway.predict(backend, project, tasks, context=context, interactive=interactive)
+        return await gateway.predict(
+            backend,
+            project,
+            tasks,
+            context=context,
+            interactive=interactive,
+            max_response_bytes=max_response_bytes,
+            caller_timeout=caller_timeout,
+        )
     except ValueError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
 
@@ -225,10 +278,19 @@ internal.add_api_route(
 )
 
 
-@internal.post("/webhook", response_model=WebhookResult)
-async def deliver_webhook(body: WebhookRequest, gateway: GatewayDep) -> WebhookResult:
+async def deliver_webhook(body: WebhookRequest, request: Request) -> Response:
     """One event to a backend's ``/webhook`` (or 1.0.x ``/train``); the backend's answer or error."""
-    return await gateway.webhook(body)
+    gateway: BackendGateway = request.app.state.gateway
+    return _json_response(await gateway.webhook(body))
+
+
+internal.add_api_route(
+    "/webhook",
+    deliver_webhook,
+    methods=["POST"],
+    response_model=WebhookResult,
+    route_class_override=LeanRoute,
+)
 
 
 class PublicBackend(BaseModel):
@@ -239,7 +301,9 @@ class PublicBackend(BaseModel):
     basic_auth_user: str | None = None
     basic_auth_pass: str | None = Field(default=None, repr=False)
     model_version: str | None = Field(default=None, description="Version to tag predictions that name none.")
-    timeout_s: float = Field(default=30.0, gt=0, le=300)
+    timeout_s: float = Field(
+        default=30.0, gt=0, le=300, description="Per attempt; running out of it never opens the breaker."
+    )
     batch_size: int = Field(default=32, ge=1, le=100)
 
 
@@ -311,7 +375,16 @@ async def public_predict(body: PublicPredictRequest, request: Request) -> Respon
     project = ProjectRef(
         id=body.project.id, created_at_ts=body.project.created_at_ts, label_config=body.label_config
     )
-    result = await _predict(gateway, backend, project, _with_ids(body.tasks), body.context, body.interactive)
+    result = await _predict(
+        gateway,
+        backend,
+        project,
+        _with_ids(body.tasks),
+        body.context,
+        body.interactive,
+        max_response_bytes=settings.public_max_response_bytes,
+        caller_timeout=True,
+    )
     return _json_response(result)
 
 
@@ -322,5 +395,5 @@ for _path, _documented in (("/predict", True), ("/predict/", False)):
         methods=["POST"],
         response_model=PredictTasksResult,
         include_in_schema=_documented,
-        route_class_override=LeanRoute,
+        route_class_override=PublicLeanRoute,
     )

@@ -82,11 +82,47 @@ class GatewaySettings(CommonSettings, RedisSettingsMixin):
 
     # ---- connection pools -----------------------------------------------------------------
     max_backend_clients: int = Field(
-        default=256, ge=1, description="Backend origins with a connection pool; idle ones beyond are closed."
+        default=256,
+        ge=1,
+        description="Backends whose breaker, retry budget and limits are remembered (4x this many, least "
+        "recently used forgotten first).",
     )
     keepalive_expiry_s: float = Field(default=30.0, gt=0, description="Idle keep-alive connection lifetime.")
     max_response_bytes: int = Field(
-        default=64 * 1024 * 1024, ge=1024, description="Largest backend answer held in memory."
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Largest backend answer body (decoded) held in memory; read in chunks, dropped at once "
+        "when over.",
+    )
+    max_buffered_response_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="Backend answer bytes the whole process may hold while reading them; a call over it is "
+        "refused as too large (its batch is split).",
+    )
+    max_header_bytes: int = Field(
+        default=8190,
+        ge=256,
+        le=1024 * 1024,
+        description="Longest status line or header field a backend may answer (at most 128 fields).",
+    )
+
+    # ---- TLS and proxy for backend calls ------------------------------------------------------
+    backend_ca_bundle: str | None = Field(
+        default=None,
+        description="PEM file of CAs that backend certificates must chain to. Default: certifi's public roots.",
+    )
+    backend_client_cert: str | None = Field(
+        default=None,
+        description="PEM client certificate (and key, unless backend_client_key is set) shown to backends (mTLS).",
+    )
+    backend_client_key: str | None = Field(
+        default=None, description="PEM private key of backend_client_cert, when kept in its own file."
+    )
+    backend_proxy_url: str | None = Field(
+        default=None,
+        description="HTTP proxy for every backend call (opt-in; environment proxies are ignored). The "
+        "address policy still checks each backend host before the call.",
     )
     whoami_cache_s: float = Field(
         default=60.0, ge=0, description="How long the gateway trusts a client token the API confirmed."
@@ -112,6 +148,28 @@ class GatewaySettings(CommonSettings, RedisSettingsMixin):
         ge=0,
         description="Worker only: on SIGTERM, how long held chunks may still finish before they are "
         "released to other workers (keep it below the orchestrator's kill timeout).",
+    )
+
+    # ---- what callers may send the gateway --------------------------------------------------
+    max_request_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body on the /internal routes (413 beyond; read only after auth).",
+    )
+    public_max_request_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body on POST /api/predict (413 beyond; read only after auth).",
+    )
+    public_max_response_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1024,
+        description="Largest backend answer a POST /api/predict call may hold (max_response_bytes elsewhere).",
+    )
+    max_request_head_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Request line and headers of one request to the gateway (431 and close beyond).",
     )
 
     @field_validator("allowed_networks", "denied_networks", mode="before")

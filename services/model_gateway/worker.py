@@ -41,8 +41,10 @@ from redis.exceptions import RedisError
 from services.model_gateway.learning import deliver_events, train_backend
 from services.model_gateway.predictor import BackendGateway
 from services.model_gateway.settings import GatewaySettings
+from services.model_gateway.slots import BackendSlots
 from services.model_gateway.worker_probes import ProbeServer
 from shared.gateway_contract import (
+    MAX_BACKEND_TIMEOUT_S,
     ChunkAck,
     ChunkHeartbeat,
     ChunkLease,
@@ -131,8 +133,8 @@ async def _predict_while_leased(
 ) -> PredictTasksResult | None:
     """Predict the leased tasks, heartbeating so a slow backend does not lose the lease.
 
-    None when the API says the chunk was cancelled (or finished elsewhere) meanwhile: the work stops.
-    Raises ``ChunkReleased`` when the worker is draining and its grace period ends first.
+    None when the API says the chunk was cancelled, deleted (404) or finished elsewhere meanwhile: the
+    work stops at once. Raises ``ChunkReleased`` when the worker is draining and its grace period ends first.
     """
     assert lease.backend is not None and lease.project is not None
     predicting = asyncio.create_task(gateway.predict(lease.backend, lease.project, lease.tasks))
@@ -158,7 +160,12 @@ async def _predict_while_leased(
                 beat = ChunkHeartbeat.model_validate_json(
                     await _post(api, f"/internal/chunks/{chunk_id}/heartbeat")
                 )
-            except (httpx.TransportError, ApiCallFailed) as exc:
+            except ApiCallFailed as exc:
+                if exc.status_code == 404:  # the job or its project was deleted: stop calling the backend
+                    return None
+                log.warning("chunk %s: heartbeat failed (%s)", chunk_id, exc)
+                continue
+            except httpx.TransportError as exc:
                 log.warning("chunk %s: heartbeat failed (%s)", chunk_id, exc)
                 continue
             if beat.status != "leased":
@@ -205,7 +212,7 @@ async def _process_chunk(ctx: dict[str, Any], chunk_id: int) -> tuple[str, str]:
                 raise Retry(defer=0) from None  # the job stays on the queue, for another worker
             return "unreleased", f"chunk {chunk_id} not released; re-queued when its lease expires"
         if predicted is None:
-            return "stopped", f"chunk {chunk_id} stopped: cancelled or finished elsewhere"
+            return "stopped", f"chunk {chunk_id} stopped: cancelled, deleted or finished elsewhere"
         result = predicted
     report = ChunkReport(
         predictions=result.predictions, errors=result.errors, model_version=result.model_version
@@ -245,7 +252,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: GatewaySettings = ctx.get("settings") or GatewaySettings()
     ctx["settings"] = settings
     ctx.setdefault("drain", Drain())
-    ctx["gateway"] = BackendGateway(settings)
+    # Workers share each backend's max_concurrency through Redis; there can be any number of them.
+    ctx["gateway"] = BackendGateway(settings, slots=BackendSlots(ctx["redis"]))
     ctx["api"] = api_client(settings)
 
 
@@ -257,6 +265,19 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     log.info("stopped")
 
 
+_JOB_MARGIN_S = 120.0
+"""Lease, completion and event bookkeeping around a job's backend calls."""
+
+
+def job_timeout_s(settings: GatewaySettings) -> float:
+    """When arq may kill a job: after the longest backend call any job can make, plus bookkeeping.
+
+    Every batch of a chunk starts its call together, so a chunk's calls end within one call deadline
+    (``BackendGateway.call_deadline_s``: at least the largest backend timeout); a training call likewise.
+    """
+    return max(settings.call_deadline_s, MAX_BACKEND_TIMEOUT_S + settings.connect_timeout_s) + _JOB_MARGIN_S
+
+
 class WorkerSettings:
     functions: list[WorkerCoroutine] = [ping, process_chunk, deliver_events, train_backend]
     on_startup = startup
@@ -264,7 +285,7 @@ class WorkerSettings:
     queue_name = QUEUE_NAME
     redis_settings = RedisSettings.from_dsn(GatewaySettings().redis_url)
     max_jobs = 16
-    job_timeout = 900
+    job_timeout = job_timeout_s(GatewaySettings())
     keep_result = 0
     """Postgres holds every outcome; a kept result would also block re-queueing the same job id."""
     poll_delay = 0.1

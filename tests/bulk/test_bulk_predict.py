@@ -299,6 +299,33 @@ async def test_cancel_stops_a_worker_mid_chunk_and_drops_its_results(
     assert (job["status"], job["done"]) == ("cancelled", 0)
 
 
+async def test_deleting_the_project_stops_a_worker_mid_chunk(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    run_burst: RunBurst,
+    db: asyncpg.Connection,
+) -> None:
+    """The heartbeat's 404 means the job is gone: the backend is not called for the rest of the chunk."""
+    await import_texts(api, project["id"], 20)
+    await connect_backend(api, project["id"], fake.url, batch_size=5, max_concurrency=1)
+    fake.configure(predict_delay_s=1.0)
+    await retrieve(api, project["id"])
+    worker = asyncio.create_task(run_burst())
+
+    async def leased() -> bool:
+        return bool(await db.fetchval("SELECT count(*) FROM job_chunk WHERE status = 'leased'"))
+
+    await wait_for(leased, 30, "a chunk to be leased")
+    assert (await api.delete(f"/api/projects/{project['id']}")).status_code == 204
+    await asyncio.wait_for(worker, 30)
+
+    assert len(fake.calls("/predict")) <= 2, (
+        "the worker stopped calling the backend once the project was gone"
+    )
+    assert await db.fetchval("SELECT count(*) FROM prediction") == 0
+
+
 async def test_a_chunk_whose_workers_keep_dying_is_given_up(
     api: httpx.AsyncClient, project: dict[str, Any], fake: FakeBackend, db: asyncpg.Connection
 ) -> None:

@@ -96,3 +96,25 @@ async def test_redis_flushed_mid_job_the_sweeper_requeues(
 
     job = await wait_job(api, job_id, timeout_s=90)
     await assert_each_prediction_once(db, job)
+
+
+async def test_max_concurrency_holds_across_worker_processes(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    start_worker: StartWorker,
+    db: asyncpg.Connection,
+) -> None:
+    """Two worker processes, each allowed two calls of its own: the backend still never sees more than the
+    backend's max_concurrency (2) in flight, counted by the fake backend itself."""
+    await import_texts(api, project["id"], 120)
+    backend = await connect_backend(api, project["id"], fake.url, batch_size=5, max_concurrency=2)
+    fake.configure(predict_delay_s=0.05)
+    response = await api.post(f"/api/ml/{backend['id']}/predict")
+    job_id = response.json()["job_id"]
+    start_worker()
+    start_worker()
+    job = await wait_job(api, job_id, timeout_s=90)
+    assert (job["status"], job["done"], job["failed"]) == ("completed", 120, 0), job
+    assert len(fake.calls("/predict")) == 24
+    assert fake.max_concurrency == 2

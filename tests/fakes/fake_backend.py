@@ -125,6 +125,8 @@ class Behaviour:
     """/setup answers only once this is set: a backend exactly as slow as a test needs, no sleeps."""
     hold_webhook: threading.Event | None = None
     """/webhook answers only once this is set."""
+    predict_body: Any = None
+    """When set, /predict answers exactly this JSON whatever it is asked (odd but legal shapes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,6 +430,8 @@ class FakeBackend:
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
         try:
             await self._pause(self.behaviour.predict_delay_s)
+            if self.behaviour.predict_body is not None:
+                return _json(self.behaviour.predict_body)
             return self._predictions(body["tasks"], (body.get("params") or {}).get("context"))
         finally:
             with self.lock:

@@ -40,6 +40,82 @@ def test_default_policy_denies_internal_ranges(address: str, network: str) -> No
     assert "LABELLOOP_ALLOWED_NETWORKS" in reason
 
 
+@pytest.mark.parametrize(
+    ("address", "network"),
+    [
+        ("64:ff9b::a9fe:a9fe", "169.254.0.0/16"),  # NAT64
+        ("64:ff9b:1::a00:1", "10.0.0.0/8"),  # local-use NAT64
+        ("2002:a9fe:a9fe::1", "169.254.0.0/16"),  # 6to4
+        ("::a9fe:a9fe", "169.254.0.0/16"),  # IPv4-compatible
+        ("::ffff:7f00:1", "127.0.0.0/8"),  # IPv4-mapped
+        ("2001:0:4136:e378:8000:63bf:f5fe:fefe", "10.1.1.1"),  # Teredo client 10.1.1.1 (obfuscated)
+    ],
+)
+def test_ipv6_carrying_an_ipv4_address_is_checked_as_that_address(address: str, network: str) -> None:
+    reason = policy().rejection(ip_address(address))
+    assert reason is not None and reason.startswith(f"{ip_address(address)} reaches ")
+    assert network in reason
+
+
+@pytest.mark.parametrize(
+    ("address", "network"),
+    [
+        ("198.18.0.1", "198.18.0.0/15"),
+        ("198.19.255.255", "198.18.0.0/15"),
+        ("192.0.2.7", "192.0.2.0/24"),
+        ("198.51.100.7", "198.51.100.0/24"),
+        ("203.0.113.7", "203.0.113.0/24"),
+        ("192.88.99.1", "192.88.99.0/24"),
+        ("2001:db8::1", "2001:db8::/32"),
+        ("2001:2::1", "2001::/23"),
+        ("100::1", "100::/64"),
+        ("3fff::1", "3fff::/20"),
+        ("fec0::1", "fec0::/10"),
+        ("::1.2.3.4", "::/96"),  # the IPv4 address is public, the deprecated form itself is not
+    ],
+)
+def test_special_purpose_ranges_are_denied(address: str, network: str) -> None:
+    reason = policy().rejection(ip_address(address))
+    assert reason is not None and f"denied network {network}" in reason
+
+
+def test_embedded_public_ipv4_stays_reachable() -> None:
+    assert policy().rejection(ip_address("64:ff9b::5db8:d822")) is None  # NAT64 of 93.184.216.34
+    assert policy().rejection(ip_address("2002:5db8:d822::1")) is None  # 6to4 of 93.184.216.34
+    assert policy(allowed="127.0.0.0/8").rejection(ip_address("::ffff:127.0.0.1")) is None
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["[64:ff9b::a9fe:a9fe]", "[2002:a9fe:a9fe::1]", "[::a9fe:a9fe]", "198.18.0.1", "[::ffff:10.0.0.1]"],
+)
+async def test_literal_addresses_are_refused_before_any_connection(
+    make_gateway: MakeGateway, project: ProjectRef, host: str
+) -> None:
+    """IP-literal URLs skip the resolver: the caller checks them itself and never opens a socket (any
+    connection attempt to these addresses would fail differently: refused, unreachable or a timeout)."""
+    gateway = make_gateway()
+    request = CheckBackendRequest(backend=spec_url(f"http://{host}:9/"), project=project, hostname="h")
+    result = await gateway.check(request)
+    assert result.failure is CheckFailure.POLICY, result.error
+    assert "is in denied network" in (result.error or "")
+
+
+async def test_names_resolving_to_embedded_ipv4_are_refused(
+    make_gateway: MakeGateway, project: ProjectRef
+) -> None:
+    async def to_nat64(host: str, port: int) -> list[str]:
+        return ["64:ff9b::a9fe:a9fe"]
+
+    result = await make_gateway(resolver=to_nat64).check(
+        CheckBackendRequest(backend=spec_url("http://nat64.example/"), project=project, hostname="h")
+    )
+    assert result.failure is CheckFailure.POLICY
+    assert "nat64.example resolves to 64:ff9b::a9fe:a9fe: 64:ff9b::a9fe:a9fe reaches 169.254.169.254" in (
+        result.error or ""
+    )
+
+
 def test_default_policy_allows_public_addresses() -> None:
     assert policy().rejection(ip_address("93.184.216.34")) is None
     assert policy().rejection(ip_address("2606:2800:220:1::1")) is None

@@ -1,98 +1,25 @@
-"""The gateway's own HTTP/1.1 client (backend_client) against a raw HTTP/1.1 server.
-
-The server is written by hand so a test controls the exact bytes of an answer, when a kept-alive
-connection closes, and sees how many connections the gateway opened.
-"""
+"""The gateway's backend client (aiohttp under ``backend_client``) against a raw HTTP/1.1 server
+(``tests.fakes.raw_backend``): framing, keep-alive, encodings, and the caps on what a backend may send."""
 
 from __future__ import annotations
 
 import asyncio
-import gzip
+import gc
+import tracemalloc
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
-import orjson
 import pytest
 
 from services.model_gateway.predictor import BackendGateway
 from shared.gateway_contract import BackendSpec, ProjectRef
+from tests.fakes.raw_backend import ANSWER, RawBackend, serve_raw
 from tests.gateway.conftest import MakeGateway, tasks
-
-_ANSWER = orjson.dumps(
-    {
-        "results": [
-            {
-                "result": [
-                    {
-                        "from_name": "sentiment",
-                        "to_name": "text",
-                        "type": "choices",
-                        "value": {"choices": ["Positive"]},
-                    }
-                ],
-                "score": 0.5,
-            }
-        ],
-        "model_version": "raw-v1",
-    }
-)
-
-
-@dataclass
-class RawBackend:
-    """Answers every request with one prediction; ``close_after_answer`` drops the connection after
-    answering, without saying so (an idle timeout on the backend's side)."""
-
-    close_after_answer: bool = False
-    gzip_answer: bool = False
-    reply: bytes | None = None
-    """Sent instead of the normal answer, as is."""
-    connections: int = 0
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
-    url: str = ""
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                await reader.readexactly(length)
-                if self.reply is not None:
-                    writer.write(self.reply)
-                    await writer.drain()
-                    if self.close_after_answer:
-                        break
-                    continue
-                answer, encoding = _ANSWER, b""
-                if self.gzip_answer:
-                    answer, encoding = gzip.compress(_ANSWER), b"content-encoding: gzip\r\n"
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                    + encoding
-                    + b"content-length: %d\r\n\r\n" % len(answer)
-                    + answer
-                )
-                await writer.drain()
-                if self.close_after_answer:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        writer.close()
-        await writer.wait_closed()
-        self.closed.set()
 
 
 @pytest.fixture
 async def raw_backend() -> AsyncIterator[RawBackend]:
     backend = RawBackend()
-    server = await asyncio.start_server(backend.handle, "127.0.0.1", 0)
-    backend.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    async with server:
+    async with serve_raw(backend):
         yield backend
 
 
@@ -143,7 +70,7 @@ async def test_chunked_answer_on_a_kept_alive_connection(
     raw_backend.reply = (
         b"HTTP/1.1 100 Continue\r\n\r\n"
         b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
-        + _chunked(_ANSWER, 7)
+        + _chunked(ANSWER, 7)
     )
     gateway = make_gateway()
     await _predict(gateway, raw_backend, project)
@@ -154,7 +81,7 @@ async def test_chunked_answer_on_a_kept_alive_connection(
 async def test_answer_delimited_by_closing_the_connection(
     make_gateway: MakeGateway, project: ProjectRef, raw_backend: RawBackend
 ) -> None:
-    raw_backend.reply = b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n" + _ANSWER
+    raw_backend.reply = b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n" + ANSWER
     raw_backend.close_after_answer = True
     gateway = make_gateway()
     await _predict(gateway, raw_backend, project)
@@ -186,3 +113,96 @@ async def test_an_answer_that_is_not_http_is_a_lost_connection(
     )
     [error] = result.errors
     assert error.message.startswith(f"/predict: connection to {raw_backend.url} lost: not an HTTP/1.1 answer")
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"x-padding: " + b"a" * 20_000 + b"\r\n",  # one field over max_header_bytes
+        b"".join(b"x-h%d: 1\r\n" % i for i in range(200)),  # more fields than allowed
+    ],
+    ids=["long-field", "many-fields"],
+)
+async def test_answer_headers_over_the_cap_are_refused(
+    make_gateway: MakeGateway, project: ProjectRef, raw_backend: RawBackend, head: bytes
+) -> None:
+    raw_backend.reply = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        + head
+        + b"content-length: %d\r\n\r\n" % len(ANSWER)
+        + ANSWER
+    )
+    result = await make_gateway().predict(
+        BackendSpec(url=raw_backend.url), project, tasks(1), interactive=True
+    )
+    [error] = result.errors
+    assert error.message.startswith("/predict: answer headers too large (at most 128 fields of 8190 bytes)")
+
+
+async def test_redirects_are_not_followed(
+    make_gateway: MakeGateway, project: ProjectRef, raw_backend: RawBackend
+) -> None:
+    """A backend must not steer the gateway to another address (e.g. cloud metadata) by redirecting."""
+    raw_backend.reply = b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://169.254.169.254/latest\r\ncontent-length: 0\r\n\r\n"
+    result = await make_gateway().predict(
+        BackendSpec(url=raw_backend.url), project, tasks(1), interactive=True
+    )
+    [error] = result.errors
+    assert error.message.startswith("/predict answered 307")
+    assert raw_backend.requests == 1
+
+
+async def test_a_refused_answer_is_freed_at_once(
+    make_gateway: MakeGateway, project: ProjectRef, raw_backend: RawBackend
+) -> None:
+    """An answer over the cap is dropped when refused, not kept alive by a reference cycle until a GC
+    pass: with the collector off, the memory the call allocated is back after it (within 1 MB of 8 MB)."""
+    big = b"[" + b"0," * (4 * 1024 * 1024) + b"0]"
+    raw_backend.reply = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+        + b"".join(
+            b"%x\r\n%s\r\n" % (len(big[i : i + 65536]), big[i : i + 65536]) for i in range(0, len(big), 65536)
+        )
+        + b"0\r\n\r\n"
+    )
+    raw_backend.close_after_answer = True
+    gateway = make_gateway(max_response_bytes=2 * 1024 * 1024)
+    spec = BackendSpec(url=raw_backend.url)
+    await gateway.predict(spec, project, tasks(1), interactive=True)  # warm-up: pools, caches, parser
+    gc.collect()
+    gc.disable()
+    try:
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        result = await gateway.predict(spec, project, tasks(1), interactive=True)
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    assert [error.message for error in result.errors] == ["/predict: answer larger than 2097152 bytes"]
+    assert after - before < 1024 * 1024
+
+
+async def test_an_opted_in_proxy_carries_the_calls_and_the_policy_still_applies(
+    make_gateway: MakeGateway, project: ProjectRef, raw_backend: RawBackend
+) -> None:
+    """The raw backend plays the proxy: it sees absolute-form requests for the backend's name. A backend
+    name resolving to a denied address is refused before anything reaches the proxy."""
+    names = {"backend.test": "127.0.0.1", "inside.test": "10.1.2.3"}
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return [names[host]]
+
+    gateway = make_gateway(resolver=resolver, backend_proxy_url=raw_backend.url)
+    result = await gateway.predict(
+        BackendSpec(url="http://backend.test:9"), project, tasks(1), interactive=True
+    )
+    assert result.errors == [] and raw_backend.request_lines == [
+        b"POST http://backend.test:9/predict HTTP/1.1"
+    ]
+    refused = await gateway.predict(
+        BackendSpec(url="http://inside.test:9"), project, tasks(1), interactive=True
+    )
+    [error] = refused.errors
+    assert "10.1.2.3 is in denied network 10.0.0.0/8" in error.message
+    assert raw_backend.requests == 1

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from services.model_gateway.predictor import BackendGateway
-from shared.gateway_contract import BackendSpec, ProjectRef, TaskError
+from services.model_gateway.worker import create_worker
+from shared.gateway_contract import MAX_BACKEND_TIMEOUT_S, BackendSpec, ProjectRef, TaskError
 from tests.fakes.fake_backend import FakeBackend
 from tests.gateway.conftest import MakeGateway, spec, tasks
 
@@ -132,15 +133,15 @@ async def test_backend_that_cannot_batch_is_remembered(
     assert batch_sizes(fake) == [1, 1, 1]
 
 
-async def test_wrong_result_count_is_a_per_task_error(
+async def test_more_results_than_tasks_is_a_per_task_error(
     make_gateway: MakeGateway, fake: FakeBackend, project: ProjectRef
 ) -> None:
-    fake.configure(wrong_count=2)
+    fake.configure(wrong_count=4)
     result = await make_gateway().predict(spec(fake), project, tasks(3))
     assert result.predictions == []
     assert [e.task_id for e in result.errors] == [1, 2, 3]
     assert result.errors[0].message == (
-        "/predict answered 2 results for 3 tasks; results cannot be matched to tasks"
+        "/predict answered 4 results for 3 tasks; results cannot be matched to tasks"
     )
 
 
@@ -339,3 +340,18 @@ async def test_oversized_answers_are_split_and_refused_alone(
     result = await make_gateway(max_response_bytes=1024).predict(spec(fake, batch_size=4), project, tasks(4))
     assert [p.task_id for p in result.predictions] == [1, 2, 3]
     assert result.errors == [TaskError(task_id=4, message="/predict: answer larger than 1024 bytes")]
+
+
+async def test_a_bulk_call_may_take_the_backends_whole_timeout(
+    make_gateway: MakeGateway, fake: FakeBackend, project: ProjectRef
+) -> None:
+    """A backend given a longer timeout than the gateway's call deadline keeps it (its answer arrives
+    after the deadline has passed), and the worker's job timeout covers the longest such call."""
+    fake.configure(predict_delay_s=0.3)
+    gateway = make_gateway(call_deadline_s=0.05)
+    result = await gateway.predict(spec(fake, timeout_s=5.0), project, tasks(1))
+    assert result.errors == [] and len(result.predictions) == 1
+    assert gateway.call_deadline_s(spec(fake, timeout_s=MAX_BACKEND_TIMEOUT_S)) > MAX_BACKEND_TIMEOUT_S
+    assert create_worker().job_timeout_s > gateway.call_deadline_s(
+        spec(fake, timeout_s=MAX_BACKEND_TIMEOUT_S)
+    )

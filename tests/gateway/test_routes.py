@@ -160,3 +160,23 @@ async def test_client_token_answers_are_cached_and_an_unreachable_api_is_503(
         response = await client.post("/api/predict", json=public_body(fake.url))
     assert response.status_code == 503
     assert response.json()["detail"].startswith("cannot verify the token: annotation API unreachable")
+
+
+async def test_a_callers_tiny_timeout_does_not_open_the_breaker_for_everyone(
+    gateway: httpx.AsyncClient, fake: FakeBackend
+) -> None:
+    """Timeouts the public caller chose are its own limit, not a sign the backend is down: after more of
+    them than the breaker's threshold, internal calls to the same backend still go through."""
+    fake.configure(predict_delay_s=0.2)
+    for _ in range(7):  # breaker threshold is 5
+        response = await gateway.post(
+            "/api/predict", json=public_body(fake.url, backend={"url": fake.url, "timeout_s": 0.001})
+        )
+        assert {error["message"] for error in response.json()["errors"]} == {
+            "/predict: no answer within 0.001s"
+        }
+    fake.configure(predict_delay_s=0.0)
+    internal = await gateway.post(
+        "/internal/predict", json={"backend": {"url": fake.url}, "project": PROJECT, "tasks": tasks(2)}
+    )
+    assert internal.json()["errors"] == [] and len(internal.json()["predictions"]) == 2

@@ -189,9 +189,10 @@ async def test_concurrent_deliveries_of_one_backend_send_each_event_once_in_orde
     backend = await connect_backend(api, project_id, fake.url)
     fake.configure(webhook_delay_s=0.05)  # deliveries overlap for sure
     expected = await _churn(api, task_ids)
+    # As arq does: the Redis pool is in the context before startup (which shares it for backend slots).
     ctx: dict[str, Any] = {"settings": gateway_settings}
-    await startup(ctx)
     ctx["redis"] = await create_pool(RedisSettings.from_dsn(gateway_settings.redis_url))
+    await startup(ctx)
     try:
         outcomes = await asyncio.gather(*(deliver_events(ctx, backend["id"]) for _ in range(6)))
     finally:

@@ -41,11 +41,12 @@ def first_answer(process: subprocess.Popen[bytes], url: str, timeout_s: float = 
 class ServerThread:
     """``with ServerThread(app) as server: server.url`` — stops and joins on exit."""
 
-    def __init__(self, app: Any, port: int = 0) -> None:
+    def __init__(self, app: Any, port: int = 0, **config_fields: Any) -> None:
+        """``config_fields`` go to ``uvicorn.Config`` (e.g. ``http=`` the protocol production uses)."""
         self.socket = bound_socket(port)
         self.port = int(self.socket.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False, **config_fields)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, name=f"server:{self.port}", daemon=True)
         self.error: BaseException | None = None

@@ -221,12 +221,28 @@ def test_single_result_for_many_tasks_means_the_backend_cannot_batch() -> None:
     assert (out.task_count, out.result_count) == (5, 1)
 
 
-@pytest.mark.parametrize(("count", "tasks"), [(0, 3), (2, 3), (4, 3), (2, 1)])
-def test_other_count_mismatches(count: int, tasks: int) -> None:
+@pytest.mark.parametrize(("count", "tasks"), [(4, 3), (2, 1)])
+def test_more_results_than_tasks_cannot_be_matched(count: int, tasks: int) -> None:
     out = normalize_predict_response({"results": [prediction()] * count}, tasks, "s")
     assert out.mismatch is CountMismatch.OTHER
     assert out.per_task == []
     assert (out.task_count, out.result_count) == (tasks, count)
+
+
+def test_no_results_means_no_predictions_not_an_error() -> None:
+    out = normalize_predict_response({"results": []}, 3, "s")
+    assert out.mismatch is None and out.per_task == [[], [], []]
+
+
+def test_fewer_results_go_to_the_first_tasks_in_order() -> None:
+    out = normalize_predict_response({"results": [prediction(), prediction()]}, 3, "s")
+    assert out.mismatch is None and [len(entry) for entry in out.per_task] == [1, 1, 0]
+    assert (out.task_count, out.result_count) == (3, 2)
+
+
+def test_a_bare_list_is_read_as_results_and_a_numeric_string_score_as_a_number() -> None:
+    out = normalize_predict_response([prediction(score="0.25")], 1, "s")
+    assert out.mismatch is None and out.per_task[0][0].score == 0.25
 
 
 def test_no_tasks_and_no_results_match() -> None:
@@ -237,7 +253,7 @@ def test_no_tasks_and_no_results_match() -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ([prediction()], "expected an object"),
+        ([{"results": [prediction()]}], "results[0].result is NoneType"),
         ("results", "expected an object"),
         (None, "expected an object"),
         ({"predictions": [prediction()]}, "no 'results'"),
@@ -250,7 +266,8 @@ def test_no_tasks_and_no_results_match() -> None:
         ({"results": [{"score": 0.5}]}, "results[0].result is NoneType"),
         ({"results": [{"result": "Positive"}]}, "results[0].result is str"),
         ({"results": [{"result": ["Positive"]}]}, "results[0].result holds a str"),
-        ({"results": [prediction(score="0.5")]}, "score is not a finite number"),
+        ({"results": [prediction(score="high")]}, "score is not a finite number"),
+        ({"results": [prediction(score="nan")]}, "score is not a finite number"),
         ({"results": [prediction(score=math.nan)]}, "score is not a finite number"),
         ({"results": [prediction(score=math.inf)]}, "score is not a finite number"),
         ({"results": [prediction(score=True)]}, "score is not a finite number"),
