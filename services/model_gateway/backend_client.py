@@ -31,6 +31,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import ip_address
+from typing import Any
 
 import aiohttp
 import httpx
@@ -41,7 +42,6 @@ from yarl import URL
 
 from services.model_gateway import observe
 from services.model_gateway.address_policy import AddressPolicy, AddressRejected, IPAddress
-from shared.logging import outgoing_request_headers
 from services.model_gateway.resilience import (
     BreakerState,
     CircuitBreaker,
@@ -54,6 +54,7 @@ from services.model_gateway.resilience import (
 from services.model_gateway.settings import GatewaySettings
 from services.model_gateway.slots import BackendSlots
 from shared.gateway_contract import BackendSpec
+from shared.logging import outgoing_request_headers
 from shared.protocol import backend_error_detail
 
 log = logging.getLogger(__name__)
