@@ -140,6 +140,7 @@ def main() -> int:
         env.update(
             LABELLOOP_API_TOKEN=api_token,
             LABELLOOP_SERVICE_TOKEN=_secret(data_dir, "LABELLOOP_SERVICE_TOKEN", "service_token"),
+            LABELLOOP_SECRET_KEY=_secret(data_dir, "LABELLOOP_SECRET_KEY", "secret_key"),
             LABELLOOP_PUBLIC_URL=env.get("LABELLOOP_PUBLIC_URL", api_url),
             LABELLOOP_GATEWAY_URL=gateway_url,
             LABELLOOP_API_URL=api_url,

@@ -30,6 +30,7 @@ from tests.support.workers import RunBurst, drain
 
 TEST_API_TOKEN = "0123456789abcdef0123456789abcdef01234567"
 SERVICE_TOKEN = "service-token-for-tests"
+SECRET_KEY = "secret-key-for-tests"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -101,6 +102,7 @@ def api_settings(database_url: str, redis_url: str, ports: Ports) -> ApiSettings
         REDIS_URL=redis_url,
         api_token=TEST_API_TOKEN,
         service_token=SERVICE_TOKEN,
+        secret_key=SECRET_KEY,
         public_url=ports.api_url,
         gateway_url=ports.gateway_url,
         sweep_interval_s=0.5,

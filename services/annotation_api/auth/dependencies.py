@@ -7,7 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from services.annotation_api.auth.service import user_for_token
+from services.annotation_api.auth.access import check_backend_token
+from services.annotation_api.auth.service import token_for_key
 from services.annotation_api.db import SessionDep
 from services.annotation_api.errors import Unauthorized
 from services.annotation_api.models import User
@@ -25,9 +26,12 @@ async def current_user(request: Request, session: SessionDep) -> User:
     key = _credential(request, "Token") or _credential(request, "Bearer")
     if key is None:
         raise Unauthorized("Authentication credentials were not provided (Authorization: Token <key>).")
-    user = await user_for_token(session, key)
-    if user is None:
+    found = await token_for_key(session, key)
+    if found is None:
         raise Unauthorized("Invalid token.")
+    user, token = found
+    if token.project_id is not None:
+        await check_backend_token(request, session, token.project_id)
     return user
 
 

@@ -24,24 +24,41 @@ def new_token_key() -> str:
     return secrets.token_hex(20)
 
 
-async def user_for_token(session: AsyncSession, key: str) -> User | None:
+async def token_for_key(session: AsyncSession, key: str) -> tuple[User, ApiToken] | None:
     stmt = (
-        select(User)
+        select(User, ApiToken)
         .join(ApiToken, ApiToken.user_id == User.id)
         .where(ApiToken.key_digest == token_digest(key))
     )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    row = (await session.execute(stmt)).one_or_none()
+    return None if row is None else (row[0], row[1])
 
 
 async def ensure_user_with_token(session: AsyncSession, email: str, key: str) -> User:
     """Create the user and token if missing; used for the configured bootstrap token and the CLI."""
-    await session.execute(
-        insert(User).values(email=email).on_conflict_do_nothing(index_elements=[User.email])
-    )
-    user = (await session.execute(select(User).where(User.email == email))).scalar_one()
+    user = await ensure_user(session, email)
     await session.execute(
         insert(ApiToken)
         .values(user_id=user.id, key_digest=token_digest(key))
         .on_conflict_do_nothing(index_elements=[ApiToken.key_digest])
     )
     return user
+
+
+async def ensure_backend_token(session: AsyncSession, backend_id: int, project_id: int, key: str) -> None:
+    """The ML backend's own token, scoped to its project; deleted with the backend (cascade)."""
+    user = await ensure_user(session, f"ml-backend+project{project_id}@labelloop.local")
+    await session.execute(
+        insert(ApiToken)
+        .values(
+            user_id=user.id, key_digest=token_digest(key), project_id=project_id, ml_backend_id=backend_id
+        )
+        .on_conflict_do_nothing(index_elements=[ApiToken.key_digest])
+    )
+
+
+async def ensure_user(session: AsyncSession, email: str) -> User:
+    await session.execute(
+        insert(User).values(email=email).on_conflict_do_nothing(index_elements=[User.email])
+    )
+    return (await session.execute(select(User).where(User.email == email))).scalar_one()

@@ -61,7 +61,7 @@ async def check_one(
             backend=backend_spec(backend),
             project=project_ref(project),
             hostname=settings.public_url,
-            access_token=await backend_access_token(session, settings, project.id),
+            access_token=await backend_access_token(session, settings, backend),
         )
     result = await gateway.check(request)
     async with maker.begin() as session:
