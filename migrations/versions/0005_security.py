@@ -1,9 +1,10 @@
-"""security: scoped ML backend tokens, URL credentials out of URLs, encrypted basic-auth passwords
+"""security: organizations, scoped ML backend tokens, URL credentials out of URLs, encrypted passwords
 
 Revision ID: 0005_security
 Revises: 0001
 
-Existing ``basic_auth_pass`` values are encrypted with the first key of ``LABELLOOP_SECRET_KEY`` (the
+Existing users and projects all join one organization ("default"): as before, they see each other's
+projects; users created later get their own unless told to join one. Existing ``basic_auth_pass`` values are encrypted with the first key of ``LABELLOOP_SECRET_KEY`` (the
 migration refuses to run without one when a password is stored); credentials inside a backend URL move
 to basic auth; the old unscoped per-project backend tokens are deleted (each backend gets a scoped one
 at its next check).
@@ -31,7 +32,35 @@ def _cipher():  # type: ignore[no-untyped-def]
     return cipher
 
 
+def _organizations() -> None:
+    op.create_table(
+        "organization",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("title", sa.String(length=254), server_default="", nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_organization")),
+    )
+    op.execute(
+        "INSERT INTO organization (title) SELECT 'default'"
+        ' WHERE EXISTS (SELECT 1 FROM "user") OR EXISTS (SELECT 1 FROM project)'
+    )
+    for table in ("user", "project"):
+        op.add_column(table, sa.Column("organization_id", sa.Integer(), nullable=True))
+        op.execute(f'UPDATE "{table}" SET organization_id = (SELECT min(id) FROM organization)')
+        op.alter_column(table, "organization_id", nullable=False)
+        op.create_index(op.f(f"ix_{table}_organization_id"), table, ["organization_id"], unique=False)
+        op.create_foreign_key(
+            op.f(f"fk_{table}_organization_id_organization"),
+            table,
+            "organization",
+            ["organization_id"],
+            ["id"],
+            ondelete="CASCADE",
+        )
+
+
 def upgrade() -> None:
+    _organizations()
     op.add_column("api_token", sa.Column("project_id", sa.Integer(), nullable=True))
     op.add_column("api_token", sa.Column("ml_backend_id", sa.Integer(), nullable=True))
     op.create_index(op.f("ix_api_token_project_id"), "api_token", ["project_id"], unique=False)
@@ -110,3 +139,8 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_api_token_project_id"), table_name="api_token")
     op.drop_column("api_token", "ml_backend_id")
     op.drop_column("api_token", "project_id")
+    for table in ("project", "user"):
+        op.drop_constraint(op.f(f"fk_{table}_organization_id_organization"), table, type_="foreignkey")
+        op.drop_index(op.f(f"ix_{table}_organization_id"), table_name=table)
+        op.drop_column(table, "organization_id")
+    op.drop_table("organization")

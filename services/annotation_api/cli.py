@@ -1,7 +1,8 @@
 """Operator commands: ``python -m services.annotation_api.cli create-user --email you@example.com``.
 
 ``create-user`` creates the user if missing and prints a NEW API token for it (tokens are stored hashed,
-so this is the only time it is shown). ``rotate-secret-key`` re-encrypts stored passwords with the first
+so this is the only time it is shown); a new user gets an organization of its own, or joins the one
+of ``--same-organization-as`` another user (tokens reach their organization's projects only). ``rotate-secret-key`` re-encrypts stored passwords with the first
 key of ``LABELLOOP_SECRET_KEY``; ``rotate-backend-token --backend ID`` revokes an ML backend's access
 token (it gets a new one at its next check). Uses ``DATABASE_URL`` like the API itself.
 """
@@ -19,16 +20,23 @@ from sqlalchemy.orm.attributes import flag_modified
 from services.annotation_api import secret_box
 from services.annotation_api.auth.service import ensure_user_with_token, new_token_key
 from services.annotation_api.db import make_engine, make_sessionmaker
-from services.annotation_api.models import ApiToken, MlBackend
+from services.annotation_api.models import ApiToken, MlBackend, User
 from services.annotation_api.settings import ApiSettings
 
 
-async def create_user(email: str) -> str:
+async def create_user(email: str, colleague: str | None = None) -> str:
     engine = make_engine(ApiSettings().database_url, pool_size=1)
     try:
         key = new_token_key()
         async with make_sessionmaker(engine).begin() as session:
-            await ensure_user_with_token(session, email, key)
+            organization_id = None
+            if colleague is not None:
+                organization_id = await session.scalar(
+                    select(User.organization_id).where(User.email == colleague)
+                )
+                if organization_id is None:
+                    raise SystemExit(f"no user {colleague}")
+            await ensure_user_with_token(session, email, key, organization_id)
         return key
     finally:
         await engine.dispose()
@@ -72,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create-user", help="create a user (if missing) and print a new API token")
     create.add_argument("--email", required=True)
+    create.add_argument("--same-organization-as", metavar="EMAIL", help="join this user's organization")
     commands.add_parser("rotate-secret-key", help="re-encrypt stored passwords with the first secret key")
     rotate = commands.add_parser("rotate-backend-token", help="revoke an ML backend's access token")
     rotate.add_argument("--backend", type=int, required=True)
@@ -87,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if "@" not in args.email:
         parser.error("--email must be an e-mail address")
-    print(asyncio.run(create_user(args.email)))
+    print(asyncio.run(create_user(args.email, args.same_organization_as)))
     return 0
 
 

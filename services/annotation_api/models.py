@@ -54,11 +54,24 @@ def _updated() -> Mapped[datetime]:
     )
 
 
+class Organization(Base):
+    """A tenant (as in Label Studio): its users' tokens reach its projects and everything in them only."""
+
+    __tablename__ = "organization"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(254), default="", server_default="")
+    created_at: Mapped[datetime] = _created()
+
+
 class User(Base):
     __tablename__ = "user"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organization.id", ondelete="CASCADE"), index=True
+    )
     created_at: Mapped[datetime] = _created()
 
 
@@ -98,6 +111,9 @@ class Project(Base):
     )
     repredict_on_new_version: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organization.id", ondelete="CASCADE"), index=True
+    )
     task_number: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     total_annotations_number: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     total_predictions_number: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

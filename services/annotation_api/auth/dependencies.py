@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from services.annotation_api.auth.access import check_backend_token
+from services.annotation_api.auth.access import authorize
 from services.annotation_api.auth.service import token_for_key
 from services.annotation_api.db import SessionDep
 from services.annotation_api.errors import Unauthorized
@@ -30,8 +30,7 @@ async def current_user(request: Request, session: SessionDep) -> User:
     if found is None:
         raise Unauthorized("Invalid token.")
     user, token = found
-    if token.project_id is not None:
-        await check_backend_token(request, session, token.project_id)
+    await authorize(request, session, user, token.project_id)
     return user
 
 

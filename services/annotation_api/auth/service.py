@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.annotation_api.models import ApiToken, User
+from services.annotation_api.models import ApiToken, Organization, Project, User
 
 
 def token_digest(key: str) -> str:
@@ -34,9 +34,14 @@ async def token_for_key(session: AsyncSession, key: str) -> tuple[User, ApiToken
     return None if row is None else (row[0], row[1])
 
 
-async def ensure_user_with_token(session: AsyncSession, email: str, key: str) -> User:
-    """Create the user and token if missing; used for the configured bootstrap token and the CLI."""
-    user = await ensure_user(session, email)
+async def ensure_user_with_token(
+    session: AsyncSession, email: str, key: str, organization_id: int | None = None
+) -> User:
+    """Create the user and token if missing; used for the configured bootstrap token and the CLI.
+
+    A new user joins ``organization_id``, or gets an organization of its own when none is given.
+    """
+    user = await ensure_user(session, email, organization_id)
     await session.execute(
         insert(ApiToken)
         .values(user_id=user.id, key_digest=token_digest(key))
@@ -47,7 +52,8 @@ async def ensure_user_with_token(session: AsyncSession, email: str, key: str) ->
 
 async def ensure_backend_token(session: AsyncSession, backend_id: int, project_id: int, key: str) -> None:
     """The ML backend's own token, scoped to its project; deleted with the backend (cascade)."""
-    user = await ensure_user(session, f"ml-backend+project{project_id}@labelloop.local")
+    organization_id = await session.scalar(select(Project.organization_id).where(Project.id == project_id))
+    user = await ensure_user(session, f"ml-backend+project{project_id}@labelloop.local", organization_id)
     await session.execute(
         insert(ApiToken)
         .values(
@@ -57,8 +63,17 @@ async def ensure_backend_token(session: AsyncSession, backend_id: int, project_i
     )
 
 
-async def ensure_user(session: AsyncSession, email: str) -> User:
+async def ensure_user(session: AsyncSession, email: str, organization_id: int | None = None) -> User:
+    existing = (await session.execute(select(User).where(User.email == email))).scalar_one_or_none()
+    if existing is not None:
+        return existing
+    if organization_id is None:
+        organization_id = await session.scalar(
+            insert(Organization).values(title=email).returning(Organization.id)
+        )
     await session.execute(
-        insert(User).values(email=email).on_conflict_do_nothing(index_elements=[User.email])
+        insert(User)
+        .values(email=email, organization_id=organization_id)
+        .on_conflict_do_nothing(index_elements=[User.email])
     )
     return (await session.execute(select(User).where(User.email == email))).scalar_one()

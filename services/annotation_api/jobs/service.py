@@ -23,6 +23,7 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api import counters
+from services.annotation_api.auth.access import only_visible
 from services.annotation_api.db import after_commit
 from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.jobs import repository as repo
@@ -176,6 +177,9 @@ async def get_job(session: AsyncSession, job_id: int) -> Job:
 
 async def list_jobs(session: AsyncSession, project_id: int | None, limit: int) -> list[Job]:
     stmt = select(Job).order_by(Job.id.desc()).limit(limit)
+    visible = only_visible(session, Job.project_id)
+    if visible is not None:
+        stmt = stmt.where(visible)
     if project_id is not None:
         stmt = stmt.where(Job.project_id == project_id)
     return list((await session.execute(stmt)).scalars())

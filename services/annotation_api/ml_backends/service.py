@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.annotation_api.auth.access import hidden, only_visible
 from services.annotation_api.auth.service import ensure_backend_token
 from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.events.repository import latest_event_id
@@ -141,7 +142,7 @@ async def create_backend(
     session: AsyncSession, gateway: GatewayClient, settings: ApiSettings, body: MlBackendCreate
 ) -> MlBackend:
     project = await session.get(Project, body.project)
-    if project is None:
+    if project is None or await hidden(session, "project_id", body.project):
         raise BadRequest(f'Invalid pk "{body.project}" - object does not exist.', field="project")
     values: dict[str, Any] = body.model_dump(exclude_none=True)
     values["project_id"] = values.pop("project")
@@ -181,6 +182,9 @@ async def list_backends(
     session: AsyncSession, project_id: int | None, is_interactive: bool | None
 ) -> list[MlBackend]:
     stmt = select(MlBackend).order_by(MlBackend.id)
+    visible = only_visible(session, MlBackend.project_id)
+    if visible is not None:
+        stmt = stmt.where(visible)
     if project_id is not None:
         stmt = stmt.where(MlBackend.project_id == project_id)
     if is_interactive is not None:

@@ -9,6 +9,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
+from services.annotation_api.auth.access import only_visible
 from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.models import Project, User
 from services.annotation_api.projects.schemas import ProjectCreate, ProjectUpdate
@@ -67,14 +68,22 @@ async def creator_emails(session: AsyncSession, projects: Sequence[Project]) -> 
 
 
 async def list_projects(session: AsyncSession, page: int, page_size: int) -> tuple[int, list[Project]]:
-    count = (await session.execute(select(func.count()).select_from(Project))).scalar_one()
-    stmt = select(Project).order_by(Project.id.desc()).offset((page - 1) * page_size).limit(page_size)
+    visible = only_visible(session, Project.id)
+    where = [] if visible is None else [visible]
+    count = (await session.execute(select(func.count()).select_from(Project).where(*where))).scalar_one()
+    stmt = (
+        select(Project)
+        .where(*where)
+        .order_by(Project.id.desc())
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    )
     return count, list((await session.execute(stmt)).scalars())
 
 
 async def create_project(session: AsyncSession, body: ProjectCreate, user: User) -> Project:
     await parse_config(body.label_config)
-    project = Project(**body.model_dump(), created_by_id=user.id)
+    project = Project(**body.model_dump(), created_by_id=user.id, organization_id=user.organization_id)
     session.add(project)
     await session.flush()
     await session.refresh(project)
