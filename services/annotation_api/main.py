@@ -32,6 +32,7 @@ from services.annotation_api.tasks import router as tasks_router
 from services.annotation_api.text_guard import reject_unstorable_input
 from services.annotation_api.training import router as training_router
 from shared.logging import RequestIdMiddleware, configure_logging
+from shared.openapi_errors import ERROR_RESPONSES
 
 BOOTSTRAP_EMAIL = "admin@labelloop.local"
 
@@ -61,6 +62,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         "(Label Studio–compatible paths and fields).",
         lifespan=lifespan,
         dependencies=[Depends(reject_unstorable_input)],
+        responses=ERROR_RESPONSES,
     )
     app.state.settings = settings
     install_error_handlers(app)

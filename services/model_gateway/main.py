@@ -14,6 +14,7 @@ from services.model_gateway.errors import install_error_handlers
 from services.model_gateway.predictor import BackendGateway
 from services.model_gateway.settings import GatewaySettings
 from shared.logging import RequestIdMiddleware, configure_logging
+from shared.openapi_errors import ERROR_RESPONSES
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -37,6 +38,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         description="Calls ML backends (Label Studio ML protocol) with timeouts, retries and "
         "circuit breaking; runs bulk prediction and training as arq jobs.",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     app.state.settings = settings
     install_error_handlers(app)
