@@ -95,7 +95,7 @@ async def test_redis_flushed_mid_job_the_sweeper_requeues(
     await some_done_but_not_all(api, job_id)
     client = aioredis.Redis.from_url(redis_url)
     try:
-        await client.flushall()
+        await client.flushdb()
     finally:
         await client.aclose()
     waiting = await db.fetchval("SELECT count(*) FROM job_chunk WHERE status = 'pending'")
