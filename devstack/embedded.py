@@ -12,7 +12,9 @@ by the real user.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -29,6 +31,18 @@ _START_TIMEOUT_S = 30.0
 
 class EmbeddedServiceError(RuntimeError):
     """An embedded server could not be started."""
+
+
+class StackInUse(EmbeddedServiceError):
+    """Another process runs the embedded servers of this data folder; ``running`` holds their URLs."""
+
+    def __init__(self, data_dir: Path, running: dict[str, str]) -> None:
+        owner = running.get("pid", "?")
+        super().__init__(
+            f"another labelloop stack (pid {owner}) already runs the servers in {data_dir}; "
+            "stop it first, or set LABELLOOP_DATA_DIR to another folder"
+        )
+        self.running = running
 
 
 def free_port() -> int:
@@ -80,6 +94,20 @@ def _stop(process: subprocess.Popen[bytes] | None, sig: signal.Signals) -> None:
         process.wait()
 
 
+def _refuse_live_postmaster(pid_file: Path) -> None:
+    """A postgres left running by a killed launcher still owns the cluster: never start a second one."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ValueError, IndexError, ProcessLookupError):
+        return
+    if b"postgres" in cmdline:
+        raise EmbeddedServiceError(
+            f"a postgres (pid {pid}) still runs on {pid_file.parent}, left by a stack that did not stop; "
+            f"stop it (kill -INT {pid}) and start again"
+        )
+
+
 @dataclass
 class EmbeddedPostgres:
     """A PostgreSQL cluster in ``data_dir``, created on first start and kept between starts."""
@@ -109,6 +137,7 @@ class EmbeddedPostgres:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
+        _refuse_live_postmaster(cluster / "postmaster.pid")
         (cluster / "postmaster.pid").unlink(missing_ok=True)
         with log.open("ab") as log_file:
             self.process = subprocess.Popen(
@@ -195,16 +224,43 @@ class EmbeddedRedis:
 
 @dataclass
 class EmbeddedStack:
-    """Starts whichever of PostgreSQL and Redis the environment does not already point at."""
+    """Starts whichever of PostgreSQL and Redis the environment does not already point at.
+
+    One stack per data folder: ``stack.lock`` (an flock, released when the owner dies however it dies)
+    keeps a second one from starting servers on the same files, and ``stack.json`` tells it where the
+    running servers listen, so ``devstack.exec`` can use them instead.
+    """
 
     data_dir: Path
     durable: bool = True
     postgres: EmbeddedPostgres | None = None
     redis: EmbeddedRedis | None = None
+    _lock: int | None = None
+
+    @property
+    def _info(self) -> Path:
+        return self.data_dir / "stack.json"
+
+    def _take_lock(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.data_dir / "stack.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            try:
+                running = json.loads(self._info.read_text())
+            except (FileNotFoundError, ValueError):
+                running = {}
+            raise StackInUse(self.data_dir, running) from None
+        self._lock = fd
 
     def start(self, environ: dict[str, str]) -> dict[str, str]:
         """Return the environment additions (DATABASE_URL / REDIS_URL) for what was started."""
         added: dict[str, str] = {}
+        if environ.get("DATABASE_URL") and environ.get("REDIS_URL"):
+            return added
+        self._take_lock()
         try:
             if not environ.get("DATABASE_URL"):
                 self.postgres = EmbeddedPostgres(self.data_dir / "postgres", durable=self.durable)
@@ -212,13 +268,26 @@ class EmbeddedStack:
             if not environ.get("REDIS_URL"):
                 self.redis = EmbeddedRedis(self.data_dir / "redis", persistent=self.durable)
                 added["REDIS_URL"] = self.redis.start()
+            self._info.write_text(json.dumps({**added, "pid": str(os.getpid())}))
         except BaseException:
             self.stop()
             raise
         return added
+
+    def dead_server(self) -> str | None:
+        """The name and exit status of an embedded server that has exited, if one has."""
+        for name, server in (("postgres", self.postgres), ("redis", self.redis)):
+            process = server.process if server is not None else None
+            if process is not None and process.poll() is not None:
+                return f"{name} exited with {process.returncode}"
+        return None
 
     def stop(self) -> None:
         if self.redis is not None:
             self.redis.stop()
         if self.postgres is not None:
             self.postgres.stop()
+        if self._lock is not None:
+            self._info.unlink(missing_ok=True)
+            os.close(self._lock)
+            self._lock = None

@@ -1,7 +1,9 @@
 """``python -m devstack.exec -- CMD …``: run CMD with DATABASE_URL / REDIS_URL pointing at real servers.
 
-The servers are the configured ones when the variables are set, else embedded ones using the same data
-folder as ``make run`` (so ``make migrate`` migrates the database ``make run`` uses).
+The servers are the configured ones when the variables are set, else the embedded ones of the same data
+folder as ``make run`` (so ``make migrate`` migrates the database ``make run`` uses): those ``make run``
+already runs when it is up (attaching, never starting a second server on the same files), else started
+for the command.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from devstack.embedded import EmbeddedStack
+from devstack.embedded import EmbeddedStack, StackInUse
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +27,14 @@ def main(argv: list[str]) -> int:
     stack = EmbeddedStack(data_dir / "services", durable=True)
     env = dict(os.environ)
     try:
-        env.update(stack.start(env))
+        try:
+            env.update(stack.start(env))
+        except StackInUse as in_use:
+            print(
+                f"using the servers of the running stack (pid {in_use.running.get('pid', '?')})",
+                file=sys.stderr,
+            )
+            env.update({name: url for name, url in in_use.running.items() if name.endswith("_URL")})
         return subprocess.run(command, env=env).returncode
     finally:
         stack.stop()

@@ -2,8 +2,10 @@
 
 Starts PostgreSQL and Redis (embedded unless ``DATABASE_URL`` / ``REDIS_URL`` are set), applies the
 migrations, then runs the annotation API, the gateway API, a gateway worker and two example ML backends
-(scikit-learn, and named entities for interactive pre-annotation) as child processes. Ctrl-C or SIGTERM stops all of them (and the embedded servers) within seconds; if any
-child dies, the rest are stopped too, so a half-running stack never hides a failure.
+(scikit-learn, and named entities for interactive pre-annotation) as child processes. Ctrl-C or SIGTERM
+stops all of them (and the embedded servers) within seconds; if any child or embedded server dies, the
+rest are stopped too, so a half-running stack never hides a failure. A second ``make run`` on the same
+data folder refuses to start (``EmbeddedStack``'s lock).
 
 A child exits only on a real failure: the API and the gateway worker ride out a Redis restart by
 themselves (the worker pauses polling, the API's sweeper re-queues from Postgres), so stopping the stack
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from devstack.embedded import EmbeddedStack
+from devstack.embedded import EmbeddedStack, StackInUse
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _PR_SET_PDEATHSIG = 1
@@ -143,6 +145,7 @@ def main() -> int:
         env.update(
             LABELLOOP_API_TOKEN=api_token,
             LABELLOOP_SERVICE_TOKEN=_secret(data_dir, "LABELLOOP_SERVICE_TOKEN", "service_token"),
+            LABELLOOP_SECRET_KEY=_secret(data_dir, "LABELLOOP_SECRET_KEY", "secret_key"),
             LABELLOOP_PUBLIC_URL=env.get("LABELLOOP_PUBLIC_URL", api_url),
             LABELLOOP_GATEWAY_URL=gateway_url,
             LABELLOOP_API_URL=api_url,
@@ -225,7 +228,14 @@ def main() -> int:
                 if child.process.poll() is not None:
                     print(f"{child.name} exited with {child.process.returncode}; stopping", flush=True)
                     return 1
+            dead = stack.dead_server()
+            if dead is not None:
+                print(f"{dead}: every request would fail; stopping (see {stack.data_dir})", flush=True)
+                return 1
             time.sleep(0.5)
+    except StackInUse as in_use:
+        print(f"labelloop: {in_use}", file=sys.stderr, flush=True)
+        return 1
     except _Stop as stop:
         print(f"\n{stop}: stopping labelloop", flush=True)
         return 0

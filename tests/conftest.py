@@ -1,7 +1,7 @@
 """Fixtures: real PostgreSQL and Redis, and the services as real HTTP servers on 127.0.0.1.
 
 Isolation: every test that asks for ``database_url`` gets a fresh database copied from a template the
-real Alembic migrations built once per session; ``redis_url`` flushes the shared Redis first. When
+real Alembic migrations built once per session; ``redis_url`` is an emptied Redis database of its own. When
 ``DATABASE_URL`` / ``REDIS_URL`` are set, those servers are used and nothing embedded starts.
 """
 
@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -32,6 +33,7 @@ GATEWAY_HTTP = "services.model_gateway.http_protocol:HttpProtocol"
 """The gateway's HTTP protocol in production (devstack.run.GATEWAY_UVICORN_ARGS): head size capped."""
 TEST_API_TOKEN = "0123456789abcdef0123456789abcdef01234567"
 SERVICE_TOKEN = "service-token-for-tests"
+SECRET_KEY = "secret-key-for-tests"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -68,12 +70,27 @@ async def database_url(stack_env: dict[str, str], template_database: str) -> Asy
     await drop_database(stack_env["DATABASE_URL"], name)
 
 
+REDIS_DATABASES = 16
+"""A stock Redis's database count; database 0 holds only the allocation counter."""
+
+
 @pytest.fixture
 async def redis_url(stack_env: dict[str, str]) -> AsyncIterator[str]:
-    url = stack_env["REDIS_URL"]
+    """An emptied Redis database of the test's own (arq queue, locks, breaker state): tests running in
+    parallel, up to ``REDIS_DATABASES - 1`` at once, never see each other's keys."""
+    server = stack_env["REDIS_URL"]
+    client = aioredis.Redis.from_url(server)
+    try:
+        number = 1 + (await client.incr("labelloop-tests:next-db") - 1) % (REDIS_DATABASES - 1)
+    finally:
+        await client.aclose()
+    parts = urlsplit(server)
+    url = urlunsplit((parts.scheme, parts.netloc, f"/{number}", parts.query, parts.fragment))
     client = aioredis.Redis.from_url(url)
-    await client.flushall()
-    await client.aclose()
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
     yield url
 
 
@@ -103,6 +120,7 @@ def api_settings(database_url: str, redis_url: str, ports: Ports) -> ApiSettings
         REDIS_URL=redis_url,
         api_token=TEST_API_TOKEN,
         service_token=SERVICE_TOKEN,
+        secret_key=SECRET_KEY,
         public_url=ports.api_url,
         gateway_url=ports.gateway_url,
         sweep_interval_s=0.5,

@@ -47,6 +47,10 @@ class Unauthorized(ApiError):
     status_code = 401
 
 
+class Forbidden(ApiError):
+    status_code = 403
+
+
 class NotFound(ApiError):
     status_code = 404
 

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from services.annotation_api import health, metrics
+from services.annotation_api import health, metrics, secret_box
 from services.annotation_api.annotations import router as annotations_router
 from services.annotation_api.auth import router as auth_router
 from services.annotation_api.auth.middleware import AuthenticateBeforeBodyMiddleware
@@ -38,6 +38,7 @@ from shared.api_docs import install_docs
 from shared.logging import RequestIdMiddleware, configure_logging
 from shared.tracing import configure_tracing
 from shared.version import VERSION, version_router
+from shared.openapi_errors import ERROR_RESPONSES
 
 BOOTSTRAP_EMAIL = "admin@labelloop.local"
 SERVICE = "annotation-api"
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
+    secret_box.configure(settings.secret_key)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -71,6 +73,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         dependencies=[Depends(reject_unstorable_input)],
         docs_url=None,
         redoc_url=None,
+        responses=ERROR_RESPONSES,
     )
     app.state.settings = settings
     install_error_handlers(app)

@@ -28,6 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.annotation_api.secret_box import EncryptedText
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -52,22 +54,43 @@ def _updated() -> Mapped[datetime]:
     )
 
 
+class Organization(Base):
+    """A tenant (as in Label Studio): its users' tokens reach its projects and everything in them only."""
+
+    __tablename__ = "organization"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(254), default="", server_default="")
+    created_at: Mapped[datetime] = _created()
+
+
 class User(Base):
     __tablename__ = "user"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organization.id", ondelete="CASCADE"), index=True
+    )
     created_at: Mapped[datetime] = _created()
 
 
 class ApiToken(Base):
-    """An API key, stored only as its SHA-256 digest (keys are 160-bit random, so no salt is needed)."""
+    """An API key, stored only as its SHA-256 digest (keys are 160-bit random, so no salt is needed).
+
+    A token with ``project_id`` is an ML backend's: it reads that project's tasks and annotations only
+    (``auth/access.py``), and goes away with its backend (``ml_backend_id``, cascading).
+    """
 
     __tablename__ = "api_token"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
     key_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    ml_backend_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ml_backend.id", ondelete="CASCADE"), index=True
+    )
     created_at: Mapped[datetime] = _created()
 
 
@@ -88,6 +111,9 @@ class Project(Base):
     )
     repredict_on_new_version: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organization.id", ondelete="CASCADE"), index=True
+    )
     task_number: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     total_annotations_number: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     total_predictions_number: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -157,7 +183,7 @@ class MlBackend(Base):
     description: Mapped[str] = mapped_column(Text, default="", server_default="")
     auth_method: Mapped[str] = mapped_column(String(20), default="NONE", server_default="NONE")
     basic_auth_user: Mapped[str | None] = mapped_column(Text)
-    basic_auth_pass: Mapped[str | None] = mapped_column(Text)
+    basic_auth_pass: Mapped[str | None] = mapped_column(EncryptedText, doc="Fernet ciphertext in the table.")
     extra_params: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     timeout: Mapped[float] = mapped_column(Double, default=100.0, server_default="100")
     batch_size: Mapped[int] = mapped_column(Integer, default=32, server_default="32")
@@ -170,6 +196,11 @@ class MlBackend(Base):
     last_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_event_id: Mapped[int] = mapped_column(
         BigInteger, default=0, server_default="0", doc="Outbox cursor: last event delivered."
+    )
+    access_token_salt: Mapped[str] = mapped_column(
+        String(32),
+        server_default=text("md5(random()::text)"),
+        doc="Input of the backend's access token (HMAC); a new salt revokes the old token.",
     )
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()

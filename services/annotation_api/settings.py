@@ -20,6 +20,13 @@ class ApiSettings(CommonSettings, RedisSettingsMixin):
         default="",
         description="When set, a user with this API token is created at start-up (if missing).",
     )
+    secret_key: str = Field(
+        default="",
+        repr=False,
+        description="Key(s) encrypting stored ML backend passwords, comma-separated: the first encrypts, "
+        "all decrypt (rotate: prepend a new key, run `cli rotate-secret-key`, drop the old one). "
+        "Generated into `.data/secret_key` by `make run`.",
+    )
     public_url: str = Field(
         default="http://127.0.0.1:8080",
         description="URL ML backends use to reach this API (sent as `hostname` in /setup).",

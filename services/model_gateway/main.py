@@ -14,6 +14,7 @@ from services.model_gateway.predictor import BackendGateway
 from services.model_gateway.settings import GatewaySettings
 from shared.api_docs import install_docs
 from shared.logging import RequestIdMiddleware, configure_logging
+from shared.openapi_errors import ERROR_RESPONSES
 from shared.tracing import configure_tracing
 from shared.version import VERSION, version_router
 
@@ -43,6 +44,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        responses=ERROR_RESPONSES,
     )
     app.state.settings = settings
     install_error_handlers(app)

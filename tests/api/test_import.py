@@ -150,7 +150,10 @@ async def test_raw_writes_join_the_session_transaction(database_url: str) -> Non
     try:
         async with async_sessionmaker(engine)() as session:
             conn = await driver_connection(session)
-            await conn.execute("INSERT INTO project (title, label_config) VALUES ('ghost', '<View/>')")
+            await conn.execute(
+                "WITH o AS (INSERT INTO organization (title) VALUES ('ghosts') RETURNING id) "
+                "INSERT INTO project (title, label_config, organization_id) SELECT 'ghost', '<View/>', id FROM o"
+            )
             await session.rollback()
         async with async_sessionmaker(engine)() as session:
             conn = await driver_connection(session)

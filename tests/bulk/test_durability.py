@@ -1,12 +1,14 @@
 """Nothing lost, nothing doubled: real worker processes killed with SIGKILL, and Redis flushed, mid-job.
 
-The backend is slow on purpose so the job is still running when the damage is done; the sweeper's
+The backend answers the first ``UNGATED`` predict calls and holds the rest until the test opens its gate,
+so the job is certainly part-done when the damage is done (no race with a slow backend); the sweeper's
 short test lease (``chunk_lease_s`` = 2 s) brings the orphaned chunks back.
 """
 
 from __future__ import annotations
 
 import signal
+import threading
 from typing import Any
 
 import asyncpg
@@ -23,12 +25,15 @@ from tests.support.waiting import wait_for, wait_job
 pytestmark = pytest.mark.usefixtures("gateway_server")
 
 TASKS = 300
+UNGATED = 10
 
 
-async def start_slow_job(api: httpx.AsyncClient, project: dict[str, Any], fake: FakeBackend) -> int:
+async def start_held_job(
+    api: httpx.AsyncClient, project: dict[str, Any], fake: FakeBackend, gate: threading.Event
+) -> int:
     await import_texts(api, project["id"], TASKS)
     backend = await connect_backend(api, project["id"], fake.url, batch_size=5, max_concurrency=4)
-    fake.configure(predict_delay_s=0.1)
+    fake.configure(predict_gate=gate, ungated_predicts=UNGATED)
     response = await api.post(f"/api/ml/{backend['id']}/predict")
     assert response.status_code == 200, response.text
     job_id: int = response.json()["job_id"]
@@ -38,7 +43,7 @@ async def start_slow_job(api: httpx.AsyncClient, project: dict[str, Any], fake: 
 async def some_done_but_not_all(api: httpx.AsyncClient, job_id: int) -> None:
     async def progressed() -> bool:
         job = (await api.get(f"/api/jobs/{job_id}")).json()
-        assert job["status"] != "completed", "the job finished before the damage was done"
+        assert job["status"] != "completed", "the gate holds the job back"
         return bool(job["done"] > 0)
 
     await wait_for(progressed, 60, f"job {job_id} to make progress")
@@ -60,7 +65,8 @@ async def test_worker_killed_mid_job_another_finishes_it(
     start_worker: StartWorker,
     db: asyncpg.Connection,
 ) -> None:
-    job_id = await start_slow_job(api, project, fake)
+    gate = threading.Event()
+    job_id = await start_held_job(api, project, fake, gate)
     first = start_worker()
     await some_done_but_not_all(api, job_id)
     first.send_signal(signal.SIGKILL)
@@ -68,6 +74,7 @@ async def test_worker_killed_mid_job_another_finishes_it(
     leased = await db.fetchval("SELECT count(*) FROM job_chunk WHERE status IN ('leased', 'pending')")
     assert leased > 0, "the kill must leave unfinished chunks behind"
 
+    gate.set()
     start_worker()
     job = await wait_job(api, job_id, timeout_s=90)
     await assert_each_prediction_once(db, job)
@@ -83,16 +90,18 @@ async def test_redis_flushed_mid_job_the_sweeper_requeues(
     redis_url: str,
     db: asyncpg.Connection,
 ) -> None:
-    job_id = await start_slow_job(api, project, fake)
+    gate = threading.Event()
+    job_id = await start_held_job(api, project, fake, gate)
     start_worker()
     await some_done_but_not_all(api, job_id)
     client = aioredis.Redis.from_url(redis_url)
     try:
-        await client.flushall()
+        await client.flushdb()
     finally:
         await client.aclose()
     waiting = await db.fetchval("SELECT count(*) FROM job_chunk WHERE status = 'pending'")
     assert waiting > 0, "the flush must drop queued chunks"
+    gate.set()
 
     job = await wait_job(api, job_id, timeout_s=90)
     await assert_each_prediction_once(db, job)

@@ -86,6 +86,10 @@ class Behaviour:
     """Per prediction in v2, top level in v1, from /setup in v2 (v1 /setup says INITIAL)."""
     model_class: str = "FakeBackend"
     predict_delay_s: float = 0.0
+    predict_gate: threading.Event | None = None
+    """When set, /predict requests after the first ``ungated_predicts`` wait until the event is set: a
+    test holds them in flight (or keeps a job from finishing) for exactly as long as it needs."""
+    ungated_predicts: int = 0
     setup_delay_s: float = 0.0
     health_delay_s: float = 0.0
     webhook_delay_s: float = 0.0
@@ -180,6 +184,7 @@ class FakeBackend:
         self._requests: list[RecordedRequest] = []
         self._in_flight = 0
         self._max_in_flight = 0
+        self._predicts = 0
         self._jobs = 0
         self._socket: socket.socket | None = self._bind(port)
         self.port: int = self._socket.getsockname()[1]
@@ -288,6 +293,7 @@ class FakeBackend:
                 setattr(self.behaviour, field.name, getattr(self._initial, field.name))
             self._requests.clear()
             self._max_in_flight = self._in_flight
+            self._predicts = 0
             self._jobs = 0
 
     def clear_requests(self) -> None:
@@ -424,11 +430,22 @@ class FakeBackend:
         version = V1_SETUP_VERSION if b.mode == "v1" else b.model_version
         return _json({"model_version": version})
 
+    async def _gate(self, number: int) -> None:
+        """Wait for ``predict_gate`` unless this is one of the first ``ungated_predicts`` requests."""
+        gate = self.behaviour.predict_gate
+        while gate is not None and number > self.behaviour.ungated_predicts and not gate.is_set():
+            if self._stopping is not None and self._stopping.is_set():
+                return
+            await asyncio.sleep(0.005)
+
     async def _predict(self, body: Any) -> Response:
         with self.lock:
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            self._predicts += 1
+            number = self._predicts
         try:
+            await self._gate(number)
             await self._pause(self.behaviour.predict_delay_s)
             if self.behaviour.predict_body is not None:
                 return _json(self.behaviour.predict_body)

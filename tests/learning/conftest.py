@@ -29,7 +29,9 @@ async def new_annotator(database_url: str, api_server: ServerThread) -> AsyncIte
         conn = await asyncpg.connect(database_url)
         try:
             user_id = await conn.fetchval(
-                'INSERT INTO "user" (email) VALUES ($1) RETURNING id', f"annotator{next(numbers)}@x.test"
+                'INSERT INTO "user" (email, organization_id) '
+                "SELECT $1, organization_id FROM \"user\" WHERE email = 'admin@labelloop.local' RETURNING id",
+                f"annotator{next(numbers)}@x.test",
             )
             await conn.execute(
                 "INSERT INTO api_token (user_id, key_digest) VALUES ($1, $2)", user_id, token_digest(key)

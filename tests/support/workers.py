@@ -5,19 +5,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from arq.connections import RedisSettings
-from arq.worker import Worker
 
 from services.model_gateway.settings import GatewaySettings
-from services.model_gateway.worker import WorkerSettings, shutdown, startup
+from services.model_gateway.worker import ReconnectingWorker, WorkerSettings, shutdown, startup
 from shared.jobs import QUEUE_NAME
 
 
-def gateway_worker(settings: GatewaySettings, *, burst: bool) -> Worker:
-    """A worker like ``python -m services.model_gateway.worker``, minus signal handling and results.
+def gateway_worker(settings: GatewaySettings, *, burst: bool) -> ReconnectingWorker:
+    """The worker class ``python -m services.model_gateway.worker`` runs, minus signal handling and results.
 
     ``burst=True`` returns from ``main()`` once the queue is empty, which makes a test deterministic.
     """
-    return Worker(
+    return ReconnectingWorker(
         functions=WorkerSettings.functions,
         queue_name=QUEUE_NAME,
         redis_settings=RedisSettings.from_dsn(settings.redis_url),

@@ -28,6 +28,7 @@ from shared.protocol import (
 )
 from tests.fakes.fake_backend import SENTIMENT_CONFIG, Behaviour, FakeBackend, Garbage
 from tests.support.servers import first_answer
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 TASKS = [
@@ -324,12 +325,18 @@ def test_refused_requests_are_recorded_too(backend: FakeBackend, client: httpx.C
 
 
 async def test_max_concurrency(backend: FakeBackend) -> None:
-    backend.behaviour.predict_delay_s = 0.3
+    gate = threading.Event()
+    backend.behaviour.predict_gate = gate
     async with httpx.AsyncClient(base_url=backend.url, timeout=5) as http:
         waiting = [http.post("/predict", json=predict_body()) for _ in range(5)]
         gathered = asyncio.gather(*waiting)
-        await asyncio.sleep(0.15)
-        assert backend.current_concurrency == 5
+
+        async def all_in_flight() -> bool:
+            return backend.current_concurrency == 5
+
+        await wait_for(all_in_flight, 10, "5 requests in flight")
+        assert not gathered.done(), "held by the gate"
+        gate.set()
         responses = await gathered
     assert {r.status_code for r in responses} == {200}
     assert backend.max_concurrency == 5

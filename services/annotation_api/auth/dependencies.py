@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials
 
-from services.annotation_api.auth.service import user_for_token
+from services.annotation_api.auth.access import authorize
+from services.annotation_api.auth.service import token_for_key
 from services.annotation_api.db import SessionDep
 from services.annotation_api.errors import Unauthorized
 from services.annotation_api.models import User
@@ -52,9 +53,11 @@ async def current_user(request: Request, session: SessionDep, _doc: _ClientToken
     key = user_key(request.headers.get("authorization", ""))
     if key is None:
         raise Unauthorized(NO_CREDENTIALS)
-    user = await user_for_token(session, key)
-    if user is None:
+    found = await token_for_key(session, key)
+    if found is None:
         raise Unauthorized(INVALID_TOKEN)
+    user, token = found
+    await authorize(request, session, user, token.project_id)
     return user
 
 

@@ -19,7 +19,7 @@ from services.annotation_api.auth.dependencies import (
     is_service_token,
     user_key,
 )
-from services.annotation_api.auth.service import user_for_token
+from services.annotation_api.auth.service import token_for_key
 
 
 def _has_body(headers: dict[bytes, bytes]) -> bool:
@@ -48,7 +48,7 @@ class AuthenticateBeforeBodyMiddleware:
             return NO_CREDENTIALS
         maker: async_sessionmaker[AsyncSession] = state.sessionmaker
         async with maker() as session:
-            return None if await user_for_token(session, key) is not None else INVALID_TOKEN
+            return None if await token_for_key(session, key) is not None else INVALID_TOKEN
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (detail := await self._refusal(scope)) is not None:

@@ -43,8 +43,8 @@ async def whoami(user: CurrentUser) -> UserOut:
 
 @users.post("", response_model=UserCreated, status_code=201)
 @users.post("/", response_model=UserCreated, status_code=201, include_in_schema=False)
-async def create_user(body: UserCreate, session: SessionDep, _: CurrentUser) -> UserCreated:
-    """A new user and its API token; 400 on ``email`` if the user exists."""
+async def create_user(body: UserCreate, session: SessionDep, caller: CurrentUser) -> UserCreated:
+    """A new user of the caller's organization and its API token; 400 on ``email`` if the user exists."""
     key = service.new_token_key()
-    user = await service.create_user_with_token(session, body.email, key)
+    user = await service.create_user_with_token(session, body.email, key, caller.organization_id)
     return UserCreated(id=user.id, email=user.email, token=key)

@@ -24,6 +24,8 @@ from sqlalchemy import Select, func, select, true, update
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.annotation_api import counters
+from services.annotation_api.auth.access import only_visible
 from services.annotation_api.data_manager.selection import TaskSelection
 from services.annotation_api.db import after_commit
 from services.annotation_api.errors import BadRequest, NotFound
@@ -293,6 +295,9 @@ async def get_job_view(session: AsyncSession, job_id: int) -> JobOut:
 
 async def list_jobs(session: AsyncSession, project_id: int | None, limit: int) -> list[JobOut]:
     stmt = _unfolded_columns().order_by(Job.id.desc()).limit(limit)
+    visible = only_visible(session, Job.project_id)
+    if visible is not None:
+        stmt = stmt.where(visible)
     if project_id is not None:
         stmt = stmt.where(Job.project_id == project_id)
     return await job_views(session, stmt)

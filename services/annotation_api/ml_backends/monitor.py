@@ -42,7 +42,7 @@ async def _claim(session: AsyncSession, settings: ApiSettings, backend: MlBacken
         backend=backend_spec(backend),
         project=project_ref(project),
         hostname=settings.public_url,
-        access_token=await backend_access_token(session, settings, project.id),
+        access_token=await backend_access_token(session, settings, backend),
     )
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.annotation_api.ids import RowId, SerialId
 from services.annotation_api.models import MlBackend, MlBackendState
@@ -28,6 +28,18 @@ def _check_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL with a host")
     return url.rstrip("/")
+
+
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """``http://user:pw@host/x`` → (``http://host/x``, user, pw): a URL is shown to every user, so the
+    credentials in it are kept as basic auth (encrypted) and the URL is stored without them."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None, None
+    netloc = parts.netloc.rpartition("@")[2]
+    clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    password = None if parts.password is None else unquote(parts.password)
+    return clean, unquote(parts.username or ""), password
 
 
 class MlBackendEditable(BaseModel):
@@ -53,6 +65,11 @@ class MlBackendCreate(MlBackendEditable):
 
     _url = field_validator("url")(_check_url)
 
+    @model_validator(mode="after")
+    def _credentials_from_url(self) -> MlBackendCreate:
+        _move_url_credentials(self)
+        return self
+
 
 class MlBackendUpdate(MlBackendEditable):
     """PATCH body: only the fields present change (``model_fields_set``)."""
@@ -63,6 +80,25 @@ class MlBackendUpdate(MlBackendEditable):
     @classmethod
     def _url(cls, url: str | None) -> str | None:
         return None if url is None else _check_url(url)
+
+    @model_validator(mode="after")
+    def _credentials_from_url(self) -> MlBackendUpdate:
+        _move_url_credentials(self)
+        return self
+
+
+def _move_url_credentials(body: MlBackendCreate | MlBackendUpdate) -> None:
+    """Credentials in the URL become basic auth, unless the body sets basic auth itself."""
+    if body.url is None:
+        return
+    body.url, user, password = split_credentials(body.url)
+    if user is None and password is None:
+        return
+    if body.basic_auth_user is None and body.basic_auth_pass is None:
+        body.basic_auth_user, body.basic_auth_pass = user, password
+    if body.auth_method is None:
+        body.auth_method = "BASIC_AUTH"
+    body.model_fields_set.update({"basic_auth_user", "basic_auth_pass", "auth_method"})
 
 
 class MlBackendOut(BaseModel):

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from typing import Any
 
 from sqlalchemy import func, inspect, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.annotation_api.auth.service import ensure_user_with_token
+from services.annotation_api.auth.access import hidden, only_visible
+from services.annotation_api.auth.service import ensure_backend_token
 from services.annotation_api.db import release_transaction
 from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.events.repository import latest_event_id
@@ -83,19 +85,23 @@ def failure_message(result: CheckBackendResult) -> str:
     return ": ".join(parts) or "ML backend check failed"
 
 
-async def backend_access_token(session: AsyncSession, settings: ApiSettings, project_id: int) -> str:
-    """The API token sent to a project's backends in /setup, so they can fetch task data and media.
+async def backend_access_token(session: AsyncSession, settings: ApiSettings, backend: MlBackend) -> str:
+    """The API token sent to a backend in /setup, so it can fetch its project's task data and media.
 
-    Derived from the service token (HMAC), so the API never stores it in clear yet can send it again on
-    every check; it belongs to a per-project service user and is never shown to clients. Without a
-    service token there is no secret to derive from, and no token is sent.
+    Scoped to the backend's project (read-only, ``auth/access.py``) and to the backend itself: deleting
+    the backend deletes it, and a new ``access_token_salt`` (``cli rotate-backend-token``) revokes it.
+    Derived from the service token and the salt (HMAC), so the API never stores it in clear yet can send
+    it again on every check. Without a service token there is no secret to derive from, and none is sent.
     """
     if not settings.service_token:
         return ""
+    if not backend.access_token_salt:
+        backend.access_token_salt = secrets.token_hex(16)
     key = hmac.new(
-        settings.service_token.encode(), f"ml-backend-project:{project_id}".encode(), hashlib.sha256
+        settings.service_token.encode(), f"ml-backend:{backend.access_token_salt}".encode(), hashlib.sha256
     ).hexdigest()[:40]
-    await ensure_user_with_token(session, f"ml-backend+project{project_id}@labelloop.local", key)
+    if backend.id is not None:
+        await ensure_backend_token(session, backend.id, backend.project_id, key)
     return key
 
 
@@ -133,7 +139,7 @@ async def run_check(
         backend=backend_spec(backend),
         project=project_ref(project),
         hostname=settings.public_url,
-        access_token=await backend_access_token(session, settings, project.id),
+        access_token=await backend_access_token(session, settings, backend),
     )
     await release_transaction(session)
     return await gateway.check(request)
@@ -164,7 +170,7 @@ async def create_backend(
     session: AsyncSession, gateway: GatewayClient, settings: ApiSettings, body: MlBackendCreate
 ) -> MlBackend:
     project = await session.get(Project, body.project)
-    if project is None:
+    if project is None or await hidden(session, "project_id", body.project):
         raise BadRequest(f'Invalid pk "{body.project}" - object does not exist.', field="project")
     values: dict[str, Any] = body.model_dump(exclude_none=True)
     values["project_id"] = values.pop("project")
@@ -186,6 +192,8 @@ async def create_backend(
     # Events are delivered from now on, not the project's whole history.
     backend.last_event_id = await latest_event_id(session, project.id)
     session.add(backend)
+    await session.flush()
+    await backend_access_token(session, settings, backend)
     if backend.model_version:
         # Conditional, not read-modify-write: the project row is not locked during the slow check.
         await session.execute(
@@ -203,6 +211,9 @@ async def list_backends(
     session: AsyncSession, project_id: int | None, is_interactive: bool | None
 ) -> list[MlBackend]:
     stmt = select(MlBackend).order_by(MlBackend.id)
+    visible = only_visible(session, MlBackend.project_id)
+    if visible is not None:
+        stmt = stmt.where(visible)
     if project_id is not None:
         stmt = stmt.where(MlBackend.project_id == project_id)
     if is_interactive is not None:

@@ -32,8 +32,11 @@ def prediction_json(row: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-def _filters(task: int | None, project: int | None) -> tuple[str, dict[str, Any]]:
+def _filters(task: int | None, project: int | None, organization: int | None) -> tuple[str, dict[str, Any]]:
     clauses, params = ["TRUE"], {}
+    if organization is not None:
+        clauses.append("p.project_id IN (SELECT id FROM project WHERE organization_id = :organization)")
+        params["organization"] = organization
     if task is not None:
         clauses.append("p.task_id = :task")
         params["task"] = task
@@ -43,17 +46,24 @@ def _filters(task: int | None, project: int | None) -> tuple[str, dict[str, Any]
     return " AND ".join(clauses), params
 
 
-async def count_up_to(session: AsyncSession, task: int | None, project: int | None, limit: int) -> int:
+async def count_up_to(
+    session: AsyncSession, task: int | None, project: int | None, organization: int | None, limit: int
+) -> int:
     """How many predictions match, counting no further than ``limit`` (cheap on huge projects)."""
-    where, params = _filters(task, project)
+    where, params = _filters(task, project, organization)
     sql = f"SELECT count(*) FROM (SELECT 1 FROM prediction p WHERE {where} LIMIT :limit) AS s"
     return int((await session.execute(text(sql), {**params, "limit": limit})).scalar_one())
 
 
 async def list_predictions(
-    session: AsyncSession, task: int | None, project: int | None, offset: int, limit: int
+    session: AsyncSession,
+    task: int | None,
+    project: int | None,
+    organization: int | None,
+    offset: int,
+    limit: int,
 ) -> list[dict[str, Any]]:
-    where, params = _filters(task, project)
+    where, params = _filters(task, project, organization)
     sql = f"SELECT {PREDICTION_COLUMNS} FROM prediction p WHERE {where} ORDER BY p.id OFFSET :offset LIMIT :limit"
     rows = await session.execute(text(sql), {**params, "offset": offset, "limit": limit})
     return [prediction_json(row) for row in rows]

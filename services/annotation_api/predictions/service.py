@@ -14,6 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import any_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.annotation_api.auth.access import hidden, visible_organization
 from services.annotation_api.counters import refresh_task_counters
 from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.ids import id_array
@@ -67,7 +68,7 @@ async def create_prediction(session: AsyncSession, body: PredictionCreate) -> di
             .with_for_update(of=Task)
         )
     ).one_or_none()
-    if row is None:
+    if row is None or await hidden(session, "task_id", body.task):
         raise BadRequest(f"Task {body.task} does not exist.", field="task")
     project: Project = row[1]
     if body.project is not None and body.project != project.id:
@@ -86,15 +87,18 @@ async def list_predictions(
     session: AsyncSession, task: int | None, project: int | None, page: int | None, page_size: int
 ) -> list[dict[str, Any]]:
     """Oldest first. Unpaged lists are capped so one request cannot pull a 10-million-row project."""
+    org = visible_organization(session)
     if page is not None:
-        return await repository.list_predictions(session, task, project, (page - 1) * page_size, page_size)
-    if await repository.count_up_to(session, task, project, UNPAGED_LIMIT + 1) > UNPAGED_LIMIT:
+        return await repository.list_predictions(
+            session, task, project, org, (page - 1) * page_size, page_size
+        )
+    if await repository.count_up_to(session, task, project, org, UNPAGED_LIMIT + 1) > UNPAGED_LIMIT:
         raise BadRequest(
             f"More than {UNPAGED_LIMIT} predictions match: filter by task or project, "
             "or fetch them in pages with page=1,2,… and page_size.",
             field="page",
         )
-    return await repository.list_predictions(session, task, project, 0, UNPAGED_LIMIT)
+    return await repository.list_predictions(session, task, project, org, 0, UNPAGED_LIMIT)
 
 
 async def get_prediction(session: AsyncSession, prediction_id: int) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.annotation_api.data_manager.jobs import delete_task_batch
 from services.annotation_api.data_manager.selection import TaskSelection
+from services.annotation_api.auth.access import only_visible
 from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.jobs import runner
 from services.annotation_api.jobs.repository import cancel_chunks
@@ -97,11 +98,13 @@ async def list_projects(
     session: AsyncSession, page: int, page_size: int
 ) -> tuple[int, list[tuple[Project, int]]]:
     """The page, each project with its ``unfolded_predictions``."""
-    visible = Project.deleting.is_(False)
-    count = (await session.execute(select(func.count()).select_from(Project).where(visible))).scalar_one()
+    where = [Project.deleting.is_(False)]
+    if (visible := only_visible(session, Project.id)) is not None:
+        where.append(visible)
+    count = (await session.execute(select(func.count()).select_from(Project).where(*where))).scalar_one()
     stmt = (
         select(Project, unfolded_predictions())
-        .where(visible)
+        .where(*where)
         .order_by(Project.id.desc())
         .offset((page - 1) * page_size)
         .limit(page_size)
@@ -111,7 +114,7 @@ async def list_projects(
 
 async def create_project(session: AsyncSession, body: ProjectCreate, user: User) -> Project:
     await parse_config(body.label_config)
-    project = Project(**body.model_dump(), created_by_id=user.id)
+    project = Project(**body.model_dump(), created_by_id=user.id, organization_id=user.organization_id)
     session.add(project)
     await session.flush()
     await session.refresh(project)

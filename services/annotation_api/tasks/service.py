@@ -11,6 +11,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.annotation_api.auth.access import hidden
 from services.annotation_api.counters import add_to_project_counters, refresh_project_counters
 from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.projects.service import (
@@ -106,6 +107,8 @@ async def get_task(session: AsyncSession, task_id: int) -> dict[str, Any]:
 
 
 async def create_task(session: AsyncSession, body: TaskCreate) -> dict[str, Any]:
+    if await hidden(session, "project_id", body.project):
+        raise NotFound(f"Project {body.project} not found.")
     project = await get_project(session, body.project, key_share=True)
     await _check_data(project.label_config, body.data)
     task_id = (

@@ -99,7 +99,7 @@ async def begin(session: AsyncSession, settings: ApiSettings, job_id: int) -> Tr
         backend=backend_spec(backend),
         project=project_ref(project),
         hostname=settings.public_url,
-        access_token=await backend_access_token(session, settings, project.id),
+        access_token=await backend_access_token(session, settings, backend),
     )
     payload = {"action": WebhookEvent.START_TRAINING.value, "project": project_payload(project)}
     return TrainStart(go=True, job_id=job_id, backend=check.backend, payload=payload, check=check)
