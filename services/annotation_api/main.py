@@ -36,9 +36,9 @@ from services.annotation_api.text_guard import reject_unstorable_input
 from services.annotation_api.training import router as training_router
 from shared.api_docs import install_docs
 from shared.logging import RequestIdMiddleware, configure_logging
+from shared.openapi_errors import ERROR_RESPONSES
 from shared.tracing import configure_tracing
 from shared.version import VERSION, version_router
-from shared.openapi_errors import ERROR_RESPONSES
 
 BOOTSTRAP_EMAIL = "admin@labelloop.local"
 SERVICE = "annotation-api"

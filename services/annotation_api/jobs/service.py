@@ -24,7 +24,6 @@ from sqlalchemy import Select, func, select, true, update
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.annotation_api import counters
 from services.annotation_api.auth.access import only_visible
 from services.annotation_api.data_manager.selection import TaskSelection
 from services.annotation_api.db import after_commit

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ScalarSelect, delete, func, select, text, update
+from sqlalchemy import ColumnElement, ScalarSelect, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
+from services.annotation_api.auth.access import only_visible
 from services.annotation_api.data_manager.jobs import delete_task_batch
 from services.annotation_api.data_manager.selection import TaskSelection
-from services.annotation_api.auth.access import only_visible
 from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.jobs import runner
 from services.annotation_api.jobs.repository import cancel_chunks
@@ -98,7 +98,7 @@ async def list_projects(
     session: AsyncSession, page: int, page_size: int
 ) -> tuple[int, list[tuple[Project, int]]]:
     """The page, each project with its ``unfolded_predictions``."""
-    where = [Project.deleting.is_(False)]
+    where: list[ColumnElement[bool]] = [Project.deleting.is_(False)]
     if (visible := only_visible(session, Project.id)) is not None:
         where.append(visible)
     count = (await session.execute(select(func.count()).select_from(Project).where(*where))).scalar_one()
