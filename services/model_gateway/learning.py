@@ -40,6 +40,7 @@ from shared.learning_contract import (
     delivery_again_key,
     delivery_lock_key,
 )
+from shared.logging import adopted_context, outgoing_request_headers
 from shared.protocol import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,9 @@ async def _call(
     api: httpx.AsyncClient, method: str, path: str, body: BaseModel | None = None, **kw: Any
 ) -> bytes:
     content = None if body is None else body.model_dump_json().encode()
-    headers = {"Content-Type": "application/json"} if content is not None else None
+    headers = outgoing_request_headers()
+    if content is not None:
+        headers["Content-Type"] = "application/json"
     response = await api.request(method, path, content=content, headers=headers, **kw)
     if response.status_code != 200:
         raise ApiRefused(
@@ -150,8 +153,16 @@ async def _drain(ctx: dict[str, Any], backend_id: int, lock: _Lock) -> tuple[int
             return delivered, stopped
 
 
-async def deliver_events(ctx: dict[str, Any], backend_id: int) -> str:
-    """Send the backend's pending annotation events to its ``/webhook``, oldest first."""
+async def deliver_events(ctx: dict[str, Any], backend_id: int, carried: dict[str, str] | None = None) -> str:
+    """Send the backend's pending annotation events to its ``/webhook``, oldest first.
+
+    ``carried``: request id and trace context of the request that scheduled the delivery.
+    """
+    with adopted_context(carried, "deliver_events"):
+        return await _deliver_events(ctx, backend_id)
+
+
+async def _deliver_events(ctx: dict[str, Any], backend_id: int) -> str:
     redis: ArqRedis = ctx["redis"]
     again = delivery_again_key(backend_id)
     delivered = 0
@@ -200,8 +211,16 @@ async def _report(api: httpx.AsyncClient, job_id: int, report: TrainReport) -> T
     raise AssertionError("unreachable")
 
 
-async def train_backend(ctx: dict[str, Any], job_id: int) -> str:
-    """Run a training job: START_TRAINING, re-check the backend, report both to the API."""
+async def train_backend(ctx: dict[str, Any], job_id: int, carried: dict[str, str] | None = None) -> str:
+    """Run a training job: START_TRAINING, re-check the backend, report both to the API.
+
+    ``carried``: request id and trace context of the request that started the job.
+    """
+    with adopted_context(carried, "train_backend"):
+        return await _train_backend(ctx, job_id)
+
+
+async def _train_backend(ctx: dict[str, Any], job_id: int) -> str:
     api: httpx.AsyncClient = ctx["api"]
     gateway: BackendGateway = ctx["gateway"]
     start = TrainStart.model_validate_json(await _call(api, "POST", f"/internal/train-jobs/{job_id}/start"))

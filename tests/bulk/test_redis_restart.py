@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from devstack.embedded import EmbeddedRedis
-from tests.bulk.conftest import StartWorker
+from tests.bulk.conftest import StartWorker, WorkerProcess
 from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
 from tests.support.builders import choice, connect_backend, import_texts
 from tests.support.databases import project_predictions
@@ -50,8 +50,8 @@ def kill(server: EmbeddedRedis) -> None:
     server.process.wait(timeout=10)
 
 
-async def gateway_ready(gateway: httpx.AsyncClient, ready: bool) -> bool:
-    return (await gateway.get("/ready")).status_code == (200 if ready else 503)
+async def ready(client: httpx.AsyncClient, url: str, expected: bool) -> bool:
+    return (await client.get(f"{url}/ready")).status_code == (200 if expected else 503)
 
 
 async def job_done(api: httpx.AsyncClient, job_id: int) -> int:
@@ -92,7 +92,8 @@ async def test_redis_restarted_empty_mid_job_everything_reconnects(
     response = await api.post(f"/api/ml/{backend['id']}/predict")
     assert response.status_code == 200, response.text
     job_id: int = response.json()["job_id"]
-    worker = start_worker()
+    worker = WorkerProcess(start_worker)
+    await worker.wait_ready(gateway)
 
     async def progressed() -> bool:
         job = (await api.get(f"/api/jobs/{job_id}")).json()
@@ -102,7 +103,10 @@ async def test_redis_restarted_empty_mid_job_everything_reconnects(
     await wait_for(progressed, 60, f"job {job_id} to make progress")
     kill(own_redis)
     done_at_kill = await job_done(api, job_id)
-    await wait_for(lambda: gateway_ready(gateway, False), 30, "the gateway to report Redis down")
+    await wait_for(lambda: ready(gateway, worker.url, False), 30, "the worker to report Redis down")
+    assert await ready(gateway, str(gateway.base_url).rstrip("/"), True), (
+        "the gateway's HTTP app does not use Redis"
+    )
 
     # While Redis is down: a new job and an annotation are accepted (their enqueues fail after commit,
     # the sweeper and the delivery loop ring again later), and the worker finishes and reports the
@@ -126,7 +130,7 @@ async def test_redis_restarted_empty_mid_job_everything_reconnects(
     assert stranded > 0, "chunks queued only in the killed Redis must be left behind"
 
     own_redis.start()  # same port, empty
-    await wait_for(lambda: gateway_ready(gateway, True), 30, "the gateway to reach the new Redis")
+    await wait_for(lambda: ready(gateway, worker.url, True), 30, "the worker to reach the new Redis")
     job = await wait_job(api, job_id, timeout_s=60)
     late_job = await wait_job(api, late_job_id, timeout_s=30)
 
@@ -136,6 +140,6 @@ async def test_redis_restarted_empty_mid_job_everything_reconnects(
         )
 
     await wait_for(lambda: asyncio.sleep(0, delivered()), 30, "the annotation event to reach the backend")
-    assert worker.poll() is None, "the worker process reconnected instead of dying"
+    assert worker.process.poll() is None, "the worker process reconnected instead of dying"
     await assert_project_predicted_once(db, job, project["id"], TASKS)
     await assert_project_predicted_once(db, late_job, other["id"], LATE_TASKS)

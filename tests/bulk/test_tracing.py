@@ -130,3 +130,21 @@ async def test_without_tracing_the_request_id_still_reaches_the_backend(
     (call,) = fake.calls("/predict")
     assert call.headers["x-request-id"] == "untraced-1"
     assert "traceparent" not in call.headers
+
+
+async def test_a_training_job_carries_its_request_id_and_trace_to_the_backend(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    run_burst: RunBurst,
+    spans: InMemorySpanExporter,
+) -> None:
+    backend = await connect_backend(api, project["id"], fake.url)
+    fake.clear_requests()
+    started = await api.post(f"/api/ml/{backend['id']}/train", headers={"X-Request-ID": "train-1"})
+    assert started.status_code in (200, 201), started.text
+    await run_burst()
+    root = await ended(spans, "POST /api/ml/{backend_id}/train")
+    (call,) = fake.calls("/webhook")
+    assert call.headers["x-request-id"] == "train-1"
+    assert call.headers["traceparent"].split("-")[1] == trace_id(root)

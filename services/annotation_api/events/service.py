@@ -25,6 +25,7 @@ from services.annotation_api.ml_backends.service import backend_spec
 from services.annotation_api.models import MlBackend
 from shared.jobs import DELIVER_EVENTS
 from shared.learning_contract import EventsAck, delivery_job_id
+from shared.logging import carried_context
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,9 @@ async def acknowledge(session: AsyncSession, backend_id: int, ack: EventsAck) ->
 async def enqueue_deliveries(pool: ArqRedis, backend_ids: Sequence[int], reason: str) -> None:
     """One ``deliver_events`` per backend; a job with the same (backend, reason) already waiting absorbs it."""
     for backend_id in backend_ids:
-        await pool.enqueue_job(DELIVER_EVENTS, backend_id, _job_id=delivery_job_id(backend_id, reason))
+        await pool.enqueue_job(
+            DELIVER_EVENTS, backend_id, carried_context(), _job_id=delivery_job_id(backend_id, reason)
+        )
 
 
 def _app(session: AsyncSession) -> FastAPI | None:

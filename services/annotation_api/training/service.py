@@ -34,6 +34,7 @@ from services.annotation_api.settings import ApiSettings
 from shared.gateway_contract import CheckBackendRequest, WebhookResult
 from shared.jobs import TRAIN_BACKEND
 from shared.learning_contract import TrainOutcome, TrainReport, TrainStart, train_job_id
+from shared.logging import carried_context
 from shared.protocol import WebhookEvent
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ _STALE_RUNNING = "2 hours"
 
 
 async def enqueue_training(pool: ArqRedis, job_id: int) -> None:
-    await pool.enqueue_job(TRAIN_BACKEND, job_id, _job_id=train_job_id(job_id))
+    await pool.enqueue_job(TRAIN_BACKEND, job_id, carried_context(), _job_id=train_job_id(job_id))
 
 
 async def start_training(
