@@ -116,11 +116,12 @@ export async function render(view, { project: projectId, task: taskId }) {
     try { await store(kind, annotation); } finally { saving = false; }
   }
 
-  // Keyboard submit / skip wherever the focus is (the editor's own hotkeys need its focus).
+  // Keyboard submit / skip wherever the focus is, handled here alone (the editor's own hotkeys need its focus).
   function onKey(e) {
     if (!ls?.store || holder.dataset.ready !== "true" || !(e.ctrlKey || e.metaKey)) return;
-    if (e.key === "Enter") { e.preventDefault(); const a = ls.store.annotationStore.selected; if (a?.pk) ls.store.updateAnnotation(); else ls.store.submitAnnotation(); }
-    else if (e.key === " " && e.ctrlKey) { e.preventDefault(); ls.store.skipTask(); }
+    const selected = ls.store.annotationStore.selected;
+    if (e.key === "Enter") { e.preventDefault(); e.stopPropagation(); save(selected?.pk ? "update" : "submit", selected); }
+    else if (e.key === " " && e.ctrlKey) { e.preventDefault(); e.stopPropagation(); save("skip", null); }
   }
   document.addEventListener("keydown", onKey, true);
 
