@@ -44,6 +44,7 @@ export async function render(view, { project: projectId, task: taskId }) {
   let pollTimer = null;
   let versions = new Map();
   let disposed = false;
+  let storedIds = new Set();
 
   const backends = await api(`/api/ml?project=${project.id}`);
   const interactive = backends.find((b) => b.is_interactive);
@@ -120,7 +121,8 @@ export async function render(view, { project: projectId, task: taskId }) {
   function onKey(e) {
     if (!ls?.store || holder.dataset.ready !== "true" || !(e.ctrlKey || e.metaKey)) return;
     const selected = ls.store.annotationStore.selected;
-    if (e.key === "Enter") { e.preventDefault(); e.stopPropagation(); save(selected?.pk ? "update" : "submit", selected); }
+    const stored = selected && storedIds.has(String(selected.pk));
+    if (e.key === "Enter") { e.preventDefault(); e.stopPropagation(); save(stored ? "update" : "submit", selected); }
     else if (e.key === " " && e.ctrlKey) { e.preventDefault(); e.stopPropagation(); save("skip", null); }
   }
   document.addEventListener("keydown", onKey, true);
@@ -159,6 +161,7 @@ export async function render(view, { project: projectId, task: taskId }) {
     delete holder.dataset.ready;
     const prediction = shownPrediction(task, project.model_version);
     const annotations = (task.annotations || []).filter((a) => !a.was_cancelled);
+    storedIds = new Set(annotations.map((a) => String(a.id)));
     mount(info,
       h("div", { class: "row wrap" }, h("strong", {}, `Task ${task.id}`),
         prediction ? badge(`pre-annotation: ${prediction.model_version}${prediction.score !== null && prediction.score !== undefined ? ` · score ${prediction.score.toFixed(2)}` : ""}`, "info") : badge("no prediction", "neutral"),
