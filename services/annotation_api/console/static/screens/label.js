@@ -140,6 +140,7 @@ export async function render(view, { project: projectId, task: taskId }) {
       const prediction = shownPrediction(current, project.model_version);
       if (prediction && kind === "submit") body.parent_prediction = prediction.id;
       const saved = await api(`/api/tasks/${current.id}/annotations`, { method: "POST", body });
+      delete holder.dataset.ready; // this task is done: no second submit while the next one loads
       if (annotation && kind === "submit") annotation.updatePersonalKey?.(String(saved.id));
       labeled += kind === "submit" ? 1 : 0;
       counter.textContent = labeled ? `${labeled} labeled in this session` : "";
