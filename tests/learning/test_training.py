@@ -123,12 +123,14 @@ async def test_new_version_repredicts_unlabeled_tasks_when_asked(
 ) -> None:
     project = await create_project(api, SENTIMENT_CONFIG, repredict_on_new_version=True)
     task_ids = await import_texts(api, project["id"], 3)
-    backend = await connect_backend(api, project["id"], fake.url)
     labeled = await api.post(
         f"/api/tasks/{task_ids[0]}/annotations",
         json={"result": choice("Positive")},
     )
     assert labeled.status_code == 201
+    # Connected after the annotation, so no event reaches it: the re-check that follows a delivery
+    # would otherwise race training to pick the new version up.
+    backend = await connect_backend(api, project["id"], fake.url)
     fake.configure(version_after_train="fake-v2")
     job = await _train(api, backend["id"])
     await run_burst()  # trains, then runs the prediction job the new version started
