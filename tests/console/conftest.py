@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright, expect
 
 from services.annotation_api.console.editor import EDITOR_DIR, EDITOR_FILES
 from services.annotation_api.settings import ApiSettings
@@ -23,6 +23,8 @@ from services.model_gateway.settings import GatewaySettings
 from tests.support.workers import gateway_worker
 
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
+# A deadline for each expectation, generous for a loaded CI machine (each still returns as soon as it holds).
+expect.set_options(timeout=20_000)
 
 
 def chromium_path() -> str:

@@ -118,6 +118,7 @@ async def test_sign_in_create_import_predict_label_train(
     for n in range(3):
         await expect(page.locator(".task-info")).to_contain_text("pre-annotation: fake-v1")
         await expect(page.locator("#label-studio[data-ready=true]")).to_have_count(1)
+        labeled_task = await page.locator(".task-info strong").inner_text()
         predicted = page.locator("#label-studio input:checked")
         await expect(predicted).to_have_count(1)
         if n == 0:
@@ -127,15 +128,23 @@ async def test_sign_in_create_import_predict_label_train(
         else:
             await page.get_by_role("button", name="Submit").click()
         await expect(page.get_by_text(f"{n + 1} labeled in this session")).to_be_visible()
+        await expect(page.locator(".task-info strong")).not_to_have_text(labeled_task)
     await fake.wait_for_calls("/webhook", 3, timeout_s=30)
     created = [call.body["action"] for call in fake.calls("/webhook") if isinstance(call.body, dict)]
     assert created.count("ANNOTATION_CREATED") == 3, created
 
-    async def three_annotated() -> bool:
-        project = (await api.get(f"/api/projects/{project_id}")).json()
-        return bool(project["num_tasks_with_annotations"] == 3)
+    counts: list[int] = []
 
-    await wait_for(three_annotated, what="three annotations stored")
+    async def three_annotated() -> bool:
+        nonlocal counts
+        listed = await api.get("/api/tasks", params={"project": project_id, "page_size": 100})
+        counts = [t["total_annotations"] for t in listed.json()["tasks"]]
+        return sorted(counts) == [0, 0, 0, 1, 1, 1]
+
+    try:
+        await wait_for(three_annotated, what="three annotated tasks")
+    except AssertionError:
+        raise AssertionError(f"annotations per task: {counts}") from None
 
     # Start Training: the backend trains on them and reports a new version.
     fake.configure(version_after_train="fake-v2")

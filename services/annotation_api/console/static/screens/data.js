@@ -54,6 +54,13 @@ export async function render(view, { project: projectId }) {
   orderSel.addEventListener("change", () => { ordering = orderSel.value; setQuery({ ordering }); reload(); });
   headCheck.addEventListener("change", () => { allSelected = headCheck.checked; selected.clear(); drawRows(); });
 
+  const sortButton = h("button", { class: "sort", type: "button", title: "Sort by prediction score", onclick: () => {
+    ordering = ordering === "prediction_score" ? "-prediction_score" : "prediction_score";
+    orderSel.value = ordering;
+    setQuery({ ordering });
+    reload();
+  } }, "Score");
+
   const actionButtons = [
     ["retrieve_tasks_predictions", "Retrieve predictions", "btn-primary"],
     ["predictions_to_annotations", "Create annotations from predictions", ""],
@@ -150,6 +157,7 @@ export async function render(view, { project: projectId }) {
   }
 
   function reload() {
+    sortButton.textContent = `Score ${ordering === "prediction_score" ? "▲" : ordering === "-prediction_score" ? "▼" : "↕"}`;
     loaded = []; cursor = null; page = 1; exhausted = false;
     mount(tbody);
     loadMore();
@@ -171,7 +179,7 @@ export async function render(view, { project: projectId }) {
           h("th", { scope: "col" }, "Data"),
           h("th", { scope: "col", class: "num" }, "Annotations"),
           h("th", { scope: "col", class: "num" }, "Predictions"),
-          h("th", { scope: "col", class: "num" }, h("button", { class: "sort", type: "button", title: "Sort by prediction score", onclick: () => { ordering = ordering === "prediction_score" ? "-prediction_score" : "prediction_score"; orderSel.value = ordering; setQuery({ ordering }); reload(); } }, "Score ", ordering === "prediction_score" ? "▲" : ordering === "-prediction_score" ? "▼" : "↕")))),
+          h("th", { scope: "col", class: "num" }, sortButton))),
         tbody),
       more));
   observer.observe(more);

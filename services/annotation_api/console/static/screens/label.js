@@ -44,6 +44,7 @@ export async function render(view, { project: projectId, task: taskId }) {
   let pollTimer = null;
   let versions = new Map();
   let disposed = false;
+  let storedIds = new Set();
 
   const backends = await api(`/api/ml?project=${project.id}`);
   const interactive = backends.find((b) => b.is_interactive);
@@ -116,11 +117,13 @@ export async function render(view, { project: projectId, task: taskId }) {
     try { await store(kind, annotation); } finally { saving = false; }
   }
 
-  // Keyboard submit / skip wherever the focus is (the editor's own hotkeys need its focus).
+  // Keyboard submit / skip wherever the focus is, handled here alone (the editor's own hotkeys need its focus).
   function onKey(e) {
     if (!ls?.store || holder.dataset.ready !== "true" || !(e.ctrlKey || e.metaKey)) return;
-    if (e.key === "Enter") { e.preventDefault(); const a = ls.store.annotationStore.selected; if (a?.pk) ls.store.updateAnnotation(); else ls.store.submitAnnotation(); }
-    else if (e.key === " " && e.ctrlKey) { e.preventDefault(); ls.store.skipTask(); }
+    const selected = ls.store.annotationStore.selected;
+    const stored = selected && storedIds.has(String(selected.pk));
+    if (e.key === "Enter") { e.preventDefault(); e.stopPropagation(); save(stored ? "update" : "submit", selected); }
+    else if (e.key === " " && e.ctrlKey) { e.preventDefault(); e.stopPropagation(); save("skip", null); }
   }
   document.addEventListener("keydown", onKey, true);
 
@@ -137,6 +140,7 @@ export async function render(view, { project: projectId, task: taskId }) {
       const prediction = shownPrediction(current, project.model_version);
       if (prediction && kind === "submit") body.parent_prediction = prediction.id;
       const saved = await api(`/api/tasks/${current.id}/annotations`, { method: "POST", body });
+      delete holder.dataset.ready; // this task is done: no second submit while the next one loads
       if (annotation && kind === "submit") annotation.updatePersonalKey?.(String(saved.id));
       labeled += kind === "submit" ? 1 : 0;
       counter.textContent = labeled ? `${labeled} labeled in this session` : "";
@@ -158,6 +162,7 @@ export async function render(view, { project: projectId, task: taskId }) {
     delete holder.dataset.ready;
     const prediction = shownPrediction(task, project.model_version);
     const annotations = (task.annotations || []).filter((a) => !a.was_cancelled);
+    storedIds = new Set(annotations.map((a) => String(a.id)));
     mount(info,
       h("div", { class: "row wrap" }, h("strong", {}, `Task ${task.id}`),
         prediction ? badge(`pre-annotation: ${prediction.model_version}${prediction.score !== null && prediction.score !== undefined ? ` · score ${prediction.score.toFixed(2)}` : ""}`, "info") : badge("no prediction", "neutral"),
