@@ -79,7 +79,13 @@ def _uvicorn(factory: str, port: int, *extra: str) -> list[str]:
     ]
 
 
-def _wait_ready(children: list[Child], timeout_s: float = 60.0) -> None:
+_READY_TIMEOUT_S = 180.0
+"""A first start imports scikit-learn in the example backend (over 20 s on a busy 2-core machine) while
+the other children start too; a child that exits stops the wait at once, so a long limit costs nothing
+when something is really broken."""
+
+
+def _wait_ready(children: list[Child], timeout_s: float = _READY_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout_s
     pending = [child for child in children if child.ready_url]
     while pending:
