@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from services.model_gateway.settings import GatewaySettings
 from services.model_gateway.worker import WorkerSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +23,7 @@ ROLES = {
     "labelloop-api": "api",
     "labelloop-gateway": "gateway",
     "labelloop-worker": "worker",
-    "labelloop-migrate": "migrate",
+    f"labelloop-migrate-{VERSION}": "migrate",
 }
 MI = 1024 * 1024
 
@@ -89,6 +90,27 @@ def test_memory_limits_fit_the_body_and_response_caps() -> None:
     assert limits["labelloop-api"] >= 256 * MI + 8 * request_cap
     for name in ("labelloop-gateway", "labelloop-worker"):
         assert limits[name] >= 256 * MI + WorkerSettings.max_jobs * response_cap, name
+
+
+def test_deployments_have_probes_and_workers_drain_before_the_kill() -> None:
+    for deployment in of_kind("Deployment"):
+        main = container(deployment)
+        for probe in ("readinessProbe", "livenessProbe"):
+            port = main[probe]["httpGet"]["port"]
+            assert port in {p["containerPort"] for p in main["ports"]}, (
+                deployment["metadata"]["name"],
+                probe,
+            )
+    [worker] = [d for d in of_kind("Deployment") if d["metadata"]["name"] == "labelloop-worker"]
+    grace = GatewaySettings().worker_drain_grace_s
+    assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= grace + 10
+    assert container(worker)["readinessProbe"]["httpGet"]["port"] == GatewaySettings().worker_probe_port
+
+
+def test_migrations_run_as_a_job_named_after_the_release() -> None:
+    [job] = of_kind("Job")
+    assert job["metadata"]["name"] == f"labelloop-migrate-{VERSION}"
+    assert container(job)["command"] == ["alembic", "upgrade", "head"]
 
 
 def test_every_deployment_has_a_disruption_budget() -> None:
