@@ -13,8 +13,10 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.annotation_api.errors import NotFound
 from services.annotation_api.jobs.schemas import JobOut
-from services.annotation_api.models import Job, JobStatus
+from services.annotation_api.jobs.service import get_job_view
+from services.annotation_api.models import JobStatus
 
 KEEP_ALIVE = b": keep-alive\n\n"
 _ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
@@ -22,7 +24,7 @@ _ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 _State = tuple[str, int, int, int, int, int, str | None, datetime]
 
 
-def _state(job: Job) -> _State:
+def _state(job: JobOut) -> _State:
     """What a client sees change; rate and ETA move with the clock alone and do not count."""
     return (
         job.status,
@@ -40,19 +42,23 @@ def _event(out: JobOut) -> bytes:
     return b"data: " + out.model_dump_json().encode() + b"\n\n"
 
 
-async def _read(maker: async_sessionmaker[AsyncSession], job_id: int) -> Job | None:
+async def _read(maker: async_sessionmaker[AsyncSession], job_id: int) -> JobOut | None:
+    """The job as ``GET /api/jobs/{id}`` shows it: counters of reported chunks not folded yet included."""
     async with maker() as session:
-        return await session.get(Job, job_id)
+        try:
+            return await get_job_view(session, job_id)
+        except NotFound:
+            return None
 
 
 async def job_events(
     maker: async_sessionmaker[AsyncSession],
-    first: Job,
+    first: JobOut,
     poll_s: float,
     keepalive_s: float,
 ) -> AsyncIterator[bytes]:
     """``first`` at once, then the job whenever its state changes, until it is terminal (or deleted)."""
-    job: Job | None = first
+    job: JobOut | None = first
     last: _State | None = None
     quiet_since = time.monotonic()
     while job is not None:
@@ -60,7 +66,7 @@ async def job_events(
         if state != last:
             last = state
             quiet_since = time.monotonic()
-            yield _event(JobOut.of(job))
+            yield _event(job)
         elif time.monotonic() - quiet_since >= keepalive_s:
             quiet_since = time.monotonic()
             yield KEEP_ALIVE

@@ -56,7 +56,7 @@ async def job_events_stream(
     The job is re-read every `LABELLOOP_JOB_EVENTS_POLL_S` in a short session of its own, so an open
     stream holds no database connection between reads.
     """
-    job = await service.get_job(session, job_id)
+    job = await service.get_job_view(session, job_id)
     settings = request.app.state.settings
     stream = job_events(
         request.app.state.sessionmaker, job, settings.job_events_poll_s, settings.job_events_keepalive_s
