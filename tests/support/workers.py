@@ -16,7 +16,7 @@ def gateway_worker(settings: GatewaySettings, *, burst: bool) -> ReconnectingWor
 
     ``burst=True`` returns from ``main()`` once the queue is empty, which makes a test deterministic.
     """
-    return ReconnectingWorker(
+    worker = ReconnectingWorker(
         functions=WorkerSettings.functions,
         queue_name=QUEUE_NAME,
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
@@ -29,6 +29,9 @@ def gateway_worker(settings: GatewaySettings, *, burst: bool) -> ReconnectingWor
         poll_delay=0.05,
         max_jobs=WorkerSettings.max_jobs,
     )
+    # No probe listener in-process: tests run many workers, and the default port would collide.
+    worker.settings = settings.model_copy(update={"worker_probe_port": 0})
+    return worker
 
 
 RunBurst = Callable[[], Awaitable[None]]
