@@ -80,35 +80,60 @@ async def test_version_endpoint_needs_no_credentials(
         assert re.fullmatch(r"\d+\.\d+\.\d+", answer["release"])
 
 
-def _refs(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        found = [node["$ref"].rsplit("/", 1)[-1]] if isinstance(node.get("$ref"), str) else []
-        return found + [ref for value in node.values() for ref in _refs(value)]
-    if isinstance(node, list):
-        return [ref for item in node for ref in _refs(item)]
-    return []
+_FASTAPI_OWN = {"HTTPValidationError", "ValidationError"}  # FastAPI's own (our errors answer 400 with detail)
+
+
+def _undescribed_fields(spec: dict[str, Any], roots: list[Any]) -> tuple[set[str], list[str]]:
+    """The component schemas ``roots`` reach (through $refs, at any depth) and every field, of those or of
+    an inline schema on the way, that has no description."""
+    schemas = spec["components"]["schemas"]
+    pending: list[tuple[str, Any]] = [("inline", root) for root in roots]
+    seen: set[str] = set()
+    undescribed: list[str] = []
+    while pending:
+        owner, node = pending.pop()
+        if isinstance(node, list):
+            pending += [(owner, item) for item in node]
+        elif isinstance(node, dict):
+            ref = node.get("$ref")
+            name = ref.rsplit("/", 1)[-1] if isinstance(ref, str) else None
+            if name is not None and name not in seen and name not in _FASTAPI_OWN:
+                seen.add(name)
+                pending.append((name, schemas[name]))
+            title = node.get("title")
+            owner = title if isinstance(title, str) else owner
+            for key, value in node.items():
+                if key == "properties" and isinstance(value, dict):
+                    undescribed += [
+                        f"{owner}.{field}" for field, body in value.items() if not body.get("description")
+                    ]
+                    pending += [(owner, body) for body in value.values()]
+                else:
+                    pending.append((owner, value))
+    return seen, sorted(set(undescribed))
 
 
 def test_every_field_a_public_response_returns_is_described() -> None:
     for name in ("annotation_api", "model_gateway"):
         spec = render_specs()[name]
-        schemas = spec["components"]["schemas"]
-        pending = _refs([op["responses"] for ops in spec["paths"].values() for op in ops.values()])
-        seen: set[str] = set()
-        while pending:
-            schema = pending.pop()
-            if schema not in seen:
-                seen.add(schema)
-                pending += _refs(schemas[schema])
-        seen -= {
-            "HTTPValidationError",
-            "ValidationError",
-        }  # FastAPI's own (our errors answer 400 with detail)
+        seen, undescribed = _undescribed_fields(
+            spec, [op["responses"] for ops in spec["paths"].values() for op in ops.values()]
+        )
         assert "JobOut" in seen or name == "model_gateway"
-        undescribed = [
-            f"{schema}.{field}"
-            for schema in sorted(seen)
-            for field, body in schemas[schema].get("properties", {}).items()
-            if not body.get("description")
-        ]
         assert undescribed == [], name
+
+
+def test_every_field_of_a_public_request_body_and_every_parameter_is_described() -> None:
+    for name in ("annotation_api", "model_gateway"):
+        spec = render_specs()[name]
+        operations = [(method, path, op) for path, ops in spec["paths"].items() for method, op in ops.items()]
+        seen, undescribed = _undescribed_fields(spec, [op.get("requestBody", {}) for _, _, op in operations])
+        assert "PublicPredictRequest" in seen if name == "model_gateway" else "ProjectCreate" in seen
+        assert undescribed == [], name
+        parameters = [
+            f"{method.upper()} {path} {parameter['in']} {parameter['name']}"
+            for method, path, op in operations
+            for parameter in op.get("parameters", [])
+            if not parameter.get("description")
+        ]
+        assert parameters == [], name

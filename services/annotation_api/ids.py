@@ -21,8 +21,10 @@ INT_MAX: Final = 2**31 - 1
 RowId = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
 PathId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 SerialId = Annotated[int, Field(ge=1, le=INT_MAX)]
-SerialPathId = Annotated[int, Path(ge=1, le=INT_MAX)]
-SerialQueryId = Annotated[int, Query(ge=1, le=INT_MAX)]
+AnnotationId = Annotated[int, Path(ge=1, le=BIGINT_MAX, description="Annotation id.")]
+JobId = Annotated[int, Path(ge=1, le=BIGINT_MAX, description="Job id.")]
+PredictionId = Annotated[int, Path(ge=1, le=BIGINT_MAX, description="Prediction id.")]
+MlBackendId = Annotated[int, Path(ge=1, le=INT_MAX, description="ML backend id.")]
 PageNumber = Annotated[int, Query(ge=1, le=INT_MAX, description="1-based page number.")]
 """Any page times any allowed page size stays within ``bigint`` (the OFFSET)."""
 

@@ -296,20 +296,30 @@ internal.add_api_route(
 class PublicBackend(BaseModel):
     """A backend given inline; the same address policy applies as for stored backends."""
 
-    url: str
-    auth_method: Literal["NONE", "BASIC_AUTH"] = "NONE"
-    basic_auth_user: str | None = None
-    basic_auth_pass: str | None = Field(default=None, repr=False)
+    url: str = Field(
+        description="The ML backend's base URL (http or https); 400 if the address policy refuses it."
+    )
+    auth_method: Literal["NONE", "BASIC_AUTH"] = Field(
+        default="NONE", description="NONE or BASIC_AUTH: how the backend is called."
+    )
+    basic_auth_user: str | None = Field(default=None, description="User for basic auth (with BASIC_AUTH).")
+    basic_auth_pass: str | None = Field(
+        default=None, repr=False, description="Password for basic auth (with BASIC_AUTH)."
+    )
     model_version: str | None = Field(default=None, description="Version to tag predictions that name none.")
     timeout_s: float = Field(
         default=30.0, gt=0, le=300, description="Per attempt; running out of it never opens the breaker."
     )
-    batch_size: int = Field(default=32, ge=1, le=100)
+    batch_size: int = Field(
+        default=32, ge=1, le=100, description="Tasks per /predict call to the backend, 1 to 100."
+    )
 
 
 class PublicProject(BaseModel):
-    id: int = Field(default=0, ge=0)
-    created_at_ts: int = Field(default=0, ge=0)
+    id: int = Field(default=0, ge=0, description="Project id the backend is told (0 or more).")
+    created_at_ts: int = Field(
+        default=0, ge=0, description="Unix time, in seconds, the project was created (0 or more)."
+    )
 
 
 class PublicPredictRequest(BaseModel):
@@ -317,9 +327,14 @@ class PublicPredictRequest(BaseModel):
         min_length=1,
         description="Task objects ({data: {...}}); a task without an integer id gets its position.",
     )
-    label_config: str = Field(min_length=1)
-    backend: PublicBackend
-    context: dict[str, Any] | None = None
+    label_config: str = Field(
+        min_length=1,
+        description="The Label Studio labeling config (XML); predictions are checked against it.",
+    )
+    backend: PublicBackend = Field(description="The ML backend to ask.")
+    context: dict[str, Any] | None = Field(
+        default=None, description="The annotator's input for interactive pre-annotation, passed to /predict."
+    )
     interactive: bool = Field(default=False, description="Tight timeout, one attempt.")
     project: PublicProject = Field(
         default_factory=PublicProject, description="Sent to the backend as `<id>.<created ts>`."

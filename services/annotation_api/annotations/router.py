@@ -8,7 +8,8 @@ from services.annotation_api.annotations import service
 from services.annotation_api.annotations.schemas import AnnotationIn, AnnotationOut
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
-from services.annotation_api.ids import PathId
+from services.annotation_api.ids import AnnotationId
+from services.annotation_api.tasks.schemas import TaskId
 
 router = APIRouter(prefix="/api", tags=["annotations"])
 
@@ -21,33 +22,33 @@ router = APIRouter(prefix="/api", tags=["annotations"])
     include_in_schema=False,
 )
 async def create_annotation(
-    task_id: PathId, body: AnnotationIn, session: SessionDep, user: CurrentUser
+    task_id: TaskId, body: AnnotationIn, session: SessionDep, user: CurrentUser
 ) -> AnnotationOut:
     return await service.create_annotation(session, task_id, body, user)
 
 
 @router.get("/tasks/{task_id}/annotations", response_model=list[AnnotationOut])
 @router.get("/tasks/{task_id}/annotations/", response_model=list[AnnotationOut], include_in_schema=False)
-async def list_annotations(task_id: PathId, session: SessionDep, _: CurrentUser) -> list[AnnotationOut]:
+async def list_annotations(task_id: TaskId, session: SessionDep, _: CurrentUser) -> list[AnnotationOut]:
     return await service.list_annotations(session, task_id)
 
 
 @router.get("/annotations/{annotation_id}", response_model=AnnotationOut)
 @router.get("/annotations/{annotation_id}/", response_model=AnnotationOut, include_in_schema=False)
-async def get_annotation(annotation_id: PathId, session: SessionDep, _: CurrentUser) -> AnnotationOut:
+async def get_annotation(annotation_id: AnnotationId, session: SessionDep, _: CurrentUser) -> AnnotationOut:
     return await service.get_annotation(session, annotation_id)
 
 
 @router.patch("/annotations/{annotation_id}", response_model=AnnotationOut)
 @router.patch("/annotations/{annotation_id}/", response_model=AnnotationOut, include_in_schema=False)
 async def update_annotation(
-    annotation_id: PathId, body: AnnotationIn, session: SessionDep, _: CurrentUser
+    annotation_id: AnnotationId, body: AnnotationIn, session: SessionDep, _: CurrentUser
 ) -> AnnotationOut:
     return await service.update_annotation(session, annotation_id, body)
 
 
 @router.delete("/annotations/{annotation_id}", status_code=204)
 @router.delete("/annotations/{annotation_id}/", status_code=204, include_in_schema=False)
-async def delete_annotation(annotation_id: PathId, session: SessionDep, _: CurrentUser) -> Response:
+async def delete_annotation(annotation_id: AnnotationId, session: SessionDep, _: CurrentUser) -> Response:
     await service.delete_annotation(session, annotation_id)
     return Response(status_code=204)

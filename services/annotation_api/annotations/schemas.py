@@ -20,9 +20,13 @@ class AnnotationIn(BaseModel):
     result: list[dict[str, Any]] | None = Field(
         default=None, description="Regions; checked against the project's label config."
     )
-    was_cancelled: bool | None = None
-    ground_truth: bool | None = None
-    lead_time: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    was_cancelled: bool | None = Field(
+        default=None, description="The annotator skipped the task (a cancelled annotation does not label it)."
+    )
+    ground_truth: bool | None = Field(default=None, description="Mark the annotation as ground truth.")
+    lead_time: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="Seconds the annotator spent on it (0 or more)."
+    )
     parent_prediction: RowId | None = Field(
         default=None, description="The prediction this annotation started from (same task)."
     )

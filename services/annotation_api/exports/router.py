@@ -32,7 +32,9 @@ async def export_project(
     request: Request,
     session: SessionDep,
     _: CurrentUser,
-    export_type: str = Query("JSON", alias="exportType"),
+    export_type: str = Query(
+        "JSON", alias="exportType", description="Export format; only JSON (any letter case) is supported."
+    ),
     download_all_tasks: bool = Query(True, description="Accepted for compatibility; all tasks are exported."),
 ) -> StreamingResponse:
     service.check_export_type(export_type)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
@@ -42,7 +42,9 @@ async def import_tasks(
     request: Request,
     session: SessionDep,
     user: CurrentUser,
-    return_task_ids: bool = False,
+    return_task_ids: bool = Query(
+        False, description="Also answer with the ids of the created tasks, in the order they were sent."
+    ),
 ) -> JsonResponse:
     outcome = await service.import_tasks(session, project_id, request.stream(), user, return_task_ids)
     body = ImportResponse(

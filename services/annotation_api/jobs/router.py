@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
-from services.annotation_api.ids import PathId, SerialQueryId
+from services.annotation_api.ids import INT_MAX, JobId
 from services.annotation_api.jobs import actions as _actions  # noqa: F401 (registers the DM action)
 from services.annotation_api.jobs import service
 from services.annotation_api.jobs.events import job_events
@@ -23,8 +23,10 @@ router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 async def list_jobs(
     session: SessionDep,
     _: CurrentUser,
-    project: SerialQueryId | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    project: Annotated[
+        int | None, Query(ge=1, le=INT_MAX, description="Only this project's jobs (project id).")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Most jobs to list, 1 to 1000.")] = 100,
 ) -> list[JobOut]:
     """Newest first."""
     return await service.list_jobs(session, project, limit)
@@ -32,7 +34,7 @@ async def list_jobs(
 
 @router.get("/{job_id}", response_model=JobOut)
 @router.get("/{job_id}/", response_model=JobOut, include_in_schema=False)
-async def get_job(job_id: PathId, session: SessionDep, _: CurrentUser) -> JobOut:
+async def get_job(job_id: JobId, session: SessionDep, _: CurrentUser) -> JobOut:
     """Status, counters (total / done / skipped / failed), rate, ETA and a sample of per-task errors."""
     return await service.get_job_view(session, job_id)
 
@@ -49,7 +51,7 @@ async def get_job(job_id: PathId, session: SessionDep, _: CurrentUser) -> JobOut
     },
 )
 async def job_events_stream(
-    job_id: PathId, request: Request, session: SessionDep, _: CurrentUser
+    job_id: JobId, request: Request, session: SessionDep, _: CurrentUser
 ) -> StreamingResponse:
     """Live progress (server-sent events) of a job: the same body as ``GET /api/jobs/{id}``.
 
@@ -67,6 +69,6 @@ async def job_events_stream(
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
 @router.post("/{job_id}/cancel/", response_model=JobOut, include_in_schema=False)
-async def cancel_job(job_id: PathId, session: SessionDep, _: CurrentUser) -> JobOut:
+async def cancel_job(job_id: JobId, session: SessionDep, _: CurrentUser) -> JobOut:
     """Stop a queued or running job; results a worker reports afterwards are dropped."""
     return await service.cancel_job(session, job_id)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
-from services.annotation_api.ids import SerialPathId, SerialQueryId
+from services.annotation_api.ids import INT_MAX, MlBackendId
 from services.annotation_api.jobs import service as jobs_service
 from services.annotation_api.jobs.schemas import PredictStarted
 from services.annotation_api.ml_backends import performance, service
@@ -54,8 +54,13 @@ async def create_backend(
 async def list_backends(
     session: SessionDep,
     _: CurrentUser,
-    project: SerialQueryId | None = None,
-    is_interactive: bool | None = None,
+    project: Annotated[
+        int | None, Query(ge=1, le=INT_MAX, description="Only this project's ML backends (project id).")
+    ] = None,
+    is_interactive: Annotated[
+        bool | None,
+        Query(description="Only backends used (true) or not used (false) for interactive pre-annotation."),
+    ] = None,
 ) -> list[MlBackendOut]:
     backends = await service.list_backends(session, project, is_interactive)
     return [MlBackendOut.of(backend) for backend in backends]
@@ -63,14 +68,14 @@ async def list_backends(
 
 @router.get("/{backend_id}", response_model=MlBackendOut)
 @router.get("/{backend_id}/", response_model=MlBackendOut, include_in_schema=False)
-async def get_backend(backend_id: SerialPathId, session: SessionDep, _: CurrentUser) -> MlBackendOut:
+async def get_backend(backend_id: MlBackendId, session: SessionDep, _: CurrentUser) -> MlBackendOut:
     return MlBackendOut.of(await service.get_backend(session, backend_id))
 
 
 @router.patch("/{backend_id}", response_model=MlBackendOut)
 @router.patch("/{backend_id}/", response_model=MlBackendOut, include_in_schema=False)
 async def update_backend(
-    backend_id: SerialPathId,
+    backend_id: MlBackendId,
     body: MlBackendUpdate,
     session: SessionDep,
     gateway: Gateway,
@@ -83,7 +88,7 @@ async def update_backend(
 
 @router.delete("/{backend_id}", status_code=204)
 @router.delete("/{backend_id}/", status_code=204, include_in_schema=False)
-async def delete_backend(backend_id: SerialPathId, session: SessionDep, _: CurrentUser) -> Response:
+async def delete_backend(backend_id: MlBackendId, session: SessionDep, _: CurrentUser) -> Response:
     await service.delete_backend(session, backend_id)
     return Response(status_code=204)
 
@@ -91,7 +96,7 @@ async def delete_backend(backend_id: SerialPathId, session: SessionDep, _: Curre
 @router.post("/{backend_id}/validate", response_model=MlBackendOut)
 @router.post("/{backend_id}/validate/", response_model=MlBackendOut, include_in_schema=False)
 async def validate_backend(
-    backend_id: SerialPathId, session: SessionDep, gateway: Gateway, settings: Settings, _: CurrentUser
+    backend_id: MlBackendId, session: SessionDep, gateway: Gateway, settings: Settings, _: CurrentUser
 ) -> MlBackendOut:
     """Re-check now; the answer's ``state`` and ``error_message`` tell the outcome."""
     return MlBackendOut.of(await service.validate_backend(session, gateway, settings, backend_id))
@@ -107,7 +112,7 @@ async def validate_backend(
     include_in_schema=False,
 )
 async def interactive_annotating(
-    backend_id: SerialPathId, body: InteractiveRequest, session: SessionDep, gateway: Gateway, _: CurrentUser
+    backend_id: MlBackendId, body: InteractiveRequest, session: SessionDep, gateway: Gateway, _: CurrentUser
 ) -> InteractiveOut:
     """Predict one task now, not stored: ``{"data": {result, score, model_version}}`` or ``{"errors"}``."""
     return await service.interactive_annotating(session, gateway, backend_id, body)
@@ -120,15 +125,13 @@ async def interactive_annotating(
     response_model_exclude_none=True,
     include_in_schema=False,
 )
-async def versions(backend_id: SerialPathId, session: SessionDep, _: CurrentUser) -> VersionsOut:
+async def versions(backend_id: MlBackendId, session: SessionDep, _: CurrentUser) -> VersionsOut:
     return await service.versions(session, backend_id)
 
 
 @router.get("/{backend_id}/performance", response_model=PerformanceOut)
 @router.get("/{backend_id}/performance/", response_model=PerformanceOut, include_in_schema=False)
-async def backend_performance(
-    backend_id: SerialPathId, session: SessionDep, _: CurrentUser
-) -> PerformanceOut:
+async def backend_performance(backend_id: MlBackendId, session: SessionDep, _: CurrentUser) -> PerformanceOut:
     """The backend's model versions, oldest first, each with its prediction count and how well its
     predictions agreed with the first annotation made afterwards on the same task.
 
@@ -145,12 +148,19 @@ async def backend_performance(
 @router.post("/{backend_id}/predict", response_model=PredictStarted)
 @router.post("/{backend_id}/predict/", response_model=PredictStarted, include_in_schema=False)
 async def predict_all_tasks(
-    backend_id: SerialPathId,
+    backend_id: MlBackendId,
     request: Request,
     session: SessionDep,
     settings: Settings,
     _: CurrentUser,
-    batch_size: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    batch_size: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=10_000,
+            description="Tasks per /predict call for this run; default: the backend's batch_size.",
+        ),
+    ] = None,
 ) -> PredictStarted:
     """Predict every task of the backend's project in the background; poll ``GET /api/jobs/{job_id}``."""
     jobs = await jobs_service.predict_all_tasks(session, settings, backend_id, batch_size)

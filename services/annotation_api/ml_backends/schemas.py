@@ -45,23 +45,58 @@ def split_credentials(url: str) -> tuple[str, str | None, str | None]:
 class MlBackendEditable(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    title: str | None = Field(default=None, max_length=500)
-    description: str | None = None
-    is_interactive: bool | None = None
-    auth_method: AuthMethod | None = None
-    basic_auth_user: str | None = None
-    basic_auth_pass: str | None = None
-    extra_params: dict[str, Any] | None = None
-    timeout: float | None = Field(default=None, gt=0, le=3600)
-    auto_update: bool | None = None
-    model_version: str | None = None
-    batch_size: int | None = Field(default=None, ge=1, le=10_000)
-    max_concurrency: int | None = Field(default=None, ge=1, le=256)
+    title: str | None = Field(default=None, max_length=500, description="Its name, up to 500 characters.")
+    description: str | None = Field(default=None, description="Free text.")
+    is_interactive: bool | None = Field(
+        default=None,
+        description="Use it for interactive pre-annotation (`/interactive-annotating`); default false.",
+    )
+    auth_method: AuthMethod | None = Field(
+        default=None,
+        description="NONE (default) or BASIC_AUTH: how the backend is called; NONE drops stored credentials.",
+    )
+    basic_auth_user: str | None = Field(default=None, description="User for basic auth (with BASIC_AUTH).")
+    basic_auth_pass: str | None = Field(
+        default=None,
+        description="Password for basic auth (with BASIC_AUTH); stored encrypted, never returned.",
+    )
+    extra_params: dict[str, Any] | None = Field(
+        default=None, description="Sent to the backend's /setup as extra_params."
+    )
+    timeout: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="Seconds a bulk /predict call may take, up to 3600; default 100.",
+    )
+    auto_update: bool | None = Field(
+        default=None, description="Follow new model versions the backend reports; default true."
+    )
+    model_version: str | None = Field(
+        default=None,
+        description="Model version to start from; a version the backend reports when checked replaces it "
+        "(on update, unless this field is in the same request).",
+    )
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="Tasks per /predict call in bulk prediction, 1 to 10000; default 32.",
+    )
+    max_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Concurrent calls to this backend per worker, 1 to 256; default 4.",
+    )
 
 
 class MlBackendCreate(MlBackendEditable):
-    url: str
-    project: SerialId
+    url: str = Field(
+        description="The backend's base URL (http or https); credentials in it become basic auth. It is "
+        "checked (/health, /setup) before the backend is saved."
+    )
+    project: SerialId = Field(description="The project it predicts for (project id).")
 
     _url = field_validator("url")(_check_url)
 
@@ -74,7 +109,11 @@ class MlBackendCreate(MlBackendEditable):
 class MlBackendUpdate(MlBackendEditable):
     """PATCH body: only the fields present change (``model_fields_set``)."""
 
-    url: str | None = None
+    url: str | None = Field(
+        default=None,
+        description="The backend's base URL (http or https); credentials in it become basic auth. A new URL, "
+        "auth or extra_params is checked before it is saved.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -154,8 +193,11 @@ class MlBackendOut(BaseModel):
 
 
 class InteractiveRequest(BaseModel):
-    task: RowId
-    context: dict[str, Any] | None = None
+    task: RowId = Field(description="The task to predict (task id, in the backend's project).")
+    context: dict[str, Any] | None = Field(
+        default=None,
+        description="The annotator's input (keypoints, a box, text …), passed to the backend's /predict.",
+    )
 
 
 class InteractiveOut(BaseModel):

@@ -8,13 +8,13 @@ from fastapi import APIRouter, Query
 
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
-from services.annotation_api.ids import SerialPathId
 from services.annotation_api.model_versions import service
 from services.annotation_api.model_versions.schemas import (
     DeletedPredictions,
     ExtendedVersions,
     VersionToDelete,
 )
+from services.annotation_api.projects.schemas import ProjectId
 
 router = APIRouter(prefix="/api/projects/{project_id}/model-versions", tags=["predictions"])
 
@@ -22,7 +22,7 @@ router = APIRouter(prefix="/api/projects/{project_id}/model-versions", tags=["pr
 @router.get("", response_model=dict[str, int] | ExtendedVersions)
 @router.get("/", response_model=dict[str, int] | ExtendedVersions, include_in_schema=False)
 async def list_model_versions(
-    project_id: SerialPathId,
+    project_id: ProjectId,
     session: SessionDep,
     _: CurrentUser,
     extended: Annotated[
@@ -38,7 +38,7 @@ async def list_model_versions(
 @router.delete("", response_model=DeletedPredictions)
 @router.delete("/", response_model=DeletedPredictions, include_in_schema=False)
 async def delete_model_version(
-    project_id: SerialPathId, body: VersionToDelete, session: SessionDep, _: CurrentUser
+    project_id: ProjectId, body: VersionToDelete, session: SessionDep, _: CurrentUser
 ) -> DeletedPredictions:
     """Delete all of the project's predictions of one model version, in the background (a job)."""
     return await service.delete_version(session, project_id, body.model_version)

@@ -29,7 +29,9 @@ class ExtendedVersions(BaseModel):
 
 
 class VersionToDelete(BaseModel):
-    model_version: str = Field(max_length=MAX_VERSION_LENGTH)
+    model_version: str = Field(
+        max_length=MAX_VERSION_LENGTH, description="The model version whose predictions are deleted."
+    )
 
 
 class DeletedPredictions(BaseModel):

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
-from services.annotation_api.ids import BIGINT_MAX, INT_MAX, PathId, SerialPathId, SerialQueryId
+from services.annotation_api.ids import BIGINT_MAX, INT_MAX, PredictionId
 from services.annotation_api.predictions import service
 from services.annotation_api.predictions.schemas import (
     PredictionCreate,
@@ -17,11 +17,10 @@ from services.annotation_api.predictions.schemas import (
     PredictionsImported,
     PredictionUpdate,
 )
+from services.annotation_api.projects.schemas import ProjectId
 from shared.http import JsonResponse
 
 router = APIRouter(prefix="/api", tags=["predictions"])
-
-IdFilter = Annotated[int | None, Query(ge=1, le=BIGINT_MAX)]
 
 
 @router.post("/predictions", status_code=201, response_model=PredictionOut)
@@ -36,8 +35,12 @@ async def list_predictions(
     request: Request,
     session: SessionDep,
     _: CurrentUser,
-    task: IdFilter = None,
-    project: SerialQueryId | None = None,
+    task: Annotated[
+        int | None, Query(ge=1, le=BIGINT_MAX, description="Only this task's predictions (task id).")
+    ] = None,
+    project: Annotated[
+        int | None, Query(ge=1, le=INT_MAX, description="Only this project's predictions (project id).")
+    ] = None,
     task__project: Annotated[
         int | None, Query(ge=1, le=INT_MAX, description="Same as project (Label Studio's name).")
     ] = None,
@@ -49,7 +52,9 @@ async def list_predictions(
             description=f"1-based page; without it at most {service.UNPAGED_LIMIT} rows are listed.",
         ),
     ] = None,
-    page_size: Annotated[int, Query(ge=1)] = 100,
+    page_size: Annotated[
+        int, Query(ge=1, description="Predictions per page, capped at the server's max page size.")
+    ] = 100,
 ) -> JsonResponse:
     page_size = min(page_size, request.app.state.settings.max_page_size)
     rows = await service.list_predictions(
@@ -60,21 +65,21 @@ async def list_predictions(
 
 @router.get("/predictions/{prediction_id}", response_model=PredictionOut)
 @router.get("/predictions/{prediction_id}/", response_model=PredictionOut, include_in_schema=False)
-async def get_prediction(prediction_id: PathId, session: SessionDep, _: CurrentUser) -> JsonResponse:
+async def get_prediction(prediction_id: PredictionId, session: SessionDep, _: CurrentUser) -> JsonResponse:
     return JsonResponse(await service.get_prediction(session, prediction_id))
 
 
 @router.patch("/predictions/{prediction_id}", response_model=PredictionOut)
 @router.patch("/predictions/{prediction_id}/", response_model=PredictionOut, include_in_schema=False)
 async def update_prediction(
-    prediction_id: PathId, body: PredictionUpdate, session: SessionDep, _: CurrentUser
+    prediction_id: PredictionId, body: PredictionUpdate, session: SessionDep, _: CurrentUser
 ) -> JsonResponse:
     return JsonResponse(await service.update_prediction(session, prediction_id, body))
 
 
 @router.delete("/predictions/{prediction_id}", status_code=204)
 @router.delete("/predictions/{prediction_id}/", status_code=204, include_in_schema=False)
-async def delete_prediction(prediction_id: PathId, session: SessionDep, _: CurrentUser) -> Response:
+async def delete_prediction(prediction_id: PredictionId, session: SessionDep, _: CurrentUser) -> Response:
     await service.delete_prediction(session, prediction_id)
     return Response(status_code=204)
 
@@ -106,7 +111,7 @@ _IMPORT_BODY: dict[str, Any] = {
     include_in_schema=False,
 )
 async def import_predictions(
-    project_id: SerialPathId, request: Request, session: SessionDep, _: CurrentUser
+    project_id: ProjectId, request: Request, session: SessionDep, _: CurrentUser
 ) -> PredictionsImported:
     """All-or-nothing: one bad item (named by its index) and nothing is written."""
     items = service.parse_import_body(await request.body())

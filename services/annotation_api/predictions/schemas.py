@@ -13,7 +13,12 @@ from services.annotation_api.ids import RowId, SerialId
 UNDEFINED_VERSION: Final = "undefined"
 MAX_VERSION_LENGTH: Final = 255
 
-ModelVersion = Field(default=None, max_length=MAX_VERSION_LENGTH)
+ModelVersion = Field(
+    default=None,
+    max_length=MAX_VERSION_LENGTH,
+    description=f"The model version that made it, up to {MAX_VERSION_LENGTH} characters; "
+    f"empty, or missing on create and import: {UNDEFINED_VERSION!r}.",
+)
 Score = Field(default=None, allow_inf_nan=False, description="Finite number or null.")
 
 
@@ -23,7 +28,7 @@ class _Input(BaseModel):
 
 
 class PredictionCreate(_Input):
-    task: RowId
+    task: RowId = Field(description="The task it predicts (task id).")
     result: list[dict[str, Any]] = Field(description="Regions; checked against the label config.")
     score: float | None = Score
     model_version: str | None = ModelVersion
@@ -33,15 +38,17 @@ class PredictionCreate(_Input):
 class PredictionUpdate(_Input):
     """Partial update; a prediction stays on its task."""
 
-    result: list[dict[str, Any]] | None = None
+    result: list[dict[str, Any]] | None = Field(
+        default=None, description="Regions; checked against the label config."
+    )
     score: float | None = Score
     model_version: str | None = ModelVersion
-    task: RowId | None = None
+    task: RowId | None = Field(default=None, description="If given, must be the prediction's own task.")
 
 
 class PredictionImportItem(_Input):
-    task: RowId
-    result: list[dict[str, Any]]
+    task: RowId = Field(description="The task it predicts (task id, in this project).")
+    result: list[dict[str, Any]] = Field(description="Regions; checked against the label config.")
     score: float | None = Score
     model_version: str | None = ModelVersion
 

@@ -40,7 +40,7 @@ async def list_projects(
     session: SessionDep,
     _: CurrentUser,
     page: PageNumber = 1,
-    page_size: int = Query(30, ge=1),
+    page_size: int = Query(30, ge=1, description="Projects per page, capped at the server's max page size."),
 ) -> ProjectPage:
     page_size = min(page_size, request.app.state.settings.max_page_size)
     count, projects = await service.list_projects(session, page, page_size)

@@ -15,7 +15,7 @@ Sampling = Literal["Sequential sampling", "Uniform sampling", "Uncertainty sampl
 DEFAULT_LABEL_CONFIG = "<View></View>"
 INT_MAX = 2**31 - 1
 #: A project id in a path: beyond Postgres ``integer`` it can name no project, so 400 before any query.
-ProjectId = Annotated[int, Path(ge=1, le=INT_MAX)]
+ProjectId = Annotated[int, Path(ge=1, le=INT_MAX, description="Project id.")]
 
 
 class _Input(BaseModel):
@@ -25,31 +25,43 @@ class _Input(BaseModel):
 
 
 class ProjectCreate(_Input):
-    title: str = Field(default="", max_length=250)
-    description: str = ""
-    label_config: str = DEFAULT_LABEL_CONFIG
-    model_version: str = ""
-    sampling: Sampling = "Sequential sampling"
-    show_collab_predictions: bool = True
-    evaluate_predictions_automatically: bool = False
-    repredict_on_new_version: bool = False
+    title: str = Field(default="", max_length=250, description="Project name, up to 250 characters.")
+    description: str = Field(default="", description="Free text.")
+    label_config: str = Field(
+        default=DEFAULT_LABEL_CONFIG,
+        description="The Label Studio labeling config (XML); 400 if it is not valid, or (on update) if an "
+        "existing task lacks a data key it reads.",
+    )
+    model_version: str = Field(
+        default="",
+        description="Which model version's predictions annotators see; empty: none chosen. On update, 400 "
+        "unless an ML backend of the project reports that version (or is titled so) or predictions carry it.",
+    )
+    sampling: Sampling = Field(
+        default="Sequential sampling",
+        description="Order in which `/next` serves tasks: lowest id first, a random one, or the one whose "
+        "prediction of `model_version` has the lowest score (lowest id when there is none).",
+    )
+    show_collab_predictions: bool = Field(
+        default=True, description="Whether annotators see predictions (Label Studio's flag, stored as given)."
+    )
+    evaluate_predictions_automatically: bool = Field(
+        default=False,
+        description="Ask the project's ML backend for a prediction when an annotator opens a task that has "
+        "none of the current model version.",
+    )
+    repredict_on_new_version: bool = Field(
+        default=False,
+        description="Predict the unlabeled tasks again when an ML backend reports a new model version.",
+    )
 
 
-class ProjectUpdate(_Input):
+class ProjectUpdate(ProjectCreate):
     """Partial update: only the fields present in the body change."""
-
-    title: str = Field(default="", max_length=250)
-    description: str = ""
-    label_config: str = DEFAULT_LABEL_CONFIG
-    model_version: str = ""
-    sampling: Sampling = "Sequential sampling"
-    show_collab_predictions: bool = True
-    evaluate_predictions_automatically: bool = False
-    repredict_on_new_version: bool = False
 
 
 class LabelConfigIn(BaseModel):
-    label_config: str
+    label_config: str = Field(description="A Label Studio labeling config (XML) to check.")
 
 
 class LabelConfigOut(BaseModel):

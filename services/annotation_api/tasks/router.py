@@ -35,7 +35,7 @@ async def list_tasks(
     request: Request,
     session: SessionDep,
     _: CurrentUser,
-    project: int = Query(ge=1, le=INT_MAX),
+    project: int = Query(ge=1, le=INT_MAX, description="The project whose tasks to list (project id)."),
     page: PageNumber = 1,
     page_size: int = Query(DEFAULT_PAGE_SIZE, ge=1, description="Capped at the server's max page size."),
     after: int | None = Query(
@@ -46,8 +46,14 @@ async def list_tasks(
         "Costs one page at any depth.",
     ),
     fields: Fields = Query("task_only", description="`all` embeds annotations and predictions."),
-    ordering: Ordering = "id",
-    is_labeled: bool | None = None,
+    ordering: Ordering = Query(
+        "id",
+        description="id or -id (task id, ascending or descending), prediction_score or -prediction_score "
+        "(see predictions_score).",
+    ),
+    is_labeled: bool | None = Query(
+        None, description="Only labeled tasks (true) or only unlabeled ones (false); omitted: both."
+    ),
     has_predictions_of: str | None = Query(
         None, description="Only tasks with a prediction of this model version."
     ),

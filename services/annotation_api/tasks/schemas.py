@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 BIGINT_MAX: Final = 2**63 - 1
 INT_MAX: Final = 2**31 - 1
 
-TaskId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
+TaskId = Annotated[int, Path(ge=1, le=BIGINT_MAX, description="Task id.")]
 Ordering = Literal["id", "-id", "prediction_score", "-prediction_score"]
 Fields = Literal["all", "task_only"]
 
@@ -23,9 +23,12 @@ Fields = Literal["all", "task_only"]
 class TaskCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    project: int = Field(ge=1, le=INT_MAX)
-    data: dict[str, Any]
-    meta: dict[str, Any] = Field(default_factory=dict)
+    project: int = Field(ge=1, le=INT_MAX, description="The project the task belongs to (project id).")
+    data: dict[str, Any] = Field(
+        description="The task's data: keys the label config refers to as $key (each one it reads must be "
+        "there)."
+    )
+    meta: dict[str, Any] = Field(default_factory=dict, description="Free-form metadata.")
 
 
 class TaskUpdate(BaseModel):
@@ -33,8 +36,12 @@ class TaskUpdate(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    data: dict[str, Any] = Field(default_factory=dict)
-    meta: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Replaces the task's data: keys the label config refers to as $key (each one it reads "
+        "must be there).",
+    )
+    meta: dict[str, Any] = Field(default_factory=dict, description="Replaces the task's metadata.")
 
 
 class TaskOut(BaseModel):

@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 
 from services.annotation_api.auth.dependencies import CurrentUser, service_caller
 from services.annotation_api.db import SessionDep
-from services.annotation_api.ids import PathId
+from services.annotation_api.ids import JobId, MlBackendId
 from services.annotation_api.jobs.background import chunk_queue
 from services.annotation_api.jobs.schemas import JobOut
 from services.annotation_api.training import service
@@ -17,14 +15,13 @@ from services.annotation_api.training.schemas import TrainRequest, TrainStarted
 from shared.learning_contract import TrainOutcome, TrainReport, TrainStart
 
 router = APIRouter(prefix="/api/ml", tags=["ml"])
-BackendId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 internal = APIRouter(prefix="/internal/train-jobs", tags=["internal"], dependencies=[Depends(service_caller)])
 
 
 @router.post("/{backend_id}/train", response_model=TrainStarted, status_code=201)
 @router.post("/{backend_id}/train/", response_model=TrainStarted, status_code=201, include_in_schema=False)
 async def train(
-    backend_id: BackendId,
+    backend_id: MlBackendId,
     request: Request,
     session: SessionDep,
     _: CurrentUser,
@@ -37,13 +34,13 @@ async def train(
 
 
 @internal.post("/{job_id}/start", response_model=TrainStart)
-async def start(job_id: PathId, request: Request, session: SessionDep) -> TrainStart:
+async def start(job_id: JobId, request: Request, session: SessionDep) -> TrainStart:
     """Take the queued job: the START_TRAINING body and how to reach and re-check the backend."""
     return await service.begin(session, request.app.state.settings, job_id)
 
 
 @internal.post("/{job_id}/finish", response_model=TrainOutcome)
-async def finish(job_id: PathId, report: TrainReport, request: Request, session: SessionDep) -> TrainOutcome:
+async def finish(job_id: JobId, report: TrainReport, request: Request, session: SessionDep) -> TrainOutcome:
     """Record the backend's answer and the re-check; follow a new model version."""
     settings = request.app.state.settings
     return await service.finish(session, settings, job_id, report)

@@ -11,7 +11,11 @@ class TrainRequest(BaseModel):
     # Label Studio clients may send more (e.g. batch parameters); they do not change what we send.
     model_config = ConfigDict(extra="ignore")
 
-    use_ground_truth: bool = False
+    use_ground_truth: bool = Field(
+        default=False,
+        description="Label Studio's flag; kept in the training job's selection, the backend is sent the "
+        "same START_TRAINING event either way.",
+    )
 
 
 class TrainStarted(JobOut):
