@@ -46,7 +46,23 @@ async def get_job(job_id: JobId, session: SessionDep, _: CurrentUser) -> JobOut:
         200: {
             "description": "`data: <JobOut JSON>` at connect and on every change; `: keep-alive` "
             "comments while nothing changes; the stream ends once the job is terminal.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "type": "object",
+                        "description": "One server-sent event.",
+                        "properties": {
+                            "event": {"type": "string", "description": "Always `message`."},
+                            "data": {
+                                "type": "string",
+                                "description": "The job as `GET /api/jobs/{id}` returns it (JobOut), as JSON.",
+                                "contentMediaType": "application/json",
+                            },
+                        },
+                        "required": ["data"],
+                    }
+                }
+            },
         }
     },
 )
