@@ -233,8 +233,8 @@ async def test_a_delivery_slower_than_the_lock_lifetime_keeps_the_lock(
     first = await _annotate(api, task_ids[0])
     settings = gateway_settings.model_copy(update={"delivery_lock_ttl_s": 0.3})
     ctx: dict[str, Any] = {"settings": settings}
-    await startup(ctx)
     ctx["redis"] = redis = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+    await startup(ctx)
     try:
         slow = asyncio.create_task(deliver_events(ctx, backend["id"]))
         await fake.wait_for_calls("/webhook", 1, timeout_s=30)
