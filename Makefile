@@ -80,6 +80,7 @@ bench-list: $(VENV)/.runtime
 	$(PY) -m devstack.exec -- $(PY) -m bench.list_tasks $(BENCH_ARGS)
 
 # Bulk prediction end to end (API + gateway workers + Postgres) against the same backend called directly.
+# --with-history (bench-bulk, bench-import, bench-list): measure fresh, build history, measure again, compare.
 bench-bulk: $(VENV)/.runtime
 	$(PY) -m devstack.exec -- $(PY) -m bench.bulk_predict $(BENCH_ARGS)
 

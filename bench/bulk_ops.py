@@ -1,7 +1,7 @@
 """Bulk operations on the ``make run``-style stack: time to answer and time to finish each bulk delete and
 data manager action, and a concurrent reader's latency while bulk prediction runs.
 
-The same real processes as ``bench.bulk_predict`` (annotation API, gateway API, gateway workers, an
+The same real processes (``bench.harness.stack``) as ``bench.bulk_predict`` (annotation API, gateway API, gateway workers, an
 instant fake backend), its own database. For each size: import (timed), then ``retrieve_tasks_predictions``
 with a reader polling the task page, the project and the job twice a second (p50/p99/max), then deleting
 the imported predictions' model version, ``predictions_to_annotations``, ``delete_tasks_predictions``,
@@ -21,83 +21,13 @@ import os
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any
 
 import httpx
-import orjson
 
-from bench.bulk_predict import API_TOKEN, make_texts, stack
-from bench.harness import bench_database
-from tests.fakes.fake_backend import SENTIMENT_CONFIG
+from bench.harness import API_TOKEN, bench_database, stack
+from bench.history import action, check, history, project_with_predictions, timed, wait_job
 
-_TERMINAL = ("completed", "failed", "cancelled")
 _ONE_MILLION = 1_000_000
-
-
-def _check(response: httpx.Response) -> httpx.Response:
-    if response.status_code >= 300:
-        raise RuntimeError(
-            f"{response.request.method} {response.request.url}: {response.status_code} {response.text[:300]}"
-        )
-    return response
-
-
-async def _wait(api: httpx.AsyncClient, job_id: int) -> dict[str, Any]:
-    while True:
-        job: dict[str, Any] = _check(await api.get(f"/api/jobs/{job_id}")).json()
-        if job["status"] in _TERMINAL:
-            if job["status"] != "completed":
-                raise RuntimeError(f"job {job_id} ended {job['status']}: {job.get('error')}")
-            return job
-        await asyncio.sleep(0.05)
-
-
-async def _project(api: httpx.AsyncClient, backend_url: str, size: int, title: str) -> tuple[int, float]:
-    """A project of ``size`` tasks, each with an imported prediction of version ``old``, and a connected
-    backend; (its id, seconds the import took)."""
-    project_id: int = _check(
-        await api.post("/api/projects", json={"title": title, "label_config": SENTIMENT_CONFIG})
-    ).json()["id"]
-    result = [
-        {"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["Positive"]}}
-    ]
-    items = [
-        {"data": text, "predictions": [{"result": result, "score": 0.5, "model_version": "old"}]}
-        for text in make_texts(size)
-    ]
-    started = time.perf_counter()
-    for start in range(0, size, 50_000):
-        _check(
-            await api.post(
-                f"/api/projects/{project_id}/import",
-                content=orjson.dumps(items[start : start + 50_000]),
-                headers={"Content-Type": "application/json"},
-            )
-        )
-    imported_s = time.perf_counter() - started
-    _check(await api.post("/api/ml", json={"url": backend_url, "project": project_id, "batch_size": 100}))
-    return project_id, imported_s
-
-
-async def _timed(api: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> tuple[float, float, int]:
-    """(seconds to answer, seconds to finish, job id) of a request that starts a job."""
-    started = time.perf_counter()
-    response = _check(await api.request(method, url, **kwargs))
-    answered = time.perf_counter() - started
-    if "X-Job-Id" in response.headers:
-        job_id = int(response.headers["X-Job-Id"])
-    else:
-        job_id = int(response.json()["job_id"])
-    await _wait(api, job_id)
-    return answered, time.perf_counter() - started, job_id
-
-
-async def _action(
-    api: httpx.AsyncClient, action: str, project_id: int, body: Any = None
-) -> tuple[float, float, int]:
-    return await _timed(
-        api, "POST", "/api/dm/actions", params={"id": action, "project": project_id}, json=body
-    )
 
 
 @contextlib.asynccontextmanager
@@ -114,7 +44,7 @@ async def reader(api: httpx.AsyncClient, project_id: int, job: list[int]) -> Asy
                 urls.append(f"/api/jobs/{job[0]}")
             for url in urls:
                 started = time.perf_counter()
-                _check(await api.get(url))
+                check(await api.get(url))
                 latencies.append(time.perf_counter() - started)
             await asyncio.sleep(max(0.0, 0.5 - (time.perf_counter() - tick)))
 
@@ -134,31 +64,20 @@ def _quantiles(latencies: list[float]) -> str:
     return f"p50 {cuts[49] * 1000:.0f} ms, p99 {cuts[98] * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms ({len(latencies)} reads)"
 
 
-async def history(api: httpx.AsyncClient, backend_url: str, size: int, projects: int) -> None:
-    """Create, predict, re-predict with a new version, delete the old version's predictions, delete."""
-    for round_no in range(projects):
-        project_id, _ = await _project(api, backend_url, size, f"history {size} #{round_no}")
-        await _action(api, "retrieve_tasks_predictions", project_id)
-        await _timed(
-            api, "DELETE", f"/api/projects/{project_id}/model-versions", json={"model_version": "old"}
-        )
-        await _timed(api, "DELETE", f"/api/projects/{project_id}")
-
-
 async def measure(api: httpx.AsyncClient, backend_url: str, size: int) -> None:
-    project_id, imported_s = await _project(api, backend_url, size, f"bench {size}")
+    project_id, imported_s = await project_with_predictions(api, backend_url, size, f"bench {size}")
     print(f"  import {size} tasks (+1 prediction each): {imported_s:.1f} s ({size / imported_s:.0f} tasks/s)")
     job: list[int] = []
     async with reader(api, project_id, job) as latencies:
         started = time.perf_counter()
-        response = _check(
+        response = check(
             await api.post(
                 "/api/dm/actions", params={"id": "retrieve_tasks_predictions", "project": project_id}
             )
         )
         answered = time.perf_counter() - started
         job.append(int(response.json()["job_id"]))
-        await _wait(api, job[0])
+        await wait_job(api, job[0])
         finished = time.perf_counter() - started
     print(
         f"  {'retrieve_tasks_predictions':<38} answer {answered * 1000:>7.0f} ms  finish {finished:>7.1f} s  ({size / finished:.0f} tasks/s)"
@@ -171,20 +90,20 @@ async def measure(api: httpx.AsyncClient, backend_url: str, size: int) -> None:
     current = next(name for name in version if name != "old")
     models_url = f"/api/projects/{project_id}/model-versions"
     steps: list[tuple[str, Awaitable[tuple[float, float, int]]]] = [
-        ("DELETE model-versions (old)", _timed(api, "DELETE", models_url, json={"model_version": "old"})),
+        ("DELETE model-versions (old)", timed(api, "DELETE", models_url, json={"model_version": "old"})),
         (
             "predictions_to_annotations",
-            _action(api, "predictions_to_annotations", project_id, {"model_version": current}),
+            action(api, "predictions_to_annotations", project_id, {"model_version": current}),
         ),
-        ("delete_tasks_predictions (all)", _action(api, "delete_tasks_predictions", project_id)),
-        ("delete_tasks (all)", _action(api, "delete_tasks", project_id)),
+        ("delete_tasks_predictions (all)", action(api, "delete_tasks_predictions", project_id)),
+        ("delete_tasks (all)", action(api, "delete_tasks", project_id)),
     ]
     for label, step in steps:
         answered, finished, _ = await step
         print(f"  {label:<38} answer {answered * 1000:>7.0f} ms  finish {finished:>7.1f} s")
-    other_id, _ = await _project(api, backend_url, size, f"bench {size} to delete")
-    await _action(api, "retrieve_tasks_predictions", other_id)
-    answered, finished, _ = await _timed(api, "DELETE", f"/api/projects/{other_id}")
+    other_id, _ = await project_with_predictions(api, backend_url, size, f"bench {size} to delete")
+    await action(api, "retrieve_tasks_predictions", other_id)
+    answered, finished, _ = await timed(api, "DELETE", f"/api/projects/{other_id}")
     print(
         f"  {'DELETE project (2 predictions/task)':<38} answer {answered * 1000:>7.0f} ms  finish {finished:>7.1f} s"
     )

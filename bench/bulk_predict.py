@@ -12,6 +12,9 @@ prediction stored in Postgres with counters. Direct = the bench process posting 
 batches to the backend with the same total concurrency (workers × per-backend limit) and decoding the
 answers, nothing stored. The ratio says how close to "limited by the backend" we are.
 
+``--with-history`` measures fresh, builds history (``bench.history``) on the same database, measures again
+and compares.
+
     make bench-bulk          # or: python -m devstack.exec -- python -m bench.bulk_predict --sizes 10000
 """
 
@@ -19,94 +22,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
-from bench.harness import bench_database, uvicorn_command
-from devstack.embedded import free_port
+from bench.harness import API_TOKEN, bench_database, make_texts, stack
+from bench.history import Figure, add_history_arguments, build_history, print_comparison
 from tests.fakes.fake_backend import SENTIMENT_CONFIG
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-API_TOKEN = "bench0123456789abcdef0123456789abcdef0bulk"
-SERVICE_TOKEN = "bench-service-token-bulk"
-
-
-def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: process exited with {process.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} not ready in {timeout_s:.0f} s")
-
-
-@contextlib.contextmanager
-def stack(database_url: str, redis_url: str, workers: int) -> Iterator[tuple[str, str]]:
-    """Start backend, API, gateway and workers; yields (api_url, backend_url); stops them all on exit."""
-    api_port, gateway_port, backend_port = free_port(), free_port(), free_port()
-    api_url, gateway_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{gateway_port}"
-    backend_url = f"http://127.0.0.1:{backend_port}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "LABELLOOP_API_TOKEN": API_TOKEN,
-        "LABELLOOP_SERVICE_TOKEN": SERVICE_TOKEN,
-        "LABELLOOP_PUBLIC_URL": api_url,
-        "LABELLOOP_GATEWAY_URL": gateway_url,
-        "LABELLOOP_API_URL": api_url,
-        "LABELLOOP_ALLOWED_NETWORKS": "127.0.0.0/8",
-        "LABELLOOP_LOG_LEVEL": "WARNING",
-    }
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        backend = _spawn([sys.executable, "-m", "tests.fakes.fake_backend", "--port", str(backend_port)], env)
-        processes.append(backend)
-        api = _spawn(uvicorn_command("services.annotation_api.main:app_from_env", api_port), env)
-        processes.append(api)
-        gateway = _spawn(uvicorn_command("services.model_gateway.main:app_from_env", gateway_port), env)
-        processes.append(gateway)
-        processes.extend(
-            _spawn([sys.executable, "-m", "services.model_gateway.worker"], env) for _ in range(workers)
-        )
-        _wait_ready(f"{backend_url}/health", backend)
-        _wait_ready(f"{api_url}/ready", api)
-        _wait_ready(f"{gateway_url}/ready", gateway)
-        yield api_url, backend_url
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-def make_texts(count: int) -> list[dict[str, str]]:
-    return [
-        {"text": f"review {i}: the product is {'good' if i % 3 else 'broken'} and arrived on time"}
-        for i in range(count)
-    ]
 
 
 def _check(response: httpx.Response) -> None:
@@ -205,6 +130,29 @@ async def direct(
         return time.perf_counter() - started
 
 
+async def measure(
+    api: httpx.AsyncClient, backend_url: str, args: argparse.Namespace
+) -> tuple[dict[int, float], list[int]]:
+    """One pass over ``args.sizes``, printed as it goes: (end-to-end tasks/s per size, the projects made)."""
+    concurrency = args.workers * args.max_concurrency
+    print(f"{'tasks':>8} {'end to end':>14} {'direct':>14} {'ratio':>7}")
+    rates: dict[int, float] = {}
+    projects: list[int] = []
+    for size in args.sizes:
+        e2e_s, tasks, project = await end_to_end(
+            api, backend_url, size, args.batch_size, args.max_concurrency
+        )
+        projects.append(int(project["id"]))
+        direct_s = await direct(backend_url, project, tasks, args.batch_size, concurrency)
+        e2e_rate, direct_rate = size / e2e_s, size / direct_s
+        rates[size] = e2e_rate
+        print(
+            f"{size:>8} {e2e_rate:>10.0f} t/s {direct_rate:>10.0f} t/s {e2e_rate / direct_rate:>7.2f}",
+            flush=True,
+        )
+    return rates, projects
+
+
 async def main_async(args: argparse.Namespace) -> None:
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     async with bench_database("bench_bulk") as database_url:
@@ -217,18 +165,20 @@ async def main_async(args: argparse.Namespace) -> None:
                     f"{args.max_concurrency} concurrent calls per worker ({concurrency} in all), "
                     f"{os.cpu_count()} CPUs"
                 )
-                print(f"{'tasks':>8} {'end to end':>14} {'direct':>14} {'ratio':>7}")
-                for size in args.sizes:
-                    e2e_s, tasks, project = await end_to_end(
-                        api, backend_url, size, args.batch_size, args.max_concurrency
-                    )
-                    direct_s = await direct(backend_url, project, tasks, args.batch_size, concurrency)
-                    e2e_rate, direct_rate = size / e2e_s, size / direct_s
-                    print(
-                        f"{size:>8} {e2e_rate:>10.0f} t/s {direct_rate:>10.0f} t/s "
-                        f"{e2e_rate / direct_rate:>7.2f}",
-                        flush=True,
-                    )
+                if not args.with_history:
+                    await measure(api, backend_url, args)
+                    return
+                print(f"fresh database (load {os.getloadavg()[0]:.1f})")
+                fresh, projects = await measure(api, backend_url, args)
+                history_tasks = args.history_tasks or max(args.sizes)
+                await build_history(api, backend_url, history_tasks, args.history_projects, projects)
+                print(f"with history (load {os.getloadavg()[0]:.1f})")
+                with_history, _ = await measure(api, backend_url, args)
+                figures = [
+                    Figure(f"{size:,} tasks, end to end", fresh[size], with_history[size])
+                    for size in args.sizes
+                ]
+                print_comparison("bulk prediction", "t/s", figures, higher_is_better=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -237,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="gateway worker processes")
     parser.add_argument("--batch-size", type=int, default=100, help="tasks per /predict call")
     parser.add_argument("--max-concurrency", type=int, default=4, help="concurrent calls per worker")
+    add_history_arguments(parser)
     asyncio.run(main_async(parser.parse_args(argv)))
 
 

@@ -9,11 +9,14 @@ data ``make run`` uses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,9 @@ from devstack.embedded import free_port
 from tests.support.databases import alembic, drop_database, recreate_database, unique_name
 
 BENCH_TOKEN = "bench0123456789abcdef0123456789abcdef0123"
+API_TOKEN = "bench0123456789abcdef0123456789abcdef0bulk"
+"""The API token of the full stack (``stack``, ``bench_stack``)."""
+SERVICE_TOKEN = "bench-service-token-bulk"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _START_TIMEOUT_S = 30.0
 
@@ -106,6 +112,104 @@ async def bench_api(prefix: str) -> AsyncIterator[BenchApi]:
         finally:
             process.terminate()
             await asyncio.wait_for(process.wait(), timeout=15)
+
+
+def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready in {timeout_s:.0f} s")
+
+
+@contextlib.contextmanager
+def _stack(
+    database_url: str, redis_url: str, workers: int, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, str, int]]:
+    """Start backend, API, gateway and workers; yields (api_url, backend_url, API pid); stops them all."""
+    api_port, gateway_port, backend_port = free_port(), free_port(), free_port()
+    api_url, gateway_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{gateway_port}"
+    backend_url = f"http://127.0.0.1:{backend_port}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "LABELLOOP_API_TOKEN": API_TOKEN,
+        "LABELLOOP_SERVICE_TOKEN": SERVICE_TOKEN,
+        "LABELLOOP_PUBLIC_URL": api_url,
+        "LABELLOOP_GATEWAY_URL": gateway_url,
+        "LABELLOOP_API_URL": api_url,
+        "LABELLOOP_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "LABELLOOP_LOG_LEVEL": "WARNING",
+        # No probe listener: every worker would bind the default port 9100 and all but one would exit.
+        "LABELLOOP_WORKER_PROBE_PORT": "0",
+        **(extra_env or {}),
+    }
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        backend = _spawn([sys.executable, "-m", "tests.fakes.fake_backend", "--port", str(backend_port)], env)
+        processes.append(backend)
+        api = _spawn(uvicorn_command("services.annotation_api.main:app_from_env", api_port), env)
+        processes.append(api)
+        gateway = _spawn(uvicorn_command("services.model_gateway.main:app_from_env", gateway_port), env)
+        processes.append(gateway)
+        processes.extend(
+            _spawn([sys.executable, "-m", "services.model_gateway.worker"], env) for _ in range(workers)
+        )
+        _wait_ready(f"{backend_url}/health", backend)
+        _wait_ready(f"{api_url}/ready", api)
+        _wait_ready(f"{gateway_url}/ready", gateway)
+        yield api_url, backend_url, api.pid
+    finally:
+        # Workers first, the API they report to last but one, so none is left calling a stopped API.
+        for process in reversed(processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@contextlib.contextmanager
+def stack(database_url: str, redis_url: str, workers: int) -> Iterator[tuple[str, str]]:
+    """The ``make run``-style process tree: an instant fake ML backend, the annotation API and the gateway
+    API (uvicorn) and ``workers`` gateway workers, on ``database_url``; yields (api_url, backend_url)."""
+    with _stack(database_url, redis_url, workers) as (api_url, backend_url, _):
+        yield api_url, backend_url
+
+
+@asynccontextmanager
+async def bench_stack(
+    prefix: str, workers: int = 2, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[BenchApi, str]]:
+    """``stack`` on a database of its own (as ``bench_database``): (the API as a ``BenchApi``, backend URL).
+
+    For the API benchmarks' ``--with-history`` mode, whose history predicts through the gateway."""
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    async with bench_database(prefix) as url:
+        with _stack(url, redis_url, workers, extra_env) as (api_url, backend_url, pid):
+            headers = {"Authorization": f"Token {API_TOKEN}"}
+            async with httpx.AsyncClient(base_url=api_url, headers=headers, timeout=600) as client:
+                database_url = url.replace("+asyncpg", "")
+                yield BenchApi(client=client, database_url=database_url, pid=pid), backend_url
+
+
+def make_texts(count: int) -> list[dict[str, str]]:
+    return [
+        {"text": f"review {i}: the product is {'good' if i % 3 else 'broken'} and arrived on time"}
+        for i in range(count)
+    ]
 
 
 def percentile(samples: list[float], fraction: float) -> float:
