@@ -231,7 +231,9 @@ async def test_a_delivery_slower_than_the_lock_lifetime_keeps_the_lock(
     released = threading.Event()
     fake.configure(hold_webhook=released)
     first = await _annotate(api, task_ids[0])
-    settings = gateway_settings.model_copy(update={"delivery_lock_ttl_s": 0.3})
+    # A lifetime the keeper renews every 0.5 s: short against the held webhook call, long enough that a
+    # loaded machine (the API runs in this process's threads) never lets it lapse between two renewals.
+    settings = gateway_settings.model_copy(update={"delivery_lock_ttl_s": 1.5, "webhook_timeout_s": 60.0})
     ctx: dict[str, Any] = {"settings": settings}
     ctx["redis"] = redis = await create_pool(RedisSettings.from_dsn(settings.redis_url))
     await startup(ctx)
