@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 
@@ -122,11 +124,30 @@ async def build_history(
     for project_id in measured:
         await delete_project(api, project_id)
     await history(api, backend_url, size, projects)
+    await settle()
     print(
         f"history: deleted the fresh pass's {len(measured)} project(s); {projects} project(s) of {size:,} tasks "
         f"imported, predicted twice, old version deleted, deleted ({time.perf_counter() - started:.0f} s)",
         flush=True,
     )
+
+
+async def settle(timeout_s: float = 120.0) -> None:
+    """Let the server finish what the history left behind before measuring: a checkpoint writes the dirty
+    pages of the deletes now (instead of during the measurement), and running autovacuum workers finish.
+
+    Without it the second pass paid for the first's writes, whatever the tables looked like.
+    """
+    conn = await asyncpg.connect(os.environ["DATABASE_URL"])
+    try:
+        await conn.execute("CHECKPOINT")
+        query = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+        for _ in range(int(timeout_s / 0.5)):
+            if not await conn.fetchval(query):
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
 
 
 def add_history_arguments(parser: argparse.ArgumentParser, default_projects: int = 3) -> None:
