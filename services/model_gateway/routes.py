@@ -176,7 +176,7 @@ class LeanRoute(APIRoute):
     gateway's own work. The endpoint must be ``async def f(body: <Model>, request: Request) -> Response``.
     """
 
-    body_limit: BodyLimit = staticmethod(lambda settings: settings.max_request_bytes)
+    body_limit: BodyLimit = staticmethod(lambda settings: settings.internal_max_request_bytes)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint: LeanEndpoint = self.endpoint

@@ -151,10 +151,11 @@ class GatewaySettings(CommonSettings, RedisSettingsMixin):
     )
 
     # ---- what callers may send the gateway --------------------------------------------------
-    max_request_bytes: int = Field(
+    internal_max_request_bytes: int = Field(
         default=32 * 1024 * 1024,
         ge=1024,
-        description="Largest request body on the /internal routes (413 beyond; read only after auth).",
+        description="Largest request body on the /internal routes (413 beyond; read only after auth). Not "
+        "LABELLOOP_MAX_REQUEST_BYTES, the API's cap on imports, which is far larger.",
     )
     public_max_request_bytes: int = Field(
         default=2 * 1024 * 1024,
