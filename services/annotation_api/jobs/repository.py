@@ -178,14 +178,17 @@ async def finish_chunk(session: AsyncSession, chunk_id: int) -> tuple[int, list[
 # deleted meanwhile) were skipped; the rest of the unreported ones got an empty answer and count as done.
 _COUNT_SKIPPED = text(
     """
-    WITH has AS MATERIALIZED (
+    WITH chunk AS MATERIALIZED (
+        SELECT id FROM task WHERE id = ANY(CAST(:ids AS bigint[]))
+    ),
+    has AS MATERIALIZED (
         SELECT task_id, ml_backend_id, model_version FROM prediction
         WHERE task_id = ANY(CAST(:ids AS bigint[]))
     )
     SELECT count(*) FROM unnest(CAST(:ids AS bigint[])) AS c(id)
     WHERE NOT (c.id = ANY(CAST(:reported AS bigint[])))
       AND (
-          NOT EXISTS (SELECT 1 FROM task t WHERE t.id = c.id)
+          NOT EXISTS (SELECT 1 FROM chunk t WHERE t.id = c.id)
           OR EXISTS (
               SELECT 1 FROM has p
               WHERE p.task_id = c.id AND p.ml_backend_id = :backend AND p.model_version = :version
