@@ -217,12 +217,12 @@ async def main_async(args: argparse.Namespace) -> None:
                 )
                 print_comparison(
                     "bulk prediction, the same run's end to end / direct (the load hits both alike)",
-                    "ratio",
+                    "% of direct",
                     [
                         Figure(
                             f"{size:,} tasks, end to end / direct",
-                            fresh[size].ratio,
-                            with_history[size].ratio,
+                            fresh[size].ratio * 100,
+                            with_history[size].ratio * 100,
                         )
                         for size in args.sizes
                     ],
