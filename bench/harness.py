@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 
 from devstack.embedded import free_port
@@ -130,11 +131,65 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 6
     raise RuntimeError(f"{url} not ready in {timeout_s:.0f} s")
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds_by_tree(roots: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each kind's processes and all their descendants (Linux
+    ``/proc``), children that already exited included (their parent has reaped their time).
+
+    A difference of two samples is what the kind used in between, even if processes came and went.
+    """
+    children: dict[int, list[int]] = {}
+    used: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        pid = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        used[pid] = sum(int(field) for field in fields[11:15]) / _CLOCK_TICKS  # utime stime cutime cstime
+    totals: dict[str, float] = {}
+    for kind, pids in roots.items():
+        total, todo = 0.0, list(pids)
+        while todo:
+            pid = todo.pop()
+            total += used.get(pid, 0.0)
+            todo.extend(children.get(pid, ()))
+        totals[kind] = total
+    return totals
+
+
+async def postgres_pid(database_url: str) -> int:
+    """The pid of the Postgres server (postmaster) behind ``database_url``: its backends' parent."""
+    conn = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        return _parent(int(await conn.fetchval("SELECT pg_backend_pid()")))
+    finally:
+        await conn.close()
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@dataclass
+class Stack:
+    """A running ``full_stack``: its URLs and the pids of each kind of process."""
+
+    api_url: str
+    backend_url: str
+    pids: dict[str, list[int]]
+
+
 @contextlib.contextmanager
-def _stack(
+def full_stack(
     database_url: str, redis_url: str, workers: int, extra_env: dict[str, str] | None = None
-) -> Iterator[tuple[str, str, int]]:
-    """Start backend, API, gateway and workers; yields (api_url, backend_url, API pid); stops them all."""
+) -> Iterator[Stack]:
+    """Start backend, API, gateway and workers; yields them as a ``Stack``; stops them all."""
     api_port, gateway_port, backend_port = free_port(), free_port(), free_port()
     api_url, gateway_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{gateway_port}"
     backend_url = f"http://127.0.0.1:{backend_port}"
@@ -167,7 +222,13 @@ def _stack(
         _wait_ready(f"{backend_url}/health", backend)
         _wait_ready(f"{api_url}/ready", api)
         _wait_ready(f"{gateway_url}/ready", gateway)
-        yield api_url, backend_url, api.pid
+        pids = {
+            "API": [api.pid],
+            "gateway": [gateway.pid],
+            "workers": [process.pid for process in processes[3:]],
+            "backend": [backend.pid],
+        }
+        yield Stack(api_url, backend_url, pids)
     finally:
         # Workers first, the API they report to last but one, so none is left calling a stopped API.
         for process in reversed(processes):
@@ -185,8 +246,8 @@ def _stack(
 def stack(database_url: str, redis_url: str, workers: int) -> Iterator[tuple[str, str]]:
     """The ``make run``-style process tree: an instant fake ML backend, the annotation API and the gateway
     API (uvicorn) and ``workers`` gateway workers, on ``database_url``; yields (api_url, backend_url)."""
-    with _stack(database_url, redis_url, workers) as (api_url, backend_url, _):
-        yield api_url, backend_url
+    with full_stack(database_url, redis_url, workers) as running:
+        yield running.api_url, running.backend_url
 
 
 @asynccontextmanager
@@ -198,11 +259,12 @@ async def bench_stack(
     For the API benchmarks' ``--with-history`` mode, whose history predicts through the gateway."""
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     async with bench_database(prefix) as url:
-        with _stack(url, redis_url, workers, extra_env) as (api_url, backend_url, pid):
+        with full_stack(url, redis_url, workers, extra_env) as running:
             headers = {"Authorization": f"Token {API_TOKEN}"}
-            async with httpx.AsyncClient(base_url=api_url, headers=headers, timeout=600) as client:
+            async with httpx.AsyncClient(base_url=running.api_url, headers=headers, timeout=600) as client:
                 database_url = url.replace("+asyncpg", "")
-                yield BenchApi(client=client, database_url=database_url, pid=pid), backend_url
+                api = BenchApi(client=client, database_url=database_url, pid=running.pids["API"][0])
+                yield api, running.backend_url
 
 
 def make_texts(count: int) -> list[dict[str, str]]:

@@ -115,7 +115,8 @@ async def raw_copy(api: BenchApi, tasks: list[dict[str, Any]]) -> tuple[float, i
 async def measure(
     api: BenchApi, args: argparse.Namespace
 ) -> tuple[dict[int, tuple[float, float]], list[int]]:
-    """One pass over ``args.sizes``, printed as it goes: ((API, COPY) tasks/s per size, the projects made)."""
+    """One pass over ``args.sizes``, each ``args.repeat`` times, printed as it goes: ((API, COPY) tasks/s per
+    size, the fastest of the repeats of each, the projects made)."""
     print(
         f"{'tasks':>8} {'body MB':>8} {'API s':>8} {'API tasks/s':>12} {'server s':>9} {'COPY s':>8} "
         f"{'COPY tasks/s':>13} {'API/COPY':>9}"
@@ -125,15 +126,17 @@ async def measure(
     for size in args.sizes:
         tasks = make_tasks(size, args.predictions)
         megabytes = len(orjson.dumps(tasks)) / 1e6
-        api_s, server_s, api_project = await through_api(api, tasks)
-        copy_s, copy_project = await raw_copy(api, tasks)
-        projects += [api_project, copy_project]
-        rates[size] = (size / api_s, size / copy_s)
-        print(
-            f"{size:>8} {megabytes:>8.1f} {api_s:>8.2f} {size / api_s:>12,.0f} {server_s:>9.2f} "
-            f"{copy_s:>8.2f} {size / copy_s:>13,.0f} {api_s / copy_s:>8.1f}x",
-            flush=True,
-        )
+        for _ in range(args.repeat):
+            api_s, server_s, api_project = await through_api(api, tasks)
+            copy_s, copy_project = await raw_copy(api, tasks)
+            projects += [api_project, copy_project]
+            best_api, best_copy = rates.get(size, (0.0, 0.0))
+            rates[size] = (max(best_api, size / api_s), max(best_copy, size / copy_s))
+            print(
+                f"{size:>8} {megabytes:>8.1f} {api_s:>8.2f} {size / api_s:>12,.0f} {server_s:>9.2f} "
+                f"{copy_s:>8.2f} {size / copy_s:>13,.0f} {api_s / copy_s:>8.1f}x",
+                flush=True,
+            )
     return rates, projects
 
 
@@ -143,6 +146,7 @@ async def main() -> None:
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--predictions", action="store_true", help="one inline prediction per task")
+    parser.add_argument("--repeat", type=int, default=1, help="imports per size and pass; the fastest counts")
     add_history_arguments(parser)
     parser.add_argument("--workers", type=int, default=2, help="gateway workers (--with-history only)")
     args = parser.parse_args()

@@ -20,7 +20,7 @@ import time
 
 import asyncpg
 
-from bench.harness import LABEL_CONFIG, BenchApi, bench_api, bench_stack, latencies
+from bench.harness import LABEL_CONFIG, BenchApi, bench_api, bench_stack, cpu_seconds_by_tree, latencies
 from bench.history import Figure, add_history_arguments, build_history, print_comparison
 
 RESULT = (
@@ -85,7 +85,7 @@ async def measure(api: BenchApi, args: argparse.Namespace) -> tuple[dict[str, fl
         "filtered, keyset after= (no totals)": {"has_predictions_of": "v1", "after": first_id + deep - 1},
     }
     print(f"{args.requests} sequential requests each, page_size={size}")
-    print(f"{'page':<46} {'median ms':>10} {'p99 ms':>10}")
+    print(f"{'page':<46} {'median ms':>10} {'p99 ms':>10} {'API CPU ms':>11}")
     medians: dict[str, float] = {}
     for label, extra in cases.items():
         params = {**base, **extra}
@@ -95,9 +95,11 @@ async def measure(api: BenchApi, args: argparse.Namespace) -> tuple[dict[str, fl
             response.raise_for_status()
             assert len(response.json()["tasks"]) == size
 
+        before = cpu_seconds_by_tree({"API": [api.pid]})["API"]
         median, p99 = await latencies(call, args.requests)
+        cpu_ms = (cpu_seconds_by_tree({"API": [api.pid]})["API"] - before) * 1000 / (args.requests + 3)
         medians[label] = median
-        print(f"{label:<46} {median:>10.1f} {p99:>10.1f}", flush=True)
+        print(f"{label:<46} {median:>10.1f} {p99:>10.1f} {cpu_ms:>11.1f}", flush=True)
     return medians, project_id
 
 

@@ -1,0 +1,126 @@
+"""Chunk statements read only their chunk's rows, whatever the planner's statistics say (issue 12).
+
+After big deletes, the statistics describe projects and backends that are gone: a new backend's
+predictions look like one row. With the backend or project next to the task ids in one scan, the planner
+then read every prediction of the backend for each task of each chunk (quadratic in the job's size). The
+statistics here are taken before the measured project and backend existed, as after a history of deletes;
+each chunk statement's plan (EXPLAIN ANALYZE, rolled back) must read no more rows than the chunk has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+from sqlalchemy import TextClause, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from services.annotation_api.jobs import repository as repo
+from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
+from tests.support.builders import choice, connect_backend, create_project, import_texts
+
+pytestmark = pytest.mark.usefixtures("gateway_server")
+
+TASKS = 2000
+CHUNK = 10
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(database_url.replace("postgresql://", "postgresql+asyncpg://", 1))
+    yield engine
+    await engine.dispose()
+
+
+async def _predict_all(db: asyncpg.Connection, task_ids: list[int], project_id: int, backend_id: int) -> None:
+    """One prediction of version v1 from this backend on every task, straight into the table."""
+    await db.execute(
+        """
+        INSERT INTO prediction (task_id, project_id, result, score, model_version, ml_backend_id)
+        SELECT id, $2, '[]', 0.5, 'v1', $3 FROM unnest($1::bigint[]) AS id
+        """,
+        task_ids,
+        project_id,
+        backend_id,
+    )
+
+
+def _scanned(node: dict[str, Any], relation: str) -> float:
+    """Rows the plan read from ``relation``: returned plus filtered out, over every loop."""
+    total = 0.0
+    if node.get("Relation Name") == relation and node["Node Type"] != "ModifyTable":
+        loops = node["Actual Loops"]
+        total += (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * loops
+    for child in node.get("Plans", ()):
+        total += _scanned(child, relation)
+    return total
+
+
+async def _plan(engine: AsyncEngine, statement: TextClause, params: dict[str, Any]) -> dict[str, Any]:
+    """The statement's executed plan, in a transaction rolled back afterwards."""
+    async with engine.connect() as conn:
+        transaction = await conn.begin()
+        result = await conn.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement.text}"), params)
+        explained = result.scalar_one()  # the driver decodes json columns
+        plan: dict[str, Any] = explained[0]["Plan"]
+        await transaction.rollback()
+        return plan
+
+
+def _chunk_statements(
+    chunk: list[int], project_id: int, backend_id: int
+) -> Iterator[tuple[str, TextClause, dict[str, Any]]]:
+    yield "tasks_to_predict", repo._TASKS_TO_PREDICT, {"ids": chunk, "backend": backend_id, "version": "v2"}
+    yield (
+        "count_skipped",
+        repo._COUNT_SKIPPED,
+        {"ids": chunk, "reported": [], "backend": backend_id, "version": "v2"},
+    )
+    (region,) = choice("Positive")
+    yield (
+        "insert_predictions",
+        repo._INSERT_PREDICTIONS,
+        {
+            "project": project_id,
+            "backend": backend_id,
+            "job": None,
+            "chunk_ids": chunk,
+            "task_ids": chunk,
+            "results": [orjson.dumps([region]).decode()] * len(chunk),
+            "scores": [0.5] * len(chunk),
+            "versions": ["v2"] * len(chunk),
+        },
+    )
+
+
+async def test_chunk_statements_read_only_the_chunk_when_statistics_predate_the_project(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    db: asyncpg.Connection,
+    engine: AsyncEngine,
+) -> None:
+    # Autovacuum must not refresh the statistics behind the test's back.
+    for table in ("task", "prediction"):
+        await db.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+    earlier = await create_project(api, SENTIMENT_CONFIG, title="earlier")
+    earlier_backend = await connect_backend(api, earlier["id"], fake.url)
+    await _predict_all(
+        db, await import_texts(api, earlier["id"], TASKS), earlier["id"], earlier_backend["id"]
+    )
+    await db.execute("ANALYZE task, prediction")
+
+    backend = await connect_backend(api, project["id"], fake.url)
+    task_ids = await import_texts(api, project["id"], TASKS)
+    await _predict_all(db, task_ids, project["id"], backend["id"])
+    chunk = task_ids[-CHUNK:]
+
+    for name, statement, params in _chunk_statements(chunk, project["id"], backend["id"]):
+        plan = await _plan(engine, statement, params)
+        # Each chunk task has one prediction of this backend; a plan driven by the backend reads all 2000.
+        assert _scanned(plan, "prediction") <= CHUNK, (name, plan)
+        assert _scanned(plan, "task") <= CHUNK, (name, plan)
