@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 
 from devstack.embedded import free_port
@@ -170,4 +171,34 @@ async def test_api_killed_mid_version_delete_another_finishes_it_with_exact_coun
         "(SELECT count(*) FROM prediction p WHERE p.task_id = t.id)"
     )
     assert wrong == 0
+    assert second.poll() is None, "the second API process is still serving"
+
+
+async def test_api_killed_mid_annotation_delete_another_finishes_it_exactly(
+    start_api: StartApi, db: asyncpg.Connection, database_url: str
+) -> None:
+    first, url = await asyncio.to_thread(start_api)
+    async with _client(url) as api:
+        project_id, task_ids = await _project_with_history(api)
+
+        async def delete_annotations() -> int:
+            response = await api.post(
+                "/api/dm/actions", params={"id": "delete_tasks_annotations", "project": project_id}
+            )
+            assert response.status_code == 200, response.text
+            return int(response.json()["job_id"])
+
+        job_id = await _kill_mid_job(db, database_url, api, first, task_ids[120], delete_annotations)
+
+    second, url = await asyncio.to_thread(start_api)
+    async with _client(url) as api:
+        result = await wait_job_result(api, job_id)
+        project = (await api.get(f"/api/projects/{project_id}")).json()
+    assert result == {"processed_items": TASKS, "detail": f"Deleted {TASKS} annotations"}
+    assert await db.fetchval("SELECT count(*) FROM annotation") == 0
+    assert (project["total_annotations_number"], project["num_tasks_with_annotations"]) == (0, 0)
+    assert await db.fetchval("SELECT count(*) FROM task WHERE total_annotations <> 0 OR is_labeled") == 0
+    events = await db.fetch("SELECT payload::text FROM outbox_event WHERE action = 'ANNOTATIONS_DELETED'")
+    deleted = [item["id"] for row in events for item in orjson.loads(row[0])["annotations"]]
+    assert len(deleted) == len(set(deleted)) == TASKS, "each deleted annotation announced exactly once"
     assert second.poll() is None, "the second API process is still serving"
