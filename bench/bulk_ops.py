@@ -31,9 +31,11 @@ _ONE_MILLION = 1_000_000
 
 
 @contextlib.asynccontextmanager
-async def reader(api: httpx.AsyncClient, project_id: int, job: list[int]) -> AsyncIterator[list[float]]:
+async def reader(
+    api: httpx.AsyncClient, project_id: int, job: list[int], by_url: dict[str, list[float]] | None = None
+) -> AsyncIterator[list[float]]:
     """A user reading the task page, the project and the current job twice a second; yields the latencies
-    (seconds, one per request) collected until the block ends."""
+    (seconds, one per request) collected until the block ends (also per URL into ``by_url``)."""
     latencies: list[float] = []
 
     async def read() -> None:
@@ -46,6 +48,8 @@ async def reader(api: httpx.AsyncClient, project_id: int, job: list[int]) -> Asy
                 started = time.perf_counter()
                 check(await api.get(url))
                 latencies.append(time.perf_counter() - started)
+                if by_url is not None:
+                    by_url.setdefault(url.split("?")[0], []).append(latencies[-1])
             await asyncio.sleep(max(0.0, 0.5 - (time.perf_counter() - tick)))
 
     task = asyncio.create_task(read())
@@ -57,7 +61,7 @@ async def reader(api: httpx.AsyncClient, project_id: int, job: list[int]) -> Asy
             await task
 
 
-def _quantiles(latencies: list[float]) -> str:
+def quantiles(latencies: list[float]) -> str:
     if len(latencies) < 2:
         return "too few reads"
     cuts = statistics.quantiles(latencies, n=100, method="inclusive")
@@ -82,10 +86,10 @@ async def measure(api: httpx.AsyncClient, backend_url: str, size: int) -> None:
     print(
         f"  {'retrieve_tasks_predictions':<38} answer {answered * 1000:>7.0f} ms  finish {finished:>7.1f} s  ({size / finished:.0f} tasks/s)"
     )
-    print(f"    reader during it: {_quantiles(latencies)}")
+    print(f"    reader during it: {quantiles(latencies)}")
     async with reader(api, project_id, []) as idle:
         await asyncio.sleep(3)
-    print(f"    reader idle:      {_quantiles(idle)}")
+    print(f"    reader idle:      {quantiles(idle)}")
     version = (await api.get(f"/api/projects/{project_id}/model-versions")).json()
     current = next(name for name in version if name != "old")
     models_url = f"/api/projects/{project_id}/model-versions"
