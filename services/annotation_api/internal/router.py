@@ -41,7 +41,7 @@ def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     return result
 
 
-_BUSY = {
+_BUSY: dict[int | str, dict[str, Any]] = {
     503: {
         "description": "Busy with other bulk calls (no `/internal` slot free in time): retry after the "
         "`Retry-After` header's seconds.",
