@@ -8,66 +8,21 @@ API process resumes from the job's cursor; the outcome is exact: every row gone 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import httpx
 import orjson
-import pytest
 
-from devstack.embedded import free_port
-from tests.bulk.conftest import REPO_ROOT
-from tests.conftest import SERVICE_TOKEN, TEST_API_TOKEN
+from tests.bulk.conftest import StartApi
+from tests.conftest import TEST_API_TOKEN
 from tests.fakes.fake_backend import SENTIMENT_CONFIG
 from tests.support.builders import choice
-from tests.support.servers import first_answer
 from tests.support.waiting import wait_for_lock_wait, wait_job, wait_job_result
 
 TASKS = 200
-StartApi = Callable[[], tuple[subprocess.Popen[bytes], str]]
-
-
-@pytest.fixture
-def start_api(database_url: str, redis_url: str) -> Iterator[StartApi]:
-    """Start real API processes (uvicorn) on the test's database; killed after the test."""
-    started: list[subprocess.Popen[bytes]] = []
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "LABELLOOP_API_TOKEN": TEST_API_TOKEN,
-        "LABELLOOP_SERVICE_TOKEN": SERVICE_TOKEN,
-        "LABELLOOP_GATEWAY_URL": f"http://127.0.0.1:{free_port()}",
-        "LABELLOOP_JOB_BATCH_SIZE": "25",
-        "LABELLOOP_JOB_INLINE_TASKS": "0",
-        "LABELLOOP_JOB_POLL_INTERVAL_S": "0.2",
-        "LABELLOOP_LOG_LEVEL": "WARNING",
-    }
-
-    def start() -> tuple[subprocess.Popen[bytes], str]:
-        port = free_port()
-        command = [sys.executable, "-m", "uvicorn", "services.annotation_api.main:app_from_env", "--factory"]
-        process = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        started.append(process)
-        url = f"http://127.0.0.1:{port}"
-        first_answer(process, f"{url}/health", timeout_s=120)
-        return process, url
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
 
 
 def _client(url: str) -> httpx.AsyncClient:
