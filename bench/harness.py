@@ -136,14 +136,12 @@ def _stack(
     redis_url: str,
     workers: int,
     extra_env: dict[str, str] | None = None,
-    internal_api: bool = False,
-    bulk_nice: int = 0,
+    internal_apis: int = 0,
 ) -> Iterator[tuple[str, str, int]]:
     """Start backend, API, gateway and workers; yields (api_url, backend_url, API pid); stops them all.
 
-    ``internal_api``: a second API process serves the workers' ``/internal`` calls; ``bulk_nice``: it and
-    the workers run at that niceness (both as ``make run``)."""
-    bulk = ["nice", "-n", str(bulk_nice)] if bulk_nice else []
+    ``internal_apis``: that many more API processes serve the workers' ``/internal`` calls (worker ``i``
+    calls process ``i mod internal_apis``), as ``make run`` with one."""
     api_port, gateway_port, backend_port = free_port(), free_port(), free_port()
     api_url, gateway_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{gateway_port}"
     backend_url = f"http://127.0.0.1:{backend_port}"
@@ -168,19 +166,20 @@ def _stack(
         processes.append(backend)
         api = _spawn(uvicorn_command("services.annotation_api.main:app_from_env", api_port), env)
         processes.append(api)
-        worker_env = env
-        if internal_api:
-            internal_port = free_port()
-            internal_command = uvicorn_command("services.annotation_api.main:app_from_env", internal_port)
-            internal = _spawn([*bulk, *internal_command], env)
-            processes.append(internal)
-            worker_env = {**env, "LABELLOOP_API_URL": f"http://127.0.0.1:{internal_port}"}
-            _wait_ready(f"{worker_env['LABELLOOP_API_URL']}/ready", internal)
+        worker_envs = [env]
+        if internal_apis:
+            worker_envs = []
+            for _ in range(internal_apis):
+                port = free_port()
+                internal = _spawn(uvicorn_command("services.annotation_api.main:app_from_env", port), env)
+                processes.append(internal)
+                _wait_ready(f"http://127.0.0.1:{port}/ready", internal)
+                worker_envs.append({**env, "LABELLOOP_API_URL": f"http://127.0.0.1:{port}"})
         gateway = _spawn(uvicorn_command("services.model_gateway.main:app_from_env", gateway_port), env)
         processes.append(gateway)
         processes.extend(
-            _spawn([*bulk, sys.executable, "-m", "services.model_gateway.worker"], worker_env)
-            for _ in range(workers)
+            _spawn([sys.executable, "-m", "services.model_gateway.worker"], worker_envs[i % len(worker_envs)])
+            for i in range(workers)
         )
         _wait_ready(f"{backend_url}/health", backend)
         _wait_ready(f"{api_url}/ready", api)
@@ -201,11 +200,11 @@ def _stack(
 
 @contextlib.contextmanager
 def stack(
-    database_url: str, redis_url: str, workers: int, internal_api: bool = False
+    database_url: str, redis_url: str, workers: int, internal_apis: int = 0
 ) -> Iterator[tuple[str, str]]:
     """The ``make run``-style process tree: an instant fake ML backend, the annotation API and the gateway
     API (uvicorn) and ``workers`` gateway workers, on ``database_url``; yields (api_url, backend_url)."""
-    with _stack(database_url, redis_url, workers, internal_api=internal_api) as (api_url, backend_url, _):
+    with _stack(database_url, redis_url, workers, internal_apis=internal_apis) as (api_url, backend_url, _):
         yield api_url, backend_url
 
 
@@ -214,15 +213,14 @@ async def bench_stack(
     prefix: str,
     workers: int = 2,
     extra_env: dict[str, str] | None = None,
-    internal_api: bool = False,
-    bulk_nice: int = 0,
+    internal_apis: int = 0,
 ) -> AsyncIterator[tuple[BenchApi, str]]:
     """``stack`` on a database of its own (as ``bench_database``): (the API as a ``BenchApi``, backend URL).
 
     For the API benchmarks' ``--with-history`` mode, whose history predicts through the gateway."""
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     async with bench_database(prefix) as url:
-        with _stack(url, redis_url, workers, extra_env, internal_api, bulk_nice) as (
+        with _stack(url, redis_url, workers, extra_env, internal_apis) as (
             api_url,
             backend_url,
             pid,

@@ -1,13 +1,17 @@
 """Scale-out: bulk prediction with 1, 2 and 4 gateway workers, the CPU each process kind spent, and what a
 user reading at the same time waited.
 
-Each run is the ``make run``-style process tree (``bench.harness.bench_stack``: annotation API, gateway
-API, N gateway workers, an instant fake backend) on a database of its own: import ``--tasks`` tasks,
+Each run is the ``make run``-style process tree (``bench.harness.bench_stack``: the users' annotation API,
+``--internal-apis`` more API processes the workers call, gateway API, N gateway workers, an instant fake
+backend) on a database of its own: import ``--tasks`` tasks,
 connect the backend (``--max-concurrency`` calls at once, shared by all workers), then
 ``retrieve_tasks_predictions`` until the job completes, while a reader fetches a task page, the project
 and the job twice a second (``bench.bulk_ops.reader``). CPU seconds come from psutil: the bench's child
 processes by kind, and the Postgres server's processes (the postmaster of the bench's connection and all
 its children), each counted from its first sighting to the end of the job.
+
+``--diagnose`` adds where a read waits: ``/health`` (the event loop alone), the API's CPU, Postgres
+connections in use and lock waits. ``--internal-apis 0`` is the layout before issue 9 (one API for all).
 
     make bench-scale          # or: python -m devstack.exec -- python -m bench.scale_out --tasks 20000
 """
@@ -157,7 +161,7 @@ async def _postmaster(database_url: str) -> psutil.Process:
 async def one_run(workers: int, args: argparse.Namespace) -> str:
     """One stack with ``workers`` gateway workers; the table row."""
     extra_env = {"LABELLOOP_LOG_LEVEL": "WARNING"}
-    stack = bench_stack("bench_scale", workers, extra_env, internal_api=not args.one_api, bulk_nice=args.nice)
+    stack = bench_stack("bench_scale", workers, extra_env, internal_apis=args.internal_apis)
     async with stack as (bench, backend_url):
         api = bench.client
         project_id, _ = await project_with_predictions(api, backend_url, args.tasks, f"scale {workers}")
@@ -203,8 +207,8 @@ async def one_run(workers: int, args: argparse.Namespace) -> str:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    apis = "one API process" if args.one_api else "a user API and an /internal API process"
-    apis += f", bulk processes at nice {args.nice}" if args.nice else ""
+    apis = f"a user API and {args.internal_apis} /internal API process(es)"
+    apis = apis if args.internal_apis else "one API process for users and workers"
     print(
         f"scale-out: {args.tasks} tasks, {apis}, backend max_concurrency {args.max_concurrency}, "
         f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
@@ -224,12 +228,11 @@ def main(argv: list[str] | None = None) -> None:
         "--diagnose", action="store_true", help="where reads wait: event loop, connections, lock waits"
     )
     parser.add_argument(
-        "--one-api",
-        action="store_true",
-        help="one API process for users and workers (default: a second one serves /internal, as make run)",
-    )
-    parser.add_argument(
-        "--nice", type=int, default=0, help="niceness of the /internal API and the workers (0: none)"
+        "--internal-apis",
+        type=int,
+        default=1,
+        help="API processes serving the workers' /internal calls besides the users' one (0: one API for "
+        "all, as before issue 9; 1: as make run)",
     )
     parser.add_argument("--per-url", action="store_true", help="the reader's latency per URL too")
     asyncio.run(main_async(parser.parse_args(argv)))
