@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -98,7 +99,7 @@ async def run_after_commit(session: AsyncSession) -> None:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async for session in _request_session(request, request.app.state.sessionmaker):
+    async with _request_session(request, request.app.state.sessionmaker) as session:
         yield session
 
 
@@ -107,12 +108,13 @@ async def get_internal_session(request: Request) -> AsyncIterator[AsyncSession]:
     slots: InternalSlots = request.app.state.internal_slots
     await slots.acquire()
     try:
-        async for session in _request_session(request, request.app.state.internal_sessionmaker):
+        async with _request_session(request, request.app.state.internal_sessionmaker) as session:
             yield session
     finally:
         slots.release()
 
 
+@asynccontextmanager
 async def _request_session(
     request: Request, maker: async_sessionmaker[AsyncSession]
 ) -> AsyncIterator[AsyncSession]:
