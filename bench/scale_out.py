@@ -3,8 +3,8 @@ user reading at the same time waited.
 
 Each run is the ``make run``-style process tree (``bench.harness.bench_stack``: the users' annotation API,
 ``--internal-apis`` more API processes the workers call, gateway API, N gateway workers, an instant fake
-backend) on a database of its own: import ``--tasks`` tasks,
-connect the backend (``--max-concurrency`` calls at once, shared by all workers), then
+backend) on a database of its own: import ``--tasks`` tasks (each with an older prediction), connect the
+backend (its ``max_concurrency`` set to ``--max-concurrency``), then
 ``retrieve_tasks_predictions`` until the job completes, while a reader fetches a task page, the project
 and the job twice a second (``bench.bulk_ops.reader``). CPU seconds come from psutil: the bench's child
 processes by kind, and the Postgres server's processes (the postmaster of the bench's connection and all
@@ -13,7 +13,7 @@ its children), each counted from its first sighting to the end of the job.
 ``--diagnose`` adds where a read waits: ``/health`` (the event loop alone), the API's CPU, Postgres
 connections in use and lock waits. ``--internal-apis 0`` is the layout before issue 9 (one API for all).
 
-    make bench-scale          # or: python -m devstack.exec -- python -m bench.scale_out --tasks 20000
+    make bench-scale          # or: python -m devstack.exec -- python -m bench.scale_out --tasks 10000
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--tasks", type=int, default=30_000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4], help="gateway worker counts")
     parser.add_argument("--max-concurrency", type=int, default=4, help="the ML backend's max_concurrency")
     parser.add_argument(
