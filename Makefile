@@ -10,7 +10,7 @@ UV_VERSION := uv==0.13.9
 RUN_EXTRAS := embedded,examples
 DEV_EXTRAS := dev,$(RUN_EXTRAS)
 
-.PHONY: lock run test lint typecheck pytest editor migrate openapi docs bench-import bench-import-memory bench-list bench-bulk bench-ops bench-gateway bench-gateway-memory demo clean
+.PHONY: lock run test lint typecheck pytest editor migrate openapi docs bench-import bench-import-memory bench-list bench-bulk bench-ops bench-scale bench-gateway bench-gateway-memory demo clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +88,11 @@ bench-bulk: $(VENV)/.runtime
 # prediction. Extra flags: make bench-ops BENCH_ARGS="--sizes 10000 --with-history" (1M needs --allow-1m)
 bench-ops: $(VENV)/.runtime
 	$(PY) -m devstack.exec -- $(PY) -m bench.bulk_ops $(BENCH_ARGS)
+
+# Bulk prediction with 1, 2 and 4 gateway workers: tasks/s, CPU seconds per process kind, a concurrent
+# reader's latency. Extra flags: make bench-scale BENCH_ARGS="--tasks 50000 --workers 1 2 --diagnose"
+bench-scale: $(VENV)/.runtime
+	$(PY) -m devstack.exec -- $(PY) -m bench.scale_out $(BENCH_ARGS)
 
 # The learning loop on the stack `make run` started: uncertainty vs random sampling on digits, a table of
 # held-out accuracy, curves in demo-out/. Extra flags: make demo DEMO_ARGS="--rounds 5 --per-round 10"

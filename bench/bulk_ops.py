@@ -1,5 +1,6 @@
 """Bulk operations on the ``make run``-style stack: time to answer and time to finish each bulk delete and
-data manager action, and a concurrent reader's latency while bulk prediction runs.
+data manager action, and a concurrent reader's latency while bulk prediction, a large import and the large
+deletes run (during the import and the deletes, the reader works on another, small project).
 
 The same real processes (``bench.harness.stack``) as ``bench.bulk_predict`` (annotation API, gateway API, gateway workers, an
 instant fake backend), its own database. For each size: import (timed), then ``retrieve_tasks_predictions``
@@ -31,9 +32,11 @@ _ONE_MILLION = 1_000_000
 
 
 @contextlib.asynccontextmanager
-async def reader(api: httpx.AsyncClient, project_id: int, job: list[int]) -> AsyncIterator[list[float]]:
+async def reader(
+    api: httpx.AsyncClient, project_id: int, job: list[int], by_url: dict[str, list[float]] | None = None
+) -> AsyncIterator[list[float]]:
     """A user reading the task page, the project and the current job twice a second; yields the latencies
-    (seconds, one per request) collected until the block ends."""
+    (seconds, one per request) collected until the block ends (also per URL into ``by_url``)."""
     latencies: list[float] = []
 
     async def read() -> None:
@@ -46,6 +49,8 @@ async def reader(api: httpx.AsyncClient, project_id: int, job: list[int]) -> Asy
                 started = time.perf_counter()
                 check(await api.get(url))
                 latencies.append(time.perf_counter() - started)
+                if by_url is not None:
+                    by_url.setdefault(url.split("?")[0], []).append(latencies[-1])
             await asyncio.sleep(max(0.0, 0.5 - (time.perf_counter() - tick)))
 
     task = asyncio.create_task(read())
@@ -57,16 +62,26 @@ async def reader(api: httpx.AsyncClient, project_id: int, job: list[int]) -> Asy
             await task
 
 
-def _quantiles(latencies: list[float]) -> str:
+def quantiles(latencies: list[float]) -> str:
     if len(latencies) < 2:
         return "too few reads"
     cuts = statistics.quantiles(latencies, n=100, method="inclusive")
     return f"p50 {cuts[49] * 1000:.0f} ms, p99 {cuts[98] * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms ({len(latencies)} reads)"
 
 
-async def measure(api: httpx.AsyncClient, backend_url: str, size: int) -> None:
-    project_id, imported_s = await project_with_predictions(api, backend_url, size, f"bench {size}")
+async def reader_project(api: httpx.AsyncClient, backend_url: str) -> int:
+    """A small project another user works on while the bulk work runs elsewhere."""
+    project_id, _ = await project_with_predictions(api, backend_url, 100, "the reader's project")
+    return project_id
+
+
+async def measure(api: httpx.AsyncClient, backend_url: str, size: int, other: int) -> None:
+    """``other``: the reader's project during the import and the deletes (the bulk work's own project
+    during the prediction)."""
+    async with reader(api, other, []) as during_import:
+        project_id, imported_s = await project_with_predictions(api, backend_url, size, f"bench {size}")
     print(f"  import {size} tasks (+1 prediction each): {imported_s:.1f} s ({size / imported_s:.0f} tasks/s)")
+    print(f"    reader (another project) during it: {quantiles(during_import)}")
     job: list[int] = []
     async with reader(api, project_id, job) as latencies:
         started = time.perf_counter()
@@ -82,10 +97,10 @@ async def measure(api: httpx.AsyncClient, backend_url: str, size: int) -> None:
     print(
         f"  {'retrieve_tasks_predictions':<38} answer {answered * 1000:>7.0f} ms  finish {finished:>7.1f} s  ({size / finished:.0f} tasks/s)"
     )
-    print(f"    reader during it: {_quantiles(latencies)}")
+    print(f"    reader during it: {quantiles(latencies)}")
     async with reader(api, project_id, []) as idle:
         await asyncio.sleep(3)
-    print(f"    reader idle:      {_quantiles(idle)}")
+    print(f"    reader idle:      {quantiles(idle)}")
     version = (await api.get(f"/api/projects/{project_id}/model-versions")).json()
     current = next(name for name in version if name != "old")
     models_url = f"/api/projects/{project_id}/model-versions"
@@ -99,14 +114,18 @@ async def measure(api: httpx.AsyncClient, backend_url: str, size: int) -> None:
         ("delete_tasks (all)", action(api, "delete_tasks", project_id)),
     ]
     for label, step in steps:
-        answered, finished, _ = await step
+        async with reader(api, other, []) as during:
+            answered, finished, _ = await step
         print(f"  {label:<38} answer {answered * 1000:>7.0f} ms  finish {finished:>7.1f} s")
+        print(f"    reader (another project) during it: {quantiles(during)}")
     other_id, _ = await project_with_predictions(api, backend_url, size, f"bench {size} to delete")
     await action(api, "retrieve_tasks_predictions", other_id)
-    answered, finished, _ = await timed(api, "DELETE", f"/api/projects/{other_id}")
+    async with reader(api, other, []) as during_delete:
+        answered, finished, _ = await timed(api, "DELETE", f"/api/projects/{other_id}")
     print(
         f"  {'DELETE project (2 predictions/task)':<38} answer {answered * 1000:>7.0f} ms  finish {finished:>7.1f} s"
     )
+    print(f"    reader (another project) during it: {quantiles(during_delete)}")
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -114,13 +133,14 @@ async def main_async(args: argparse.Namespace) -> None:
         raise SystemExit("1M tasks only with --allow-1m (a long run: not on a shared machine)")
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     async with bench_database("bench_ops") as database_url:
-        with stack(database_url, redis_url, args.workers) as (api_url, backend_url):
+        with stack(database_url, redis_url, args.workers, internal_apis=1) as (api_url, backend_url):
             headers = {"Authorization": f"Token {API_TOKEN}"}
             async with httpx.AsyncClient(base_url=api_url, headers=headers, timeout=600) as api:
                 mode = "with history" if args.with_history else "fresh"
                 print(
                     f"bulk operations ({mode}), {args.workers} gateway workers, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
                 )
+                other = await reader_project(api, backend_url)
                 for size in args.sizes:
                     if args.with_history:
                         started = time.perf_counter()
@@ -129,7 +149,7 @@ async def main_async(args: argparse.Namespace) -> None:
                             f"  history: {args.history_projects} projects of {size} made, predicted twice, deleted in {time.perf_counter() - started:.0f} s"
                         )
                     print(f"{size} tasks:")
-                    await measure(api, backend_url, size)
+                    await measure(api, backend_url, size, other)
                 print(f"load at the end {os.getloadavg()[0]:.1f}")
 
 

@@ -187,9 +187,16 @@ class Stack:
 
 @contextlib.contextmanager
 def full_stack(
-    database_url: str, redis_url: str, workers: int, extra_env: dict[str, str] | None = None
+    database_url: str,
+    redis_url: str,
+    workers: int,
+    extra_env: dict[str, str] | None = None,
+    internal_apis: int = 0,
 ) -> Iterator[Stack]:
-    """Start backend, API, gateway and workers; yields them as a ``Stack``; stops them all."""
+    """Start backend, API, gateway and workers; yields them as a ``Stack``; stops them all.
+
+    ``internal_apis``: that many more API processes serve the workers' ``/internal`` calls (worker ``i``
+    calls process ``i mod internal_apis``), as ``make run`` with one."""
     api_port, gateway_port, backend_port = free_port(), free_port(), free_port()
     api_url, gateway_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{gateway_port}"
     backend_url = f"http://127.0.0.1:{backend_port}"
@@ -214,18 +221,30 @@ def full_stack(
         processes.append(backend)
         api = _spawn(uvicorn_command("services.annotation_api.main:app_from_env", api_port), env)
         processes.append(api)
+        worker_envs = [env]
+        if internal_apis:
+            worker_envs = []
+            for _ in range(internal_apis):
+                port = free_port()
+                internal = _spawn(uvicorn_command("services.annotation_api.main:app_from_env", port), env)
+                processes.append(internal)
+                _wait_ready(f"http://127.0.0.1:{port}/ready", internal)
+                worker_envs.append({**env, "LABELLOOP_API_URL": f"http://127.0.0.1:{port}"})
         gateway = _spawn(uvicorn_command("services.model_gateway.main:app_from_env", gateway_port), env)
         processes.append(gateway)
+        first_worker = len(processes)
         processes.extend(
-            _spawn([sys.executable, "-m", "services.model_gateway.worker"], env) for _ in range(workers)
+            _spawn([sys.executable, "-m", "services.model_gateway.worker"], worker_envs[i % len(worker_envs)])
+            for i in range(workers)
         )
         _wait_ready(f"{backend_url}/health", backend)
         _wait_ready(f"{api_url}/ready", api)
         _wait_ready(f"{gateway_url}/ready", gateway)
         pids = {
             "API": [api.pid],
+            "internal API": [process.pid for process in processes[2 : first_worker - 1]],
             "gateway": [gateway.pid],
-            "workers": [process.pid for process in processes[3:]],
+            "workers": [process.pid for process in processes[first_worker:]],
             "backend": [backend.pid],
         }
         yield Stack(api_url, backend_url, pids)
@@ -243,23 +262,28 @@ def full_stack(
 
 
 @contextlib.contextmanager
-def stack(database_url: str, redis_url: str, workers: int) -> Iterator[tuple[str, str]]:
+def stack(
+    database_url: str, redis_url: str, workers: int, internal_apis: int = 0
+) -> Iterator[tuple[str, str]]:
     """The ``make run``-style process tree: an instant fake ML backend, the annotation API and the gateway
     API (uvicorn) and ``workers`` gateway workers, on ``database_url``; yields (api_url, backend_url)."""
-    with full_stack(database_url, redis_url, workers) as running:
+    with full_stack(database_url, redis_url, workers, internal_apis=internal_apis) as running:
         yield running.api_url, running.backend_url
 
 
 @asynccontextmanager
 async def bench_stack(
-    prefix: str, workers: int = 2, extra_env: dict[str, str] | None = None
+    prefix: str,
+    workers: int = 2,
+    extra_env: dict[str, str] | None = None,
+    internal_apis: int = 0,
 ) -> AsyncIterator[tuple[BenchApi, str]]:
     """``stack`` on a database of its own (as ``bench_database``): (the API as a ``BenchApi``, backend URL).
 
     For the API benchmarks' ``--with-history`` mode, whose history predicts through the gateway."""
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     async with bench_database(prefix) as url:
-        with full_stack(url, redis_url, workers, extra_env) as running:
+        with full_stack(url, redis_url, workers, extra_env, internal_apis) as running:
             headers = {"Authorization": f"Token {API_TOKEN}"}
             async with httpx.AsyncClient(base_url=running.api_url, headers=headers, timeout=600) as client:
                 database_url = url.replace("+asyncpg", "")

@@ -2,7 +2,10 @@
 
 Starts PostgreSQL and Redis (embedded unless ``DATABASE_URL`` / ``REDIS_URL`` are set), applies the
 migrations, then runs the annotation API, the gateway API, a gateway worker and two example ML backends
-(scikit-learn, and named entities for interactive pre-annotation) as child processes. Ctrl-C or SIGTERM
+(scikit-learn, and named entities for interactive pre-annotation) as child processes. The annotation API
+runs twice: the one users reach, and a replica on its own port (``LABELLOOP_INTERNAL_API_PORT``, default
+the API's + 1) that the gateway worker sends its ``/internal`` lease and report calls to, so a bulk job
+never competes with users for one process's event loop and database pool (``bench/README.md``). Ctrl-C or SIGTERM
 stops all of them (and the embedded servers) within seconds; if any child or embedded server dies, the
 rest are stopped too, so a half-running stack never hides a failure. A second ``make run`` on the same
 data folder refuses to start (``EmbeddedStack``'s lock).
@@ -21,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -38,6 +41,8 @@ class Child:
     name: str
     argv: list[str]
     ready_url: str | None
+    env: dict[str, str] = field(default_factory=dict)
+    """Variables this child gets on top of the stack's."""
     process: subprocess.Popen[bytes] | None = None
 
 
@@ -133,10 +138,12 @@ def main() -> int:
     signal.signal(signal.SIGINT, _raise_stop)
 
     api_port = _port("LABELLOOP_API_PORT", 8080)
+    internal_api_port = _port("LABELLOOP_INTERNAL_API_PORT", api_port + 1)
     gateway_port = _port("LABELLOOP_GATEWAY_PORT", 8090)
     backend_port = _port("LABELLOOP_EXAMPLE_BACKEND_PORT", 9090)
     ner_port = _port("LABELLOOP_NER_BACKEND_PORT", 9091)
     api_url = f"http://127.0.0.1:{api_port}"
+    internal_api_url = f"http://127.0.0.1:{internal_api_port}"
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     backend_url = f"http://127.0.0.1:{backend_port}"
     ner_url = f"http://127.0.0.1:{ner_port}"
@@ -174,6 +181,11 @@ def main() -> int:
                 f"{api_url}/ready",
             ),
             Child(
+                "annotation-api-internal",
+                _uvicorn("services.annotation_api.main:app_from_env", internal_api_port),
+                f"{internal_api_url}/ready",
+            ),
+            Child(
                 "model-gateway",
                 _uvicorn("services.model_gateway.main:app_from_env", gateway_port, *GATEWAY_UVICORN_ARGS),
                 f"{gateway_url}/ready",
@@ -182,6 +194,7 @@ def main() -> int:
                 "gateway-worker",
                 [sys.executable, "-m", "services.model_gateway.worker"],
                 f"{worker_url}/ready",
+                env={"LABELLOOP_API_URL": internal_api_url},
             ),
             Child(
                 "example-backend",
@@ -211,12 +224,15 @@ def main() -> int:
             ),
         ]
         for child in children:
-            child.process = subprocess.Popen(child.argv, cwd=REPO_ROOT, env=env, preexec_fn=_die_with_parent)
+            child.process = subprocess.Popen(
+                child.argv, cwd=REPO_ROOT, env={**env, **child.env}, preexec_fn=_die_with_parent
+            )
         _wait_ready(children)
         print(
             "\nlabelloop is running\n"
             f"  web console      {api_url}/   (open it in a browser; sign in with the API token below)\n"
             f"  annotation API   {api_url}   (docs: {api_url}/docs)\n"
+            f"  /internal API    {internal_api_url}   (the same API; the gateway worker's calls go here)\n"
             f"  model gateway    {gateway_url}   (docs: {gateway_url}/docs)\n"
             f"  gateway worker   {worker_url}   (/metrics, /health, /ready)\n"
             f"  example backend  {backend_url}   ({backend_module})\n"

@@ -26,6 +26,12 @@ SERVICES: list[tuple[str, type[BaseSettings]]] = [("API", ApiSettings), ("gatewa
 OTHER_VARIABLES: list[tuple[str, str, str, str]] = [
     ("LABELLOOP_DATA_DIR", "`make run`", "`.data`", "embedded Postgres/Redis data, tokens and model state"),
     ("LABELLOOP_API_PORT", "`make run`", "`8080`", "annotation API port"),
+    (
+        "LABELLOOP_INTERNAL_API_PORT",
+        "`make run`",
+        "API port + 1",
+        "the API process the gateway worker calls (`/internal`)",
+    ),
     ("LABELLOOP_GATEWAY_PORT", "`make run`", "`8090`", "gateway API port"),
     ("LABELLOOP_EXAMPLE_BACKEND_PORT", "`make run`", "`9090`", "example ML backend port"),
     (

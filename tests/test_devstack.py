@@ -79,6 +79,7 @@ def test_run_stops_and_says_so_when_postgres_dies(tmp_path: Path) -> None:
     env = _env(
         tmp_path,
         LABELLOOP_API_PORT=str(free_port()),
+        LABELLOOP_INTERNAL_API_PORT=str(free_port()),
         LABELLOOP_GATEWAY_PORT=str(free_port()),
         LABELLOOP_EXAMPLE_BACKEND_PORT=str(free_port()),
         LABELLOOP_EXAMPLE_BACKEND="examples.simple_backend",

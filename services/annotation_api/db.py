@@ -3,12 +3,19 @@
 Services never commit (except ``release_transaction`` before a remote call). ``get_session`` opens one session per request, commits it when the handler
 returns, rolls back on error, and only then runs the callbacks registered with ``after_commit`` (e.g.
 enqueueing arq work) so a background job can never point at a row that was rolled back.
+
+``/internal`` (gateway workers' chunk leases and reports) takes ``get_internal_session`` instead: a pool
+of its own, entered through ``InternalSlots``, so a bulk job's traffic never holds the connections user
+requests need, and a burst of it is answered 503 + ``Retry-After`` (the workers back off) rather than
+queued without bound inside the API.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -19,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from services.annotation_api.errors import ServiceBusy
 from shared.settings import asyncpg_url
 
 log = logging.getLogger(__name__)
@@ -26,13 +34,35 @@ AfterCommit = Callable[[], Awaitable[None]]
 _AFTER_COMMIT_KEY = "labelloop_after_commit"
 
 
-def make_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
+def make_engine(database_url: str, pool_size: int = 10, max_overflow: int | None = None) -> AsyncEngine:
+    """A pool of ``pool_size`` connections, plus ``max_overflow`` on demand (default: as many again)."""
     return create_async_engine(
         asyncpg_url(database_url),
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_pre_ping=True,
     )
+
+
+class InternalSlots:
+    """At most ``size`` ``/internal`` calls at once per process (one pooled connection each); a call that
+    finds none free within ``wait_s`` is refused with ``ServiceBusy``."""
+
+    def __init__(self, size: int, wait_s: float, retry_after_s: int) -> None:
+        self._free = asyncio.Semaphore(size)
+        self._wait_s = wait_s
+        self._retry_after_s = retry_after_s
+
+    async def acquire(self) -> None:
+        try:
+            await asyncio.wait_for(self._free.acquire(), self._wait_s)
+        except TimeoutError:
+            raise ServiceBusy(
+                "The API is busy with bulk work; retry later.", retry_after_s=self._retry_after_s
+            ) from None
+
+    def release(self) -> None:
+        self._free.release()
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -69,7 +99,25 @@ async def run_after_commit(session: AsyncSession) -> None:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with _request_session(request, request.app.state.sessionmaker) as session:
+        yield session
+
+
+async def get_internal_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """``get_session`` on the ``/internal`` pool, once one of the process's ``InternalSlots`` is free."""
+    slots: InternalSlots = request.app.state.internal_slots
+    await slots.acquire()
+    try:
+        async with _request_session(request, request.app.state.internal_sessionmaker) as session:
+            yield session
+    finally:
+        slots.release()
+
+
+@asynccontextmanager
+async def _request_session(
+    request: Request, maker: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[AsyncSession]:
     async with maker() as session:
         # Lets code deep in a request (e.g. the event outbox) reach app-wide resources from after_commit.
         session.info["app"] = request.app
@@ -85,3 +133,4 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 # scope="function": the transaction commits before the response is sent, so a failed commit is an
 # error response and never a 2xx for data that was not stored.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+InternalSessionDep = Annotated[AsyncSession, Depends(get_internal_session, scope="function")]

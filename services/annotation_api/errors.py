@@ -55,6 +55,16 @@ class NotFound(ApiError):
     status_code = 404
 
 
+class ServiceBusy(ApiError):
+    """Too much bulk work at once (``/internal``): the caller retries after ``retry_after_s``."""
+
+    status_code = 503
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
 class UpstreamError(ApiError):
     """The model gateway or a backend behind it failed in a way the client cannot fix by retrying input."""
 
@@ -69,6 +79,8 @@ def _field_path(loc: tuple[int | str, ...] | list[int | str]) -> str:
 async def _api_error(_: Request, exc: Exception) -> JsonResponse:
     assert isinstance(exc, ApiError)
     headers = {"WWW-Authenticate": "Token"} if exc.status_code == 401 else None
+    if isinstance(exc, ServiceBusy):
+        headers = {"Retry-After": str(exc.retry_after_s)}
     return JsonResponse(exc.body(), status_code=exc.status_code, headers=headers)
 
 

@@ -16,7 +16,7 @@ from services.annotation_api.auth.service import ensure_user_with_token
 from services.annotation_api.auto_labeling import actions as _auto_labeling  # noqa: F401 (registers the DM action)
 from services.annotation_api.console import router as console_router
 from services.annotation_api.data_manager import router as data_manager_router
-from services.annotation_api.db import make_engine, make_sessionmaker
+from services.annotation_api.db import InternalSlots, make_engine, make_sessionmaker
 from services.annotation_api.errors import install_error_handlers
 from services.annotation_api.events import router as events_router
 from services.annotation_api.exports import router as exports_router
@@ -54,6 +54,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         engine = make_engine(settings.database_url, settings.db_pool_size)
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        internal_engine = make_engine(settings.database_url, settings.internal_db_pool_size, max_overflow=0)
+        app.state.internal_sessionmaker = make_sessionmaker(internal_engine)
+        app.state.internal_slots = InternalSlots(
+            settings.internal_db_pool_size, settings.internal_wait_s, settings.internal_retry_after_s
+        )
         if settings.api_token:
             async with app.state.sessionmaker.begin() as session:
                 await ensure_user_with_token(session, BOOTSTRAP_EMAIL, settings.api_token)
@@ -61,6 +66,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             async with background(app, settings):
                 yield
         finally:
+            await internal_engine.dispose()
             await engine.dispose()
             log.info("stopped")
 

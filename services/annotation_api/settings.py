@@ -16,6 +16,22 @@ class ApiSettings(CommonSettings, RedisSettingsMixin):
     db_pool_size: int = Field(
         default=10, ge=1, description="Database connections per API process (+ as many overflow)."
     )
+    internal_db_pool_size: int = Field(
+        default=4,
+        ge=1,
+        description="Database connections per API process for `/internal` (gateway workers leasing and "
+        "reporting chunks), apart from the users' pool so bulk work never holds the connections user "
+        "requests need; also how many `/internal` calls one process serves at once.",
+    )
+    internal_wait_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How long an `/internal` call waits for one of those connections before it is answered "
+        "503 with `Retry-After`: workers back off instead of piling up on the API.",
+    )
+    internal_retry_after_s: int = Field(
+        default=1, ge=1, description="The `Retry-After` (seconds) of a busy `/internal` answer."
+    )
     api_token: str = Field(
         default="",
         description="When set, a user with this API token is created at start-up (if missing).",

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from signal import Signals
@@ -73,11 +74,32 @@ SERVICE = "gateway-worker"
 
 
 class ApiCallFailed(Exception):
-    """The annotation API refused or failed a call; the chunk's lease will expire and be re-queued."""
+    """The annotation API refused or failed a call; the chunk's lease will expire and be re-queued.
 
-    def __init__(self, message: str, status_code: int) -> None:
+    ``retry_after_s`` is set when the API said it is busy (429/503 with ``Retry-After``)."""
+
+    def __init__(self, message: str, status_code: int, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.retry_after_s = retry_after_s
+
+
+_BUSY_STATUSES = (429, 503)
+_BUSY_WAIT_MAX_S = 30.0
+"""The longest single back-off a ``Retry-After`` can ask for."""
+_BUSY_PATIENCE_S = 600.0
+"""How long a call keeps backing off a busy API before it fails like any other."""
+
+
+def _retry_after_s(response: httpx.Response) -> float | None:
+    """The seconds a busy API (429/503) asks the worker to wait, from ``Retry-After``; None otherwise."""
+    if response.status_code not in _BUSY_STATUSES:
+        return None
+    try:
+        seconds = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return min(max(seconds, 0.0), _BUSY_WAIT_MAX_S)
 
 
 async def ping(ctx: dict[str, Any]) -> str:
@@ -108,24 +130,35 @@ async def _post(api: httpx.AsyncClient, path: str, body: BaseModel | None = None
     response = await api.post(path, content=content, headers=headers)
     if response.status_code != 200:
         raise ApiCallFailed(
-            f"POST {path} answered {response.status_code}: {response.text[:300]}", response.status_code
+            f"POST {path} answered {response.status_code}: {response.text[:300]}",
+            response.status_code,
+            _retry_after_s(response),
         )
     return response.content
 
 
 async def _post_retrying(api: httpx.AsyncClient, path: str, body: BaseModel | None = None) -> bytes:
     """``_post`` with backoff for what a retry can fix: transport errors, 5xx, and 409 (the API rolled a
-    deadlocked or serialization-failed transaction back, nothing was written). Other 4xx are final."""
-    for attempt in range(1, _API_ATTEMPTS + 1):
+    deadlocked or serialization-failed transaction back, nothing was written). Other 4xx are final.
+
+    A busy API (429/503 with ``Retry-After``) is waited for as it asks, without spending an attempt:
+    backpressure slows a bulk job down, it does not fail its chunks."""
+    attempt = 0
+    busy_until = time.monotonic() + _BUSY_PATIENCE_S
+    while True:
         try:
             return await _post(api, path, body)
         except (httpx.TransportError, ApiCallFailed) as exc:
+            busy_s = exc.retry_after_s if isinstance(exc, ApiCallFailed) else None
+            if busy_s is not None and time.monotonic() < busy_until:
+                await asyncio.sleep(busy_s * random.uniform(1.0, 1.5))  # jitter: not all back at once
+                continue
+            attempt += 1
             final = isinstance(exc, ApiCallFailed) and exc.status_code < 500 and exc.status_code != 409
             if final or attempt == _API_ATTEMPTS:
                 raise
             log.warning("POST %s failed (%s), retrying", path, exc)
             await asyncio.sleep(0.5 * 2 ** (attempt - 1))
-    raise AssertionError("unreachable")
 
 
 async def _predict_while_leased(

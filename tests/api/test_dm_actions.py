@@ -10,6 +10,7 @@ import orjson
 
 from services.annotation_api.outbox import DELETED_IDS_PER_EVENT
 from tests.support.builders import choice, create_project, import_tasks
+from tests.support.waiting import wait_job_result
 
 
 async def _labeled_project(api: httpx.AsyncClient, tasks: int = 4) -> tuple[int, list[int]]:
@@ -123,7 +124,7 @@ async def test_delete_annotations_writes_one_deleted_event(api: httpx.AsyncClien
     project_id, tasks = await _labeled_project(api, tasks=3)
     selection = {"selectedItems": {"all": False, "included": tasks[:2]}, "ordering": ["tasks:id"]}
     response = await _act(api, "delete_tasks_annotations", project_id, selection)
-    assert response.json() == {"processed_items": 2, "detail": "Deleted 2 annotations"}
+    assert _answer(response) == {"processed_items": 2, "detail": "Deleted 2 annotations"}
     assert await _task(database_url, tasks[0]) == (0, 2, False)
     assert await _task(database_url, tasks[2]) == (1, 2, True)
     assert await _counts(api, project_id) == (3, 1, 6, 1)
@@ -208,6 +209,7 @@ async def test_bulk_annotation_delete_splits_events(api: httpx.AsyncClient, data
         before = [row[0] for row in await conn.fetch("SELECT id FROM annotation ORDER BY id")]
         response = await _act(api, "delete_tasks_annotations", project["id"])
         assert response.json()["processed_items"] == count
+        assert (await wait_job_result(api, response.json()["job_id"]))["processed_items"] == count
         rows = await conn.fetch("SELECT action, payload::text FROM outbox_event ORDER BY id")
     finally:
         await conn.close()

@@ -19,10 +19,10 @@ import pytest
 
 from services.annotation_api.settings import ApiSettings
 from services.model_gateway.settings import GatewaySettings
-from tests.conftest import SERVICE_TOKEN
+from tests.conftest import SERVICE_TOKEN, TEST_API_TOKEN
 from tests.fakes.fake_backend import SENTIMENT_CONFIG
 from tests.support.builders import create_project
-from tests.support.servers import bound_socket
+from tests.support.servers import bound_socket, first_answer
 from tests.support.settings import narrowed_api_settings
 from tests.support.waiting import wait_for
 
@@ -114,3 +114,48 @@ class WorkerProcess:
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=60)
+
+
+StartApi = Callable[..., tuple[subprocess.Popen[bytes], str]]
+"""``start_api(**env)``: a real API process and its URL."""
+
+
+@pytest.fixture
+def start_api(database_url: str, redis_url: str) -> Iterator[StartApi]:
+    """Start real API processes (uvicorn) on the test's database, besides the test's in-process API
+    (small job batches, every delete a background job); ``start_api(**env)`` adds variables. Killed
+    after the test."""
+    started: list[subprocess.Popen[bytes]] = []
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "LABELLOOP_API_TOKEN": TEST_API_TOKEN,
+        "LABELLOOP_SERVICE_TOKEN": SERVICE_TOKEN,
+        "LABELLOOP_GATEWAY_URL": f"http://127.0.0.1:{free_port()}",
+        "LABELLOOP_JOB_BATCH_SIZE": "25",
+        "LABELLOOP_JOB_INLINE_TASKS": "0",
+        "LABELLOOP_JOB_POLL_INTERVAL_S": "0.2",
+        "LABELLOOP_LOG_LEVEL": "WARNING",
+    }
+
+    def start(**extra_env: str) -> tuple[subprocess.Popen[bytes], str]:
+        port = free_port()
+        command = [sys.executable, "-m", "uvicorn", "services.annotation_api.main:app_from_env", "--factory"]
+        process = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO_ROOT,
+            env={**env, **extra_env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        started.append(process)
+        url = f"http://127.0.0.1:{port}"
+        first_answer(process, f"{url}/health", timeout_s=120)
+        return process, url
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)

@@ -8,65 +8,21 @@ API process resumes from the job's cursor; the outcome is exact: every row gone 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import httpx
-import pytest
+import orjson
 
-from devstack.embedded import free_port
-from tests.bulk.conftest import REPO_ROOT
-from tests.conftest import SERVICE_TOKEN, TEST_API_TOKEN
+from tests.bulk.conftest import StartApi
+from tests.conftest import TEST_API_TOKEN
 from tests.fakes.fake_backend import SENTIMENT_CONFIG
 from tests.support.builders import choice
-from tests.support.servers import first_answer
 from tests.support.waiting import wait_for_lock_wait, wait_job, wait_job_result
 
 TASKS = 200
-StartApi = Callable[[], tuple[subprocess.Popen[bytes], str]]
-
-
-@pytest.fixture
-def start_api(database_url: str, redis_url: str) -> Iterator[StartApi]:
-    """Start real API processes (uvicorn) on the test's database; killed after the test."""
-    started: list[subprocess.Popen[bytes]] = []
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "LABELLOOP_API_TOKEN": TEST_API_TOKEN,
-        "LABELLOOP_SERVICE_TOKEN": SERVICE_TOKEN,
-        "LABELLOOP_GATEWAY_URL": f"http://127.0.0.1:{free_port()}",
-        "LABELLOOP_JOB_BATCH_SIZE": "25",
-        "LABELLOOP_JOB_INLINE_TASKS": "0",
-        "LABELLOOP_JOB_POLL_INTERVAL_S": "0.2",
-        "LABELLOOP_LOG_LEVEL": "WARNING",
-    }
-
-    def start() -> tuple[subprocess.Popen[bytes], str]:
-        port = free_port()
-        command = [sys.executable, "-m", "uvicorn", "services.annotation_api.main:app_from_env", "--factory"]
-        process = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        started.append(process)
-        url = f"http://127.0.0.1:{port}"
-        first_answer(process, f"{url}/health", timeout_s=120)
-        return process, url
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
 
 
 def _client(url: str) -> httpx.AsyncClient:
@@ -170,4 +126,34 @@ async def test_api_killed_mid_version_delete_another_finishes_it_with_exact_coun
         "(SELECT count(*) FROM prediction p WHERE p.task_id = t.id)"
     )
     assert wrong == 0
+    assert second.poll() is None, "the second API process is still serving"
+
+
+async def test_api_killed_mid_annotation_delete_another_finishes_it_exactly(
+    start_api: StartApi, db: asyncpg.Connection, database_url: str
+) -> None:
+    first, url = await asyncio.to_thread(start_api)
+    async with _client(url) as api:
+        project_id, task_ids = await _project_with_history(api)
+
+        async def delete_annotations() -> int:
+            response = await api.post(
+                "/api/dm/actions", params={"id": "delete_tasks_annotations", "project": project_id}
+            )
+            assert response.status_code == 200, response.text
+            return int(response.json()["job_id"])
+
+        job_id = await _kill_mid_job(db, database_url, api, first, task_ids[120], delete_annotations)
+
+    second, url = await asyncio.to_thread(start_api)
+    async with _client(url) as api:
+        result = await wait_job_result(api, job_id)
+        project = (await api.get(f"/api/projects/{project_id}")).json()
+    assert result == {"processed_items": TASKS, "detail": f"Deleted {TASKS} annotations"}
+    assert await db.fetchval("SELECT count(*) FROM annotation") == 0
+    assert (project["total_annotations_number"], project["num_tasks_with_annotations"]) == (0, 0)
+    assert await db.fetchval("SELECT count(*) FROM task WHERE total_annotations <> 0 OR is_labeled") == 0
+    events = await db.fetch("SELECT payload::text FROM outbox_event WHERE action = 'ANNOTATIONS_DELETED'")
+    deleted = [item["id"] for row in events for item in orjson.loads(row[0])["annotations"]]
+    assert len(deleted) == len(set(deleted)) == TASKS, "each deleted annotation announced exactly once"
     assert second.poll() is None, "the second API process is still serving"

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 
 from tests.fakes.fake_backend import FakeBackend
@@ -191,3 +192,62 @@ async def test_cancelled_project_delete_shows_what_is_left_with_exact_counters(
     await _task_counters_are_exact(db, project_id)
     final = await wait_job(api, job_id, frozenset({"cancelled"}))
     assert final["done"] == 20 - left
+
+
+async def test_a_project_being_deleted_answers_404_to_every_read_of_it(
+    api: httpx.AsyncClient, project: dict[str, Any], db: asyncpg.Connection, database_url: str
+) -> None:
+    project_id = project["id"]
+    task_ids = await _populate(api, project_id, 20)
+    annotation_id = await db.fetchval("SELECT min(id) FROM annotation WHERE task_id = $1", task_ids[0])
+    prediction_id = await db.fetchval("SELECT min(id) FROM prediction WHERE task_id = $1", task_ids[0])
+    writer = db.transaction()
+    await writer.start()
+    await db.execute("SELECT id FROM task WHERE id = $1 FOR NO KEY UPDATE", task_ids[10])
+    response = await api.delete(f"/api/projects/{project_id}")
+    assert response.status_code == 204, response.text
+    await wait_for_lock_wait(database_url, "the delete job to reach the locked task")
+    assert await db.fetchval("SELECT count(*) FROM task WHERE id = $1", task_ids[-1]) == 1
+    try:
+        reads = [
+            f"/api/projects/{project_id}",
+            f"/api/tasks?project={project_id}",
+            f"/api/tasks/{task_ids[-1]}",
+            f"/api/tasks/{task_ids[-1]}/annotations",
+            f"/api/annotations/{annotation_id}",
+            f"/api/predictions/{prediction_id}",
+            f"/api/predictions?task={task_ids[-1]}",
+            f"/api/projects/{project_id}/next",
+            f"/api/projects/{project_id}/model-versions",
+            f"/api/projects/{project_id}/export",
+        ]
+        for url in reads:
+            read = await api.get(url)
+            assert read.status_code == 404, (url, read.status_code, read.text)
+        listed = (await api.get("/api/projects")).json()["results"]
+        assert project_id not in [item["id"] for item in listed]
+        patched = await api.patch(f"/api/tasks/{task_ids[-1]}", json={"meta": {"x": 1}})
+        assert patched.status_code == 404, patched.text
+    finally:
+        await writer.commit()
+    await wait_job(api, int(response.headers["X-Job-Id"]))
+
+
+async def test_annotation_delete_runs_as_a_batched_job_with_its_events_and_exact_counters(
+    api: httpx.AsyncClient, project: dict[str, Any], db: asyncpg.Connection
+) -> None:
+    project_id = project["id"]
+    task_ids = await _populate(api, project_id)
+    before = [row[0] for row in await db.fetch("SELECT id FROM annotation ORDER BY id")]
+    everything_but_one = {"selectedItems": {"all": True, "excluded": [task_ids[-1]]}}
+    answer = await _act(api, "delete_tasks_annotations", project_id, everything_but_one)
+    assert answer["processed_items"] == TASKS - 1
+    job = await wait_job(api, answer["job_id"])
+    assert (job["kind"], job["status"], job["done"]) == ("delete_annotations", "completed", TASKS - 1)
+    assert job["result"] == {"processed_items": TASKS - 1, "detail": f"Deleted {TASKS - 1} annotations"}
+    assert await _counters(api, project_id) == (TASKS, 1, 2 * TASKS, 1)
+    await _task_counters_are_exact(db, project_id)
+    rows = await db.fetch("SELECT action, payload::text FROM outbox_event WHERE project_id = $1", project_id)
+    assert {row[0] for row in rows} == {"ANNOTATIONS_DELETED"}
+    deleted = sorted(item["id"] for row in rows for item in orjson.loads(row[1])["annotations"])
+    assert deleted == before[:-1]

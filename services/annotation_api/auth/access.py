@@ -9,6 +9,10 @@ dependency) resolves them all to their project and organization in one query, so
 by hand. List queries without a project filter take ``visible_projects`` instead, and the few bodies
 that name a project or task (creating a backend, a task, a prediction) ask ``hidden``.
 
+A project being deleted (``Project.deleting``, set when its delete job is recorded) is gone at once
+for every route that names it or a row in it, so reads never see it half-deleted; only its jobs stay
+reachable (the delete job's progress, its cancel).
+
 An ML backend's token (``ApiToken.project_id`` set) may moreover only read its project: the project
 itself, its export, its tasks and their annotations — what a backend fetches in the Label Studio ML
 protocol (task data, media, annotations to train on). Any other route is a 403.
@@ -86,19 +90,21 @@ def _refs(request: Request) -> list[Ref]:
     return refs
 
 
-async def _owners(session: AsyncSession, refs: list[Ref]) -> dict[int, tuple[int, int]]:
-    """Position in ``refs`` → (project id, organization id), for the rows that exist."""
+async def _owners(session: AsyncSession, refs: list[Ref]) -> dict[int, tuple[int, int, bool]]:
+    """Position in ``refs`` → (project id, organization id, project being deleted), for the rows that exist."""
     parts = []
     for position, (kind, row_id) in enumerate(refs):
         id_col, project_col, _, _ = _KINDS[kind]
-        stmt = select(literal(position).label("position"), Project.id, Project.organization_id)
+        stmt = select(
+            literal(position).label("position"), Project.id, Project.organization_id, Project.deleting
+        )
         if kind != "project_id":
             stmt = stmt.select_from(id_col.table).join(Project, Project.id == project_col)
         parts.append(stmt.where(id_col == row_id))
     if not parts:
         return {}
     rows = (await session.execute(union_all(*parts))).all()
-    return {row[0]: (row[1], row[2]) for row in rows}
+    return {row[0]: (row[1], row[2], row[3]) for row in rows}
 
 
 def _not_found(kind: str, row_id: int) -> NotFound:
@@ -121,7 +127,10 @@ async def authorize(
     owners = await _owners(session, refs)
     for position, (kind, row_id) in enumerate(refs):
         owner = owners.get(position)
-        if owner is not None and not _reachable(session, *owner):
+        if owner is None:
+            continue
+        project_id, organization_id, deleting = owner
+        if not _reachable(session, project_id, organization_id) or (deleting and kind != "job_id"):
             raise _not_found(kind, row_id)
 
 
@@ -135,7 +144,7 @@ def _reachable(session: AsyncSession, project_id: int, organization_id: int) -> 
 async def hidden(session: AsyncSession, kind: str, row_id: int) -> bool:
     """True when the row exists but is out of this request's reach (callers answer as if it did not)."""
     owner = (await _owners(session, [(kind, row_id)])).get(0)
-    return owner is not None and not _reachable(session, *owner)
+    return owner is not None and not _reachable(session, owner[0], owner[1])
 
 
 def visible_projects(session: AsyncSession) -> Select[Any] | None:

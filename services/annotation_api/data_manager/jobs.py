@@ -15,15 +15,17 @@ from typing import Any
 from sqlalchemy import any_, delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.annotation_api import outbox
 from services.annotation_api.counters import add_to_project_counters, refresh_task_counters
 from services.annotation_api.data_manager.registry import ActionContext
 from services.annotation_api.data_manager.selection import TaskSelection
 from services.annotation_api.ids import id_array
 from services.annotation_api.jobs import runner
-from services.annotation_api.models import Job, JobStatus, Prediction
+from services.annotation_api.models import Annotation, Job, JobStatus, Prediction, Project
 
 DELETE_TASKS_KIND = "delete_tasks"
 DELETE_PREDICTIONS_KIND = "delete_predictions"
+DELETE_ANNOTATIONS_KIND = "delete_annotations"
 
 
 def job_selection(ctx: runner.StepContext) -> TaskSelection:
@@ -141,6 +143,41 @@ async def _delete_predictions_finish(ctx: runner.StepContext) -> None:
     ctx.job.result = {"processed_items": deleted, "detail": f"Deleted {deleted} predictions"}
 
 
+async def delete_annotation_batch(session: AsyncSession, project: Project, locked_ids: Sequence[int]) -> int:
+    """Delete the annotations of these (locked) tasks, recount them and record the webhook events."""
+    if not locked_ids:
+        return 0
+    await runner.flush_stats_at_commit(session)
+    gone = (
+        delete(Annotation)
+        .where(Annotation.project_id == project.id, Annotation.task_id == any_(id_array(locked_ids)))
+        .returning(Annotation.id, Annotation.task_id)
+        .cte("gone")
+    )
+    stmt = select(func.array_agg(gone.c.id), func.array_agg(gone.c.task_id.distinct()))
+    row_ids, touched = (await session.execute(stmt)).one()
+    deleted = sorted(row_ids or ())
+    await refresh_task_counters(session, sorted(touched or ()))
+    await outbox.record_annotations_deleted(session, project, deleted)
+    return len(deleted)
+
+
+async def _delete_annotations_step(ctx: runner.StepContext) -> bool:
+    selection = job_selection(ctx)
+    project = await ctx.session.get(Project, selection.project_id)
+    ids = await selection.window(ctx.cursor, ctx.batch_size, lock=True)
+    if not ids or project is None:
+        return True
+    deleted = await delete_annotation_batch(ctx.session, project, ids)
+    ctx.advance(ids[-1], len(ids), deleted=deleted)
+    return len(ids) < ctx.batch_size
+
+
+async def _delete_annotations_finish(ctx: runner.StepContext) -> None:
+    deleted = int((ctx.job.result or {}).get("deleted", 0))
+    ctx.job.result = {"processed_items": deleted, "detail": f"Deleted {deleted} annotations"}
+
+
 runner.register(
     DELETE_TASKS_KIND,
     runner.Runnable(
@@ -152,4 +189,8 @@ runner.register(
 runner.register(
     DELETE_PREDICTIONS_KIND,
     runner.Runnable(step=_delete_predictions_step, finish=_delete_predictions_finish, vacuum=("prediction",)),
+)
+runner.register(
+    DELETE_ANNOTATIONS_KIND,
+    runner.Runnable(step=_delete_annotations_step, finish=_delete_annotations_finish, vacuum=("annotation",)),
 )

@@ -1,7 +1,8 @@
 """``/internal/chunks``: how gateway workers take and return bulk-prediction chunks (service token only).
 
 Not part of the public API: the model gateway's workers are the only callers, and client tokens are
-refused here.
+refused here. The routes use the ``/internal`` pool (``db.get_internal_session``): a busy API answers
+503 with ``Retry-After``, which the workers honour.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from services.annotation_api.auth.dependencies import service_caller
-from services.annotation_api.db import SessionDep
+from services.annotation_api.db import InternalSessionDep
 from services.annotation_api.ids import PathId
 from services.annotation_api.jobs import service
 from services.annotation_api.jobs.schemas import parse_report
@@ -40,11 +41,21 @@ def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     return result
 
 
-router = APIRouter(prefix="/internal/chunks", tags=["internal"], dependencies=[Depends(service_caller)])
+_BUSY: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "Busy with other bulk calls (no `/internal` slot free in time): retry after the "
+        "`Retry-After` header's seconds.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}},
+    }
+}
+
+router = APIRouter(
+    prefix="/internal/chunks", tags=["internal"], dependencies=[Depends(service_caller)], responses=_BUSY
+)
 
 
 @router.post("/{chunk_id}/lease", response_model=ChunkLease)
-async def lease_chunk(chunk_id: PathId, request: Request, session: SessionDep) -> JsonResponse:
+async def lease_chunk(chunk_id: PathId, request: Request, session: InternalSessionDep) -> JsonResponse:
     """Lease the chunk for ``chunk_lease_s``; its tasks minus those already predicted by the backend."""
     answer = await service.lease_chunk(session, chunk_id, request.app.state.settings.chunk_lease_s)
     body = answer.lease.model_dump(mode="json")
@@ -53,13 +64,13 @@ async def lease_chunk(chunk_id: PathId, request: Request, session: SessionDep) -
 
 
 @router.post("/{chunk_id}/heartbeat", response_model=ChunkHeartbeat)
-async def heartbeat(chunk_id: PathId, request: Request, session: SessionDep) -> ChunkHeartbeat:
+async def heartbeat(chunk_id: PathId, request: Request, session: InternalSessionDep) -> ChunkHeartbeat:
     """Keep the lease of a chunk still being predicted; ``cancelled`` tells the worker to stop."""
     return await service.heartbeat(session, chunk_id, request.app.state.settings.chunk_lease_s)
 
 
 @router.post("/{chunk_id}/release", response_model=ChunkRelease)
-async def release(chunk_id: PathId, session: SessionDep) -> ChunkRelease:
+async def release(chunk_id: PathId, session: InternalSessionDep) -> ChunkRelease:
     """Take back a chunk its worker is shutting down with: pending again, the attempt not counted."""
     return await service.release_chunk(session, chunk_id)
 
@@ -74,7 +85,7 @@ async def release(chunk_id: PathId, session: SessionDep) -> ChunkRelease:
         }
     },
 )
-async def complete_chunk(chunk_id: PathId, request: Request, session: SessionDep) -> ChunkAck:
+async def complete_chunk(chunk_id: PathId, request: Request, session: InternalSessionDep) -> ChunkAck:
     """Store the chunk's predictions once; a repeated or late report is acknowledged and ignored.
 
     The body is a ``ChunkReport``, parsed by ``parse_report`` (reports are large and frequent).

@@ -32,7 +32,7 @@ class Unfolded:
 class JobOut(BaseModel):
     id: int = Field(description="Job id (``GET /api/jobs/{id}``).")
     kind: str = Field(
-        description="`predict` (bulk prediction), `train`, `delete_project`, `delete_tasks`, `delete_predictions` or `predictions_to_annotations`."
+        description="`predict` (bulk prediction), `train`, `delete_project`, `delete_tasks`, `delete_predictions`, `delete_annotations` or `predictions_to_annotations`."
     )
     project: int | None = Field(
         description="The project the job works on; null once the project a `delete_project` job deleted is gone."
