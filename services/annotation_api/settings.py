@@ -71,6 +71,14 @@ class ApiSettings(CommonSettings, RedisSettingsMixin):
         gt=0,
         description="How long a finished job keeps its per-chunk rows; the job's summary stays.",
     )
+    event_max_attempts: int = Field(
+        default=10,
+        ge=1,
+        description="Attempts at delivering one annotation event that a backend answers with an error "
+        "(4xx other than 401/408/429, or 5xx) before it is parked and the backend's queue moves on "
+        "(`GET /api/ml/{id}/events`); an event that cannot be encoded is parked at once. An unreachable "
+        "backend parks nothing: its events wait.",
+    )
     backend_check_interval_s: float = Field(
         default=60.0, gt=0, description="How often each ML backend's health and model version are re-checked."
     )
