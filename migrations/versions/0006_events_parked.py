@@ -1,4 +1,5 @@
-"""events: per-backend delivery failures of outbox events (attempts counted, poisoned events parked)
+"""events: per-backend delivery failures of outbox events (attempts counted, poisoned events parked);
+an index of unfinished jobs for the stuck-job watchdog
 
 Revision ID: 0006_events
 Revises: 0005_security
@@ -39,8 +40,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("ml_backend_id", "event_id"),
     )
     op.create_index("ix_event_failure_event_id", "event_failure", ["event_id"])
+    # The job watchdog's rounds read only unfinished jobs, however long the job history.
+    op.create_index(
+        "ix_job_unfinished_updated_at",
+        "job",
+        ["updated_at"],
+        postgresql_where=sa.text("status IN ('queued', 'running')"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_job_unfinished_updated_at", table_name="job")
     op.drop_index("ix_event_failure_event_id", table_name="event_failure")
     op.drop_table("event_failure")

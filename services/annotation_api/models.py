@@ -259,6 +259,11 @@ class Job(Base):
     __tablename__ = "job"
     __table_args__ = (
         Index("ix_job_step_updated_at", "updated_at", postgresql_where=text("step IS NOT NULL")),
+        Index(
+            "ix_job_unfinished_updated_at",
+            "updated_at",
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

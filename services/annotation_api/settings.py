@@ -66,6 +66,13 @@ class ApiSettings(CommonSettings, RedisSettingsMixin):
     job_poll_interval_s: float = Field(
         default=1.0, gt=0, description="How often each API replica looks for background jobs to advance."
     )
+    job_stall_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="A queued or running job with no progress for this long (no chunk leased, "
+        "heartbeated or finished, no batch done, no worker report) is failed with the reason; a running "
+        "training job gets twice its backend's `timeout` on top.",
+    )
     chunk_retention_s: float = Field(
         default=86400.0,
         gt=0,

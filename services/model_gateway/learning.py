@@ -286,7 +286,15 @@ async def train_backend(ctx: dict[str, Any], job_id: int, carried: dict[str, str
 async def _train_backend(ctx: dict[str, Any], job_id: int) -> str:
     api: httpx.AsyncClient = ctx["api"]
     gateway: BackendGateway = ctx["gateway"]
-    start = TrainStart.model_validate_json(await _call(api, "POST", f"/internal/train-jobs/{job_id}/start"))
+    raw = await _call(api, "POST", f"/internal/train-jobs/{job_id}/start")
+    try:
+        # orjson, then Python-mode validation: deep extra_params stop pydantic's JSON reader, not this.
+        start = TrainStart.model_validate(orjson.loads(raw))
+    except (orjson.JSONDecodeError, ValidationError) as exc:
+        # The job is running now: it must end, visibly, not wait for the watchdog.
+        failure = WebhookResult(ok=False, error=f"worker could not read the training job: {str(exc)[:500]}")
+        outcome = await _report(api, job_id, TrainReport(webhook=failure))
+        return f"training job {job_id}: {outcome.job_status} (unreadable start)"
     if not start.go or start.backend is None:
         return f"training job {job_id}: nothing to do"
     try:

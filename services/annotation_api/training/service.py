@@ -42,10 +42,9 @@ log = logging.getLogger(__name__)
 TRAIN_KIND = "train"
 MAX_STORED_BODY = 20_000
 """Largest backend answer kept on the job, in bytes of JSON; longer answers are cut."""
-# Redis lost the message if a queued job waits this long; a running one whose worker never reported
-# within the stale limit lost its worker.
+# Redis lost the message if a queued job waits this long (a running one whose worker never reports is
+# failed by the job watchdog, ``jobs/watchdog.py``).
 _LOST_QUEUED = "30 seconds"
-_STALE_RUNNING = "2 hours"
 
 
 async def enqueue_training(pool: ArqRedis, job_id: int) -> None:
@@ -213,17 +212,7 @@ async def finish(
 
 
 async def lost_training_jobs(session: AsyncSession) -> list[int]:
-    """Queued training jobs Redis seems to have lost (to enqueue again); fails runs whose worker died."""
-    await session.execute(
-        text(
-            f"""
-            UPDATE job SET status = 'failed', failed = 1, finished_at = now(), updated_at = now(),
-                   error = 'Training failed: the worker running it stopped reporting.'
-            WHERE kind = '{TRAIN_KIND}' AND status = 'running'
-              AND started_at < now() - interval '{_STALE_RUNNING}'
-            """
-        )
-    )
+    """Queued training jobs Redis seems to have lost (to enqueue again)."""
     rows = await session.execute(
         text(
             f"""
