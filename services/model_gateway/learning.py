@@ -292,7 +292,9 @@ async def _train_backend(ctx: dict[str, Any], job_id: int) -> str:
         start = TrainStart.model_validate(orjson.loads(raw))
     except (orjson.JSONDecodeError, ValidationError) as exc:
         # The job is running now: it must end, visibly, not wait for the watchdog.
-        failure = WebhookResult(ok=False, error=f"worker could not read the training job: {str(exc)[:500]}")
+        failure = WebhookResult(
+            ok=False, error=f"worker could not read the training job: {str(exc)[:500]}", unsendable=True
+        )
         outcome = await _report(api, job_id, TrainReport(webhook=failure))
         return f"training job {job_id}: {outcome.job_status} (unreadable start)"
     if not start.go or start.backend is None:

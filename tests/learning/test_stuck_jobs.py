@@ -108,3 +108,21 @@ async def test_extra_params_too_deep_to_send_are_refused_naming_the_field(
     patched = await api.patch(f"/api/ml/{backend['id']}", json={"extra_params": deep})
     assert patched.status_code == 400, patched.text
     assert "extra_params" in patched.json()["validation_errors"]
+
+
+async def test_training_with_stored_extra_params_that_cannot_be_sent_ends_failed(
+    api: httpx.AsyncClient, db: asyncpg.Connection, run_burst: RunBurst, fake: FakeBackend
+) -> None:
+    """extra_params stored before the input check, deeper than any reader goes: the job ends, failed."""
+    project = await create_project(api, SENTIMENT_CONFIG)
+    backend = await connect_backend(api, project["id"], fake.url)
+    deep = '{"a":' * 300 + "{}" + "}" * 300
+    await db.execute(
+        "UPDATE ml_backend SET extra_params = CAST($1 AS jsonb) WHERE id = $2", deep, backend["id"]
+    )
+    job_id = await _train(api, backend["id"])
+    await run_burst()
+    job = await wait_job(api, job_id, FINISHED)
+    assert job["status"] == "failed", job
+    assert "extra_params" in job["error"], job["error"]
+    assert fake.calls("/webhook") == []

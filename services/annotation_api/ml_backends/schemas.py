@@ -40,12 +40,19 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
-def _check_extra_params(value: dict[str, Any] | None) -> dict[str, Any] | None:
+def extra_params_problem(value: dict[str, Any] | None) -> str | None:
+    """Why ``extra_params`` could not be sent, or None (also for values stored before this check)."""
     if value is not None and _depth(value, EXTRA_PARAMS_MAX_DEPTH) > EXTRA_PARAMS_MAX_DEPTH:
-        raise ValueError(
+        return (
             f"is nested deeper than {EXTRA_PARAMS_MAX_DEPTH} levels (it is sent to the backend inside "
             "other messages, which could then not be read)"
         )
+    return None
+
+
+def _check_extra_params(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if problem := extra_params_problem(value):
+        raise ValueError(problem)
     return value
 
 

@@ -21,6 +21,7 @@ from services.annotation_api.db import after_commit
 from services.annotation_api.errors import NotFound
 from services.annotation_api.jobs.queue import ChunkQueue
 from services.annotation_api.jobs.service import repredict_unlabeled
+from services.annotation_api.ml_backends.schemas import extra_params_problem
 from services.annotation_api.ml_backends.service import (
     apply_check_result,
     backend_access_token,
@@ -91,6 +92,10 @@ async def begin(session: AsyncSession, settings: ApiSettings, job_id: int) -> Tr
     backend = None if row[0] is None else await session.get(MlBackend, row[0], with_for_update=True)
     if backend is None:
         await _finish(session, job_id, JobStatus.FAILED, error="The ML backend was deleted.")
+        return TrainStart(go=False, job_id=job_id)
+    if problem := extra_params_problem(backend.extra_params):  # stored before the input check
+        error = f"Training failed: the ML backend's extra_params {problem}; edit them (PATCH /api/ml/{backend.id})."
+        await _finish(session, job_id, JobStatus.FAILED, error=error)
         return TrainStart(go=False, job_id=job_id)
     project = await session.get(Project, backend.project_id)
     assert project is not None  # the backend row references it
@@ -169,7 +174,7 @@ async def finish(
     if not webhook.ok:
         message = _failure_message(webhook)
         # The job carries the failure; the backend's state only says whether it could be reached.
-        unreachable = webhook.status_code is None
+        unreachable = webhook.status_code is None and not webhook.unsendable
         backend.state = MlBackendState.DISCONNECTED if unreachable else MlBackendState.CONNECTED
         await _finish(session, job_id, JobStatus.FAILED, error=message, result=answer)
         return TrainOutcome(
