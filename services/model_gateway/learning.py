@@ -158,8 +158,11 @@ async def _refused(
     api: httpx.AsyncClient, backend_id: int, event: PendingEvent, result: WebhookResult
 ) -> EventFailedOutcome:
     """Report a failed attempt; the API counts it (or not) and says whether it parked the event."""
+    error = result.error or f"the backend answered {result.status_code}"
+    # A hostile backend's text must not make the report itself unstorable (NUL, lone surrogates).
+    error = error[:2000].encode("utf-8", "replace").decode().replace("\x00", "\\u0000")[:2000]
     failure = EventFailed(
-        error=(result.error or f"the backend answered {result.status_code}")[:2000],
+        error=error,
         status_code=result.status_code if result.status_code and 100 <= result.status_code <= 599 else None,
         unsendable=result.unsendable,
     )
