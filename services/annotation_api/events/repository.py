@@ -13,9 +13,9 @@ from sqlalchemy import BigInteger, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-# Re-driven events (behind the cursor) first, then the events after the cursor; parked events are
-# always behind the cursor (it moved past them when they were parked), so they are never in the second
-# part. Each part walks an index; ``redrive`` tells the worker to name the event in its ack.
+# Re-driven events (behind the cursor) first, then the events after the cursor but parked ones (the
+# cursor moved past them when they were parked; the check only guards that). Each part walks an index;
+# ``redrive`` tells the worker to name the event in its ack.
 _PENDING = text(
     """
     (SELECT e.id, e.action, e.payload::text, true AS redrive
@@ -25,6 +25,8 @@ _PENDING = text(
     UNION ALL
     (SELECT e.id, e.action, e.payload::text, false FROM outbox_event e
      WHERE e.project_id = :project AND e.id > :cursor
+       AND NOT EXISTS (SELECT 1 FROM event_failure p
+                       WHERE p.ml_backend_id = :backend AND p.event_id = e.id AND p.state = 'parked')
      ORDER BY e.id LIMIT :limit)
     ORDER BY 1 LIMIT :limit
     """
