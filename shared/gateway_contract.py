@@ -157,3 +157,6 @@ class WebhookResult(BaseModel):
     status_code: int | None = None
     body: Any = None
     error: str | None = None
+    unsendable: bool = Field(
+        default=False, description="The event itself cannot be sent (not encodable as JSON): no retry helps."
+    )

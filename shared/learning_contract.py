@@ -3,6 +3,8 @@
 gateway worker → API (service token):
 - ``GET  /internal/backends/{id}/events?limit=`` → ``PendingEvents`` (the backend and its next events)
 - ``POST /internal/backends/{id}/events/ack``   ``EventsAck`` → ``EventsAck`` (cursor after the call)
+- ``POST /internal/backends/{id}/events/{event_id}/failed`` ``EventFailed`` → ``EventFailedOutcome``
+  (one more failed attempt; ``parked`` when the API gave up on it and the queue moves on)
 - ``POST /internal/train-jobs/{job_id}/start``  → ``TrainStart`` (or ``go=False``: nothing to do)
 - ``POST /internal/train-jobs/{job_id}/finish`` ``TrainReport`` → ``TrainOutcome``
 
@@ -11,7 +13,7 @@ Redis keys of the per-backend delivery lock live here too, so every worker agree
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -22,17 +24,40 @@ class PendingEvent(BaseModel):
     id: int
     action: str
     payload: dict[str, Any] = Field(description="The /webhook body, `action` and `project` included.")
+    redrive: bool = Field(
+        default=False, description="A parked event sent again on request: name it in the ack's `redelivered`."
+    )
 
 
 class PendingEvents(BaseModel):
     backend: BackendSpec
-    events: list[PendingEvent] = Field(description="Events after the backend's cursor, in id order.")
+    events: list[PendingEvent] = Field(
+        description="Re-driven events, then the events after the backend's cursor, in id order."
+    )
 
 
 class EventsAck(BaseModel):
     last_event_id: int = Field(
         ge=0, le=2**63 - 1, description="Every event up to this id reached the backend."
     )
+    redelivered: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(
+        default_factory=list, max_length=1000, description="Re-driven events that reached the backend."
+    )
+
+
+class EventFailed(BaseModel):
+    error: str = Field(max_length=2000, description="Why the attempt failed (the backend's answer).")
+    status_code: int | None = Field(
+        default=None, ge=100, le=599, description="The backend's HTTP status; none when it was not reached."
+    )
+    unsendable: bool = Field(
+        default=False, description="The event can never be sent (not encodable): park it at once."
+    )
+
+
+class EventFailedOutcome(BaseModel):
+    parked: bool = Field(description="The API gave up on the event: go on with the next ones.")
+    attempts: int = Field(description="Failed attempts so far (0: the event was not waiting).")
 
 
 class TrainStart(BaseModel):

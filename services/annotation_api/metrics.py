@@ -1,6 +1,6 @@
 """``GET /metrics`` of the annotation API: its own counters plus facts read from Postgres and Redis.
 
-Jobs by kind and state, chunk backlog and lease age, outbox lag per backend and the arq queue depth are
+Jobs by kind and state, chunk backlog and lease age, outbox lag and parked events per backend and the arq queue depth are
 read at scrape time (a few indexed aggregate queries), so they are right whichever API replica did the
 work, and every replica reports the same values.
 """
@@ -41,6 +41,14 @@ _OUTBOX_LAG = text(
     """
 )
 
+_PARKED = text(
+    """
+    SELECT b.id, count(f.event_id) FROM ml_backend b
+    LEFT JOIN event_failure f ON f.ml_backend_id = b.id AND f.state = 'parked'
+    GROUP BY b.id
+    """
+)
+
 
 async def _database_families(app: FastAPI) -> list[GaugeMetricFamily]:
     jobs = GaugeMetricFamily("labelloop_jobs", "Jobs by kind and status.", labels=["kind", "status"])
@@ -64,10 +72,17 @@ async def _database_families(app: FastAPI) -> list[GaugeMetricFamily]:
         "Age of the oldest annotation event not yet delivered, by backend id (0 when none).",
         labels=["backend"],
     )
+    parked = GaugeMetricFamily(
+        "labelloop_outbox_parked_events",
+        "Annotation events given up on after bounded attempts (re-drive them through "
+        "/api/ml/{id}/events), by backend id.",
+        labels=["backend"],
+    )
     async with app.state.engine.connect() as conn:
         counts = {(str(kind), str(status)): int(n) for kind, status, n in await conn.execute(_JOBS)}
         chunk_rows = {str(status): (int(n), age) for status, n, age in await conn.execute(_CHUNKS)}
         lag_rows = (await conn.execute(_OUTBOX_LAG)).all()
+        parked_rows = (await conn.execute(_PARKED)).all()
     for kind in sorted({kind for kind, _ in counts} | {"predict"}):
         for job_status in JobStatus:
             jobs.add_metric([kind, job_status.value], counts.get((kind, job_status.value), 0))
@@ -79,7 +94,9 @@ async def _database_families(app: FastAPI) -> list[GaugeMetricFamily]:
     for backend_id, events, oldest in lag_rows:
         lag_events.add_metric([str(backend_id)], int(events))
         lag_seconds.add_metric([str(backend_id)], float(oldest))
-    return [jobs, chunks, lease_age, lag_events, lag_seconds]
+    for backend_id, count in parked_rows:
+        parked.add_metric([str(backend_id)], int(count))
+    return [jobs, chunks, lease_age, lag_events, lag_seconds, parked]
 
 
 async def _queue_depth(app: FastAPI) -> GaugeMetricFamily:

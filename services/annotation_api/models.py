@@ -259,6 +259,11 @@ class Job(Base):
     __tablename__ = "job"
     __table_args__ = (
         Index("ix_job_step_updated_at", "updated_at", postgresql_where=text("step IS NOT NULL")),
+        Index(
+            "ix_job_unfinished_updated_at",
+            "updated_at",
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -339,6 +344,26 @@ class OutboxEvent(Base):
     action: Mapped[str] = mapped_column(String(40))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = _created()
+
+
+class EventFailure(Base):
+    """An outbox event in trouble for one backend: ``failing`` (its queue's head, attempts counted),
+    ``parked`` (given up on, the queue moved past it) or ``redrive`` (parked, to be sent again)."""
+
+    __tablename__ = "event_failure"
+
+    ml_backend_id: Mapped[int] = mapped_column(
+        ForeignKey("ml_backend.id", ondelete="CASCADE"), primary_key=True
+    )
+    event_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("outbox_event.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    state: Mapped[str] = mapped_column(String(10))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    first_failed_at: Mapped[datetime] = _created()
+    last_failed_at: Mapped[datetime] = _created()
+    parked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class TaskLock(Base):

@@ -82,10 +82,25 @@ class ApiSettings(CommonSettings, RedisSettingsMixin):
     job_poll_interval_s: float = Field(
         default=1.0, gt=0, description="How often each API replica looks for background jobs to advance."
     )
+    job_stall_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="A queued or running job with no progress for this long (no chunk leased, "
+        "heartbeated or finished, no batch done, no worker report) is failed with the reason; a running "
+        "training job gets twice its backend's `timeout` on top.",
+    )
     chunk_retention_s: float = Field(
         default=86400.0,
         gt=0,
         description="How long a finished job keeps its per-chunk rows; the job's summary stays.",
+    )
+    event_max_attempts: int = Field(
+        default=10,
+        ge=1,
+        description="Attempts at delivering one annotation event that a backend answers with an error "
+        "(4xx other than 401/408/429, or 5xx) before it is parked and the backend's queue moves on "
+        "(`GET /api/ml/{id}/events`); an event that cannot be encoded is parked at once. An unreachable "
+        "backend parks nothing: its events wait.",
     )
     backend_check_interval_s: float = Field(
         default=60.0, gt=0, description="How often each ML backend's health and model version are re-checked."

@@ -2,8 +2,11 @@
 
 ``deliver_events(backend_id)`` sends a backend's pending events (the API's outbox after the backend's
 cursor) one by one to its ``/webhook`` and acknowledges each batch the backend accepted, so the cursor
-only moves past 2xx answers. The first failure stops the run: the events stay pending, in order, and
-the API's delivery loop rings again later, so a dead backend delays events but never loses them.
+only moves past 2xx answers. A failure is reported to the API, which counts the attempts an event itself
+may be to blame for (the backend answered an error, or it cannot be encoded) and parks it after a
+bounded number: the run then goes on with the next events. Any other failure stops the run: the events
+stay pending, in order, and the API's delivery loop rings again later, so a dead backend delays events
+but never loses them.
 
 Exactly one worker delivers a backend's events at a time (a Redis lock per backend, extended every third
 of its lifetime while held, so a webhook call slower than the lifetime — three attempts and two
@@ -25,6 +28,7 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any, cast
 
 import httpx
+import orjson
 from arq import ArqRedis
 from pydantic import BaseModel, ValidationError
 
@@ -32,7 +36,10 @@ from services.model_gateway.backend_client import CallFailure
 from services.model_gateway.predictor import BackendGateway
 from shared.gateway_contract import BackendSpec, WebhookRequest, WebhookResult
 from shared.learning_contract import (
+    EventFailed,
+    EventFailedOutcome,
     EventsAck,
+    PendingEvent,
     PendingEvents,
     TrainOutcome,
     TrainReport,
@@ -117,8 +124,58 @@ class _Lock:
         await self._script(_RELEASE)
 
 
+def _pending(raw: bytes) -> PendingEvents:
+    """Read the events with orjson, then validate each without re-parsing its payload: a payload nested
+    deeper than pydantic's JSON reader goes (~200 levels) must fail alone, when it is sent, not the batch."""
+    data = orjson.loads(raw)
+    return PendingEvents(
+        backend=BackendSpec.model_validate(data["backend"]),
+        events=[PendingEvent.model_validate(event) for event in data["events"]],
+    )
+
+
+class _Acks:
+    """What this run delivered and has not acknowledged yet."""
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+        self.redelivered: list[int] = []
+
+    def add(self, event: PendingEvent) -> None:
+        self.last = event.id if self.last is None else max(self.last, event.id)
+        if event.redrive:
+            self.redelivered.append(event.id)
+
+    async def send(self, api: httpx.AsyncClient, backend_id: int) -> None:
+        if self.last is None:
+            return
+        ack = EventsAck(last_event_id=self.last, redelivered=self.redelivered)
+        await _call(api, "POST", f"/internal/backends/{backend_id}/events/ack", ack)
+        self.last, self.redelivered = None, []
+
+
+async def _refused(
+    api: httpx.AsyncClient, backend_id: int, event: PendingEvent, result: WebhookResult
+) -> EventFailedOutcome:
+    """Report a failed attempt; the API counts it (or not) and says whether it parked the event."""
+    error = result.error or f"the backend answered {result.status_code}"
+    # A hostile backend's text must not make the report itself unstorable (NUL, lone surrogates).
+    error = error[:2000].encode("utf-8", "replace").decode().replace("\x00", "\\u0000")[:2000]
+    failure = EventFailed(
+        error=error,
+        status_code=result.status_code if result.status_code and 100 <= result.status_code <= 599 else None,
+        unsendable=result.unsendable,
+    )
+    path = f"/internal/backends/{backend_id}/events/{event.id}/failed"
+    return EventFailedOutcome.model_validate_json(await _call(api, "POST", path, failure))
+
+
 async def _drain(ctx: dict[str, Any], backend_id: int, lock: _Lock) -> tuple[int, str | None]:
-    """Deliver until nothing is pending; (events delivered, why it stopped early or None)."""
+    """Deliver until nothing is pending; (events delivered, why it stopped early or None).
+
+    An event the API parks (refused too often, or unsendable) is skipped and the run goes on: what was
+    delivered before it is acknowledged first, so the cursor moves past it in order.
+    """
     api: httpx.AsyncClient = ctx["api"]
     gateway: BackendGateway = ctx["gateway"]
     delivered = 0
@@ -131,24 +188,33 @@ async def _drain(ctx: dict[str, Any], backend_id: int, lock: _Lock) -> tuple[int
             if exc.status_code == 404:
                 return delivered, "the backend was deleted"
             raise
-        pending = PendingEvents.model_validate_json(raw)
+        pending = _pending(raw)
         if not pending.events:
             return delivered, None
-        last_delivered: int | None = None
+        acks = _Acks()
         stopped: str | None = None
         for event in pending.events:
             result = await gateway.webhook(WebhookRequest(backend=pending.backend, payload=event.payload))
             if not result.ok:
-                stopped = f"event {event.id} ({event.action}) not accepted: {result.error}"
-                break
-            last_delivered = event.id
-            delivered += 1
+                await acks.send(api, backend_id)
+                outcome = await _refused(api, backend_id, event, result)
+                if not outcome.parked:
+                    stopped = f"event {event.id} ({event.action}) not accepted: {result.error}"
+                    break
+                log.warning(
+                    "backend %s: event %s parked after %d attempts: %s",
+                    backend_id,
+                    event.id,
+                    outcome.attempts,
+                    result.error,
+                )
+            else:
+                acks.add(event)
+                delivered += 1
             if lock.lost:
                 stopped = "lost the delivery lock (Redis no longer held it)"
                 break
-        if last_delivered is not None:
-            ack = EventsAck(last_event_id=last_delivered)
-            await _call(api, "POST", f"/internal/backends/{backend_id}/events/ack", ack)
+        await acks.send(api, backend_id)
         if stopped is not None:
             return delivered, stopped
 
@@ -223,7 +289,17 @@ async def train_backend(ctx: dict[str, Any], job_id: int, carried: dict[str, str
 async def _train_backend(ctx: dict[str, Any], job_id: int) -> str:
     api: httpx.AsyncClient = ctx["api"]
     gateway: BackendGateway = ctx["gateway"]
-    start = TrainStart.model_validate_json(await _call(api, "POST", f"/internal/train-jobs/{job_id}/start"))
+    raw = await _call(api, "POST", f"/internal/train-jobs/{job_id}/start")
+    try:
+        # orjson, then Python-mode validation: deep extra_params stop pydantic's JSON reader, not this.
+        start = TrainStart.model_validate(orjson.loads(raw))
+    except (orjson.JSONDecodeError, ValidationError) as exc:
+        # The job is running now: it must end, visibly, not wait for the watchdog.
+        failure = WebhookResult(
+            ok=False, error=f"worker could not read the training job: {str(exc)[:500]}", unsendable=True
+        )
+        outcome = await _report(api, job_id, TrainReport(webhook=failure))
+        return f"training job {job_id}: {outcome.job_status} (unreadable start)"
     if not start.go or start.backend is None:
         return f"training job {job_id}: nothing to do"
     try:

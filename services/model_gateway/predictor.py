@@ -403,7 +403,7 @@ class BackendGateway:
         try:
             payload = orjson.dumps(req.payload)
         except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits: a refusal, not a 500
-            return WebhookResult(ok=False, error=f"payload cannot be sent as JSON: {exc}")
+            return WebhookResult(ok=False, error=f"payload cannot be sent as JSON: {exc}", unsendable=True)
         try:
             response = await self.caller.call(
                 req.backend,

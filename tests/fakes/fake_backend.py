@@ -129,6 +129,9 @@ class Behaviour:
     """/setup answers only once this is set: a backend exactly as slow as a test needs, no sleeps."""
     hold_webhook: threading.Event | None = None
     """/webhook answers only once this is set."""
+    webhook_refuse_text: str | None = None
+    """/webhook bodies containing this text anywhere answer 422, a NUL in the detail (a backend rejecting
+    one kind of event)."""
     predict_body: Any = None
     """When set, /predict answers exactly this JSON whatever it is asked (odd but legal shapes)."""
 
@@ -507,6 +510,9 @@ class FakeBackend:
             await asyncio.to_thread(b.hold_webhook.wait, 60.0)
         if b.webhook_fail is not None:
             return _html_error(b.webhook_fail, "Internal Server Error", "FakeBackendError: webhook failed")
+        if b.webhook_refuse_text is not None and b.webhook_refuse_text in orjson.dumps(body).decode():
+            # A NUL in the detail, as hostile backends send: the refusal must still be recorded.
+            return _error(422, f"ValueError: cannot learn from {b.webhook_refuse_text!r}\x00")
         action = body.get("action") if isinstance(body, dict) else None
         if b.mode == "v1":
             self._train_happened()

@@ -218,7 +218,7 @@ async def test_internal_event_routes_need_the_service_token(
     assert missing.status_code == 404
     bogus = await api.post(f"{path}/ack", json={"last_event_id": 12345}, headers=service)
     assert bogus.status_code == 200
-    assert bogus.json() == {"last_event_id": 0}, "an ack past the project's events moves nothing"
+    assert bogus.json()["last_event_id"] == 0, "an ack past the project's events moves nothing"
 
 
 async def test_a_delivery_slower_than_the_lock_lifetime_keeps_the_lock(

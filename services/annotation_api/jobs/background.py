@@ -1,5 +1,5 @@
 """The API's background loops: the chunk sweeper, the job runner, the periodic ML backend check,
-event delivery, and the re-checks of backends that just received events.
+event delivery, the re-checks of backends that just received events, and the stuck-job watchdog.
 
 They run in every API replica; their SQL takes rows with ``SKIP LOCKED``, so replicas share the work.
 """
@@ -21,6 +21,7 @@ from services.annotation_api.jobs.queue import REDIS_DOWN, ChunkQueue
 from services.annotation_api.jobs.repository import fold_chunks
 from services.annotation_api.jobs.runner import run_once
 from services.annotation_api.jobs.service import sweep
+from services.annotation_api.jobs.watchdog import fail_stalled
 from services.annotation_api.ml_backends.gateway_client import close_gateway_client, gateway_client
 from services.annotation_api.ml_backends.monitor import Rechecks, monitor_loop
 from services.annotation_api.settings import ApiSettings
@@ -113,6 +114,27 @@ async def runner_loop(
         wake.clear()
 
 
+async def watchdog_once(maker: async_sessionmaker[AsyncSession], settings: ApiSettings) -> int:
+    """Fail one batch of jobs without progress for ``job_stall_timeout_s``; how many."""
+    async with maker.begin() as session:
+        failed = await fail_stalled(session, settings.job_stall_timeout_s, settings.chunk_lease_s)
+    await run_after_commit(session)
+    return len(failed)
+
+
+async def watchdog_loop(maker: async_sessionmaker[AsyncSession], settings: ApiSettings) -> None:
+    # A tenth of the stall timeout between rounds (at most a minute): a stuck job is failed soon after
+    # its time is up, and an idle system reads one index a minute.
+    interval = min(60.0, max(settings.sweep_interval_s, settings.job_stall_timeout_s / 10))
+    while True:
+        try:
+            while await watchdog_once(maker, settings):
+                pass
+        except Exception:
+            log.exception("job watchdog failed")
+        await asyncio.sleep(interval)
+
+
 @contextlib.asynccontextmanager
 async def background(app: FastAPI, settings: ApiSettings) -> AsyncIterator[None]:
     """Start the chunk queue and the loops for the app's lifetime; stop and close them after."""
@@ -127,6 +149,7 @@ async def background(app: FastAPI, settings: ApiSettings) -> AsyncIterator[None]
         asyncio.create_task(sweeper_loop(maker, queue, settings), name="chunk-sweeper"),
         asyncio.create_task(monitor_loop(maker, gateway_client(app), settings), name="backend-monitor"),
         asyncio.create_task(delivery_loop(maker, queue, settings), name="event-delivery"),
+        asyncio.create_task(watchdog_loop(maker, settings), name="job-watchdog"),
     ]
     try:
         yield

@@ -16,6 +16,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.counters import refresh_task_counters
+from services.annotation_api.db import release_transaction
 from services.annotation_api.errors import ApiError, NotFound
 from services.annotation_api.label_stream import repository
 from services.annotation_api.ml_backends.gateway_client import GatewayClient
@@ -28,7 +29,7 @@ from services.annotation_api.tasks.repository import (
     embed_annotations_and_predictions,
     task_json,
 )
-from shared.gateway_contract import PredictTasksRequest
+from shared.gateway_contract import PredictTasksRequest, TaskPrediction
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,15 @@ _RESERVE_ATTEMPTS = 5
 
 _UNREACHABLE = frozenset({MlBackendState.DISCONNECTED, MlBackendState.ERROR})
 _HAS_VERSION = text("SELECT 1 FROM prediction WHERE task_id = :task AND model_version = :version LIMIT 1")
+# After the remote call: the task (still there, locked against a concurrent store) and its backend
+# (still there; key-share so it cannot go before the prediction referencing it commits).
+_LOCK_TASK_AND_BACKEND = text(
+    """
+    SELECT 1 FROM task t JOIN ml_backend b ON b.project_id = t.project_id AND b.id = :backend
+    WHERE t.id = :task
+    FOR NO KEY UPDATE OF t FOR KEY SHARE OF b
+    """
+)
 
 
 async def _pick(session: AsyncSession, project: Project, user_id: int) -> int | None:
@@ -118,7 +128,9 @@ async def ensure_current_prediction(
     one, through the gateway's tight interactive path, and store it.
 
     Best effort by design: an annotator waiting for a task must get it even when the backend is slow
-    or down, so any gateway failure leaves the task as it is.
+    or down, so any gateway failure leaves the task as it is. The call runs with no transaction open
+    (``release_transaction``): what the request did so far (a reservation) is committed, no row stays
+    locked while the backend thinks, and the answer is stored only if the task and backend still exist.
     """
     if not project.evaluate_predictions_automatically:
         return
@@ -137,6 +149,7 @@ async def ensure_current_prediction(
         tasks=[{"id": task.id, "data": task.data, "meta": task.meta, "project": task.project_id}],
         interactive=True,
     )
+    await release_transaction(session)
     try:
         result = await gateway.predict(request)
     except ApiError as exc:
@@ -144,19 +157,35 @@ async def ensure_current_prediction(
         return
     if result.errors:
         log.warning("automatic prediction of task %s failed: %s", task_id, result.errors[0].message)
-    predictions = [p for p in result.predictions if p.task_id == task.id]
-    if not predictions:
+    predictions = [p for p in result.predictions if p.task_id == task_id]
+    if predictions:
+        await _store(session, project.id, backend.id, task_id, predictions)
+
+
+async def _store(
+    session: AsyncSession, project_id: int, backend_id: int, task_id: int, predictions: list[TaskPrediction]
+) -> None:
+    """Store the answer unless the task or backend went meanwhile, or another request stored the same
+    version first (the task row lock orders concurrent requests)."""
+    if not await session.scalar(_LOCK_TASK_AND_BACKEND, {"task": task_id, "backend": backend_id}):
+        return
+    fresh = [
+        p
+        for p in predictions
+        if not await session.scalar(_HAS_VERSION, {"task": task_id, "version": p.model_version})
+    ]
+    if not fresh:
         return
     session.add_all(
         Prediction(
-            task_id=task.id,
-            project_id=project.id,
+            task_id=task_id,
+            project_id=project_id,
             result=p.result,
             score=p.score,
             model_version=p.model_version,
-            ml_backend_id=backend.id,
+            ml_backend_id=backend_id,
         )
-        for p in predictions
+        for p in fresh
     )
     await session.flush()
-    await refresh_task_counters(session, [task.id])
+    await refresh_task_counters(session, [task_id])

@@ -21,6 +21,40 @@ READABLE_STATE = {
 
 AuthMethod = Literal["NONE", "BASIC_AUTH"]
 
+EXTRA_PARAMS_MAX_DEPTH = 100
+"""Deepest nesting of ``extra_params``: they travel inside other messages (a /setup body, the worker's
+chunk lease and training start) whose readers stop near 200 levels, so they get half of that."""
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a JSON value, counted up to ``limit + 1`` (enough to refuse it)."""
+    stack = [(value, 0)]
+    deepest = 0
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            depth += 1
+            deepest = max(deepest, depth)
+            if depth <= limit:
+                stack.extend((item, depth) for item in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def extra_params_problem(value: dict[str, Any] | None) -> str | None:
+    """Why ``extra_params`` could not be sent, or None (also for values stored before this check)."""
+    if value is not None and _depth(value, EXTRA_PARAMS_MAX_DEPTH) > EXTRA_PARAMS_MAX_DEPTH:
+        return (
+            f"is nested deeper than {EXTRA_PARAMS_MAX_DEPTH} levels (it is sent to the backend inside "
+            "other messages, which could then not be read)"
+        )
+    return None
+
+
+def _check_extra_params(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if problem := extra_params_problem(value):
+        raise ValueError(problem)
+    return value
+
 
 def _check_url(url: str) -> str:
     url = url.strip()
@@ -61,7 +95,9 @@ class MlBackendEditable(BaseModel):
         description="Password for basic auth (with BASIC_AUTH); stored encrypted, never returned.",
     )
     extra_params: dict[str, Any] | None = Field(
-        default=None, description="Sent to the backend's /setup as extra_params."
+        default=None,
+        description=f"Sent to the backend's /setup as extra_params; at most {EXTRA_PARAMS_MAX_DEPTH} levels "
+        "deep.",
     )
     timeout: float | None = Field(
         default=None,
@@ -89,6 +125,8 @@ class MlBackendEditable(BaseModel):
         le=256,
         description="Concurrent calls to this backend per worker, 1 to 256; default 4.",
     )
+
+    _extra_params = field_validator("extra_params")(_check_extra_params)
 
 
 class MlBackendCreate(MlBackendEditable):

@@ -22,6 +22,7 @@ from services.annotation_api.auth.service import ensure_backend_token
 from services.annotation_api.db import release_transaction
 from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.events.repository import latest_event_id
+from services.annotation_api.jobs.watchdog import fail_backend_jobs
 from services.annotation_api.ml_backends.gateway_client import GatewayClient
 from services.annotation_api.ml_backends.schemas import (
     InteractiveOut,
@@ -265,7 +266,9 @@ def _with_changes(backend: MlBackend, changes: dict[str, Any]) -> MlBackend:
 
 
 async def delete_backend(session: AsyncSession, backend_id: int) -> None:
+    """Delete the backend; its queued and running jobs (training, predictions) fail at once, named so."""
     backend = await get_backend(session, backend_id)
+    await fail_backend_jobs(session, backend_id)
     await session.delete(backend)
 
 

@@ -21,6 +21,7 @@ from services.annotation_api.db import after_commit
 from services.annotation_api.errors import NotFound
 from services.annotation_api.jobs.queue import ChunkQueue
 from services.annotation_api.jobs.service import repredict_unlabeled
+from services.annotation_api.ml_backends.schemas import extra_params_problem
 from services.annotation_api.ml_backends.service import (
     apply_check_result,
     backend_access_token,
@@ -42,10 +43,9 @@ log = logging.getLogger(__name__)
 TRAIN_KIND = "train"
 MAX_STORED_BODY = 20_000
 """Largest backend answer kept on the job, in bytes of JSON; longer answers are cut."""
-# Redis lost the message if a queued job waits this long; a running one whose worker never reported
-# within the stale limit lost its worker.
+# Redis lost the message if a queued job waits this long (a running one whose worker never reports is
+# failed by the job watchdog, ``jobs/watchdog.py``).
 _LOST_QUEUED = "30 seconds"
-_STALE_RUNNING = "2 hours"
 
 
 async def enqueue_training(pool: ArqRedis, job_id: int) -> None:
@@ -92,6 +92,10 @@ async def begin(session: AsyncSession, settings: ApiSettings, job_id: int) -> Tr
     backend = None if row[0] is None else await session.get(MlBackend, row[0], with_for_update=True)
     if backend is None:
         await _finish(session, job_id, JobStatus.FAILED, error="The ML backend was deleted.")
+        return TrainStart(go=False, job_id=job_id)
+    if problem := extra_params_problem(backend.extra_params):  # stored before the input check
+        error = f"Training failed: the ML backend's extra_params {problem}; edit them (PATCH /api/ml/{backend.id})."
+        await _finish(session, job_id, JobStatus.FAILED, error=error)
         return TrainStart(go=False, job_id=job_id)
     project = await session.get(Project, backend.project_id)
     assert project is not None  # the backend row references it
@@ -170,7 +174,7 @@ async def finish(
     if not webhook.ok:
         message = _failure_message(webhook)
         # The job carries the failure; the backend's state only says whether it could be reached.
-        unreachable = webhook.status_code is None
+        unreachable = webhook.status_code is None and not webhook.unsendable
         backend.state = MlBackendState.DISCONNECTED if unreachable else MlBackendState.CONNECTED
         await _finish(session, job_id, JobStatus.FAILED, error=message, result=answer)
         return TrainOutcome(
@@ -213,17 +217,7 @@ async def finish(
 
 
 async def lost_training_jobs(session: AsyncSession) -> list[int]:
-    """Queued training jobs Redis seems to have lost (to enqueue again); fails runs whose worker died."""
-    await session.execute(
-        text(
-            f"""
-            UPDATE job SET status = 'failed', failed = 1, finished_at = now(), updated_at = now(),
-                   error = 'Training failed: the worker running it stopped reporting.'
-            WHERE kind = '{TRAIN_KIND}' AND status = 'running'
-              AND started_at < now() - interval '{_STALE_RUNNING}'
-            """
-        )
-    )
+    """Queued training jobs Redis seems to have lost (to enqueue again)."""
     rows = await session.execute(
         text(
             f"""
