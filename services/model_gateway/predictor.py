@@ -34,6 +34,7 @@ from shared.gateway_contract import (
     WebhookRequest,
     WebhookResult,
 )
+from shared.json_values import find_bad_value
 from shared.label_config import LabelConfig, LabelConfigError, parse_label_config_cached
 from shared.prediction_validation import validate_result, validate_score
 from shared.protocol import (
@@ -320,18 +321,16 @@ class BackendGateway:
 
     async def _predict_batch(self, call: _PredictCall, tasks: list[dict[str, Any]]) -> None:
         backend, collector = call.backend, call.collector
-        body = {
-            "tasks": tasks,
-            "project": call.project.protocol_id,
-            "label_config": call.project.label_config,
-            "params": {"login": None, "password": None, "context": call.context},
-        }
+        body = _encode_predict_body(call, tasks)
+        if body is None:
+            await self._isolate_unsendable(call, tasks)
+            return
         try:
             response = await self.caller.call(
                 backend,
                 "POST",
                 "/predict",
-                orjson.dumps(body),
+                body,
                 timeout_s=call.timeout_s,
                 deadline_s=call.deadline_s,
                 retries=call.retries,
@@ -350,6 +349,20 @@ class BackendGateway:
                 collector.fail(tasks, failure.message)
             return
         await self._read_predictions(call, tasks, response)
+
+    async def _isolate_unsendable(self, call: _PredictCall, tasks: list[dict[str, Any]]) -> None:
+        """A batch that cannot be written as JSON is halved until each task that cannot is alone and
+        failed with the reason; the others are sent as usual (a stored task may predate the API's checks).
+        """
+        if len(tasks) > 1:
+            middle = len(tasks) // 2
+            await asyncio.gather(
+                self._predict_batch(call, tasks[:middle]), self._predict_batch(call, tasks[middle:])
+            )
+            return
+        found = find_bad_value(tasks[0], nul=False)
+        reason = f"{found[0]}: {found[1]}" if found else "a value JSON cannot hold"
+        call.collector.fail(tasks, f"task cannot be sent to the backend as JSON: {reason}")
 
     async def _read_predictions(
         self, call: _PredictCall, tasks: list[dict[str, Any]], response: BackendResponse
@@ -421,6 +434,21 @@ class BackendGateway:
         except ProtocolError:
             body = response.content[:2000].decode("utf-8", "replace")
         return WebhookResult(ok=True, status_code=response.status_code, body=body)
+
+
+def _encode_predict_body(call: _PredictCall, tasks: list[dict[str, Any]]) -> bytes | None:
+    """The ``/predict`` body, or None when a task holds what JSON cannot carry (an integer beyond 64
+    bits, nesting past orjson's limit, a lone surrogate)."""
+    body = {
+        "tasks": tasks,
+        "project": call.project.protocol_id,
+        "label_config": call.project.label_config,
+        "params": {"login": None, "password": None, "context": call.context},
+    }
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        return None
 
 
 def _bad_response(path: str, exc: Exception, model_class: str | None = None) -> CheckBackendResult:
