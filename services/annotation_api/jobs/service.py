@@ -28,8 +28,8 @@ from services.annotation_api.auth.access import only_visible
 from services.annotation_api.data_manager.selection import TaskSelection
 from services.annotation_api.db import after_commit
 from services.annotation_api.errors import BadRequest, NotFound
+from services.annotation_api.jobs import dedupe, runner
 from services.annotation_api.jobs import repository as repo
-from services.annotation_api.jobs import runner
 from services.annotation_api.jobs.queue import REDIS_DOWN, ChunkQueue
 from services.annotation_api.jobs.schemas import JobOut, Unfolded
 from services.annotation_api.ml_backends.service import (
@@ -95,13 +95,20 @@ async def start_prediction_jobs(
     summary: dict[str, Any],
     unlabeled: bool = False,
 ) -> list[Job]:
-    """One job per backend over the same selection (``unlabeled``: only its unlabeled tasks).
+    """One job per backend over the same selection (``unlabeled``: only its unlabeled tasks); a backend
+    already running an identical job answers with that one instead (``dedupe``).
 
     Nothing here grows with the selection: the job runner plans the chunks once this commits, unless
     the selection has at most ``job_inline_tasks`` tasks. ``estimate`` is the selection's size as the
     counters tell it, the ``total`` until planning ends.
     """
     params = {"selection": selection.to_params(), "unlabeled": unlabeled, "chunk_size": chunk_size}
+    joined: dict[int, Job] = {}
+    for backend in sorted(backends, key=lambda b: b.id):
+        await dedupe.lock_job_creation(session, backend.id)
+        twin = await dedupe.running_twin(session, backend, project_id, PREDICT_KIND, params, summary)
+        if twin is not None:
+            joined[backend.id] = twin
     jobs = [
         Job(
             kind=PREDICT_KIND,
@@ -115,6 +122,7 @@ async def start_prediction_jobs(
             params=params,
         )
         for backend in backends
+        if backend.id not in joined
     ]
     session.add_all(jobs)
     await session.flush()
@@ -131,7 +139,8 @@ async def start_prediction_jobs(
         for job in jobs:
             await session.refresh(job)
     runner.wake(session)
-    return jobs
+    started = iter(jobs)
+    return [joined[backend.id] if backend.id in joined else next(started) for backend in backends]
 
 
 def _enqueue_after_commit(session: AsyncSession, queue: ChunkQueue, chunk_ids: list[int]) -> None:
