@@ -157,6 +157,10 @@ class ChunkReport(BaseModel):
     predictions: list[TaskPrediction] = []
     errors: list[TaskError] = []
     model_version: str | None = None
+    sent: list[int] | None = Field(
+        default=None,
+        description="Ids of the tasks the lease gave the worker; the chunk's others count as skipped.",
+    )
 
 
 class ChunkAck(BaseModel):

@@ -226,7 +226,10 @@ async def _process_chunk(ctx: dict[str, Any], chunk_id: int) -> tuple[str, str]:
             return "stopped", f"chunk {chunk_id} stopped: cancelled, deleted or finished elsewhere"
         result = predicted
     report = ChunkReport(
-        predictions=result.predictions, errors=result.errors, model_version=result.model_version
+        predictions=result.predictions,
+        errors=result.errors,
+        model_version=result.model_version,
+        sent=[task["id"] for task in lease.tasks],
     )
     ack = ChunkAck.model_validate_json(
         await _post_retrying(api, f"/internal/chunks/{chunk_id}/complete", report)

@@ -66,3 +66,34 @@ async def test_parallel_retrieve_actions_send_each_task_to_the_backend_once(
         assert_counters_add_up(job)
     assert sum(job["predicted"] for job in jobs) == TASKS
     assert await db.fetchval("SELECT count(*) FROM prediction") == TASKS
+
+
+async def test_overlapping_selections_send_each_task_once_and_count_the_rest_as_skipped(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    start_worker: StartWorker,
+    db: asyncpg.Connection,
+) -> None:
+    """Different selections sharing tasks are different jobs; a task one of them is predicting (or has
+    predicted) is skipped by the others, never sent twice."""
+    task_ids = await import_texts(api, project["id"], TASKS)
+    await connect_backend(api, project["id"], fake.url, batch_size=4)
+    fake.configure(predict_delay_s=0.05)
+    start_worker()
+    start_worker()
+
+    selections = [None] + [
+        {"selectedItems": {"all": False, "included": task_ids[start : start + 25]}} for start in (0, 10, 30)
+    ]
+    answers = await asyncio.gather(*(retrieve(api, project["id"], body) for body in selections))
+    job_ids = sorted({answer["job_id"] for answer in answers})
+    assert len(job_ids) == len(selections)
+    jobs = [await wait_job(api, job_id) for job_id in job_ids]
+
+    sent = Counter(task["id"] for call in fake.calls("/predict") for task in call.body["tasks"])
+    assert sent == Counter(task_ids), f"tasks sent more than once: {sent.most_common(3)}"
+    for job in jobs:
+        assert_counters_add_up(job)
+    assert sum(job["predicted"] for job in jobs) == TASKS
+    assert await db.fetchval("SELECT count(*) FROM prediction") == TASKS

@@ -353,7 +353,8 @@ async def lease_chunk(session: AsyncSession, chunk_id: int, lease_s: float) -> L
     project = await session.get(Project, job.project_id)
     assert project is not None  # the job row cascades with its project
     await repo.mark_job_running(session, job_id)
-    count, tasks_json = await repo.tasks_to_predict(session, task_ids, backend.id, job.model_version or "")
+    to_send = await dedupe.unclaimed(session, job_id, backend.id, job.model_version, PREDICT_KIND, task_ids)
+    count, tasks_json = await repo.tasks_to_predict(session, to_send, backend.id, job.model_version or "")
     spec = backend_spec(backend)
     batch_size = job.selection.get("batch_size")
     if isinstance(batch_size, int) and batch_size > 0:
@@ -459,9 +460,7 @@ async def _apply_report(
     reported = {p.task_id for p in predictions} | failed
     # A prediction not stored because the task already had it (or is gone) is a skip, not new work.
     already = {p.task_id for p in predictions} - predicted - failed
-    skipped = len(already) + await repo.count_skipped(
-        session, task_ids, sorted(reported), job.ml_backend_id, job.model_version or ""
-    )
+    skipped = len(already) + await _unsent(session, job, task_ids, reported, report)
     # Deltas, not a recount: the tasks are locked, so adding what was inserted is exact and cheaper.
     await repo.add_task_predictions(session, inserted)
     # The job's and the project's counters move later, in batches (repo.fold_chunks): no hot row.
@@ -478,6 +477,21 @@ async def _apply_report(
     await _follow_reported_version(session, job, report)
     await repo.finish_job_if_done(session, job.id)
     after_commit(session, _count_tasks(job.ml_backend_id, len(predicted), len(failed)))
+
+
+async def _unsent(
+    session: AsyncSession, job: Job, task_ids: list[int], reported: set[int], report: ChunkReport
+) -> int:
+    """Tasks of the chunk its lease left out: already predicted, deleted, or claimed by another job.
+
+    A worker names the tasks it was sent (``report.sent``); without that (a report the sweeper makes up)
+    they are the unreported ones that now have this version's prediction or are gone.
+    """
+    if report.sent is not None:
+        return len(set(task_ids) - set(report.sent))
+    return await repo.count_skipped(
+        session, task_ids, sorted(reported), job.ml_backend_id, job.model_version or ""
+    )
 
 
 def _count_tasks(backend_id: int | None, predicted: int, failed: int) -> Callable[[], Awaitable[None]]:
