@@ -366,12 +366,24 @@ async def public_predict(body: PublicPredictRequest, request: Request) -> Respon
     return _json_response(result)
 
 
+_API_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "The annotation API, which vouches for tokens and knows the backends, cannot be reached.",
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "properties": {"detail": {"description": "What went wrong."}}}
+            }
+        },
+    }
+}
+
 for _path, _documented in (("/predict", True), ("/predict/", False)):
     public.add_api_route(
         _path,
         public_predict,
         methods=["POST"],
         response_model=PredictTasksResult,
+        responses=_API_UNAVAILABLE,
         include_in_schema=_documented,
         route_class_override=PublicLeanRoute,
     )
