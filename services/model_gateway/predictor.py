@@ -267,17 +267,16 @@ class BackendGateway:
         context: dict[str, Any] | None = None,
         interactive: bool = False,
         max_response_bytes: int | None = None,
-        caller_timeout: bool = False,
     ) -> PredictTasksResult:
         """Predictions for ``tasks`` (each needs an integer ``id``), validated and version-tagged.
 
         Tasks go in batches of ``backend.batch_size`` (one at a time for a backend known not to batch),
         concurrently up to the backend's concurrency limit. Interactive calls get one attempt under
-        the tight interactive timeout. ``max_response_bytes`` caps each answer below the process-wide
-        cap (public callers). ``caller_timeout``: the backend's timeout is the caller's own choice, so
-        running out of it does not count against the backend's breaker (the public route, where a
-        timeout of 0.0001 s would otherwise open the circuit for everyone). Raises ValueError only for
-        tasks without an integer id.
+        the tight interactive timeout; running out of it when it is shorter than the backend's own
+        timeout does not count against the backend's breaker (a caller asking for a quick answer from a
+        slow backend would otherwise open the circuit for every bulk job). ``max_response_bytes`` caps
+        each answer below the process-wide cap (public callers). Raises ValueError only for tasks
+        without an integer id.
         """
         positions = {_task_id(task, index): index for index, task in enumerate(tasks)}
         try:
@@ -290,9 +289,11 @@ class BackendGateway:
                 ]
             )
         s = self.settings
+        caller_timeout = False
         if interactive:
             timeout_s = min(backend.timeout_s, s.interactive_timeout_s)
             deadline_s = s.interactive_timeout_s
+            caller_timeout = deadline_s < backend.timeout_s
         else:
             timeout_s, deadline_s = backend.timeout_s, self.call_deadline_s(backend)
         call = _PredictCall(
