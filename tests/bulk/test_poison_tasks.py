@@ -82,5 +82,7 @@ async def test_tasks_that_cannot_be_sent_fail_alone_and_the_rest_of_the_chunk_is
     assert "cannot be sent" in messages[too_deep] and "nest" in messages[too_deep].lower(), messages
     stored = {row["task_id"] for row in await db.fetch("SELECT task_id FROM prediction")}
     assert stored == {*healthy, *deepest}
+    attempts = await db.fetchval("SELECT max(attempts) FROM job_chunk WHERE job_id = $1", job["id"])
+    assert attempts == 1, "the worker failed on the chunk and it was leased again"
     sent = {task["id"] for call in fake.calls("/predict") for task in call.body["tasks"]}
     assert sent == {*healthy, *deepest}, "a task that cannot be sent reached the backend"
