@@ -8,6 +8,10 @@ API → gateway (service token):
 - ``POST /internal/predict``         ``PredictTasksRequest`` → ``PredictTasksResult`` (not stored)
 - ``POST /internal/webhook``         ``WebhookRequest`` → ``WebhookResult``
 
+gateway → API (service token):
+- ``POST /internal/predict-targets``  ``PredictTargetRequest`` → ``PredictTarget`` (a stored backend and its
+  project, for the public ``POST /api/predict``; the caller's token decides what it may reach)
+
 gateway worker → API (service token):
 - ``POST /internal/chunks/{chunk_id}/lease``    → ``ChunkLease`` (tasks still to predict, or done/cancelled)
 - ``POST /internal/chunks/{chunk_id}/heartbeat`` → ``ChunkHeartbeat`` (extends the lease while working)
@@ -112,6 +116,20 @@ class PredictTasksResult(BaseModel):
     )
 
 
+class PredictTargetRequest(BaseModel):
+    backend_id: int = Field(ge=1, le=2**31 - 1, description="The stored ML backend's id.")
+    token: str | None = Field(
+        default=None,
+        repr=False,
+        description="The public caller's API token: the backend must be in its reach. Null for the service token.",
+    )
+
+
+class PredictTarget(BaseModel):
+    backend: BackendSpec = Field(description="How to call the backend.")
+    project: ProjectRef = Field(description="Its project: the label config predictions must fit.")
+
+
 class ChunkLease(BaseModel):
     chunk_id: int
     job_id: int
@@ -139,6 +157,10 @@ class ChunkReport(BaseModel):
     predictions: list[TaskPrediction] = []
     errors: list[TaskError] = []
     model_version: str | None = None
+    sent: list[int] | None = Field(
+        default=None,
+        description="Ids of the tasks the lease gave the worker; the chunk's others count as skipped.",
+    )
 
 
 class ChunkAck(BaseModel):

@@ -21,6 +21,7 @@ from services.annotation_api.errors import install_error_handlers
 from services.annotation_api.events import router as events_router
 from services.annotation_api.exports import router as exports_router
 from services.annotation_api.imports import router as imports_router
+from services.annotation_api.internal import predict_targets
 from services.annotation_api.internal import router as internal_router
 from services.annotation_api.jobs import router as jobs_router
 from services.annotation_api.jobs.background import background
@@ -108,6 +109,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(ml_backends_router.router)
     app.include_router(jobs_router.router)
     app.include_router(internal_router.router)
+    app.include_router(predict_targets.router)
     app.include_router(training_router.router)
     app.include_router(training_router.internal)
     app.include_router(events_router.router)

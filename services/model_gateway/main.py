@@ -12,6 +12,7 @@ from services.model_gateway import health, routes
 from services.model_gateway.errors import install_error_handlers
 from services.model_gateway.predictor import BackendGateway
 from services.model_gateway.settings import GatewaySettings
+from services.model_gateway.targets import TargetResolver
 from shared.api_docs import install_docs
 from shared.logging import RequestIdMiddleware, configure_logging
 from shared.openapi_errors import ERROR_RESPONSES
@@ -29,9 +30,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.gateway = BackendGateway(settings)
         app.state.token_verifier = routes.TokenVerifier(settings.api_url, settings.whoami_cache_s)
+        app.state.targets = TargetResolver(settings)
         try:
             yield
         finally:
+            await app.state.targets.aclose()
             await app.state.token_verifier.aclose()
             await app.state.gateway.aclose()
             log.info("stopped")

@@ -34,6 +34,7 @@ from shared.gateway_contract import (
     WebhookRequest,
     WebhookResult,
 )
+from shared.json_values import find_bad_value
 from shared.label_config import LabelConfig, LabelConfigError, parse_label_config_cached
 from shared.prediction_validation import validate_result, validate_score
 from shared.protocol import (
@@ -266,17 +267,16 @@ class BackendGateway:
         context: dict[str, Any] | None = None,
         interactive: bool = False,
         max_response_bytes: int | None = None,
-        caller_timeout: bool = False,
     ) -> PredictTasksResult:
         """Predictions for ``tasks`` (each needs an integer ``id``), validated and version-tagged.
 
         Tasks go in batches of ``backend.batch_size`` (one at a time for a backend known not to batch),
         concurrently up to the backend's concurrency limit. Interactive calls get one attempt under
-        the tight interactive timeout. ``max_response_bytes`` caps each answer below the process-wide
-        cap (public callers). ``caller_timeout``: the backend's timeout is the caller's own choice, so
-        running out of it does not count against the backend's breaker (the public route, where a
-        timeout of 0.0001 s would otherwise open the circuit for everyone). Raises ValueError only for
-        tasks without an integer id.
+        the tight interactive timeout; running out of it when it is shorter than the backend's own
+        timeout does not count against the backend's breaker (a caller asking for a quick answer from a
+        slow backend would otherwise open the circuit for every bulk job). ``max_response_bytes`` caps
+        each answer below the process-wide cap (public callers). Raises ValueError only for tasks
+        without an integer id.
         """
         positions = {_task_id(task, index): index for index, task in enumerate(tasks)}
         try:
@@ -289,9 +289,11 @@ class BackendGateway:
                 ]
             )
         s = self.settings
+        caller_timeout = False
         if interactive:
             timeout_s = min(backend.timeout_s, s.interactive_timeout_s)
             deadline_s = s.interactive_timeout_s
+            caller_timeout = deadline_s < backend.timeout_s
         else:
             timeout_s, deadline_s = backend.timeout_s, self.call_deadline_s(backend)
         call = _PredictCall(
@@ -320,18 +322,16 @@ class BackendGateway:
 
     async def _predict_batch(self, call: _PredictCall, tasks: list[dict[str, Any]]) -> None:
         backend, collector = call.backend, call.collector
-        body = {
-            "tasks": tasks,
-            "project": call.project.protocol_id,
-            "label_config": call.project.label_config,
-            "params": {"login": None, "password": None, "context": call.context},
-        }
+        body = _encode_predict_body(call, tasks)
+        if body is None:
+            await self._isolate_unsendable(call, tasks)
+            return
         try:
             response = await self.caller.call(
                 backend,
                 "POST",
                 "/predict",
-                orjson.dumps(body),
+                body,
                 timeout_s=call.timeout_s,
                 deadline_s=call.deadline_s,
                 retries=call.retries,
@@ -350,6 +350,20 @@ class BackendGateway:
                 collector.fail(tasks, failure.message)
             return
         await self._read_predictions(call, tasks, response)
+
+    async def _isolate_unsendable(self, call: _PredictCall, tasks: list[dict[str, Any]]) -> None:
+        """A batch that cannot be written as JSON is halved until each task that cannot is alone and
+        failed with the reason; the others are sent as usual (a stored task may predate the API's checks).
+        """
+        if len(tasks) > 1:
+            middle = len(tasks) // 2
+            await asyncio.gather(
+                self._predict_batch(call, tasks[:middle]), self._predict_batch(call, tasks[middle:])
+            )
+            return
+        found = find_bad_value(tasks[0], nul=False)
+        reason = f"{found[0]}: {found[1]}" if found else "a value JSON cannot hold"
+        call.collector.fail(tasks, f"task cannot be sent to the backend as JSON: {reason}")
 
     async def _read_predictions(
         self, call: _PredictCall, tasks: list[dict[str, Any]], response: BackendResponse
@@ -421,6 +435,21 @@ class BackendGateway:
         except ProtocolError:
             body = response.content[:2000].decode("utf-8", "replace")
         return WebhookResult(ok=True, status_code=response.status_code, body=body)
+
+
+def _encode_predict_body(call: _PredictCall, tasks: list[dict[str, Any]]) -> bytes | None:
+    """The ``/predict`` body, or None when a task holds what JSON cannot carry (an integer beyond 64
+    bits, nesting past orjson's limit, a lone surrogate)."""
+    body = {
+        "tasks": tasks,
+        "project": call.project.protocol_id,
+        "label_config": call.project.label_config,
+        "params": {"login": None, "password": None, "context": call.context},
+    }
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        return None
 
 
 def _bad_response(path: str, exc: Exception, model_class: str | None = None) -> CheckBackendResult:

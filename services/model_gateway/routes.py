@@ -1,12 +1,12 @@
 """The gateway's HTTP routes: internal ones for the annotation API, and a public predict.
 
 ``/internal/*`` (contract in ``shared.gateway_contract``) accept only the service token.
-``POST /api/predict`` serves people who want predictions without storing them: it takes the label
-config and backend inline and accepts the service token or a client API token, which the annotation
-API vouches for through ``GET /api/current-user/whoami`` (positive answers cached briefly, so a busy
-client costs the API one request a minute). A stored backend *id* is not accepted here: backends live
-in the API's database, which the gateway never reads; clients with a stored backend use the API's
-``/api/ml/{id}/interactive-annotating``.
+``POST /api/predict`` serves people who want predictions without storing them: it names a stored
+backend by id and accepts the service token or a client API token, which the annotation API vouches for
+through ``GET /api/current-user/whoami`` (positive answers cached briefly) before the body is read. The
+backend and its project's label config come from the API (``/internal/predict-targets``, with the
+caller's token, so a backend outside its organization is a 404): the gateway stays stateless, and a
+caller can neither aim it at an address of its choice nor pick the timeouts the backend's breaker counts.
 """
 
 from __future__ import annotations
@@ -16,18 +16,18 @@ import inspect
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Literal, get_type_hints
+from typing import Any, get_type_hints
 
 import httpx
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, Security, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from services.model_gateway.backend_client import CallFailure, Endpoint
 from services.model_gateway.predictor import BackendGateway
 from services.model_gateway.settings import GatewaySettings
+from services.model_gateway.targets import TargetResolver
 from shared.api_docs import CLIENT_TOKEN, SERVICE_TOKEN
 from shared.gateway_contract import (
     BackendSpec,
@@ -40,7 +40,6 @@ from shared.gateway_contract import (
     WebhookResult,
 )
 from shared.json_values import find_bad_value
-from shared.label_config import LabelConfigError
 from shared.logging import outgoing_request_headers
 
 _MAX_CACHED_TOKENS = 10_000
@@ -246,7 +245,6 @@ async def _predict(
     context: dict[str, Any] | None,
     interactive: bool,
     max_response_bytes: int | None = None,
-    caller_timeout: bool = False,
 ) -> PredictTasksResult:
     try:
         return await gateway.predict(
@@ -256,7 +254,6 @@ async def _predict(
             context=context,
             interactive=interactive,
             max_response_bytes=max_response_bytes,
-            caller_timeout=caller_timeout,
         )
     except ValueError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
@@ -293,52 +290,25 @@ internal.add_api_route(
 )
 
 
-class PublicBackend(BaseModel):
-    """A backend given inline; the same address policy applies as for stored backends."""
-
-    url: str = Field(
-        description="The ML backend's base URL (http or https); 400 if the address policy refuses it."
-    )
-    auth_method: Literal["NONE", "BASIC_AUTH"] = Field(
-        default="NONE", description="NONE or BASIC_AUTH: how the backend is called."
-    )
-    basic_auth_user: str | None = Field(default=None, description="User for basic auth (with BASIC_AUTH).")
-    basic_auth_pass: str | None = Field(
-        default=None, repr=False, description="Password for basic auth (with BASIC_AUTH)."
-    )
-    model_version: str | None = Field(default=None, description="Version to tag predictions that name none.")
-    timeout_s: float = Field(
-        default=30.0, gt=0, le=300, description="Per attempt; running out of it never opens the breaker."
-    )
-    batch_size: int = Field(
-        default=32, ge=1, le=100, description="Tasks per /predict call to the backend, 1 to 100."
-    )
-
-
-class PublicProject(BaseModel):
-    id: int = Field(default=0, ge=0, description="Project id the backend is told (0 or more).")
-    created_at_ts: int = Field(
-        default=0, ge=0, description="Unix time, in seconds, the project was created (0 or more)."
-    )
-
-
 class PublicPredictRequest(BaseModel):
+    """Unknown fields are refused: the route took a backend URL, timeout and label config before."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: int = Field(
+        ge=1,
+        le=2**31 - 1,
+        description="The stored ML backend's id (`GET /api/ml`); it is called as configured there, and "
+        "its project's label config checks the predictions.",
+    )
     tasks: list[dict[str, Any]] = Field(
         min_length=1,
         description="Task objects ({data: {...}}); a task without an integer id gets its position.",
     )
-    label_config: str = Field(
-        min_length=1,
-        description="The Label Studio labeling config (XML); predictions are checked against it.",
-    )
-    backend: PublicBackend = Field(description="The ML backend to ask.")
     context: dict[str, Any] | None = Field(
         default=None, description="The annotator's input for interactive pre-annotation, passed to /predict."
     )
     interactive: bool = Field(default=False, description="Tight timeout, one attempt.")
-    project: PublicProject = Field(
-        default_factory=PublicProject, description="Sent to the backend as `<id>.<created ts>`."
-    )
 
     @model_validator(mode="after")
     def _encodable(self) -> PublicPredictRequest:
@@ -370,7 +340,8 @@ def _with_ids(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 async def public_predict(body: PublicPredictRequest, request: Request) -> Response:
-    """Predictions from a backend for the given tasks, checked against the label config; nothing is stored."""
+    """Predictions from a stored backend for the given tasks, checked against its project's label config;
+    nothing is stored. The backend must be in the caller's reach (404 otherwise)."""
     settings: GatewaySettings = request.app.state.settings
     gateway: BackendGateway = request.app.state.gateway
     if len(body.tasks) > settings.public_max_tasks:
@@ -378,30 +349,33 @@ async def public_predict(body: PublicPredictRequest, request: Request) -> Respon
             status.HTTP_413_CONTENT_TOO_LARGE,
             f"tasks: at most {settings.public_max_tasks} tasks per request, got {len(body.tasks)}",
         )
-    try:
-        await gateway.label_config(body.label_config)
-    except LabelConfigError as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"label_config: {exc}") from None
-    try:
-        Endpoint.parse(body.backend.url)
-    except CallFailure as failure:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"backend.url: {failure.message}") from None
-    backend = BackendSpec(**body.backend.model_dump())
-    project = ProjectRef(
-        id=body.project.id, created_at_ts=body.project.created_at_ts, label_config=body.label_config
-    )
+    tasks = _with_ids(body.tasks)
+    token = _bearer(request, "token", "bearer")
+    caller = None if _is_service_token(settings, token) else token
+    targets: TargetResolver = request.app.state.targets
+    target = await targets.resolve(body.backend, caller)
     result = await _predict(
         gateway,
-        backend,
-        project,
-        _with_ids(body.tasks),
+        target.backend,
+        target.project,
+        tasks,
         body.context,
         body.interactive,
         max_response_bytes=settings.public_max_response_bytes,
-        caller_timeout=True,
     )
     return _json_response(result)
 
+
+_API_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "The annotation API, which vouches for tokens and knows the backends, cannot be reached.",
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "properties": {"detail": {"description": "What went wrong."}}}
+            }
+        },
+    }
+}
 
 for _path, _documented in (("/predict", True), ("/predict/", False)):
     public.add_api_route(
@@ -409,6 +383,7 @@ for _path, _documented in (("/predict", True), ("/predict/", False)):
         public_predict,
         methods=["POST"],
         response_model=PredictTasksResult,
+        responses=_API_UNAVAILABLE,
         include_in_schema=_documented,
         route_class_override=PublicLeanRoute,
     )

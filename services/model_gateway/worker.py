@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import random
@@ -36,7 +37,7 @@ import httpx
 from arq.connections import RedisSettings
 from arq.typing import WorkerCoroutine
 from arq.worker import Retry, Worker
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
 
 from services.model_gateway.learning import deliver_events, train_backend
@@ -211,6 +212,18 @@ async def _predict_while_leased(
                 await predicting
 
 
+def parse_lease(content: bytes) -> ChunkLease:
+    """The lease, also when a task is nested deeper than pydantic's JSON parser goes (about 200 levels,
+    the lease's own included): the standard library's parser then reads it, exactly (integers beyond 64
+    bits stay integers), so the predictor can fail that task alone instead of the whole chunk."""
+    try:
+        return ChunkLease.model_validate_json(content)
+    except ValidationError as exc:
+        if not any("recursion limit" in error["msg"] for error in exc.errors()):
+            raise
+    return ChunkLease.model_validate(json.loads(content))
+
+
 async def process_chunk(ctx: dict[str, Any], chunk_id: int, carried: dict[str, str] | None = None) -> str:
     """Predict one chunk of a bulk job and write it back through the API.
 
@@ -226,9 +239,7 @@ async def _process_chunk(ctx: dict[str, Any], chunk_id: int) -> tuple[str, str]:
     api: httpx.AsyncClient = ctx["api"]
     gateway: BackendGateway = ctx["gateway"]
     try:
-        lease = ChunkLease.model_validate_json(
-            await _post_retrying(api, f"/internal/chunks/{chunk_id}/lease")
-        )
+        lease = parse_lease(await _post_retrying(api, f"/internal/chunks/{chunk_id}/lease"))
     except ApiCallFailed as exc:
         if exc.status_code == 404:  # its job or project was deleted: nothing left to do
             return "gone", f"chunk {chunk_id} no longer exists"
@@ -248,7 +259,10 @@ async def _process_chunk(ctx: dict[str, Any], chunk_id: int) -> tuple[str, str]:
             return "stopped", f"chunk {chunk_id} stopped: cancelled, deleted or finished elsewhere"
         result = predicted
     report = ChunkReport(
-        predictions=result.predictions, errors=result.errors, model_version=result.model_version
+        predictions=result.predictions,
+        errors=result.errors,
+        model_version=result.model_version,
+        sent=[task["id"] for task in lease.tasks],
     )
     ack = ChunkAck.model_validate_json(
         await _post_retrying(api, f"/internal/chunks/{chunk_id}/complete", report)

@@ -67,6 +67,7 @@ def test_annotation_api_conforms_to_its_spec(api_server: ServerThread, tmp_path:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.usefixtures("api_server")  # the public predict looks its backend up there
 def test_model_gateway_conforms_to_its_spec(gateway_server: ServerThread, tmp_path: Path) -> None:
     run = _schemathesis(
         SPEC_DIR / "model_gateway.json", gateway_server.url, f"Bearer {SERVICE_TOKEN}", tmp_path

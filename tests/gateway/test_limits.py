@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import orjson
 import pytest
 
 from tests.conftest import SERVICE_TOKEN
-from tests.fakes.fake_backend import SENTIMENT_CONFIG
+from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
 from tests.fakes.raw_backend import RawBackend, serve_raw
+from tests.support.builders import connect_backend, create_project
 from tests.support.servers import ServerThread
 
 PROJECT = {"id": 3, "created_at_ts": 1_700_000_000, "label_config": SENTIMENT_CONFIG}
@@ -108,17 +110,19 @@ async def big_answer() -> AsyncIterator[RawBackend]:
 
 
 async def test_public_predict_holds_less_of_a_backend_answer(
-    gateway: httpx.AsyncClient, big_answer: RawBackend
+    api: httpx.AsyncClient,
+    gateway: httpx.AsyncClient,
+    fake: FakeBackend,
+    db: asyncpg.Connection,
+    big_answer: RawBackend,
 ) -> None:
-    """A client pointing the public route at its own backend makes the gateway hold at most 2 MB, not the
-    64 MB an internal call may."""
+    """Any client token reaches the public route, so the gateway holds at most 2 MB of a backend's answer
+    there, not the 64 MB an internal call may."""
+    project = await create_project(api, SENTIMENT_CONFIG)
+    backend = await connect_backend(api, project["id"], fake.url)
+    await db.execute("UPDATE ml_backend SET url = $1 WHERE id = $2", big_answer.url, backend["id"])
     public = await gateway.post(
-        "/api/predict",
-        json={
-            "tasks": [{"data": {"text": "a"}}],
-            "label_config": SENTIMENT_CONFIG,
-            "backend": {"url": big_answer.url},
-        },
+        "/api/predict", json={"tasks": [{"data": {"text": "a"}}], "backend": backend["id"]}
     )
     assert public.json()["errors"] == [
         {"task_id": 0, "message": "/predict: answer larger than 2097152 bytes"}

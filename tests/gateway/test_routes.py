@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from typing import Any
 
 import httpx
@@ -10,18 +13,27 @@ import pytest
 from tests.conftest import TEST_API_TOKEN
 from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
 from tests.gateway.conftest import tasks
+from tests.support.builders import connect_backend, create_project
 from tests.support.servers import ServerThread
 
 PROJECT = {"id": 3, "created_at_ts": 1_700_000_000, "label_config": SENTIMENT_CONFIG}
 
 
-def public_body(backend_url: str, **changes: Any) -> dict[str, Any]:
+def public_body(backend_id: int, **changes: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "tasks": [{"data": {"text": "great"}}, {"data": {"text": "meh"}}],
-        "label_config": SENTIMENT_CONFIG,
-        "backend": {"url": backend_url},
+        "backend": backend_id,
     }
     return {**body, **changes}
+
+
+@pytest.fixture
+async def stored(api: httpx.AsyncClient, gateway: httpx.AsyncClient, fake: FakeBackend) -> dict[str, Any]:
+    """A backend stored in the API (the fake, checked through the gateway); the public route names it."""
+    project = await create_project(api, SENTIMENT_CONFIG, title="public predict")
+    backend = await connect_backend(api, project["id"], fake.url)
+    fake.clear_requests()
+    return {"id": backend["id"], "project": project}
 
 
 @pytest.mark.parametrize("path", ["/internal/backends/check", "/internal/predict", "/internal/webhook"])
@@ -85,98 +97,121 @@ async def test_webhook_route(gateway: httpx.AsyncClient, fake: FakeBackend) -> N
     assert (await gateway.post("/internal/webhook", json=body)).json()["ok"] is True
 
 
-async def test_public_predict_with_the_service_token(gateway: httpx.AsyncClient, fake: FakeBackend) -> None:
-    response = await gateway.post("/api/predict", json=public_body(fake.url))
-    assert response.status_code == 200
+async def test_public_predict_with_the_service_token(
+    gateway: httpx.AsyncClient, fake: FakeBackend, stored: dict[str, Any]
+) -> None:
+    response = await gateway.post("/api/predict", json=public_body(stored["id"]))
+    assert response.status_code == 200, response.text
     result = response.json()
     assert [(p["task_id"], p["result"][0]["value"]["choices"]) for p in result["predictions"]] == [
         (0, ["Positive"]),
         (1, ["Negative"]),
     ]
     assert result["model_version"] == "fake-v1"
-    assert fake.calls("/predict")[0].body["project"] == "0.0"
-    slash = await gateway.post("/api/predict/", json=public_body(fake.url))
+    (call,) = fake.calls("/predict")
+    assert call.body["project"].startswith(f"{stored['project']['id']}.")
+    assert call.body["label_config"] == SENTIMENT_CONFIG
+    slash = await gateway.post("/api/predict/", json=public_body(stored["id"]))
     assert slash.status_code == 200
 
 
 async def test_public_predict_bad_input_names_the_field(
-    gateway: httpx.AsyncClient, fake: FakeBackend
+    gateway: httpx.AsyncClient, fake: FakeBackend, stored: dict[str, Any]
 ) -> None:
-    response = await gateway.post("/api/predict", json=public_body(fake.url, label_config="<View><Nope"))
-    assert response.status_code == 400
-    assert response.json()["detail"].startswith("label_config: ")
-
-    many = public_body(fake.url, tasks=[{"data": {"text": "x"}}] * 101)
+    many = public_body(stored["id"], tasks=[{"data": {"text": "x"}}] * 101)
     response = await gateway.post("/api/predict", json=many)
     assert response.status_code == 413
     assert response.json()["detail"] == "tasks: at most 100 tasks per request, got 101"
 
-    response = await gateway.post("/api/predict", json=public_body("ftp://files.example/model"))
-    assert response.status_code == 400
-    assert response.json()["detail"] == "backend.url: backend url must look like http(s)://host[:port][/path]"
-
-    dup = public_body(fake.url, tasks=[{"id": 1, "data": {}}, {"id": 1, "data": {}}])
+    dup = public_body(stored["id"], tasks=[{"id": 1, "data": {}}, {"id": 1, "data": {}}])
     response = await gateway.post("/api/predict", json=dup)
     assert response.status_code == 400
     assert response.json()["detail"] == "tasks[1].id 1 is not unique"
+
+    response = await gateway.post("/api/predict", json=public_body(stored["id"] + 1000))
+    assert response.status_code == 404
+    assert response.json()["detail"] == f"ML backend {stored['id'] + 1000} not found."
     assert fake.calls("/predict") == []
 
 
-async def test_public_predict_applies_the_address_policy(gateway: httpx.AsyncClient) -> None:
-    response = await gateway.post("/api/predict", json=public_body("http://169.254.169.254"))
-    assert response.status_code == 200
-    errors = response.json()["errors"]
-    assert len(errors) == 2
-    assert "in denied network 169.254.0.0/16" in errors[0]["message"]
+async def test_public_predict_takes_no_url_label_config_or_timeout(
+    gateway: httpx.AsyncClient, fake: FakeBackend, stored: dict[str, Any]
+) -> None:
+    """The route used to take any URL and a caller-chosen timeout (one call with 0.0001 s opened the
+    backend's breaker for everyone): only a stored backend's id is accepted now, called as configured."""
+    for changes in (
+        {"backend": {"url": fake.url, "timeout_s": 0.001}},
+        {"label_config": SENTIMENT_CONFIG},
+        {"timeout_s": 0.001},
+    ):
+        response = await gateway.post("/api/predict", json=public_body(stored["id"], **changes))
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"][:2] == ["body", next(iter(changes))]
+    assert fake.calls("/predict") == []
 
 
 async def test_public_predict_accepts_client_tokens_the_api_vouches_for(
-    api: httpx.AsyncClient, gateway: httpx.AsyncClient, fake: FakeBackend
+    api: httpx.AsyncClient, gateway: httpx.AsyncClient, stored: dict[str, Any]
 ) -> None:
     base = str(gateway.base_url)
     for authorization in (f"Token {TEST_API_TOKEN}", f"Bearer {TEST_API_TOKEN}"):
         async with httpx.AsyncClient(base_url=base, headers={"Authorization": authorization}) as client:
-            response = await client.post("/api/predict", json=public_body(fake.url))
+            response = await client.post("/api/predict", json=public_body(stored["id"]))
         assert response.status_code == 200, response.text
         assert len(response.json()["predictions"]) == 2
     for headers in ({"Authorization": "Token not-a-real-token"}, {}):
         async with httpx.AsyncClient(base_url=base, headers=headers) as client:
-            response = await client.post("/api/predict", json=public_body(fake.url))
+            response = await client.post("/api/predict", json=public_body(stored["id"]))
         assert response.status_code == 401
 
 
-async def test_client_token_answers_are_cached_and_an_unreachable_api_is_503(
-    api: httpx.AsyncClient, api_server: ServerThread, gateway: httpx.AsyncClient, fake: FakeBackend
+async def test_public_predict_reaches_only_the_callers_organization(
+    api: httpx.AsyncClient,
+    gateway: httpx.AsyncClient,
+    fake: FakeBackend,
+    stored: dict[str, Any],
+    database_url: str,
+) -> None:
+    """Another organization's user is told the backend does not exist, as on ``/api/ml/{id}``; a backend's
+    own token (which reads its project's tasks) cannot ask for predictions."""
+    outsider = await _cli_token(database_url, "--email", "mallory@example.com")
+    base = str(gateway.base_url)
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Token {outsider}"}) as client:
+        response = await client.post("/api/predict", json=public_body(stored["id"]))
+    assert response.status_code == 404, response.text
+    assert response.json()["detail"] == f"ML backend {stored['id']} not found."
+    assert fake.calls("/predict") == []
+
+
+async def test_an_unreachable_api_is_503(
+    api_server: ServerThread, gateway: httpx.AsyncClient, stored: dict[str, Any]
 ) -> None:
     base = str(gateway.base_url)
     async with httpx.AsyncClient(
         base_url=base, headers={"Authorization": f"Token {TEST_API_TOKEN}"}
     ) as client:
-        assert (await client.post("/api/predict", json=public_body(fake.url))).status_code == 200
+        assert (await client.post("/api/predict", json=public_body(stored["id"]))).status_code == 200
         api_server.stop()
-        response = await client.post("/api/predict", json=public_body(fake.url))
-        assert response.status_code == 200  # vouched for a moment ago: no need to ask again
+        response = await client.post("/api/predict", json=public_body(stored["id"]))
+    assert response.status_code == 503
+    assert response.json()["detail"].startswith("cannot look the backend up: annotation API unreachable")
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": "Token unknown-token"}) as client:
-        response = await client.post("/api/predict", json=public_body(fake.url))
+        response = await client.post("/api/predict", json=public_body(stored["id"]))
     assert response.status_code == 503
     assert response.json()["detail"].startswith("cannot verify the token: annotation API unreachable")
 
 
-async def test_a_callers_tiny_timeout_does_not_open_the_breaker_for_everyone(
-    gateway: httpx.AsyncClient, fake: FakeBackend
-) -> None:
-    """Timeouts the public caller chose are its own limit, not a sign the backend is down: after more of
-    them than the breaker's threshold, internal calls to the same backend still go through."""
-    fake.configure(predict_delay_s=0.2)
-    for _ in range(7):  # breaker threshold is 5
-        response = await gateway.post(
-            "/api/predict", json=public_body(fake.url, backend={"url": fake.url, "timeout_s": 0.001})
-        )
-        assert {error["message"] for error in response.json()["errors"]} == {
-            "/predict: no answer within 0.001s"
-        }
-    fake.configure(predict_delay_s=0.0)
-    internal = await gateway.post(
-        "/internal/predict", json={"backend": {"url": fake.url}, "project": PROJECT, "tasks": tasks(2)}
+async def _cli_token(database_url: str, *args: str) -> str:
+    """A user created by the real CLI (its own organization unless told otherwise); its API token."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.annotation_api.cli",
+        "create-user",
+        *args,
+        env={**os.environ, "DATABASE_URL": database_url},
+        stdout=asyncio.subprocess.PIPE,
     )
-    assert internal.json()["errors"] == [] and len(internal.json()["predictions"]) == 2
+    stdout, _ = await process.communicate()
+    assert process.returncode == 0
+    return stdout.decode().strip()

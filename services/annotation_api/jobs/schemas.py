@@ -200,7 +200,12 @@ def parse_report(raw: bytes) -> ChunkReport:
         if version is not None and (problem := text_problem(version)):
             raise BadRequest(problem, field="model_version")
         predictions = _storable(predictions, errors)
-    return ChunkReport.model_construct(predictions=predictions, errors=errors, model_version=version)
+    sent = body.get("sent")
+    if sent is not None and not (isinstance(sent, list) and all(_int(task_id) for task_id in sent)):
+        raise BadRequest("must be a list of task ids or null", field="sent")
+    return ChunkReport.model_construct(
+        predictions=predictions, errors=errors, model_version=version, sent=sent
+    )
 
 
 def _storable(predictions: list[TaskPrediction], errors: list[TaskError]) -> list[TaskPrediction]:

@@ -28,8 +28,8 @@ from services.annotation_api.auth.access import only_visible
 from services.annotation_api.data_manager.selection import TaskSelection
 from services.annotation_api.db import after_commit
 from services.annotation_api.errors import BadRequest, NotFound
+from services.annotation_api.jobs import dedupe, runner
 from services.annotation_api.jobs import repository as repo
-from services.annotation_api.jobs import runner
 from services.annotation_api.jobs.queue import REDIS_DOWN, ChunkQueue
 from services.annotation_api.jobs.schemas import JobOut, Unfolded
 from services.annotation_api.ml_backends.service import (
@@ -95,13 +95,20 @@ async def start_prediction_jobs(
     summary: dict[str, Any],
     unlabeled: bool = False,
 ) -> list[Job]:
-    """One job per backend over the same selection (``unlabeled``: only its unlabeled tasks).
+    """One job per backend over the same selection (``unlabeled``: only its unlabeled tasks); a backend
+    already running an identical job answers with that one instead (``dedupe``).
 
     Nothing here grows with the selection: the job runner plans the chunks once this commits, unless
     the selection has at most ``job_inline_tasks`` tasks. ``estimate`` is the selection's size as the
     counters tell it, the ``total`` until planning ends.
     """
     params = {"selection": selection.to_params(), "unlabeled": unlabeled, "chunk_size": chunk_size}
+    joined: dict[int, Job] = {}
+    for backend in sorted(backends, key=lambda b: b.id):
+        await dedupe.lock_job_creation(session, backend.id)
+        twin = await dedupe.running_twin(session, backend, project_id, PREDICT_KIND, params, summary)
+        if twin is not None:
+            joined[backend.id] = twin
     jobs = [
         Job(
             kind=PREDICT_KIND,
@@ -115,6 +122,7 @@ async def start_prediction_jobs(
             params=params,
         )
         for backend in backends
+        if backend.id not in joined
     ]
     session.add_all(jobs)
     await session.flush()
@@ -131,7 +139,8 @@ async def start_prediction_jobs(
         for job in jobs:
             await session.refresh(job)
     runner.wake(session)
-    return jobs
+    started = iter(jobs)
+    return [joined[backend.id] if backend.id in joined else next(started) for backend in backends]
 
 
 def _enqueue_after_commit(session: AsyncSession, queue: ChunkQueue, chunk_ids: list[int]) -> None:
@@ -344,7 +353,8 @@ async def lease_chunk(session: AsyncSession, chunk_id: int, lease_s: float) -> L
     project = await session.get(Project, job.project_id)
     assert project is not None  # the job row cascades with its project
     await repo.mark_job_running(session, job_id)
-    count, tasks_json = await repo.tasks_to_predict(session, task_ids, backend.id, job.model_version or "")
+    to_send = await dedupe.unclaimed(session, job_id, backend.id, job.model_version, PREDICT_KIND, task_ids)
+    count, tasks_json = await repo.tasks_to_predict(session, to_send, backend.id, job.model_version or "")
     spec = backend_spec(backend)
     batch_size = job.selection.get("batch_size")
     if isinstance(batch_size, int) and batch_size > 0:
@@ -450,9 +460,7 @@ async def _apply_report(
     reported = {p.task_id for p in predictions} | failed
     # A prediction not stored because the task already had it (or is gone) is a skip, not new work.
     already = {p.task_id for p in predictions} - predicted - failed
-    skipped = len(already) + await repo.count_skipped(
-        session, task_ids, sorted(reported), job.ml_backend_id, job.model_version or ""
-    )
+    skipped = len(already) + await _unsent(session, job, task_ids, reported, report)
     # Deltas, not a recount: the tasks are locked, so adding what was inserted is exact and cheaper.
     await repo.add_task_predictions(session, inserted)
     # The job's and the project's counters move later, in batches (repo.fold_chunks): no hot row.
@@ -469,6 +477,21 @@ async def _apply_report(
     await _follow_reported_version(session, job, report)
     await repo.finish_job_if_done(session, job.id)
     after_commit(session, _count_tasks(job.ml_backend_id, len(predicted), len(failed)))
+
+
+async def _unsent(
+    session: AsyncSession, job: Job, task_ids: list[int], reported: set[int], report: ChunkReport
+) -> int:
+    """Tasks of the chunk its lease left out: already predicted, deleted, or claimed by another job.
+
+    A worker names the tasks it was sent (``report.sent``); without that (a report the sweeper makes up)
+    they are the unreported ones that now have this version's prediction or are gone.
+    """
+    if report.sent is not None:
+        return len(set(task_ids) - set(report.sent))
+    return await repo.count_skipped(
+        session, task_ids, sorted(reported), job.ml_backend_id, job.model_version or ""
+    )
 
 
 def _count_tasks(backend_id: int | None, predicted: int, failed: int) -> Callable[[], Awaitable[None]]:
