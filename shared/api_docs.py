@@ -20,6 +20,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.staticfiles import StaticFiles
 
+from shared.openapi_values import declare_storable_values
+
 INTERNAL_PREFIX = "/internal"
 ASSETS_PATH = "/docs/assets"
 ASSETS_DIR = Path(str(files("fastapi_offline") / "static"))
@@ -95,6 +97,7 @@ def _only(full: dict[str, Any], *, internal: bool, title: str, description: str)
 def build_specs(app: FastAPI) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(public, internal)``: the app's spec split on ``/internal``."""
     full = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    declare_storable_values(full)
     public = _only(full, internal=False, title=app.title, description=app.description)
     internal = _only(
         full,

@@ -23,7 +23,7 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, Security, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from services.model_gateway.backend_client import CallFailure, Endpoint
 from services.model_gateway.predictor import BackendGateway
@@ -39,6 +39,7 @@ from shared.gateway_contract import (
     WebhookRequest,
     WebhookResult,
 )
+from shared.json_types import JsonInt
 from shared.json_values import find_bad_value
 from shared.label_config import LabelConfigError
 from shared.logging import outgoing_request_headers
@@ -296,6 +297,8 @@ internal.add_api_route(
 class PublicBackend(BaseModel):
     """A backend given inline; the same address policy applies as for stored backends."""
 
+    model_config = ConfigDict(strict=True)
+
     url: str = Field(
         description="The ML backend's base URL (http or https); 400 if the address policy refuses it."
     )
@@ -310,19 +313,23 @@ class PublicBackend(BaseModel):
     timeout_s: float = Field(
         default=30.0, gt=0, le=300, description="Per attempt; running out of it never opens the breaker."
     )
-    batch_size: int = Field(
+    batch_size: JsonInt = Field(
         default=32, ge=1, le=100, description="Tasks per /predict call to the backend, 1 to 100."
     )
 
 
 class PublicProject(BaseModel):
-    id: int = Field(default=0, ge=0, description="Project id the backend is told (0 or more).")
-    created_at_ts: int = Field(
+    model_config = ConfigDict(strict=True)
+
+    id: JsonInt = Field(default=0, ge=0, description="Project id the backend is told (0 or more).")
+    created_at_ts: JsonInt = Field(
         default=0, ge=0, description="Unix time, in seconds, the project was created (0 or more)."
     )
 
 
 class PublicPredictRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     tasks: list[dict[str, Any]] = Field(
         min_length=1,
         description="Task objects ({data: {...}}); a task without an integer id gets its position.",
