@@ -4,7 +4,7 @@ Both services refuse, with a 4xx naming the field, what Postgres or a later step
 (``shared.json_values``): text with NUL (``\\u0000``) or a lone UTF-16 surrogate, numbers of magnitude
 2^63 or more (integers up to 2^64), nesting deeper than ``MAX_DEPTH``. Pydantic's schemas do not say so;
 this rewrites every request-side schema (parameters, bodies and the components they use) to: text gets
-``TEXT_PATTERN``, JSON numbers get bounds, and free-form JSON (task data, results, extra fields a model
+``TEXT_PATTERN`` (``UNICODE_PATTERN`` for the gateway, which stores nothing and passes NUL on), JSON numbers get bounds, and free-form JSON (task data, results, extra fields a model
 ignores) is ``StorableJsonValue``.
 """
 
@@ -17,27 +17,36 @@ from shared.json_values import MAX_DEPTH
 
 TEXT_PATTERN = "^[^\\u0000\\ud800-\\udfff]*$"
 """Text without NUL or lone surrogates (a lone surrogate is the only way to put those in a Python str)."""
+UNICODE_PATTERN = "^[^\\ud800-\\udfff]*$"
+"""Text without lone surrogates: what a service that stores nothing (the gateway) takes."""
 JSON_VALUE = "StorableJsonValue"
 _REF_PREFIX = "#/components/schemas/"
 _JSON_REF = {"$ref": _REF_PREFIX + JSON_VALUE}
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _FLOAT_LIMIT = 2**63
-_OPEN_OBJECT = {"propertyNames": {"pattern": TEXT_PATTERN}, "additionalProperties": _JSON_REF}
 
 
-def _json_value_schema() -> dict[str, Any]:
+def _open_object(pattern: str) -> dict[str, Any]:
+    return {"propertyNames": {"pattern": pattern}, "additionalProperties": _JSON_REF}
+
+
+def _json_value_schema(pattern: str) -> dict[str, Any]:
+    text = (
+        "text without NUL (\\u0000) or lone surrogates"
+        if pattern == TEXT_PATTERN
+        else "text without lone surrogates"
+    )
     return {
-        "description": "Any JSON value the service can store and pass on: text without NUL (\\u0000) or "
-        "lone surrogates, integers from -2^63 to 2^64-1, other numbers of magnitude below 2^63, at most "
-        f"{MAX_DEPTH} levels of nesting.",
+        "description": f"Any JSON value the service can store and pass on: {text}, integers from -2^63 to "
+        f"2^64-1, other numbers of magnitude below 2^63, at most {MAX_DEPTH} levels of nesting.",
         "anyOf": [
-            {"type": "string", "pattern": TEXT_PATTERN},
+            {"type": "string", "pattern": pattern},
             {"type": "integer", "minimum": _INT_MIN, "maximum": _INT_MAX},
             {"type": "number", "exclusiveMinimum": -_FLOAT_LIMIT, "exclusiveMaximum": _FLOAT_LIMIT},
             {"type": "boolean"},
             {"type": "null"},
             {"type": "array", "items": _JSON_REF},
-            {"type": "object", **_OPEN_OBJECT},
+            {"type": "object", **_open_object(pattern)},
         ],
     }
 
@@ -47,23 +56,26 @@ def _is_free_form(schema: dict[str, Any]) -> bool:
     return not set(schema) - {"title", "description", "default", "examples"}
 
 
-def _declare(schema: Any, in_json: bool) -> Any:
+def _declare(schema: Any, in_json: bool, pattern: str) -> Any:
     """``schema`` with the declarations added; ``in_json``: a body value (numbers are JSON numbers)."""
     if isinstance(schema, list):
-        return [_declare(item, in_json) for item in schema]
+        return [_declare(item, in_json, pattern) for item in schema]
     if not isinstance(schema, dict) or "$ref" in schema:
         return schema
     if in_json and _is_free_form(schema):
         return {**schema, **_JSON_REF}
-    out = {key: _declare(value, in_json) if key in _SUBSCHEMAS else value for key, value in schema.items()}
+    out = {
+        key: _declare(value, in_json, pattern) if key in _SUBSCHEMAS else value
+        for key, value in schema.items()
+    }
     if key_schemas := out.get("properties"):
-        out["properties"] = {name: _declare(sub, in_json) for name, sub in key_schemas.items()}
+        out["properties"] = {name: _declare(sub, in_json, pattern) for name, sub in key_schemas.items()}
     kind = out.get("type")
     if kind == "string" and "enum" not in out and "const" not in out:
         if "pattern" in out:  # one schema holds one pattern: the other goes in an allOf
-            out["allOf"] = [*out.get("allOf", []), {"pattern": TEXT_PATTERN}]
+            out["allOf"] = [*out.get("allOf", []), {"pattern": pattern}]
         else:
-            out["pattern"] = TEXT_PATTERN
+            out["pattern"] = pattern
     elif in_json and kind == "integer":
         out.setdefault("minimum", _INT_MIN)
         out.setdefault("maximum", _INT_MAX)
@@ -73,9 +85,9 @@ def _declare(schema: Any, in_json: bool) -> Any:
             out["exclusiveMinimum"] = -_FLOAT_LIMIT
     elif in_json and kind == "object":
         if out.get("additionalProperties", True) is True:
-            out.update(_OPEN_OBJECT)
+            out.update(_open_object(pattern))
         else:
-            out.setdefault("propertyNames", {"pattern": TEXT_PATTERN})
+            out.setdefault("propertyNames", {"pattern": pattern})
     return out
 
 
@@ -94,17 +106,18 @@ def _refs(node: Any) -> Iterator[str]:
             yield from _refs(item)
 
 
-def declare_storable_values(spec: dict[str, Any]) -> None:
-    """Rewrite ``spec`` (a full app spec) in place."""
+def declare_storable_values(spec: dict[str, Any], *, refuses_nul: bool = True) -> None:
+    """Rewrite ``spec`` (a full app spec) in place; ``refuses_nul``: the service refuses NUL in text."""
+    pattern = TEXT_PATTERN if refuses_nul else UNICODE_PATTERN
     schemas: dict[str, Any] = spec.setdefault("components", {}).setdefault("schemas", {})
     pending: list[str] = []
     for operations in spec.get("paths", {}).values():
         for operation in operations.values():
             for parameter in operation.get("parameters", []):
-                parameter["schema"] = _declare(parameter.get("schema", {}), in_json=False)
+                parameter["schema"] = _declare(parameter.get("schema", {}), False, pattern)
                 pending.extend(_refs(parameter["schema"]))
             for media in operation.get("requestBody", {}).get("content", {}).values():
-                media["schema"] = _declare(media.get("schema", {}), in_json=True)
+                media["schema"] = _declare(media.get("schema", {}), True, pattern)
                 pending.extend(_refs(media["schema"]))
     done: set[str] = set()
     while pending:
@@ -112,6 +125,6 @@ def declare_storable_values(spec: dict[str, Any]) -> None:
         if name in done or name not in schemas:
             continue
         done.add(name)
-        schemas[name] = _declare(schemas[name], in_json=True)
+        schemas[name] = _declare(schemas[name], True, pattern)
         pending.extend(_refs(schemas[name]))
-    schemas[JSON_VALUE] = _json_value_schema()
+    schemas[JSON_VALUE] = _json_value_schema(pattern)
