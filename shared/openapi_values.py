@@ -4,7 +4,7 @@ Both services refuse, with a 4xx naming the field, what Postgres or a later step
 (``shared.json_values``): text with NUL (``\\u0000``) or a lone UTF-16 surrogate, numbers of magnitude
 2^63 or more (integers up to 2^64), nesting deeper than ``MAX_DEPTH``. Pydantic's schemas do not say so;
 this rewrites every request-side schema (parameters, bodies and the components they use) to: text gets
-``TEXT_PATTERN`` (``UNICODE_PATTERN`` for the gateway, which stores nothing and passes NUL on), JSON numbers get bounds, and free-form JSON (task data, results, extra fields a model
+``TEXT_PATTERN`` (not for the gateway, which stores nothing and passes NUL on), JSON numbers get bounds, and free-form JSON (task data, results, extra fields a model
 ignores) is ``StorableJsonValue``.
 """
 
@@ -15,10 +15,9 @@ from typing import Any
 
 from shared.json_values import MAX_DEPTH
 
-TEXT_PATTERN = "^[^\\u0000\\ud800-\\udfff]*$"
-"""Text without NUL or lone surrogates (a lone surrogate is the only way to put those in a Python str)."""
-UNICODE_PATTERN = "^[^\\ud800-\\udfff]*$"
-"""Text without lone surrogates: what a service that stores nothing (the gateway) takes."""
+TEXT_PATTERN = "^[^\\u0000]*$"
+"""Text without NUL. Lone surrogates are refused too, but a pattern cannot name them (a surrogate range is
+not a valid regex to most validators): they are no Unicode text, so no JSON Schema string either."""
 JSON_VALUE = "StorableJsonValue"
 _REF_PREFIX = "#/components/schemas/"
 _JSON_REF = {"$ref": _REF_PREFIX + JSON_VALUE}
@@ -26,21 +25,18 @@ _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _FLOAT_LIMIT = 2**63
 
 
-def _open_object(pattern: str) -> dict[str, Any]:
-    return {"propertyNames": {"pattern": pattern}, "additionalProperties": _JSON_REF}
+def _open_object(pattern: str | None) -> dict[str, Any]:
+    names = {"propertyNames": {"pattern": pattern}} if pattern else {}
+    return {**names, "additionalProperties": _JSON_REF}
 
 
-def _json_value_schema(pattern: str) -> dict[str, Any]:
-    text = (
-        "text without NUL (\\u0000) or lone surrogates"
-        if pattern == TEXT_PATTERN
-        else "text without lone surrogates"
-    )
+def _json_value_schema(pattern: str | None) -> dict[str, Any]:
+    text = "text without NUL (\\u0000) or lone surrogates" if pattern else "text without lone surrogates"
     return {
         "description": f"Any JSON value the service can store and pass on: {text}, integers from -2^63 to "
         f"2^64-1, other numbers of magnitude below 2^63, at most {MAX_DEPTH} levels of nesting.",
         "anyOf": [
-            {"type": "string", "pattern": pattern},
+            {"type": "string", **({"pattern": pattern} if pattern else {})},
             {"type": "integer", "minimum": _INT_MIN, "maximum": _INT_MAX},
             {"type": "number", "exclusiveMinimum": -_FLOAT_LIMIT, "exclusiveMaximum": _FLOAT_LIMIT},
             {"type": "boolean"},
@@ -56,7 +52,7 @@ def _is_free_form(schema: dict[str, Any]) -> bool:
     return not set(schema) - {"title", "description", "default", "examples"}
 
 
-def _declare(schema: Any, in_json: bool, pattern: str) -> Any:
+def _declare(schema: Any, in_json: bool, pattern: str | None) -> Any:
     """``schema`` with the declarations added; ``in_json``: a body value (numbers are JSON numbers)."""
     if isinstance(schema, list):
         return [_declare(item, in_json, pattern) for item in schema]
@@ -71,7 +67,7 @@ def _declare(schema: Any, in_json: bool, pattern: str) -> Any:
     if key_schemas := out.get("properties"):
         out["properties"] = {name: _declare(sub, in_json, pattern) for name, sub in key_schemas.items()}
     kind = out.get("type")
-    if kind == "string" and "enum" not in out and "const" not in out:
+    if kind == "string" and pattern and "enum" not in out and "const" not in out:
         if "pattern" in out:  # one schema holds one pattern: the other goes in an allOf
             out["allOf"] = [*out.get("allOf", []), {"pattern": pattern}]
         else:
@@ -86,7 +82,7 @@ def _declare(schema: Any, in_json: bool, pattern: str) -> Any:
     elif in_json and kind == "object":
         if out.get("additionalProperties", True) is True:
             out.update(_open_object(pattern))
-        else:
+        elif pattern:
             out.setdefault("propertyNames", {"pattern": pattern})
     return out
 
@@ -108,7 +104,7 @@ def _refs(node: Any) -> Iterator[str]:
 
 def declare_storable_values(spec: dict[str, Any], *, refuses_nul: bool = True) -> None:
     """Rewrite ``spec`` (a full app spec) in place; ``refuses_nul``: the service refuses NUL in text."""
-    pattern = TEXT_PATTERN if refuses_nul else UNICODE_PATTERN
+    pattern = TEXT_PATTERN if refuses_nul else None
     schemas: dict[str, Any] = spec.setdefault("components", {}).setdefault("schemas", {})
     pending: list[str] = []
     for operations in spec.get("paths", {}).values():

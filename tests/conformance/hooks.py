@@ -1,7 +1,8 @@
 """Schemathesis hooks for tests/conformance (loaded through ``SCHEMATHESIS_HOOKS``).
 
 ``storable_values_accepted``: the specs declare which values the services cannot store or pass on (text
-without NUL or lone surrogates, numbers within 64 bits, bounded nesting), so a request generated to fit
+without NUL in the API — a lone surrogate is no Unicode text, so no JSON Schema string —, numbers within
+64 bits; nesting is described), so a request generated to fit
 the spec must never be refused for one of them. ``positive_data_acceptance`` cannot tell that refusal
 from the 400s a schema cannot foresee (an unknown id, a result that does not fit the label config).
 """

@@ -105,7 +105,7 @@ def _task_id(item: dict[str, Any], path: str) -> int:
     if isinstance(task, float) and task.is_integer():
         task = int(task)  # JSON Schema's integer: 5.0 is 5
     if not isinstance(task, int) or isinstance(task, bool):
-        raise _bad(f"{path}.task", f"must be a task id (an integer), got {task!r}")
+        raise _bad(f"{path}.task", f"must be a task id (an integer), got {type(task).__name__}")
     if not 1 <= task <= BIGINT_MAX:
         raise _bad(f"{path}.task", f"must be between 1 and {BIGINT_MAX}")
     return task
@@ -138,7 +138,7 @@ def _version(item: dict[str, Any], path: str) -> str:
     if version is None or version == "":
         return UNDEFINED_MODEL_VERSION
     if not isinstance(version, str):
-        raise _bad(f"{path}.model_version", f"must be a string, got {version!r}")
+        raise _bad(f"{path}.model_version", f"must be a string, got {type(version).__name__}")
     if len(version) > MAX_MODEL_VERSION_LENGTH:
         raise _bad(f"{path}.model_version", f"must be at most {MAX_MODEL_VERSION_LENGTH} characters")
     return version
