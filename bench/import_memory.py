@@ -1,11 +1,13 @@
 """The API's memory through large imports: peak and settled RSS of the API process (Linux /proc).
 
-Two imports, each streamed from the client in 64 KB pieces (the client never holds the body):
-``--big-mb`` of ~1 KB tasks (default 200 MB) and ``--tiny-mb`` of ~13-byte tasks (default 20 MB, about
-1.5M tasks). For each it prints the RSS before, the peak during the request (VmHWM, reset first) and
-the RSS once the request is over; the goal is a peak under 512 MB and an "after" near the baseline.
+Imports streamed from the client in 64 KB pieces (the client never holds the body): ``--big-mb`` of
+~1 KB tasks (default 200 MB), ``--tiny-mb`` of ~13-byte tasks (default 20 MB, about 1.5M tasks),
+``--pred-mb`` of tasks with one inline ~1 KB prediction each (``/import``, default 200 MB), and
+``--pred-mb`` of ~1 KB predictions for existing tasks (``/import/predictions``, spread over 10k tasks).
+For each it prints the RSS before, the peak during the request (VmHWM, reset first) and the RSS once
+the request is over; the goal is a peak under 512 MB and an "after" near the baseline.
 
-    make bench-import-memory BENCH_ARGS="--big-mb 50 --tiny-mb 5"
+    make bench-import-memory BENCH_ARGS="--big-mb 50 --tiny-mb 5 --pred-mb 50"
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 from bench.harness import LABEL_CONFIG, BenchApi, bench_api
 
 _PIECE = 64 * 1024
+_PREDICTED_TASKS = 10_000
+"""Tasks the ``/import/predictions`` body spreads its predictions over (ids are consecutive)."""
 
 
 def _status_kb(pid: int, field: str) -> int:
@@ -41,12 +45,13 @@ def reset_peak(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
-def _task_lines(megabytes: float, task: bytes) -> Iterator[bytes]:
+def _task_lines(megabytes: float, task: bytes, first: int = 0, modulo: int = 0) -> Iterator[bytes]:
+    """A JSON list of ``task % n`` of about ``megabytes``; n counts from 0, or cycles through ``modulo``
+    ids from ``first`` (predictions for existing tasks)."""
     count = max(1, int(megabytes * 1e6 / (len(task) + 1)))
     yield b"["
-    for i in range(count - 1):
-        yield task % i + b","
-    yield task % count + b"]"
+    for i in range(count):
+        yield task % (first + (i % modulo if modulo else i)) + (b"," if i < count - 1 else b"]")
 
 
 async def _body(lines: Iterator[bytes]) -> AsyncIterator[bytes]:
@@ -62,16 +67,22 @@ async def _body(lines: Iterator[bytes]) -> AsyncIterator[bytes]:
     yield b"".join(piece)
 
 
-async def measure(api: BenchApi, name: str, megabytes: float, task: bytes) -> None:
-    project = (
-        await api.client.post("/api/projects", json={"title": name, "label_config": LABEL_CONFIG})
-    ).json()
+async def _project(api: BenchApi, name: str) -> int:
+    response = await api.client.post("/api/projects", json={"title": name, "label_config": LABEL_CONFIG})
+    project_id: int = response.json()["id"]
+    return project_id
+
+
+async def measure(
+    api: BenchApi, name: str, megabytes: float, lines: Iterator[bytes], project_id: int, path: str
+) -> None:
+    """Stream ``lines`` (``megabytes`` of them) to ``path`` of the project and print the RSS figures."""
     before = rss_mb(api.pid)
     reset_peak(api.pid)
     started = time.perf_counter()
     response = await api.client.post(
-        f"/api/projects/{project['id']}/import",
-        content=_body(_task_lines(megabytes, task)),
+        f"/api/projects/{project_id}/{path}",
+        content=_body(lines),
         headers={"Content-Type": "application/json"},
     )
     elapsed = time.perf_counter() - started
@@ -79,9 +90,10 @@ async def measure(api: BenchApi, name: str, megabytes: float, task: bytes) -> No
     peak = peak_mb(api.pid)
     await asyncio.sleep(2)  # let the API finish its after-request work before reading what it kept
     after = rss_mb(api.pid)
-    tasks = response.json()["task_count"]
+    body = response.json()
+    rows = body.get("task_count", body.get("created", 0))
     print(
-        f"{name:<6} {megabytes:>7.0f} {tasks:>10,} {elapsed:>8.1f} {before:>10.0f} {peak:>9.0f} {after:>9.0f}"
+        f"{name:<10} {megabytes:>7.0f} {rows:>10,} {elapsed:>8.1f} {before:>10.0f} {peak:>9.0f} {after:>9.0f}"
     )
 
 
@@ -91,15 +103,37 @@ async def main() -> None:
     )
     parser.add_argument("--big-mb", type=float, default=200, help="body size of the ~1 KB-task import")
     parser.add_argument("--tiny-mb", type=float, default=20, help="body size of the tiny-task import")
+    parser.add_argument("--pred-mb", type=float, default=200, help="body size of each prediction import")
     args = parser.parse_args()
     big_task = b'{"text": "task %d ' + b"x" * 1000 + b'"}'
+    # ~1 KB of prediction: a valid choice, its region carrying a long meta text (stored, checked).
+    region = (
+        b'{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["positive"]}'
+    )
+    prediction = b'{"result": [' + region + b', "meta": {"text": ["' + b"y" * 850 + b'"]}}], "score": 0.5'
     async with bench_api("llbench_importmem") as api:
         await measure_warmup(api)
         print(
-            f"{'import':<6} {'body MB':>7} {'tasks':>10} {'s':>8} {'before MB':>10} {'peak MB':>9} {'after MB':>9}"
+            f"{'import':<10} {'body MB':>7} {'rows':>10} {'s':>8} {'before MB':>10} {'peak MB':>9} {'after MB':>9}"
         )
-        await measure(api, "1KB", args.big_mb, big_task)
-        await measure(api, "tiny", args.tiny_mb, b'{"text":"%d"}')
+        for name, megabytes, task in (
+            ("1KB", args.big_mb, big_task),
+            ("tiny", args.tiny_mb, b'{"text":"%d"}'),
+        ):
+            lines = _task_lines(megabytes, task)
+            await measure(api, name, megabytes, lines, await _project(api, name), "import")
+        with_predictions = b'{"data": {"text": "task %d"}, "predictions": [' + prediction + b"}]}"
+        lines = _task_lines(args.pred_mb, with_predictions)
+        await measure(api, "tasks+pred", args.pred_mb, lines, await _project(api, "tp"), "import")
+        project_id = await _project(api, "predictions")
+        response = await api.client.post(
+            f"/api/projects/{project_id}/import",
+            params={"return_task_ids": "true"},
+            json=[{"text": f"t{i}"} for i in range(_PREDICTED_TASKS)],
+        )
+        first = min(response.json()["task_ids"])
+        lines = _task_lines(args.pred_mb, prediction + b', "task": %d}', first, _PREDICTED_TASKS)
+        await measure(api, "predictions", args.pred_mb, lines, project_id, "import/predictions")
 
 
 async def measure_warmup(api: BenchApi) -> None:

@@ -20,6 +20,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.staticfiles import StaticFiles
 
+from shared.openapi_values import declare_storable_values
+
 INTERNAL_PREFIX = "/internal"
 ASSETS_PATH = "/docs/assets"
 ASSETS_DIR = Path(str(files("fastapi_offline") / "static"))
@@ -92,9 +94,10 @@ def _only(full: dict[str, Any], *, internal: bool, title: str, description: str)
     return spec
 
 
-def build_specs(app: FastAPI) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(public, internal)``: the app's spec split on ``/internal``."""
+def build_specs(app: FastAPI, *, refuses_nul: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(public, internal)``: the app's spec split on ``/internal``, declaring the values it refuses."""
     full = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    declare_storable_values(full, refuses_nul=refuses_nul)
     public = _only(full, internal=False, title=app.title, description=app.description)
     internal = _only(
         full,
@@ -112,16 +115,17 @@ def internal_spec(app: FastAPI) -> dict[str, Any]:
     return result
 
 
-def install_docs(app: FastAPI) -> None:
+def install_docs(app: FastAPI, *, refuses_nul: bool = True) -> None:
     """Serve both specs, Swagger UI and ReDoc from local assets; call after every router is included.
 
     The app must be created with ``docs_url=None, redoc_url=None`` (FastAPI's own pages use a CDN).
+    ``refuses_nul``: the app refuses NUL in text (it stores it in Postgres), and its specs say so.
     """
     cache: list[tuple[dict[str, Any], dict[str, Any]]] = []
 
     def spec(internal: bool) -> dict[str, Any]:
         if not cache:
-            cache.append(build_specs(app))
+            cache.append(build_specs(app, refuses_nul=refuses_nul))
         return cache[0][1 if internal else 0]
 
     def public_spec() -> dict[str, Any]:

@@ -174,7 +174,7 @@ class RequestIdMiddleware:
             elapsed = time.perf_counter() - started
             method, path = scope["method"], scope["path"]
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
             HTTP_REQUEST_SECONDS.labels(self.service, method, template, status).observe(elapsed)
             if tracing.enabled():
                 get_current_span().update_name(f"{method} {template}")

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.allowed_methods import install_allow_header
 from shared.http import JsonResponse
 
 log = logging.getLogger(__name__)
@@ -158,3 +159,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DBAPIError, _data_error)
     app.add_exception_handler(asyncpg.PostgresError, _asyncpg_error)
     app.add_exception_handler(asyncpg.InterfaceError, _asyncpg_error)
+    install_allow_header(app)

@@ -15,12 +15,14 @@ from pydantic import Field
 from sqlalchemy import BigInteger, BindParameter, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from shared.json_types import JsonInt
+
 BIGINT_MAX: Final = 2**63 - 1
 INT_MAX: Final = 2**31 - 1
 
-RowId = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
+RowId = Annotated[JsonInt, Field(ge=1, le=BIGINT_MAX)]
 PathId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
-SerialId = Annotated[int, Field(ge=1, le=INT_MAX)]
+SerialId = Annotated[JsonInt, Field(ge=1, le=INT_MAX)]
 AnnotationId = Annotated[int, Path(ge=1, le=BIGINT_MAX, description="Annotation id.")]
 JobId = Annotated[int, Path(ge=1, le=BIGINT_MAX, description="Job id.")]
 PredictionId = Annotated[int, Path(ge=1, le=BIGINT_MAX, description="Prediction id.")]

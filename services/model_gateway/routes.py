@@ -39,6 +39,7 @@ from shared.gateway_contract import (
     WebhookRequest,
     WebhookResult,
 )
+from shared.json_types import JsonInt
 from shared.json_values import find_bad_value
 from shared.logging import outgoing_request_headers
 
@@ -293,9 +294,9 @@ internal.add_api_route(
 class PublicPredictRequest(BaseModel):
     """Unknown fields are refused: the route took a backend URL, timeout and label config before."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    backend: int = Field(
+    backend: JsonInt = Field(
         ge=1,
         le=2**31 - 1,
         description="The stored ML backend's id (`GET /api/ml`); it is called as configured there, and "

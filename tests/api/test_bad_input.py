@@ -97,7 +97,7 @@ async def test_prediction_import_names_the_item_holding_unstorable_values(api: h
     big = await _send(
         api, "POST", url, json.dumps([{"task": task_id, "result": [{**RESULT[0], "n": 10**23}]}])
     )
-    _assert_names(big, "0.result", "64-bit")
+    _assert_names(big, "0.result", "beyond 64 bits")
     listed = await api.get("/api/predictions", params={"task": task_id})
     assert listed.json() == []
 

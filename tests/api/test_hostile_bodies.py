@@ -130,3 +130,24 @@ async def test_numbers_postgres_would_widen_are_refused_in_backend_parameters(ap
     )
     assert response.status_code == 400, response.text
     assert list(response.json()["validation_errors"]) == ["extra_params.lr"]
+
+
+@pytest.mark.parametrize("path", ["import", "import/predictions"])
+async def test_an_import_refuses_a_bad_first_batch_before_the_rest_of_the_body(
+    api: httpx.AsyncClient, path: str
+) -> None:
+    """Task and prediction import stream: 100 MB declared, ~3 MB sent whose first item is bad; the 400
+    naming it comes without the rest (a route that read the whole body first would never answer)."""
+    project = await create_project(api)
+    bad_first = b'[{"task": "one", "result": []},' if path.endswith("predictions") else b"[7,"
+    sent = bad_first + (b'{"task": 1, "result": [], "text": "' + b"x" * 1000 + b'"},') * 3000
+    status, body = await _answer_to_partial_body(
+        str(api.base_url),
+        f"/api/projects/{project['id']}/{path}",
+        {"Authorization": api.headers["Authorization"]},
+        100_000_000,
+        sent,
+    )
+    assert status == 400, body
+    field = "0.task" if path.endswith("predictions") else "tasks[0]"
+    assert field in orjson.loads(body)["validation_errors"], body

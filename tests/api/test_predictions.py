@@ -223,3 +223,46 @@ async def test_model_versions_list_extended_and_delete(api: httpx.AsyncClient, d
     assert (await api.get(f"/api/tasks/{tasks[0]}")).json()["total_predictions"] == 0
     assert (await api.get(f"/api/tasks/{tasks[1]}")).json()["total_predictions"] == 1
     assert (await api.get("/api/projects/999999/model-versions")).status_code == 404
+
+
+async def test_import_predictions_streams_many_batches_all_or_nothing(api: httpx.AsyncClient) -> None:
+    """A body of several batches (imports.predictions.BATCH_BYTES each): a bad item in a later batch, or
+    a task of another project there, names its index and leaves nothing written; a good one counts."""
+    project, tasks = await project_with_tasks(api, 4)
+    _, (foreign_task, *_) = await project_with_tasks(api, 1)
+    url = f"/api/projects/{project['id']}/import/predictions"
+    count = 30_000  # ~3 MB: three batches or more
+    items = [
+        {"task": tasks[i % 4], "result": choice("positive" if i % 2 else "negative"), "score": 0.5}
+        | {"model_version": f"v{i // 10_000}", "extra": "ignored"}
+        for i in range(count)
+    ]
+    late = count - 5
+    for bad, field in (
+        ({"task": tasks[0], "result": [{"from_name": "sentiment"}]}, f"{late}.result"),
+        ({"task": foreign_task, "result": choice("positive")}, f"{late}.task"),
+        ({"task": "1", "result": choice("positive")}, f"{late}.task"),
+        ({"task": tasks[0], "result": choice("positive"), "score": True}, f"{late}.score"),
+        (
+            {"task": tasks[0], "result": choice("positive"), "model_version": "x" * 256},
+            f"{late}.model_version",
+        ),
+        ({"task": tasks[0], "result": choice("positive"), "note": "a\x00b"}, f"{late}.note"),
+        ({"task": tasks[0], "result": choice("positive"), "score": 1e20}, f"{late}.score"),
+    ):
+        response = await api.post(url, json=[*items[:late], bad, *items[late + 1 :]])
+        assert response.status_code == 400, response.text
+        assert field in response.json()["validation_errors"], response.json()
+    assert await _list(api, project=project["id"], page=1) == []
+    assert (await read_project(api, project["id"]))["total_predictions_number"] == 0
+
+    response = await api.post(url, json=[{**item, "task": float(item["task"])} for item in items])
+    assert response.status_code == 201, response.text
+    assert response.json() == {"created": count}
+    after = await read_project(api, project["id"])
+    assert after["total_predictions_number"] == count
+    assert after["model_version"] == "v2"
+    for task_id in tasks:
+        assert (await api.get(f"/api/tasks/{task_id}")).json()["total_predictions"] == count // 4
+    versions = (await api.get(f"/api/projects/{project['id']}/model-versions")).json()
+    assert versions == {"v0": 10_000, "v1": 10_000, "v2": 10_000}

@@ -15,7 +15,7 @@ class AnnotationIn(BaseModel):
     """Create or partial update. The SDK sends many fields we do not model (unique_id, bulk_created,
     …) and sends explicit nulls for some; both are accepted, a null meaning "not given"."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     result: list[dict[str, Any]] | None = Field(
         default=None, description="Regions; checked against the project's label config."

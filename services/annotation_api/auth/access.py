@@ -61,7 +61,8 @@ Ref = tuple[str, int]
 
 def _route_template(request: Request) -> str:
     route = request.scope.get("route")
-    path: str = getattr(route, "path", request.url.path)
+    # path_format: the template without convertors (``{project_id}``, not ``{project_id:int}``)
+    path = str(getattr(route, "path_format", None) or getattr(route, "path", request.url.path))
     return path.rstrip("/") or "/"
 
 

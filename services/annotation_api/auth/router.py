@@ -10,7 +10,7 @@ with database access, remains the operator's way to re-issue one).
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.annotation_api.auth import service
 from services.annotation_api.auth.dependencies import CurrentUser
@@ -26,6 +26,8 @@ class UserOut(BaseModel):
 
 
 class UserCreate(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     email: str = Field(
         min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$", description="A new e-mail."
     )

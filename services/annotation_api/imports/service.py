@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.annotation_api.counters import add_to_project_counters
 from services.annotation_api.errors import BadRequest
-from services.annotation_api.imports.stream import ListSplitter
+from services.annotation_api.imports.stream import ListSplitter, body_pieces
 from services.annotation_api.models import User
 from services.annotation_api.projects.service import get_project, missing_key_message, parse_config
 from services.annotation_api.tasks.repository import driver_connection
@@ -110,7 +110,7 @@ def release_free_memory() -> None:
         _MALLOC_TRIM(0)
 
 
-def _suspect(encoded: bytes) -> bool:
+def suspect_encoding(encoded: bytes) -> bool:
     return bool(_SUSPECT_NUMBER.search(encoded)) or encoded.count(b"{") + encoded.count(b"[") >= MAX_DEPTH
 
 
@@ -133,7 +133,7 @@ def _dumps(value: Any, path: str) -> bytes:
         encoded = orjson.dumps(value)
     except orjson.JSONEncodeError as exc:
         raise _bad(path, f"cannot be stored as JSON: {exc}") from None
-    if _suspect(encoded):
+    if suspect_encoding(encoded):
         _check_stored(value, path)
     return _exact(encoded)
 
@@ -296,7 +296,7 @@ def validate_tasks(config: LabelConfig, items: list[Any], parsed: ParsedTasks, f
         if b"\\" in encoded:
             encoded = _copy_json(data, f"tasks[{first_index + index}].data")
         else:
-            if _suspect(encoded):
+            if suspect_encoding(encoded):
                 _check_stored(data, f"tasks[{first_index + index}].data")
             encoded = _exact(encoded)
         append_data(encoded)
@@ -402,20 +402,7 @@ async def _stream_batches(
 ) -> str | None:
     """Parse, check and COPY the body batch by batch; the last model version of its predictions."""
     last_model_version: str | None = None
-    pending: list[bytes] = []
-    pending_bytes = 0
-    last = False
-    while not last:
-        chunk = await anext(body, None)
-        last = chunk is None
-        if chunk:
-            pending.append(chunk)
-            pending_bytes += len(chunk)
-        if not last and pending_bytes < BATCH_BYTES:
-            continue
-        data = b"".join(pending)
-        pending.clear()
-        pending_bytes = 0
+    async for data, last in body_pieces(body, BATCH_BYTES):
         for parsed in await run_in_threadpool(_parse_and_validate, stream, data, last):
             ids = await _write_batch(conn, project_id, user, parsed, outcome)
             if keep_ids:

@@ -10,6 +10,7 @@ orjson's call: the slices joined by commas are the body's list, so valid slices 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 
 from services.annotation_api.errors import BadRequest
 
@@ -39,16 +40,18 @@ _OPEN, _CLOSE = frozenset(b"[{"), frozenset(b"]}")
 _FIRST_CHAR_TYPE = {ord("{"): "dict", ord('"'): "str", ord("t"): "bool", ord("f"): "bool", ord("n"): "null"}
 
 
-def _bad(message: str) -> BadRequest:
-    return BadRequest(f"tasks: {message}", field="tasks")
-
-
 class ListSplitter:
     """Feed bytes with ``feed``; ``batches`` returns the complete batches found so far and ``finish``
-    the rest. Raises a 400 on ``tasks`` for a body that is not a non-empty JSON list."""
+    the rest. Raises a 400 on ``field`` for a body that is not a JSON list of ``noun`` (nor an empty
+    one, unless ``allow_empty``)."""
 
-    def __init__(self, batch_bytes: int) -> None:
+    def __init__(
+        self, batch_bytes: int, *, noun: str = "tasks", field: str = "tasks", allow_empty: bool = False
+    ) -> None:
         self.batch_bytes = batch_bytes
+        self.noun = noun
+        self.field = field
+        self.allow_empty = allow_empty
         self._buf = bytearray()
         self._pos = 0  # next byte to scan
         self._start = 0  # first byte of the batch being collected (after the last boundary comma)
@@ -58,6 +61,9 @@ class ListSplitter:
         self._items = 0  # batches handed out (a batch is never empty)
         self._last = b""  # the batch the closing bracket ended
 
+    def _bad(self, message: str) -> BadRequest:
+        return BadRequest(f"{self.field}: {message}", field=self.field)
+
     @property
     def buffered(self) -> int:
         """Bytes not scanned yet."""
@@ -65,7 +71,7 @@ class ListSplitter:
 
     def feed(self, data: bytes) -> None:
         if self._depth < 0 and data.strip(_WHITESPACE):
-            raise _bad("malformed JSON: characters after the end of the list")
+            raise self._bad("malformed JSON: characters after the end of the list")
         if self._depth >= 0:
             self._buf += data
 
@@ -109,11 +115,11 @@ class ListSplitter:
                 depth -= 1
                 if depth == 0:
                     if char != _CLOSE_LIST:
-                        raise _bad("malformed JSON: unbalanced brackets")
+                        raise self._bad("malformed JSON: unbalanced brackets")
                     self._last = self._cut(end)
                     depth = -1
                     if buf[pos:].strip(_WHITESPACE):
-                        raise _bad("malformed JSON: characters after the end of the list")
+                        raise self._bad("malformed JSON: characters after the end of the list")
             elif pos - 1 - self._start >= self.batch_bytes:  # a comma between items
                 out.append(self._cut(pos - 1))
         self._pos = pos
@@ -125,11 +131,13 @@ class ListSplitter:
         """The remaining batches once the whole body was fed."""
         out = self.batches()
         if self._depth == 0:
-            raise _bad("the body is empty; send a JSON list of tasks")
+            raise self._bad(f"the body is empty; send a JSON list of {self.noun}")
         if self._depth > 0:
-            raise _bad("malformed JSON: the body ends before the list is closed")
+            raise self._bad("malformed JSON: the body ends before the list is closed")
         if not self._last:
-            raise _bad("the list is empty; nothing to import")
+            if self.allow_empty:
+                return out
+            raise self._bad("the list is empty; nothing to import")
         return [*out, self._last]
 
     def _open_list(self) -> bool:
@@ -140,7 +148,7 @@ class ListSplitter:
             return False
         if stripped[0] != ord("["):
             kind = _FIRST_CHAR_TYPE.get(stripped[0], "a number or malformed JSON")
-            raise _bad(f"must be a JSON list of tasks, got {kind}")
+            raise self._bad(f"must be a JSON list of {self.noun}, got {kind}")
         self._offset += len(self._buf) - len(stripped) + 1
         del self._buf[: len(self._buf) - len(stripped) + 1]
         self._depth = 1
@@ -155,7 +163,7 @@ class ListSplitter:
         if not content.strip(_WHITESPACE):
             if first and self._buf[end] == _CLOSE_LIST:
                 return b""
-            raise _bad(f"malformed JSON: a list item is missing near byte {self._offset + end + 1}")
+            raise self._bad(f"malformed JSON: a list item is missing near byte {self._offset + end + 1}")
         self._items += 1
         return b"[" + content + b"]"
 
@@ -166,3 +174,22 @@ class ListSplitter:
             self._offset += self._start
             self._pos -= self._start
             self._start = 0
+
+
+async def body_pieces(body: AsyncIterator[bytes], piece_bytes: int) -> AsyncIterator[tuple[bytes, bool]]:
+    """The body re-cut into ``(piece, last)`` of at least ``piece_bytes`` (the last one may be shorter or
+    empty): one thread hand-off per piece, not per network read."""
+    pending: list[bytes] = []
+    pending_bytes = 0
+    last = False
+    while not last:
+        chunk = await anext(body, None)
+        last = chunk is None
+        if chunk:
+            pending.append(chunk)
+            pending_bytes += len(chunk)
+        if last or pending_bytes >= piece_bytes:
+            data = b"".join(pending)
+            pending.clear()
+            pending_bytes = 0
+            yield data, last

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from services.annotation_api.ids import RowId, SerialId
 from services.annotation_api.models import MlBackend, MlBackendState
+from shared.json_types import JsonInt
 
 READABLE_STATE = {
     MlBackendState.CONNECTED: "Connected",
@@ -77,7 +78,7 @@ def split_credentials(url: str) -> tuple[str, str | None, str | None]:
 
 
 class MlBackendEditable(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     title: str | None = Field(default=None, max_length=500, description="Its name, up to 500 characters.")
     description: str | None = Field(default=None, description="Free text.")
@@ -113,13 +114,13 @@ class MlBackendEditable(BaseModel):
         description="Model version to start from; a version the backend reports when checked replaces it "
         "(on update, unless this field is in the same request).",
     )
-    batch_size: int | None = Field(
+    batch_size: JsonInt | None = Field(
         default=None,
         ge=1,
         le=10_000,
         description="Tasks per /predict call in bulk prediction, 1 to 10000; default 32.",
     )
-    max_concurrency: int | None = Field(
+    max_concurrency: JsonInt | None = Field(
         default=None,
         ge=1,
         le=256,
@@ -231,6 +232,8 @@ class MlBackendOut(BaseModel):
 
 
 class InteractiveRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     task: RowId = Field(description="The task to predict (task id, in the backend's project).")
     context: dict[str, Any] | None = Field(
         default=None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.annotation_api.predictions.schemas import MAX_VERSION_LENGTH
 
@@ -29,6 +29,8 @@ class ExtendedVersions(BaseModel):
 
 
 class VersionToDelete(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     model_version: str = Field(
         max_length=MAX_VERSION_LENGTH, description="The model version whose predictions are deleted."
     )

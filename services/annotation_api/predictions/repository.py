@@ -121,9 +121,3 @@ async def insert_predictions(
     return [
         prediction_json(row) for row in await session.execute(text(sql), _insert_params(project_id, rows))
     ]
-
-
-async def insert_predictions_counted(session: AsyncSession, project_id: int, rows: NewPredictions) -> int:
-    """Like ``insert_predictions`` for big batches: reads back only how many rows were written."""
-    sql = _INSERT.format(returning="1") + "SELECT count(*) FROM p"
-    return int((await session.execute(text(sql), _insert_params(project_id, rows))).scalar_one())

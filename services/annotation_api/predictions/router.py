@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
 from services.annotation_api.ids import BIGINT_MAX, INT_MAX, PredictionId
+from services.annotation_api.imports import predictions as prediction_import
 from services.annotation_api.predictions import service
 from services.annotation_api.predictions.schemas import (
     PredictionCreate,
@@ -84,7 +85,7 @@ async def delete_prediction(prediction_id: PredictionId, session: SessionDep, _:
     return Response(status_code=204)
 
 
-# The body is read raw and validated in one pass (service.parse_import_body); documented here.
+# The body is streamed and checked item by item (imports.predictions); documented here.
 _IMPORT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -113,6 +114,7 @@ _IMPORT_BODY: dict[str, Any] = {
 async def import_predictions(
     project_id: ProjectId, request: Request, session: SessionDep, _: CurrentUser
 ) -> PredictionsImported:
-    """All-or-nothing: one bad item (named by its index) and nothing is written."""
-    items = service.parse_import_body(await request.body())
-    return PredictionsImported(created=await service.import_predictions(session, project_id, items))
+    """Streamed in bounded memory; all-or-nothing: one bad item (named by its index) and nothing is
+    written."""
+    created = await prediction_import.import_predictions(session, project_id, request.stream())
+    return PredictionsImported(created=created)

@@ -24,7 +24,7 @@ Score = Field(default=None, allow_inf_nan=False, description="Finite number or n
 
 class _Input(BaseModel):
     # The SDK sends fields we do not model (cluster, mislabeling, neighbors, model_run, …).
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class PredictionCreate(_Input):

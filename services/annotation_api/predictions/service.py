@@ -1,5 +1,5 @@
 """Prediction rules: results and scores must fit the label config, tasks must belong to the project,
-counters follow every write, and a bulk import is all-or-nothing.
+counters follow every write (bulk import: imports.predictions).
 
 Tasks are locked (``FOR UPDATE``, in id order) before their predictions change, so concurrent writers
 to the same tasks neither deadlock nor miscount.
@@ -9,27 +9,22 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-import orjson
-from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import any_, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.auth.access import hidden, visible_organization
 from services.annotation_api.counters import refresh_task_counters
 from services.annotation_api.errors import BadRequest, NotFound
-from services.annotation_api.ids import id_array
 from services.annotation_api.models import Prediction, Project, Task
 from services.annotation_api.predictions import repository
 from services.annotation_api.predictions.repository import NewPredictions
 from services.annotation_api.predictions.schemas import (
     UNDEFINED_VERSION,
     PredictionCreate,
-    PredictionImportItem,
     PredictionUpdate,
 )
-from services.annotation_api.projects.service import get_project, parse_config
+from services.annotation_api.projects.service import parse_config
 from services.annotation_api.result_validation import check_result
-from shared.json_values import find_bad_value
 
 #: Without ``page``, a list may hold at most this many predictions; more must be fetched in pages.
 UNPAGED_LIMIT: Final = 10_000
@@ -46,17 +41,6 @@ async def adopt_version_if_unset(session: AsyncSession, project_id: int, model_v
         .where(Project.id == project_id, Project.model_version == "")
         .values(model_version=model_version)
     )
-
-
-async def lock_project_tasks(session: AsyncSession, project_id: int, task_ids: list[int]) -> set[int]:
-    """Lock those of ``task_ids`` that belong to the project, in id order; returns them."""
-    stmt = (
-        select(Task.id)
-        .where(Task.project_id == project_id, Task.id == any_(id_array(task_ids)))
-        .order_by(Task.id)
-        .with_for_update()
-    )
-    return set((await session.scalars(stmt)).all())
 
 
 async def create_prediction(session: AsyncSession, body: PredictionCreate) -> dict[str, Any]:
@@ -150,51 +134,3 @@ async def delete_prediction(session: AsyncSession, prediction_id: int) -> None:
     prediction, _ = await _locked_prediction(session, prediction_id)
     await session.execute(delete(Prediction).where(Prediction.id == prediction_id))
     await refresh_task_counters(session, [prediction.task_id])
-
-
-_IMPORT_ITEMS: Final = TypeAdapter(list[PredictionImportItem])
-
-
-def parse_import_body(raw: bytes) -> list[PredictionImportItem]:
-    """Validate the raw JSON body in pydantic-core (several times faster than decoding it first);
-    400 naming the first bad field as ``<index>.<field>``."""
-    try:
-        items = _IMPORT_ITEMS.validate_json(raw or b"null")
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        field = ".".join(str(part) for part in first["loc"]) or "body"
-        raise BadRequest(f"{field}: {first['msg']}", field=field) from None
-    if b"\\u0000" in raw:  # rare: only then look for where (the parser already refused lone surrogates)
-        found = find_bad_value([item.model_dump() for item in items])
-        if found:
-            raise BadRequest(f"{found[0]}: {found[1]}", field=found[0])
-    return items
-
-
-async def import_predictions(
-    session: AsyncSession, project_id: int, items: list[PredictionImportItem]
-) -> int:
-    """All items are checked before anything is written; the first bad one is named by its index."""
-    project = await get_project(session, project_id)
-    config = await parse_config(project.label_config)
-    for index, item in enumerate(items):
-        check_result(config, item.result, score=item.score, where=f"{index}.")
-    task_ids = [item.task for item in items]
-    owned = await lock_project_tasks(session, project_id, task_ids)
-    for index, task_id in enumerate(task_ids):
-        if task_id not in owned:
-            raise BadRequest(
-                f"Item {index}: task {task_id} is not a task of project {project_id}.",
-                field=f"{index}.task",
-            )
-    rows = NewPredictions()
-    for index, item in enumerate(items):
-        try:
-            rows.add(item.task, item.result, item.score, version_or_default(item.model_version))
-        except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
-            raise BadRequest(f"{index}.result: {exc}", field=f"{index}.result") from None
-    created = await repository.insert_predictions_counted(session, project_id, rows)
-    await refresh_task_counters(session, sorted(owned))
-    if rows.versions:
-        await adopt_version_if_unset(session, project_id, rows.versions[-1])
-    return created

@@ -66,23 +66,23 @@ async def validate_config(body: LabelConfigIn, _: CurrentUser) -> LabelConfigOut
     return LabelConfigOut(label_config=body.label_config)
 
 
-@router.get("/{project_id}", response_model=ProjectOut)
-@router.get("/{project_id}/", response_model=ProjectOut, include_in_schema=False)
+@router.get("/{project_id:int}", response_model=ProjectOut)
+@router.get("/{project_id:int}/", response_model=ProjectOut, include_in_schema=False)
 async def get_project(project_id: ProjectId, session: SessionDep, _: CurrentUser) -> ProjectOut:
     project, unfolded = await service.get_project_counted(session, project_id)
     return project_out(project, await service.creator_emails(session, [project]), unfolded)
 
 
-@router.patch("/{project_id}", response_model=ProjectOut)
-@router.patch("/{project_id}/", response_model=ProjectOut, include_in_schema=False)
+@router.patch("/{project_id:int}", response_model=ProjectOut)
+@router.patch("/{project_id:int}/", response_model=ProjectOut, include_in_schema=False)
 async def update_project(
     project_id: ProjectId, body: ProjectUpdate, session: SessionDep, _: CurrentUser
 ) -> ProjectOut:
     return await _out(session, await service.update_project(session, project_id, body))
 
 
-@router.delete("/{project_id}", status_code=204)
-@router.delete("/{project_id}/", status_code=204, include_in_schema=False)
+@router.delete("/{project_id:int}", status_code=204)
+@router.delete("/{project_id:int}/", status_code=204, include_in_schema=False)
 async def delete_project(project_id: ProjectId, session: SessionDep, _: CurrentUser) -> Response:
     """Hidden at once; a job (its id in ``X-Job-Id``, follow it in ``/api/jobs``) deletes the rest."""
     job = await service.delete_project(session, project_id)

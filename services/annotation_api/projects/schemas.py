@@ -21,7 +21,7 @@ ProjectId = Annotated[int, Path(ge=1, le=INT_MAX, description="Project id.")]
 class _Input(BaseModel):
     # Label Studio clients send many project fields we do not model (color, expert_instruction, …);
     # ignoring them keeps those clients working.
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class ProjectCreate(_Input):
@@ -61,6 +61,8 @@ class ProjectUpdate(ProjectCreate):
 
 
 class LabelConfigIn(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     label_config: str = Field(description="A Label Studio labeling config (XML) to check.")
 
 

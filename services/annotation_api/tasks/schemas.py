@@ -12,6 +12,8 @@ from typing import Annotated, Any, Final, Literal
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.json_types import JsonInt
+
 BIGINT_MAX: Final = 2**63 - 1
 INT_MAX: Final = 2**31 - 1
 
@@ -21,9 +23,9 @@ Fields = Literal["all", "task_only"]
 
 
 class TaskCreate(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
-    project: int = Field(ge=1, le=INT_MAX, description="The project the task belongs to (project id).")
+    project: JsonInt = Field(ge=1, le=INT_MAX, description="The project the task belongs to (project id).")
     data: dict[str, Any] = Field(
         description="The task's data: keys the label config refers to as $key (each one it reads must be "
         "there)."
@@ -34,7 +36,7 @@ class TaskCreate(BaseModel):
 class TaskUpdate(BaseModel):
     """Partial update: only the fields present change."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     data: dict[str, Any] = Field(
         default_factory=dict,

@@ -9,7 +9,7 @@ from services.annotation_api.jobs.schemas import JobOut
 
 class TrainRequest(BaseModel):
     # Label Studio clients may send more (e.g. batch parameters); they do not change what we send.
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     use_ground_truth: bool = Field(
         default=False,
