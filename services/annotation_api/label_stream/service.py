@@ -19,7 +19,7 @@ from services.annotation_api.counters import refresh_task_counters
 from services.annotation_api.errors import ApiError, NotFound
 from services.annotation_api.label_stream import repository
 from services.annotation_api.ml_backends.gateway_client import GatewayClient
-from services.annotation_api.ml_backends.service import backend_spec, project_ref
+from services.annotation_api.ml_backends.service import backend_spec, follow_model_version, project_ref
 from services.annotation_api.models import MlBackend, MlBackendState, Prediction, Project, Task
 from services.annotation_api.projects.service import get_project
 from services.annotation_api.tasks.repository import (
@@ -158,5 +158,11 @@ async def ensure_current_prediction(
         )
         for p in predictions
     )
+    # A model learning online may answer with a version newer than the one the backend record shows:
+    # record it (and move the project's shown version when it follows the backend), as a bulk job does,
+    # so the task comes back with this prediction among the ones annotators see.
+    for version in {p.model_version for p in predictions if p.model_version}:
+        await follow_model_version(session, backend, project.id, version)
     await session.flush()
+    await session.refresh(project, ["model_version"])
     await refresh_task_counters(session, [task.id])
