@@ -17,7 +17,7 @@ from tests.console.test_workflow import sign_in
 from tests.fakes.fake_backend import SENTIMENT_CONFIG
 from tests.support.builders import choice, create_project, import_tasks
 from tests.support.servers import ServerThread
-from tests.support.waiting import wait_for, wait_job
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("gateway_server", "worker")
 
@@ -25,9 +25,14 @@ SEEDS = [("I love it, great value", "Positive"), ("Broken on arrival, never agai
 TEXTS = [
     "Great value, love the sound",
     "Never again, broken and slow",
-    "Love it, best purchase",
-    "Slow, noisy and broken",
+    "Love it, best purchase this year",
+    "Slow, noisy and broken after a week",
     "Great fit, love the colour",
+    "Arrived late, the box was broken",
+    "Comfortable and the battery lasts, great",
+    "The left ear stopped working, never again",
+    "Good bass, a bit heavy",
+    "Okay sound, slow pairing",
 ]
 
 
@@ -69,16 +74,22 @@ async def test_three_submits_reach_the_backend_and_the_editor_shows_its_new_vers
         return await backend_version(api, backend_id) == f"{project_ref}2"
 
     await wait_for(learned_both, 30, "the backend to learn the two seed annotations (version v2)")
-    action = await api.post(
-        f"/api/dm/actions?id=retrieve_tasks_predictions&project={project['id']}",
-        json={"selectedItems": {"all": True, "excluded": []}},
-    )
-    assert action.status_code == 200, action.text
-    job = await wait_job(api, action.json()["job_id"])
-    assert (job["status"], job["predicted"]) == ("completed", len(SEEDS) + len(TEXTS)), job
-
+    # Retrieve predictions from the data manager, then sort by score: the README's data manager screenshot.
     await sign_in(page, api_server.url)
-    await page.goto(f"{api_server.url}/#/p/{project['id']}/label")
+    await page.goto(f"{api_server.url}/#/p/{project['id']}")
+    await expect(page.locator("tr[data-task]")).to_have_count(len(SEEDS) + len(TEXTS))
+    await page.get_by_label("Select all tasks").check()
+    await page.get_by_role("button", name="Retrieve predictions").click()
+    await expect(page.get_by_test_id("job-percent")).to_have_text("100%", timeout=30_000)
+    await expect(page.locator(".job .badge")).to_have_text("completed")
+    await expect(page.locator("tr[data-task] .pill.info")).to_have_count(len(SEEDS) + len(TEXTS))
+    await page.get_by_label("Select all tasks").uncheck()
+    await page.get_by_role("button", name="Score").click()
+    await expect(page.get_by_test_id("score").first).not_to_have_text("—")
+    await expect(page.locator(".toast")).to_have_count(0)  # notices fade; the screenshot is the README's
+    await shot(page, "19-data-manager-learning")
+
+    await page.get_by_role("link", name="Label", exact=True).click()
     live_version = page.get_by_test_id("live-version")
     await expect(live_version).to_have_text(f"version {project_ref}2")
     for n in range(3):
@@ -91,6 +102,7 @@ async def test_three_submits_reach_the_backend_and_the_editor_shows_its_new_vers
         await expect(page.locator("#label-studio[data-ready=true]")).to_have_count(1)
         await expect(page.locator("#label-studio input:checked")).to_have_count(1)
         if n == 0:
+            await expect(page.locator(".toast")).to_have_count(0)
             await shot(page, "17-editor-learning-preannotation")
         labeled_task = await page.locator(".task-info strong").inner_text()
         await page.get_by_role("button", name="Submit").click()

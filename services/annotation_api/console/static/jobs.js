@@ -48,7 +48,8 @@ export class JobPanel {
     const errors = (job.errors || []).slice(0, 3);
     mount(card,
       h("div", { class: "row between" },
-        h("strong", {}, KIND_LABEL[job.kind] || job.kind, " #", job.id, job.model_version ? h("span", { class: "muted mono" }, " ", job.model_version) : null),
+        h("div", {}, h("strong", {}, KIND_LABEL[job.kind] || job.kind, " #", job.id),
+          job.model_version ? h("div", { class: "muted mono small" }, job.model_version) : null),
         h("div", { class: "row" }, badge(job.status, kind),
           TERMINAL.has(job.status)
             ? h("button", { class: "btn btn-ghost small", type: "button", "aria-label": `Dismiss job ${job.id}`, onclick: () => { hide(job.id); card.remove(); this.cards.delete(job.id); if (!this.cards.size) this.el.hidden = true; } }, "✕")

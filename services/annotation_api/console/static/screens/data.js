@@ -113,8 +113,8 @@ export async function render(view, { project: projectId }) {
       h("td", { class: "check-cell" }, box),
       h("td", { class: "num mono" }, h("a", { href: `#/p/${project.id}/task/${task.id}` }, task.id)),
       h("td", { class: "preview" }, h("a", { href: `#/p/${project.id}/task/${task.id}`, class: "plain" }, preview(task.data))),
-      h("td", { class: "num" }, task.total_annotations ? h("span", { class: "pill ok" }, task.total_annotations) : h("span", { class: "muted" }, "0")),
-      h("td", { class: "num" }, task.total_predictions ? h("span", { class: "pill info" }, task.total_predictions) : h("span", { class: "muted" }, "0")),
+      h("td", { class: "num count" }, task.total_annotations ? h("span", { class: "pill ok" }, task.total_annotations) : h("span", { class: "muted" }, "0")),
+      h("td", { class: "num count" }, task.total_predictions ? h("span", { class: "pill info" }, task.total_predictions) : h("span", { class: "muted" }, "0")),
       h("td", { class: "num score", "data-testid": "score" }, score === null || score === undefined ? h("span", { class: "muted" }, "—")
         : h("span", { class: "scorebar", style: `--s:${Math.max(0, Math.min(1, score))}` }, score.toFixed(2))));
   }
@@ -182,8 +182,8 @@ export async function render(view, { project: projectId }) {
           h("th", { scope: "col", class: "check-cell" }, h("span", { class: "sr-only" }, "Selected")),
           h("th", { scope: "col", class: "num" }, "ID"),
           h("th", { scope: "col" }, "Data"),
-          h("th", { scope: "col", class: "num" }, "Annotations"),
-          h("th", { scope: "col", class: "num" }, "Predictions"),
+          h("th", { scope: "col", class: "num count" }, "Annotations"),
+          h("th", { scope: "col", class: "num count" }, "Predictions"),
           h("th", { scope: "col", class: "num" }, sortButton))),
         tbody),
       more));

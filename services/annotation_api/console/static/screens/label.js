@@ -44,6 +44,7 @@ export async function render(view, { project: projectId, task: taskId }) {
   let started = Date.now();
   let pollTimer = null;
   let versions = new Map();
+  const learned = new Set(); // backends whose version moved after this session's submits
   let disposed = false;
   let storedIds = new Set();
 
@@ -56,14 +57,14 @@ export async function render(view, { project: projectId, task: taskId }) {
       list.length ? list.map((b) => h("div", { class: "model-line", "data-backend": b.id },
         h("div", { class: "row between" }, h("strong", {}, b.title), badge(b.readable_state || b.state, stateKind(b.state))),
         h("div", { class: `mono small ${changed.has(b.id) ? "flash" : ""}`, "data-testid": "live-version" }, "version ", b.model_version || "—"),
-        changed.has(b.id) ? h("div", { class: "ok-note" }, "↑ new version after your annotations") : null,
+        learned.has(b.id) ? h("div", { class: "ok-note" }, "↑ new version after your annotations") : null,
         b.error_message ? h("div", { class: "alert alert-error small" }, b.error_message) : null))
         : h("p", { class: "muted" }, "No model connected. ", h("a", { href: `#/p/${project.id}/ml` }, "Connect one")),
       h("p", { class: "muted small" }, "Shown predictions: ", h("span", { class: "mono" }, project.model_version || "latest")));
   }
   drawModels(backends);
 
-  // After a submit the backend learns online; poll its version for a while so the change is visible.
+  // After a submit the backend learns online; poll its version for a while so each change is visible.
   function pollVersions() {
     clearTimeout(pollTimer);
     let rounds = 0;
@@ -74,8 +75,9 @@ export async function render(view, { project: projectId, task: taskId }) {
         const [list, fresh] = await Promise.all([api(`/api/ml?project=${project.id}`), api(`/api/projects/${project.id}`)]);
         project = fresh;
         const changed = new Set(list.filter((b) => versions.has(b.id) && versions.get(b.id) !== b.model_version).map((b) => b.id));
-        if (changed.size) { drawModels(list, changed); list.forEach((b) => versions.set(b.id, b.model_version)); return; }
-        drawModels(list);
+        changed.forEach((id) => learned.add(id));
+        list.forEach((b) => versions.set(b.id, b.model_version));
+        drawModels(list, changed); // keeps polling: an online learner moves once per annotation it receives
       } catch { /* polling is best effort */ }
       if (++rounds < 30) pollTimer = setTimeout(tick, 1500);
     };
