@@ -57,7 +57,7 @@ async def test_scrolling_the_score_sort_pages_by_score_and_id(
             shown = [int(i) for i in await rows.evaluate_all("rs => rs.map(r => r.dataset.task)")]
             return len(shown) == TASKS
 
-        await wait_for(all_rows_in_order, 30, f"all {TASKS} rows after scrolling ({ordering})")
+        await wait_for(all_rows_in_order, 60, f"all {TASKS} rows after scrolling ({ordering})")
         assert shown == expected[ordering]
         await expect(page.locator(".more")).to_have_text(f"All {TASKS} tasks shown")
         if ordering == "prediction_score":
