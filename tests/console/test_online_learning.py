@@ -64,20 +64,28 @@ async def test_three_submits_reach_the_backend_and_the_editor_shows_its_new_vers
     )
     assert created.status_code == 201, created.text
     backend_id = created.json()["id"]
+    project_ref = f"sklearn-{project['id']}-v"
+    await sign_in(page, api_server.url)
+    await page.goto(f"{api_server.url}/#/p/{project['id']}")
+    await expect(page.locator("tr[data-task]")).to_have_count(len(SEEDS) + len(TEXTS))
+
+    # Before any label the model has nothing to say: the job card says why, instead of a bare "0 predicted".
+    await page.get_by_label("Select all tasks").check()
+    await page.get_by_role("button", name="Retrieve predictions").click()
+    await expect(page.locator(".job .badge")).to_have_text("completed", timeout=30_000)
+    await expect(page.get_by_test_id("job-hint")).to_contain_text("learned from a few annotations")
+    await page.get_by_role("button", name=re.compile(r"Dismiss job")).click()
+
     # Two labels of two classes: the example model starts predicting once it has seen both.
     for task_id, (_, label) in zip(seeded["task_ids"], SEEDS, strict=True):
         answer = await api.post(f"/api/tasks/{task_id}/annotations", json={"result": choice(label)})
         assert answer.status_code == 201, answer.text
-    project_ref = f"sklearn-{project['id']}-v"
 
     async def learned_both() -> bool:
         return await backend_version(api, backend_id) == f"{project_ref}2"
 
     await wait_for(learned_both, 30, "the backend to learn the two seed annotations (version v2)")
     # Retrieve predictions from the data manager, then sort by score: the README's data manager screenshot.
-    await sign_in(page, api_server.url)
-    await page.goto(f"{api_server.url}/#/p/{project['id']}")
-    await expect(page.locator("tr[data-task]")).to_have_count(len(SEEDS) + len(TEXTS))
     await page.get_by_label("Select all tasks").check()
     await page.get_by_role("button", name="Retrieve predictions").click()
     await expect(page.get_by_test_id("job-percent")).to_have_text("100%", timeout=30_000)
