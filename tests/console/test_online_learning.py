@@ -59,14 +59,22 @@ async def test_three_submits_reach_the_backend_and_the_editor_shows_its_new_vers
         api, project["id"], [{"text": text} for text, _ in SEEDS], return_task_ids=True
     )
     await import_tasks(api, project["id"], [{"text": text} for text in TEXTS])
-    created = await api.post(
-        "/api/ml", json={"project": project["id"], "url": sklearn_backend.url, "title": "Sentiment (sklearn)"}
-    )
-    assert created.status_code == 201, created.text
-    backend_id = created.json()["id"]
     project_ref = f"sklearn-{project['id']}-v"
     await sign_in(page, api_server.url)
-    await page.goto(f"{api_server.url}/#/p/{project['id']}")
+
+    # Connect the example backend on the Machine learning screen, and let uncertainty drive the stream.
+    await page.goto(f"{api_server.url}/#/p/{project['id']}/ml")
+    await page.get_by_role("button", name="Connect model").first.click()
+    await page.get_by_label("Name").fill("Sentiment (sklearn)")
+    await page.get_by_label("Backend URL").fill(sklearn_backend.url)
+    await page.get_by_role("button", name="Validate and Save").click()
+    await expect(page.get_by_test_id("backend-version")).to_have_text(f"{project_ref}0")
+    await page.get_by_label(re.compile("Uncertainty")).check()
+    await expect(page.get_by_text("Sampling: Uncertainty")).to_be_visible()
+    (backend,) = (await api.get("/api/ml", params={"project": project["id"]})).json()
+    backend_id = backend["id"]
+    assert (await api.get(f"/api/projects/{project['id']}")).json()["sampling"] == "Uncertainty sampling"
+    await page.get_by_role("link", name="Data manager").click()
     await expect(page.locator("tr[data-task]")).to_have_count(len(SEEDS) + len(TEXTS))
 
     # Before any label the model has nothing to say: the job card says why, instead of a bare "0 predicted".
@@ -96,8 +104,11 @@ async def test_three_submits_reach_the_backend_and_the_editor_shows_its_new_vers
     await expect(page.get_by_test_id("score").first).not_to_have_text("—")
     await expect(page.locator(".toast")).to_have_count(0)  # notices fade; the screenshot is the README's
     await shot(page, "19-data-manager-learning")
+    least_certain = await page.get_by_test_id("score").first.inner_text()
 
+    # The stream follows /next: with uncertainty sampling the first task is one the model is least sure of.
     await page.get_by_role("link", name="Label", exact=True).click()
+    await expect(page.locator(".task-info")).to_contain_text(f"score {least_certain}")
     live_version = page.get_by_test_id("live-version")
     await expect(live_version).to_have_text(f"version {project_ref}2")
     for n in range(3):
