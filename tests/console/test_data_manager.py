@@ -3,14 +3,17 @@ order, ties and tasks without a score included."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import httpx
+import pytest
 from playwright.async_api import Page, expect
 
 from tests.console.conftest import shot
 from tests.console.test_workflow import sign_in
-from tests.support.builders import choice, create_project, import_tasks
+from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
+from tests.support.builders import choice, connect_backend, create_project, import_tasks, import_texts
 from tests.support.servers import ServerThread
 from tests.support.waiting import wait_for
 
@@ -66,3 +69,33 @@ async def test_scrolling_the_score_sort_pages_by_score_and_id(
             await page.get_by_role("button", name="Score").click()
     assert not [url for url in requests if "page=" in url], "score pages go by keyset, never page="
     assert any("after=0.5%2C" in url or "after=null%2C" in url for url in requests), requests
+
+
+@pytest.mark.usefixtures("gateway_server", "worker")
+async def test_a_running_job_can_be_cancelled_and_its_card_survives_a_reload(
+    page: Page, api_server: ServerThread, api: httpx.AsyncClient, fake: FakeBackend
+) -> None:
+    project = await create_project(api, SENTIMENT_CONFIG, title="Held")
+    await import_texts(api, project["id"], 40)
+    await connect_backend(api, project["id"], fake.url, batch_size=5)
+    gate = threading.Event()
+    fake.configure(predict_gate=gate, ungated_predicts=0)  # the backend holds every call: the job runs on
+    try:
+        await sign_in(page, api_server.url)
+        await page.goto(f"{api_server.url}/#/p/{project['id']}")
+        await page.get_by_label("Select all tasks").check()
+        await page.get_by_role("button", name="Retrieve predictions").click()
+        card = page.locator(".job")
+        await expect(card.locator(".badge")).to_have_text("running")
+        await fake.wait_for_calls("/predict", 1, timeout_s=30)
+        await page.reload()  # rebuilt from GET /api/jobs
+        await expect(card.locator(".badge")).to_have_text("running")
+        await shot(page, "21-job-running")
+        await card.get_by_role("button", name="Cancel").click()
+        await expect(card.locator(".badge")).to_have_text("cancelled")
+        job_id = int((await card.get_attribute("data-job")) or 0)
+        assert (await api.get(f"/api/jobs/{job_id}")).json()["status"] == "cancelled"
+        await page.reload()
+        await expect(card.locator(".badge")).to_have_text("cancelled")
+    finally:
+        gate.set()
