@@ -139,6 +139,43 @@ async def test_chunks_the_sweeper_requeues_continue_the_bulk_jobs_trace(
         assert call.headers["x-request-id"] == "swept-1"
 
 
+@pytest.mark.api_settings(job_inline_tasks=0)
+async def test_chunks_the_job_runner_plans_later_join_the_actions_trace(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    run_burst: RunBurst,
+    spans: InMemorySpanExporter,
+    redis_url: str,
+) -> None:
+    """Planned by the API's job runner after the request ended (no inline planning), the chunks still
+    carry the action's trace and request id."""
+    await import_texts(api, project["id"], 20)
+    await connect_backend(api, project["id"], fake.url, batch_size=5)
+    fake.clear_requests()
+    action = await api.post(
+        f"/api/dm/actions?id=retrieve_tasks_predictions&project={project['id']}",
+        headers={"X-Request-ID": "planned-1"},
+    )
+    assert action.status_code == 200, action.text
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+
+        async def planned() -> bool:
+            return bool(await redis.zcard(QUEUE_NAME) == 2)
+
+        await wait_for(planned, 30, "the job runner to plan and enqueue both chunks")
+    finally:
+        await redis.aclose()
+    await run_burst()
+    root = await ended(spans, "POST /api/dm/actions")
+    chunks = named(spans, "process_chunk")
+    assert len(chunks) == 2
+    assert {trace_id(span) for span in chunks + named(spans, "backend POST /predict")} == {trace_id(root)}
+    for call in fake.calls("/predict"):
+        assert call.headers["x-request-id"] == "planned-1"
+
+
 async def test_an_interactive_prediction_is_one_trace_through_api_gateway_and_backend(
     api: httpx.AsyncClient, project: dict[str, Any], fake: FakeBackend, spans: InMemorySpanExporter
 ) -> None:
