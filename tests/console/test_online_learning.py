@@ -140,3 +140,12 @@ async def test_three_submits_reach_the_backend_and_the_editor_shows_its_new_vers
         re.compile(rf"pre-annotation: {project_ref}[3-5]\b")
     )
     await shot(page, "18-editor-new-version")
+
+    # Skip from the keyboard: a cancelled annotation, and the stream moves on.
+    await expect(page.locator("#label-studio[data-ready=true]")).to_have_count(1)
+    skipped_task = int((await page.locator(".task-info strong").inner_text()).removeprefix("Task "))
+    await page.keyboard.press("Control+Space")
+    await expect(page.get_by_text(f"Task {skipped_task} skipped")).to_be_visible()
+    await expect(page.locator(".task-info strong")).not_to_have_text(f"Task {skipped_task}")
+    skipped = (await api.get(f"/api/tasks/{skipped_task}")).json()
+    assert [a["was_cancelled"] for a in skipped["annotations"]] == [True]
