@@ -28,8 +28,8 @@ async def test_an_annotation_is_updated_from_the_task_view(
     await expect(page.locator(".task-info")).to_contain_text("1 annotation(s)")
     await expect(page.get_by_label("Positive")).to_be_checked()
     await page.get_by_label("Negative").check()
-    # LSF 1.4 labels this button "submit" for assistive tech whatever its text; find it by its text.
-    await page.locator("#label-studio button", has_text="Update").click()
+    # Named by its text (LSF 1.4 calls it "submit" for assistive tech; the console renames it).
+    await page.get_by_role("button", name="Update", exact=True).click()
     await expect(page.get_by_text("Annotation updated")).to_be_visible()
     await shot(page, "22-task-view-updated")
     updated = (await api.get(f"/api/annotations/{annotation_id}")).json()

@@ -132,6 +132,11 @@ export async function render(view, { project: projectId, task: taskId }) {
   }
   document.addEventListener("keydown", onKey, true);
 
+  // LSF 1.4 names its buttons "submit" / "skip-task" for assistive tech, "Update" included: use their text.
+  const a11y = new MutationObserver(() => holder.querySelectorAll('button[aria-label="submit"], button[aria-label="skip-task"]')
+    .forEach((b) => { if (b.textContent.trim()) b.setAttribute("aria-label", b.textContent.trim()); }));
+  a11y.observe(holder, { childList: true, subtree: true, characterData: true });
+
   async function store(kind, annotation) {
     const result = annotation ? annotation.serializeAnnotation() : [];
     const lead_time = (Date.now() - started) / 1000;
@@ -227,5 +232,5 @@ export async function render(view, { project: projectId, task: taskId }) {
         h("div", { class: "card" }, h("h2", {}, "Sampling"), h("p", { class: "muted small" }, project.sampling), h("a", { href: `#/p/${project.id}/ml` }, "Change")))));
   if (stream) await next();
   else await show(await api(`/api/tasks/${taskId}`), project.model_version);
-  return () => { disposed = true; clearTimeout(pollTimer); document.removeEventListener("keydown", onKey, true); if (ls) { try { ls.destroy(); } catch { /* already gone */ } } };
+  return () => { disposed = true; a11y.disconnect(); clearTimeout(pollTimer); document.removeEventListener("keydown", onKey, true); if (ls) { try { ls.destroy(); } catch { /* already gone */ } } };
 }
