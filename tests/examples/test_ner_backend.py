@@ -227,7 +227,7 @@ async def test_interactive_and_learned_predictions_through_the_api_and_gateway(
 
 async def test_served_by_its_command_it_logs_json_lines_like_the_services(tmp_path: Path) -> None:
     """``make run`` interleaves every process's output: the NER backend's lines, uvicorn's included, are
-    the services' JSON lines, named after it."""
+    the services' JSON lines, named after it, down to "stopped"."""
     with bound_socket() as sock:
         port = sock.getsockname()[1]
     process = await asyncio.create_subprocess_exec(
@@ -253,6 +253,6 @@ async def test_served_by_its_command_it_logs_json_lines_like_the_services(tmp_pa
         output, _ = await asyncio.wait_for(process.communicate(), 30)
     lines = [line for line in output.decode().splitlines() if line.strip()]
     assert any("Uvicorn running" in line for line in lines), lines
-    for line in lines:
-        record = json.loads(line)  # raises on a plain-text line
-        assert record["service"] == "ner-backend", record
+    records = [json.loads(line) for line in lines]  # raises on a plain-text line
+    assert {record["service"] for record in records} == {"ner-backend"}
+    assert "stopped" in [record["msg"] for record in records]
