@@ -2,7 +2,8 @@
 
 Builds one project with ``--tasks`` tasks (default 1M) and two predictions per task (model versions v1
 and v2, random scores; the project shows v2) with set-based SQL, then times through the real API:
-the first page, a deep page by keyset (``after=``) and by ``page=``, pages ordered by prediction score,
+the first page, a deep page by keyset (``after=``) and by ``page=``, pages ordered by prediction score
+(first pages, and a deep one by its keyset cursor),
 ``fields=all`` (annotations and predictions embedded) and a filtered page.
 
 ``--with-history`` measures fresh, builds history (``bench.history``, on the full stack of
@@ -28,8 +29,9 @@ RESULT = (
 )
 
 
-async def build(api: BenchApi, tasks: int) -> tuple[int, int]:
-    """(project id, first task id): tasks, 2 predictions each and counters, in three statements."""
+async def build(api: BenchApi, tasks: int) -> tuple[int, int, str]:
+    """(project id, first task id, the score-order cursor at 90% depth): tasks, 2 predictions each and
+    counters, in three statements."""
     response = await api.client.post(
         "/api/projects", json={"title": "list bench", "label_config": LABEL_CONFIG, "model_version": "v2"}
     )
@@ -58,15 +60,24 @@ async def build(api: BenchApi, tasks: int) -> tuple[int, int]:
         await conn.execute("VACUUM ANALYZE task")
         await conn.execute("VACUUM ANALYZE prediction")
         first_id = int(await conn.fetchval("SELECT min(id) FROM task WHERE project_id = $1", project_id))
+        # The score-order cursor of the task at 90% depth (one v2 prediction per task: its score is the key).
+        deep = await conn.fetchrow(
+            "SELECT score, task_id FROM prediction WHERE project_id = $1 AND model_version = 'v2' "
+            "ORDER BY score, task_id OFFSET $2 LIMIT 1",
+            project_id,
+            int(tasks * 0.9) - 1,
+        )
+        assert deep is not None
+        score_cursor = f"{float(deep[0])!r},{deep[1]}"
     finally:
         await conn.close()
-    return project_id, first_id
+    return project_id, first_id, score_cursor
 
 
 async def measure(api: BenchApi, args: argparse.Namespace) -> tuple[dict[str, float], int]:
     """Build the project and time each kind of page, printed as it goes: (median ms per kind, project id)."""
     started = time.perf_counter()
-    project_id, first_id = await build(api, args.tasks)
+    project_id, first_id, score_cursor = await build(api, args.tasks)
     print(
         f"built {args.tasks:,} tasks and {2 * args.tasks:,} predictions in {time.perf_counter() - started:.1f}s"
     )
@@ -81,6 +92,10 @@ async def measure(api: BenchApi, args: argparse.Namespace) -> tuple[dict[str, fl
         "by score, lowest first (uncertainty)": {"ordering": "prediction_score"},
         "by score, highest first": {"ordering": "-prediction_score"},
         "by score, page 10": {"ordering": "-prediction_score", "page": 10},
+        f"by score, deep page, keyset after= (#{deep:,})": {
+            "ordering": "prediction_score",
+            "after": score_cursor,
+        },
         "filtered: has_predictions_of=v1": {"has_predictions_of": "v1"},
         "filtered, keyset after= (no totals)": {"has_predictions_of": "v1", "after": first_id + deep - 1},
     }

@@ -24,7 +24,8 @@ import logging
 import os
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,9 +229,15 @@ def create_app(data_dir: Path | None = None) -> FastAPI:
     """The backend app; entities live under ``data_dir`` (default: $LABELLOOP_NER_BACKEND_DATA_DIR)."""
     store = EntityStore(data_dir or Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR))
 
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        logger.info("stopped")  # make run interleaves every process's lines: say which one ended
+
     app = FastAPI(
         title="Named-entity ML backend",
         description="Substring matching that learns from annotations; 2.x protocol.",
+        lifespan=lifespan,
     )
 
     @app.middleware("http")

@@ -172,6 +172,84 @@ async def test_ordering_by_selected_version_score(api: httpx.AsyncClient) -> Non
     assert "after" in refused.json()["validation_errors"]
 
 
+async def _walk(api: httpx.AsyncClient, page_size: int, **params: Any) -> list[int]:
+    """Every task, following next_after from the first page until it is null."""
+    walked: list[int] = []
+    after: str | None = None
+    while True:
+        query = {**params, "page_size": page_size} | ({"after": after} if after is not None else {})
+        response = await api.get("/api/tasks", params=query)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        walked += [task["id"] for task in body["tasks"]]
+        after = body["next_after"]
+        if after is None:
+            return walked
+        assert len(walked) < 100, "next_after must come to an end"
+
+
+async def test_keyset_pages_in_score_order_keep_ties_and_unscored_tasks_in_place(
+    api: httpx.AsyncClient,
+) -> None:
+    """Ties broken by task id and unscored tasks last, across page boundaries, in both directions; each
+    task once (a task with two scored predictions counts at its highest)."""
+    project = await create_project(api, model_version="v1")
+    scores: list[float | None] = [0.5, None, 0.5, 0.2, 0.5, None, 0.2, 0.9, None, 0.5, 0.5]
+    tasks = []
+    for index, score in enumerate(scores):
+        predictions = (
+            [] if score is None else [{"result": choice("positive"), "score": score, "model_version": "v1"}]
+        )
+        if index == 10:  # a lower second prediction of v1, and a v2 one that is not shown
+            predictions.append({"result": choice("negative"), "score": 0.1, "model_version": "v1"})
+        if index == 1:
+            predictions.append({"result": choice("negative"), "score": 0.3, "model_version": "v2"})
+        tasks.append({"data": {"text": f"t{index}"}, "predictions": predictions})
+    ids = (await import_tasks(api, project["id"], tasks, return_task_ids=True))["task_ids"]
+    scored = [(score, task_id) for score, task_id in zip(scores, ids, strict=True) if score is not None]
+    unscored = [task_id for score, task_id in zip(scores, ids, strict=True) if score is None]
+    ascending = [task_id for _, task_id in sorted(scored)] + unscored
+    descending = [task_id for _, task_id in sorted(scored, reverse=True)] + unscored
+
+    for page_size in (1, 2, 3, 4, 11, 20):
+        assert await _walk(api, page_size, project=project["id"], ordering="prediction_score") == ascending
+        assert await _walk(api, page_size, project=project["id"], ordering="-prediction_score") == descending
+    paged: list[int] = []
+    for page in range(1, 5):
+        paged += await _ids(api, project=project["id"], ordering="prediction_score", page=page, page_size=3)
+    assert paged == ascending
+    # Cursors name a task's score and id: a tie's second page, and the unscored tail.
+    tie = (
+        await api.get(
+            "/api/tasks", params={"project": project["id"], "ordering": "prediction_score", "page_size": 4}
+        )
+    ).json()
+    assert tie["next_after"] == f"0.5,{ascending[3]}"
+    assert (
+        await _ids(api, project=project["id"], ordering="prediction_score", after=tie["next_after"])
+        == (ascending[4:])
+    )
+    assert await _ids(api, project=project["id"], ordering="prediction_score", after=f"null,{ids[1]}") == [
+        ids[5],
+        ids[8],
+    ]
+    assert await _walk(api, 4, project=project["id"], ordering="id") == ids
+    for ordering, after in (
+        ("prediction_score", "abc"),
+        ("prediction_score", "0.5"),
+        ("prediction_score", "nan,3"),
+        ("prediction_score", "0.5,x"),
+        ("-prediction_score", "0.5,-3"),
+        ("id", "0.5,3"),
+        ("id", "-1"),
+    ):
+        refused = await api.get(
+            "/api/tasks", params={"project": project["id"], "ordering": ordering, "after": after}
+        )
+        assert refused.status_code == 400, (ordering, after)
+        assert "after" in refused.json()["validation_errors"], refused.text
+
+
 async def _scores(api: httpx.AsyncClient, **params: Any) -> dict[int, float | None]:
     response = await api.get("/api/tasks", params=params)
     assert response.status_code == 200, response.text

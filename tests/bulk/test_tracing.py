@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from shared import tracing
+from shared.jobs import QUEUE_NAME
 from tests.fakes.fake_backend import FakeBackend
 from tests.support.builders import connect_backend, import_texts
 from tests.support.waiting import wait_for
@@ -88,6 +91,89 @@ async def test_a_bulk_job_is_one_trace_from_the_action_to_every_backend_call(
     assert {trace_id(span) for span in chunks + backend_calls + leases} == {trace}
     chunk_span_ids = {span.context.span_id for span in chunks if span.context is not None}
     assert {span.parent.span_id for span in backend_calls if span.parent is not None} <= chunk_span_ids
+
+
+async def test_chunks_the_sweeper_requeues_continue_the_bulk_jobs_trace(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    run_burst: RunBurst,
+    spans: InMemorySpanExporter,
+    redis_url: str,
+    db: asyncpg.Connection,
+) -> None:
+    """The queue loses the job's chunks (Redis flushed); the sweeper, a loop outside any request, puts
+    them back, and the worker's spans and backend calls still belong to the action's trace."""
+    await import_texts(api, project["id"], 20)
+    await connect_backend(api, project["id"], fake.url, batch_size=5)
+    fake.clear_requests()
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        action = await api.post(
+            f"/api/dm/actions?id=retrieve_tasks_predictions&project={project['id']}",
+            headers={"X-Request-ID": "swept-1"},
+        )
+        assert action.status_code == 200, action.text
+        await redis.flushdb()
+        first_enqueued = await db.fetchval("SELECT max(enqueued_at) FROM job_chunk")
+
+        async def requeued() -> bool:
+            swept = await db.fetchval("SELECT min(enqueued_at) FROM job_chunk")
+            return bool(swept > first_enqueued and await redis.zcard(QUEUE_NAME) == 2)
+
+        await wait_for(requeued, 30, "the sweeper to re-queue both chunks")
+    finally:
+        await redis.aclose()
+    await run_burst()
+    assert (await api.get(f"/api/jobs/{action.json()['job_id']}")).json()["predicted"] == 20
+
+    root = await ended(spans, "POST /api/dm/actions")
+    chunks = named(spans, "process_chunk")
+    backend_calls = named(spans, "backend POST /predict")
+    assert (len(chunks), len(backend_calls)) == (2, 4)
+    assert {trace_id(span) for span in chunks + backend_calls} == {trace_id(root)}
+    assert root.context is not None
+    assert {span.parent.span_id for span in chunks if span.parent is not None} == {root.context.span_id}
+    for call in fake.calls("/predict"):
+        assert call.headers["traceparent"].split("-")[1] == trace_id(root)
+        assert call.headers["x-request-id"] == "swept-1"
+
+
+@pytest.mark.api_settings(job_inline_tasks=0)
+async def test_chunks_the_job_runner_plans_later_join_the_actions_trace(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    run_burst: RunBurst,
+    spans: InMemorySpanExporter,
+    redis_url: str,
+) -> None:
+    """Planned by the API's job runner after the request ended (no inline planning), the chunks still
+    carry the action's trace and request id."""
+    await import_texts(api, project["id"], 20)
+    await connect_backend(api, project["id"], fake.url, batch_size=5)
+    fake.clear_requests()
+    action = await api.post(
+        f"/api/dm/actions?id=retrieve_tasks_predictions&project={project['id']}",
+        headers={"X-Request-ID": "planned-1"},
+    )
+    assert action.status_code == 200, action.text
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+
+        async def planned() -> bool:
+            return bool(await redis.zcard(QUEUE_NAME) == 2)
+
+        await wait_for(planned, 30, "the job runner to plan and enqueue both chunks")
+    finally:
+        await redis.aclose()
+    await run_burst()
+    root = await ended(spans, "POST /api/dm/actions")
+    chunks = named(spans, "process_chunk")
+    assert len(chunks) == 2
+    assert {trace_id(span) for span in chunks + named(spans, "backend POST /predict")} == {trace_id(root)}
+    for call in fake.calls("/predict"):
+        assert call.headers["x-request-id"] == "planned-1"
 
 
 async def test_an_interactive_prediction_is_one_trace_through_api_gateway_and_backend(

@@ -3,6 +3,10 @@ and end to end through the annotation API and the real gateway."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,10 +16,11 @@ import pytest
 
 from examples.ner_backend.app import MODEL_CLASS, create_app
 from tests.support.builders import connect_backend, create_project, import_tasks
-from tests.support.servers import ServerThread
+from tests.support.servers import ServerThread, bound_socket
 from tests.support.waiting import wait_for, wait_job
 from tests.support.workers import RunBurst
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "4.1700000000"
 NER_CONFIG = """<View>
   <Labels name="label" toName="text">
@@ -218,3 +223,36 @@ async def test_interactive_and_learned_predictions_through_the_api_and_gateway(
         (p["model_version"], [(r["value"]["text"], r["value"]["labels"]) for r in p["result"]])
         for p in predictions
     ] == [("ner-substring-v1", [("Acme Corp", ["ORG"]), ("alice", ["PER"])])]
+
+
+async def test_served_by_its_command_it_logs_json_lines_like_the_services(tmp_path: Path) -> None:
+    """``make run`` interleaves every process's output: the NER backend's lines, uvicorn's included, are
+    the services' JSON lines, named after it, down to "stopped"."""
+    with bound_socket() as sock:
+        port = sock.getsockname()[1]
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "examples.ner_backend", "--port", str(port), "--data-dir", str(tmp_path)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "LABELLOOP_LOG_JSON": "1", "LABELLOOP_LOG_LEVEL": "INFO"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        async with httpx.AsyncClient() as client:
+
+            async def up() -> bool:
+                assert process.returncode is None, "the backend exited"
+                try:
+                    return (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_for(up, 60, "the NER backend to answer /health")
+    finally:
+        process.terminate()
+        output, _ = await asyncio.wait_for(process.communicate(), 30)
+    lines = [line for line in output.decode().splitlines() if line.strip()]
+    assert any("Uvicorn running" in line for line in lines), lines
+    records = [json.loads(line) for line in lines]  # raises on a plain-text line
+    assert {record["service"] for record in records} == {"ner-backend"}
+    assert "stopped" in [record["msg"] for record in records]

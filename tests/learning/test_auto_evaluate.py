@@ -130,3 +130,20 @@ def _done(task: asyncio.Task[httpx.Response]) -> Callable[[], Awaitable[bool]]:
         return task.done()
 
     return done
+
+
+async def test_a_newer_version_in_the_answer_is_followed_and_served(
+    api: httpx.AsyncClient, fake: FakeBackend
+) -> None:
+    """A model learning online answers with a version its record does not show yet: the task still comes
+    back with that prediction, and backend and project follow the version (as after a bulk job)."""
+    project_id = (await create_project(api, SENTIMENT_CONFIG, evaluate_predictions_automatically=True))["id"]
+    await import_texts(api, project_id, 1)
+    backend = await connect_backend(api, project_id, fake.url)
+    assert (await api.get(f"/api/projects/{project_id}")).json()["model_version"] == "fake-v1"
+    fake.configure(model_version="fake-v2")
+
+    served = (await api.get(f"/api/projects/{project_id}/next")).json()
+    assert [p["model_version"] for p in served["predictions"]] == ["fake-v2"]
+    assert (await api.get(f"/api/ml/{backend['id']}")).json()["model_version"] == "fake-v2"
+    assert (await api.get(f"/api/projects/{project_id}")).json()["model_version"] == "fake-v2"

@@ -40,10 +40,12 @@ async def sweep_once(maker: async_sessionmaker[AsyncSession], queue: ChunkQueue,
     async with maker.begin() as session:
         to_enqueue = await sweep(session, lease_s, _SWEEP_BATCH)
     await run_after_commit(session)
-    if to_enqueue:
-        log.info("sweeper re-queued %d chunks", len(to_enqueue))
-        await queue.enqueue(to_enqueue)
-    return len(to_enqueue)
+    count = sum(len(group.chunks) for group in to_enqueue)
+    if count:
+        log.info("sweeper re-queued %d chunks", count)
+    for group in to_enqueue:
+        await queue.enqueue(group.chunks, group.carried)
+    return count
 
 
 async def sweeper_loop(

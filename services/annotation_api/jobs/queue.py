@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
@@ -42,12 +42,18 @@ class ChunkQueue:
                 self._pool = await create_pool(self._settings, retry=0, default_queue_name=QUEUE_NAME)
             return self._pool
 
-    async def enqueue(self, chunks: Sequence[tuple[int, int]]) -> None:
-        """Enqueue ``(chunk_id, attempt)`` pairs; an attempt already queued is a no-op in arq."""
+    async def enqueue(
+        self, chunks: Sequence[tuple[int, int]], carried: Mapping[str, str] | None = None
+    ) -> None:
+        """Enqueue ``(chunk_id, attempt)`` pairs; an attempt already queued is a no-op in arq.
+
+        ``carried`` is the job's trace context and request id (saved with the job), so chunks planned or
+        re-queued later join the action's trace; without it, the current context rides along.
+        """
         if not chunks:
             return
         pool = await self.pool()
-        carried = carried_context()  # the request's trace and id ride along with the chunks
+        carried = dict(carried) if carried else carried_context()
         semaphore = asyncio.Semaphore(_ENQUEUE_CONCURRENCY)
 
         async def one(chunk_id: int, attempt: int) -> None:

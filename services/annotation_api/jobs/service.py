@@ -56,6 +56,7 @@ from shared.gateway_contract import (
     ChunkReport,
     TaskError,
 )
+from shared.logging import carried_context
 from shared.metrics import TASKS_FAILED, TASKS_PREDICTED, backend_label
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,9 @@ async def start_prediction_jobs(
             status=JobStatus.QUEUED,
             total=estimate,
             step=runner.PLAN,
-            params=params,
+            # The action's trace and request id: every enqueue of the job's chunks, re-queues included,
+            # carries them (kept out of ``params`` above, which identical requests are compared by).
+            params={**params, "carried": carried_context()},
         )
         for backend in backends
         if backend.id not in joined
@@ -143,10 +146,12 @@ async def start_prediction_jobs(
     return [joined[backend.id] if backend.id in joined else next(started) for backend in backends]
 
 
-def _enqueue_after_commit(session: AsyncSession, queue: ChunkQueue, chunk_ids: list[int]) -> None:
+def _enqueue_after_commit(
+    session: AsyncSession, queue: ChunkQueue, chunk_ids: list[int], carried: dict[str, str] | None
+) -> None:
     async def enqueue() -> None:
         try:
-            await queue.enqueue([(chunk_id, 0) for chunk_id in chunk_ids])
+            await queue.enqueue([(chunk_id, 0) for chunk_id in chunk_ids], carried)
         except REDIS_DOWN as exc:
             log.warning(
                 "%d chunks not enqueued (%s); the sweeper enqueues them once Redis is back",
@@ -179,7 +184,7 @@ async def _plan_step(ctx: runner.StepContext) -> bool:
             "chunks": int(params.get("chunks", 0)) + len(chunk_ids),
         }
         job.total = max(job.total, planned)
-        _enqueue_after_commit(session, ctx.queue, chunk_ids)
+        _enqueue_after_commit(session, ctx.queue, chunk_ids, params.get("carried"))
     if len(ids) == window:
         return False
     job.step = None
@@ -522,11 +527,20 @@ async def _follow_reported_version(session: AsyncSession, job: Job, report: Chun
         await session.flush()
 
 
-async def sweep(session: AsyncSession, lease_s: float, limit: int = 500) -> list[tuple[int, int]]:
+@dataclass(frozen=True)
+class Requeue:
+    """Chunks to enqueue again, with the trace context of the job they belong to."""
+
+    chunks: list[tuple[int, int]]
+    carried: dict[str, str] | None
+
+
+async def sweep(session: AsyncSession, lease_s: float, limit: int = 500) -> list[Requeue]:
     """Re-queue chunks whose lease ran out or whose queue entry was lost; give up on poison chunks.
 
-    Returns the ``(chunk_id, attempt)`` pairs to enqueue once this transaction commits. SKIP LOCKED lets
-    several API replicas sweep at once without taking the same chunk.
+    Returns the ``(chunk_id, attempt)`` pairs to enqueue once this transaction commits, grouped by job so
+    each re-queued chunk continues its job's trace. SKIP LOCKED lets several API replicas sweep at once
+    without taking the same chunk.
     """
     due = await repo.due_chunks(session, lease_s, limit)
     requeue: list[tuple[int, int]] = []
@@ -538,7 +552,27 @@ async def sweep(session: AsyncSession, lease_s: float, limit: int = 500) -> list
     await repo.requeue(session, [chunk_id for chunk_id, _ in requeue])
     for job_id in await repo.unfinished_done_jobs(session, limit):
         await repo.finish_job_if_done(session, job_id)
-    return requeue
+    return await _by_job(session, requeue)
+
+
+async def _by_job(session: AsyncSession, chunks: list[tuple[int, int]]) -> list[Requeue]:
+    """Group chunks by their job, each group with the trace context the job was created in."""
+    if not chunks:
+        return []
+    rows = await session.execute(
+        select(JobChunk.id, JobChunk.job_id, Job.params["carried"])
+        .join(Job, Job.id == JobChunk.job_id)
+        .where(JobChunk.id.in_([chunk_id for chunk_id, _ in chunks]))
+    )
+    job_of: dict[int, int] = {}
+    carried_of: dict[int, dict[str, str] | None] = {}
+    for chunk_id, job_id, carried in rows:
+        job_of[chunk_id] = job_id
+        carried_of[job_id] = carried
+    groups: dict[int | None, list[tuple[int, int]]] = {}
+    for chunk_id, attempt in chunks:
+        groups.setdefault(job_of.get(chunk_id), []).append((chunk_id, attempt))
+    return [Requeue(group, carried_of.get(job_id) if job_id else None) for job_id, group in groups.items()]
 
 
 async def _give_up(session: AsyncSession, chunk_id: int, attempts: int) -> None:

@@ -20,7 +20,7 @@ from services.annotation_api.db import release_transaction
 from services.annotation_api.errors import ApiError, NotFound
 from services.annotation_api.label_stream import repository
 from services.annotation_api.ml_backends.gateway_client import GatewayClient
-from services.annotation_api.ml_backends.service import backend_spec, project_ref
+from services.annotation_api.ml_backends.service import backend_spec, follow_model_version, project_ref
 from services.annotation_api.models import MlBackend, MlBackendState, Prediction, Project, Task
 from services.annotation_api.projects.service import get_project
 from services.annotation_api.tasks.repository import (
@@ -160,6 +160,7 @@ async def ensure_current_prediction(
     predictions = [p for p in result.predictions if p.task_id == task_id]
     if predictions:
         await _store(session, project.id, backend.id, task_id, predictions)
+        await session.refresh(project, ["model_version"])
 
 
 async def _store(
@@ -187,5 +188,12 @@ async def _store(
         )
         for p in fresh
     )
+    # A model learning online may answer with a version newer than the one the backend record shows:
+    # record it (and move the project's shown version when it follows the backend), as a bulk job does,
+    # so the task comes back with this prediction among the ones annotators see.
+    backend = await session.get(MlBackend, backend_id, populate_existing=True)
+    assert backend is not None  # locked above, with the task
+    for version in {p.model_version for p in fresh if p.model_version}:
+        await follow_model_version(session, backend, project_id, version)
     await session.flush()
     await refresh_task_counters(session, [task_id])

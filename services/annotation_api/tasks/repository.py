@@ -222,6 +222,15 @@ async def page_by_id(
     return [task_json(row) for row in await conn.fetch(sql, *params.values)]
 
 
+@dataclass(frozen=True)
+class ScoreCursor:
+    """A keyset position in score order: after the task ``task_id`` whose score is ``score`` (None: a
+    task without a score, in the id-ordered tail)."""
+
+    score: float | None
+    task_id: int
+
+
 async def page_by_score(
     conn: asyncpg.Connection,
     task_filter: TaskFilter,
@@ -230,36 +239,47 @@ async def page_by_score(
     descending: bool,
     offset: int,
     limit: int,
+    after: ScoreCursor | None = None,
 ) -> list[dict[str, Any]]:
-    """A page ordered by prediction score, tasks without a scored prediction last (by id).
+    """A page ordered by prediction score then task id, tasks without a scored prediction last (by id).
 
     A task's score is the highest of its predictions of ``version`` (any version when None). Scored
     tasks come from walking the (project_id, model_version, score) index and keeping each task's top
-    prediction, so a first page reads a page worth of index entries, not every prediction.
+    prediction, so a first page, and a keyset page (``after``) at any depth, reads a page worth of index
+    entries (plus the ties of the cursor's score before it), not every prediction.
     """
-    params = _Params()
-    clauses = _where(task_filter, params)
-    version_param = params(version) if version else None
-    direction = "DESC" if descending else "ASC"
-    project_clause = f"p.project_id = {params(task_filter.project_id)}"
-    scored_sql = (
-        f"SELECT {TASK_COLUMNS} FROM prediction p JOIN task t ON t.id = p.task_id "
-        f"WHERE {project_clause} AND {_scored('p', 'p.task_id', version_param)} "
-        f"AND {' AND '.join(clauses)} "
-        f"AND NOT EXISTS (SELECT 1 FROM prediction q WHERE {_scored('q', 'p.task_id', version_param)} "
-        "AND (q.score > p.score OR (q.score = p.score AND q.id > p.id))) "
-        f"ORDER BY p.score {direction}, p.task_id {direction} "
-        f"OFFSET {params(offset)} LIMIT {params(limit)}"
-    )
-    tasks = [task_json(row) for row in await conn.fetch(scored_sql, *params.values)]
-    if len(tasks) == limit:
-        return tasks
+    tasks: list[dict[str, Any]] = []
+    if after is None or after.score is not None:
+        params = _Params()
+        clauses = _where(task_filter, params)
+        version_param = params(version) if version else None
+        direction = "DESC" if descending else "ASC"
+        clauses.append(f"p.project_id = {params(task_filter.project_id)}")
+        if after is not None:
+            # (score, task_id) past the cursor, with a plain bound on score the index can range-scan.
+            score, task_id = params(after.score), params(after.task_id)
+            beyond = "<" if descending else ">"
+            clauses.append(
+                f"p.score {beyond}= {score} AND (p.score {beyond} {score} OR p.task_id {beyond} {task_id})"
+            )
+        scored_sql = (
+            f"SELECT {TASK_COLUMNS} FROM prediction p JOIN task t ON t.id = p.task_id "
+            f"WHERE {_scored('p', 'p.task_id', version_param)} AND {' AND '.join(clauses)} "
+            f"AND NOT EXISTS (SELECT 1 FROM prediction q WHERE {_scored('q', 'p.task_id', version_param)} "
+            "AND (q.score > p.score OR (q.score = p.score AND q.id > p.id))) "
+            f"ORDER BY p.score {direction}, p.task_id {direction} "
+            f"OFFSET {params(offset)} LIMIT {params(limit)}"
+        )
+        tasks = [task_json(row) for row in await conn.fetch(scored_sql, *params.values)]
+        if len(tasks) == limit:
+            return tasks
     # Past the scored tasks: continue with the unscored ones in id order.
     params = _Params()
-    clauses = _where(task_filter, params)
+    id_bound = f"> {params(after.task_id)}" if after is not None and after.score is None else ""
+    clauses = _where(task_filter, params, id_bound=id_bound)
     version_param = params(version) if version else None
     unscored = f"NOT EXISTS (SELECT 1 FROM prediction s WHERE {_scored('s', 't.id', version_param)})"
-    if tasks:
+    if tasks or after is not None:
         unscored_offset = 0
     else:
         scored_count: int = await conn.fetchval(

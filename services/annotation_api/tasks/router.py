@@ -12,7 +12,6 @@ from services.annotation_api.ml_backends.gateway_client import gateway_client
 from services.annotation_api.tasks import service
 from services.annotation_api.tasks.repository import TaskFilter
 from services.annotation_api.tasks.schemas import (
-    BIGINT_MAX,
     INT_MAX,
     Fields,
     Ordering,
@@ -38,12 +37,12 @@ async def list_tasks(
     project: int = Query(ge=1, le=INT_MAX, description="The project whose tasks to list (project id)."),
     page: PageNumber = 1,
     page_size: int = Query(DEFAULT_PAGE_SIZE, ge=1, description="Capped at the server's max page size."),
-    after: int | None = Query(
+    after: str | None = Query(
         None,
-        ge=0,
-        le=BIGINT_MAX,
-        description="Keyset cursor: tasks after this id in the ordering (id or -id); `page` is then ignored. "
-        "Costs one page at any depth.",
+        max_length=80,
+        description="Keyset cursor (the previous page's next_after); `page` is then ignored, and a page costs "
+        "the same at any depth. In id order a task id: tasks after it. In score order `SCORE,ID` (SCORE "
+        "`null` for the tasks without a score, which come last): tasks after that task.",
     ),
     fields: Fields = Query("task_only", description="`all` embeds annotations and predictions."),
     ordering: Ordering = Query(

@@ -82,3 +82,7 @@ class TaskPage(BaseModel):
     total_predictions: int | None = Field(
         description="Predictions of the matching tasks (null when total is)."
     )
+    next_after: str | None = Field(
+        description="Pass as after= for the next page in this ordering (keyset paging: one page of work at "
+        "any depth); null when this page is the last."
+    )

@@ -3,6 +3,7 @@ counters kept in step."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,18 +22,58 @@ from services.annotation_api.projects.service import (
     parse_config,
 )
 from services.annotation_api.tasks import repository
-from services.annotation_api.tasks.repository import TaskFilter, driver_connection
-from services.annotation_api.tasks.schemas import Fields, Ordering, TaskCreate, TaskUpdate
+from services.annotation_api.tasks.repository import ScoreCursor, TaskFilter, driver_connection
+from services.annotation_api.tasks.schemas import BIGINT_MAX, Fields, Ordering, TaskCreate, TaskUpdate
 
 
 @dataclass(frozen=True)
 class PageRequest:
     page: int
     page_size: int
-    after: int | None
+    after: str | None
     ordering: Ordering
     fields: Fields
     only_selected_version: bool
+
+
+def _task_id(raw: str) -> int:
+    if not raw.isdigit() or int(raw) > BIGINT_MAX:
+        raise ValueError(raw)
+    return int(raw)
+
+
+def id_cursor(raw: str) -> int:
+    try:
+        return _task_id(raw)
+    except ValueError:
+        raise BadRequest("after: a task id (0 or more) in id order.", field="after") from None
+
+
+def score_cursor(raw: str) -> ScoreCursor:
+    """``SCORE,ID`` (``null,ID`` past the scored tasks), as ``next_after`` gives it."""
+    score_text, _, id_text = raw.partition(",")
+    try:
+        score = None if score_text == "null" else float(score_text)
+        if score is not None and not math.isfinite(score):
+            raise ValueError(score_text)
+        return ScoreCursor(score, _task_id(id_text))
+    except ValueError:
+        raise BadRequest(
+            "after: `SCORE,ID` in score order (the previous page's next_after; SCORE is null for "
+            "tasks without a score).",
+            field="after",
+        ) from None
+
+
+def next_after(tasks: list[dict[str, Any]], request: PageRequest) -> str | None:
+    """The cursor after this page's last task, in the page's ordering; None on a short (last) page."""
+    if len(tasks) < request.page_size:
+        return None
+    last = tasks[-1]
+    if not request.ordering.endswith("prediction_score"):
+        return str(last["id"])
+    score = last["predictions_score"]
+    return f"{'null' if score is None else repr(float(score))},{last['id']}"
 
 
 async def _check_data(project_label_config: str, data: dict[str, Any]) -> None:
@@ -46,12 +87,12 @@ async def list_tasks(session: AsyncSession, task_filter: TaskFilter, request: Pa
     """Label Studio's ``{tasks, total, total_annotations, total_predictions}``; a page past the end is
     empty. Totals come from the project's counters unless a filter narrows the set; then they are
     counted, except on keyset (``after=``) requests, where they are null."""
-    project, unfolded = await get_project_counted(session, task_filter.project_id)
     by_score = request.ordering.endswith("prediction_score")
-    if request.after is not None and by_score:
-        raise BadRequest("after= pages only in id order (ordering=id or -id).", field="after")
+    after = request.after
+    cursor = None if after is None else score_cursor(after) if by_score else id_cursor(after)
+    project, unfolded = await get_project_counted(session, task_filter.project_id)
     conn = await driver_connection(session)
-    offset = 0 if request.after is not None else (request.page - 1) * request.page_size
+    offset = 0 if after is not None else (request.page - 1) * request.page_size
     if by_score:
         tasks = await repository.page_by_score(
             conn,
@@ -60,6 +101,7 @@ async def list_tasks(session: AsyncSession, task_filter: TaskFilter, request: Pa
             descending=request.ordering.startswith("-"),
             offset=offset,
             limit=request.page_size,
+            after=cursor if isinstance(cursor, ScoreCursor) else None,
         )
     else:
         tasks = await repository.page_by_id(
@@ -68,7 +110,7 @@ async def list_tasks(session: AsyncSession, task_filter: TaskFilter, request: Pa
             descending=request.ordering.startswith("-"),
             offset=offset,
             limit=request.page_size,
-            after=request.after,
+            after=cursor if isinstance(cursor, int) else None,
         )
     await repository.embed_prediction_scores(conn, tasks, project.model_version or None)
     if request.fields == "all":
@@ -91,6 +133,7 @@ async def list_tasks(session: AsyncSession, task_filter: TaskFilter, request: Pa
         "total": total,
         "total_annotations": annotations,
         "total_predictions": predictions,
+        "next_after": next_after(tasks, request),
     }
 
 

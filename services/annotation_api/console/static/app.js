@@ -1,6 +1,6 @@
 // The console shell: hash routes (so a reload lands on the same screen), sign-in guard, breadcrumbs.
 import { api, token } from "./api.js";
-import { h, mount } from "./ui.js";
+import { h, mount, fmtNumber } from "./ui.js";
 
 const routes = [
   [/^#\/signin$/, "signin", () => ({})],
@@ -41,7 +41,7 @@ export function projectNav(project, active) {
   return h("div", { class: "project-head" },
     h("div", { class: "project-title" },
       h("h1", {}, project.title || `Project ${project.id}`),
-      h("span", { class: "muted" }, `${project.task_number ?? 0} tasks · ${project.total_annotations_number ?? 0} annotations · ${project.total_predictions_number ?? 0} predictions`)),
+      h("span", { class: "muted" }, `${fmtNumber(project.task_number ?? 0)} tasks · ${fmtNumber(project.total_annotations_number ?? 0)} annotations · ${fmtNumber(project.total_predictions_number ?? 0)} predictions`)),
     h("nav", { class: "tabs", "aria-label": "Project" },
       tab("data", "Data manager", `#/p/${project.id}`),
       tab("label", "Label", `#/p/${project.id}/label`),

@@ -9,6 +9,11 @@ const KIND_LABEL = { predict: "Retrieve predictions", train: "Training", predict
 function hidden() { try { return new Set(JSON.parse(localStorage.getItem(HIDDEN_KEY) || "[]")); } catch { return new Set(); } }
 function hide(id) { const s = hidden(); s.add(id); localStorage.setItem(HIDDEN_KEY, JSON.stringify([...s].slice(-200))); }
 
+// A finished prediction job whose backend answered every task with nothing: say so, or it looks broken.
+function silentModel(job) {
+  return job.kind === "predict" && job.status === "completed" && job.done > 0 && !job.predicted && !job.skipped && !job.failed;
+}
+
 export class JobPanel {
   constructor(projectId, onFinished) {
     this.projectId = projectId;
@@ -48,7 +53,8 @@ export class JobPanel {
     const errors = (job.errors || []).slice(0, 3);
     mount(card,
       h("div", { class: "row between" },
-        h("strong", {}, KIND_LABEL[job.kind] || job.kind, " #", job.id, job.model_version ? h("span", { class: "muted mono" }, " ", job.model_version) : null),
+        h("div", {}, h("strong", {}, KIND_LABEL[job.kind] || job.kind, " #", job.id),
+          job.model_version ? h("div", { class: "muted mono small" }, job.model_version) : null),
         h("div", { class: "row" }, badge(job.status, kind),
           TERMINAL.has(job.status)
             ? h("button", { class: "btn btn-ghost small", type: "button", "aria-label": `Dismiss job ${job.id}`, onclick: () => { hide(job.id); card.remove(); this.cards.delete(job.id); if (!this.cards.size) this.el.hidden = true; } }, "✕")
@@ -62,6 +68,8 @@ export class JobPanel {
         job.rate ? h("span", {}, `${job.rate.toFixed(1)} tasks/s`) : null,
         !TERMINAL.has(job.status) && job.eta_s !== null && job.eta_s !== undefined ? h("span", {}, `ETA ${fmtDuration(job.eta_s)}`) : null),
       job.error ? h("div", { class: "alert alert-error" }, job.error) : null,
+      silentModel(job) ? h("p", { class: "muted small", "data-testid": "job-hint" },
+        "The model answered with no prediction for these tasks. Many models stay silent until they have learned from a few annotations (the example backend needs two labels): label some tasks, then retrieve again.") : null,
       errors.length ? h("ul", { class: "job-errors" }, errors.map((e) => h("li", {}, e.task ? `Task ${e.task}: ` : "", e.message || JSON.stringify(e)))) : null);
   }
 

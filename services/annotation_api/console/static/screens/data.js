@@ -35,9 +35,9 @@ export async function render(view, { project: projectId }) {
   let allSelected = false;
   let loaded = [];
   let cursor = null;
-  let page = 1;
   let exhausted = false;
   let loading = false;
+  let generation = 0; // bumped by reload(): a page of an earlier order arriving late is dropped
 
   const jobs = new JobPanel(project.id, async (job) => {
     toast(`Job #${job.id} ${job.status}`, job.status === "completed" ? "ok" : "error");
@@ -113,8 +113,8 @@ export async function render(view, { project: projectId }) {
       h("td", { class: "check-cell" }, box),
       h("td", { class: "num mono" }, h("a", { href: `#/p/${project.id}/task/${task.id}` }, task.id)),
       h("td", { class: "preview" }, h("a", { href: `#/p/${project.id}/task/${task.id}`, class: "plain" }, preview(task.data))),
-      h("td", { class: "num" }, task.total_annotations ? h("span", { class: "pill ok" }, task.total_annotations) : h("span", { class: "muted" }, "0")),
-      h("td", { class: "num" }, task.total_predictions ? h("span", { class: "pill info" }, task.total_predictions) : h("span", { class: "muted" }, "0")),
+      h("td", { class: "num count" }, task.total_annotations ? h("span", { class: "pill ok" }, task.total_annotations) : h("span", { class: "muted" }, "0")),
+      h("td", { class: "num count" }, task.total_predictions ? h("span", { class: "pill info" }, task.total_predictions) : h("span", { class: "muted" }, "0")),
       h("td", { class: "num score", "data-testid": "score" }, score === null || score === undefined ? h("span", { class: "muted" }, "—")
         : h("span", { class: "scorebar", style: `--s:${Math.max(0, Math.min(1, score))}` }, score.toFixed(2))));
   }
@@ -135,30 +135,35 @@ export async function render(view, { project: projectId }) {
   async function loadMore() {
     if (loading || exhausted) return;
     loading = true;
+    const mine = generation;
     more.textContent = "Loading…";
     try {
-      // Keyset paging (after=) for id orders; score orders page by number. Never a full count per scroll.
-      const keyset = ordering === "id" || ordering === "-id";
+      // Keyset paging in every order (the API's next_after: an id, or score and id): each scroll costs one
+      // page at any depth, never a count.
       const params = new URLSearchParams({ project: project.id, page_size: PAGE, ordering });
-      if (keyset && cursor !== null) params.set("after", cursor);
-      if (!keyset) params.set("page", page);
+      if (cursor !== null) params.set("after", cursor);
       const res = await api(`/api/tasks?${params}`);
+      if (mine !== generation) return;
       const tasks = res.tasks || [];
       loaded = loaded.concat(tasks);
       tasks.forEach((t) => tbody.append(row(t)));
-      if (tasks.length) cursor = tasks[tasks.length - 1].id;
-      page += 1;
-      exhausted = tasks.length < PAGE;
+      cursor = res.next_after;
+      exhausted = cursor === null || cursor === undefined;
       more.textContent = exhausted ? (loaded.length ? `All ${fmtNumber(loaded.length)} tasks shown` : "") : "Scroll for more";
       if (!loaded.length) mount(more, emptyState("No tasks yet", "Import JSON, JSONL or CSV to start.", h("a", { class: "btn btn-primary", href: `#/p/${project.id}/import` }, "Import data")));
     } catch (err) {
       more.textContent = `Could not load tasks: ${err.message}`;
-    } finally { loading = false; updateSelInfo(); }
+    } finally {
+      loading = false;
+      updateSelInfo();
+      if (mine !== generation) loadMore();
+    }
   }
 
   function reload() {
     sortButton.textContent = `Score ${ordering === "prediction_score" ? "▲" : ordering === "-prediction_score" ? "▼" : "↕"}`;
-    loaded = []; cursor = null; page = 1; exhausted = false;
+    generation += 1;
+    loaded = []; cursor = null; exhausted = false;
     mount(tbody);
     loadMore();
   }
@@ -177,8 +182,8 @@ export async function render(view, { project: projectId }) {
           h("th", { scope: "col", class: "check-cell" }, h("span", { class: "sr-only" }, "Selected")),
           h("th", { scope: "col", class: "num" }, "ID"),
           h("th", { scope: "col" }, "Data"),
-          h("th", { scope: "col", class: "num" }, "Annotations"),
-          h("th", { scope: "col", class: "num" }, "Predictions"),
+          h("th", { scope: "col", class: "num count" }, "Annotations"),
+          h("th", { scope: "col", class: "num count" }, "Predictions"),
           h("th", { scope: "col", class: "num" }, sortButton))),
         tbody),
       more));

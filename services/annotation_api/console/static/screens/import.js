@@ -91,7 +91,7 @@ export async function render(view, { project: projectId }) {
         try {
           await api(`/api/projects/${project.id}/import`, { method: "POST", body: batch });
         } catch (err) {
-          const msg = err.message.replace(/tasks\[(\d+)\]/, (_, i) => `row ${start + Number(i) + 1}`);
+          const msg = err.message.replace(/tasks\[(\d+)\]\.?/, (_, i) => `Row ${start + Number(i) + 1}: `);
           throw new Error(`${msg}${sent ? ` (the first ${fmtNumber(sent)} tasks were imported)` : " (nothing was imported)"}`);
         }
         sent += batch.length;

@@ -40,9 +40,11 @@ export async function render(view, { project: projectId, task: taskId }) {
   let labeled = 0;
   let ls = null;
   let current = null;
+  let currentPrediction = null;
   let started = Date.now();
   let pollTimer = null;
   let versions = new Map();
+  const learned = new Set(); // backends whose version moved after this session's submits
   let disposed = false;
   let storedIds = new Set();
 
@@ -55,24 +57,27 @@ export async function render(view, { project: projectId, task: taskId }) {
       list.length ? list.map((b) => h("div", { class: "model-line", "data-backend": b.id },
         h("div", { class: "row between" }, h("strong", {}, b.title), badge(b.readable_state || b.state, stateKind(b.state))),
         h("div", { class: `mono small ${changed.has(b.id) ? "flash" : ""}`, "data-testid": "live-version" }, "version ", b.model_version || "—"),
-        changed.has(b.id) ? h("div", { class: "ok-note" }, "↑ new version after your annotations") : null,
+        learned.has(b.id) ? h("div", { class: "ok-note" }, "↑ new version after your annotations") : null,
         b.error_message ? h("div", { class: "alert alert-error small" }, b.error_message) : null))
         : h("p", { class: "muted" }, "No model connected. ", h("a", { href: `#/p/${project.id}/ml` }, "Connect one")),
       h("p", { class: "muted small" }, "Shown predictions: ", h("span", { class: "mono" }, project.model_version || "latest")));
   }
   drawModels(backends);
 
-  // After a submit the backend learns online; poll its version for a while so the change is visible.
+  // After a submit the backend learns online; poll its version for a while so each change is visible.
   function pollVersions() {
     clearTimeout(pollTimer);
     let rounds = 0;
     const tick = async () => {
       if (disposed) return;
       try {
-        const list = await api(`/api/ml?project=${project.id}`);
+        // The project too: its shown version follows a backend with auto-update on.
+        const [list, fresh] = await Promise.all([api(`/api/ml?project=${project.id}`), api(`/api/projects/${project.id}`)]);
+        project = fresh;
         const changed = new Set(list.filter((b) => versions.has(b.id) && versions.get(b.id) !== b.model_version).map((b) => b.id));
-        if (changed.size) { drawModels(list, changed); list.forEach((b) => versions.set(b.id, b.model_version)); return; }
-        drawModels(list);
+        changed.forEach((id) => learned.add(id));
+        list.forEach((b) => versions.set(b.id, b.model_version));
+        drawModels(list, changed); // keeps polling: an online learner moves once per annotation it receives
       } catch { /* polling is best effort */ }
       if (++rounds < 30) pollTimer = setTimeout(tick, 1500);
     };
@@ -127,6 +132,11 @@ export async function render(view, { project: projectId, task: taskId }) {
   }
   document.addEventListener("keydown", onKey, true);
 
+  // LSF 1.4 names its buttons "submit" / "skip-task" for assistive tech, "Update" included: use their text.
+  const a11y = new MutationObserver(() => holder.querySelectorAll('button[aria-label="submit"], button[aria-label="skip-task"]')
+    .forEach((b) => { if (b.textContent.trim()) b.setAttribute("aria-label", b.textContent.trim()); }));
+  a11y.observe(holder, { childList: true, subtree: true, characterData: true });
+
   async function store(kind, annotation) {
     const result = annotation ? annotation.serializeAnnotation() : [];
     const lead_time = (Date.now() - started) / 1000;
@@ -137,8 +147,7 @@ export async function render(view, { project: projectId, task: taskId }) {
         return;
       }
       const body = kind === "skip" ? { result: [], was_cancelled: true, lead_time } : { result, lead_time };
-      const prediction = shownPrediction(current, project.model_version);
-      if (prediction && kind === "submit") body.parent_prediction = prediction.id;
+      if (currentPrediction && kind === "submit") body.parent_prediction = currentPrediction.id;
       const saved = await api(`/api/tasks/${current.id}/annotations`, { method: "POST", body });
       delete holder.dataset.ready; // this task is done: no second submit while the next one loads
       if (annotation && kind === "submit") annotation.updatePersonalKey?.(String(saved.id));
@@ -152,7 +161,10 @@ export async function render(view, { project: projectId, task: taskId }) {
     }
   }
 
-  async function show(task) {
+  // ``version``: the shown model version to pick the prediction of; null for a task from /next, which
+  // embeds only the predictions annotators see (the project's version as the server had it just then,
+  // which may be newer than this page's copy of the project while the model learns online).
+  async function show(task, version) {
     current = task;
     started = Date.now();
     const LabelStudio = await loadEditor();
@@ -160,7 +172,8 @@ export async function render(view, { project: projectId, task: taskId }) {
     if (ls) { try { ls.destroy(); } catch { /* the old editor may already be gone */ } }
     holder.replaceChildren();
     delete holder.dataset.ready;
-    const prediction = shownPrediction(task, project.model_version);
+    const prediction = shownPrediction(task, version);
+    currentPrediction = prediction;
     const annotations = (task.annotations || []).filter((a) => !a.was_cancelled);
     storedIds = new Set(annotations.map((a) => String(a.id)));
     mount(info,
@@ -202,7 +215,7 @@ export async function render(view, { project: projectId, task: taskId }) {
   async function next() {
     try {
       const task = await api(`/api/projects/${project.id}/next`);
-      await show(task);
+      await show(task, null);
     } catch (err) {
       if (err.status === 404) {
         if (ls) { try { ls.destroy(); } catch { /* already gone */ } ls = null; }
@@ -218,6 +231,6 @@ export async function render(view, { project: projectId, task: taskId }) {
       h("aside", { class: "label-side stack" }, modelsBox, interactiveBox,
         h("div", { class: "card" }, h("h2", {}, "Sampling"), h("p", { class: "muted small" }, project.sampling), h("a", { href: `#/p/${project.id}/ml` }, "Change")))));
   if (stream) await next();
-  else await show(await api(`/api/tasks/${taskId}`));
-  return () => { disposed = true; clearTimeout(pollTimer); document.removeEventListener("keydown", onKey, true); if (ls) { try { ls.destroy(); } catch { /* already gone */ } } };
+  else await show(await api(`/api/tasks/${taskId}`), project.model_version);
+  return () => { disposed = true; a11y.disconnect(); clearTimeout(pollTimer); document.removeEventListener("keydown", onKey, true); if (ls) { try { ls.destroy(); } catch { /* already gone */ } } };
 }
