@@ -75,7 +75,7 @@ async def redrive_all(backend_id: MlBackendId, session: SessionDep, _: CurrentUs
     return await troubled.redrive(session, backend_id, None)
 
 
-@public.post("/{backend_id}/events/{event_id}/redrive", response_model=RedriveOut)
+@public.post("/{backend_id}/events/{event_id:int}/redrive", response_model=RedriveOut)
 async def redrive_one(
     backend_id: MlBackendId, event_id: EventId, session: SessionDep, _: CurrentUser
 ) -> RedriveOut:
@@ -83,7 +83,7 @@ async def redrive_one(
     return await troubled.redrive(session, backend_id, event_id)
 
 
-@public.delete("/{backend_id}/events/{event_id}", status_code=204)
+@public.delete("/{backend_id}/events/{event_id:int}", status_code=204)
 async def drop_parked(
     backend_id: MlBackendId, event_id: EventId, session: SessionDep, _: CurrentUser
 ) -> Response:
