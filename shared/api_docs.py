@@ -8,7 +8,6 @@ JavaScript from the ``fastapi-offline`` wheel, served here: the pages work witho
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.staticfiles import StaticFiles
 
-from shared.openapi_values import declare_storable_values
+from shared.openapi_values import declare_storable_values, schema_refs
 
 INTERNAL_PREFIX = "/internal"
 ASSETS_PATH = "/docs/assets"
@@ -47,21 +46,6 @@ def is_internal(path: str) -> bool:
     return path == INTERNAL_PREFIX or path.startswith(INTERNAL_PREFIX + "/")
 
 
-def _refs(node: Any) -> Iterable[str]:
-    if isinstance(node, dict):
-        ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith(_SCHEMA_REF):
-            yield ref.removeprefix(_SCHEMA_REF)
-        for value in node.values():
-            yield from _refs(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _refs(item)
-
-
-_SCHEMA_REF = "#/components/schemas/"
-
-
 def _only(full: dict[str, Any], *, internal: bool, title: str, description: str) -> dict[str, Any]:
     """``full`` cut to the public (or internal) paths, with only the schemas and schemes they use."""
     spec = {**full, "info": {**full["info"], "title": title, "description": description}}
@@ -69,12 +53,12 @@ def _only(full: dict[str, Any], *, internal: bool, title: str, description: str)
     components = full.get("components", {})
     schemas: dict[str, Any] = components.get("schemas", {})
     wanted: set[str] = set()
-    pending = list(_refs(spec["paths"]))
+    pending = list(schema_refs(spec["paths"]))
     while pending:
         name = pending.pop()
         if name not in wanted:
             wanted.add(name)
-            pending.extend(_refs(schemas.get(name, {})))
+            pending.extend(schema_refs(schemas.get(name, {})))
     used_schemes = {
         name
         for ops in spec["paths"].values()

@@ -90,16 +90,17 @@ def _declare(schema: Any, in_json: bool, pattern: str | None) -> Any:
 _SUBSCHEMAS = frozenset({"items", "additionalProperties", "anyOf", "oneOf", "allOf", "prefixItems", "not"})
 
 
-def _refs(node: Any) -> Iterator[str]:
+def schema_refs(node: Any) -> Iterator[str]:
+    """Names of the component schemas ``node`` refers to, anywhere inside it."""
     if isinstance(node, dict):
         ref = node.get("$ref")
         if isinstance(ref, str) and ref.startswith(_REF_PREFIX):
             yield ref.removeprefix(_REF_PREFIX)
         for value in node.values():
-            yield from _refs(value)
+            yield from schema_refs(value)
     elif isinstance(node, list):
         for item in node:
-            yield from _refs(item)
+            yield from schema_refs(item)
 
 
 def declare_storable_values(spec: dict[str, Any], *, refuses_nul: bool = True) -> None:
@@ -111,10 +112,10 @@ def declare_storable_values(spec: dict[str, Any], *, refuses_nul: bool = True) -
         for operation in operations.values():
             for parameter in operation.get("parameters", []):
                 parameter["schema"] = _declare(parameter.get("schema", {}), False, pattern)
-                pending.extend(_refs(parameter["schema"]))
+                pending.extend(schema_refs(parameter["schema"]))
             for media in operation.get("requestBody", {}).get("content", {}).values():
                 media["schema"] = _declare(media.get("schema", {}), True, pattern)
-                pending.extend(_refs(media["schema"]))
+                pending.extend(schema_refs(media["schema"]))
     done: set[str] = set()
     while pending:
         name = pending.pop()
@@ -122,5 +123,5 @@ def declare_storable_values(spec: dict[str, Any], *, refuses_nul: bool = True) -
             continue
         done.add(name)
         schemas[name] = _declare(schemas[name], True, pattern)
-        pending.extend(_refs(schemas[name]))
+        pending.extend(schema_refs(schemas[name]))
     schemas[JSON_VALUE] = _json_value_schema(pattern)

@@ -178,7 +178,9 @@ _PICK = (
     .where(Job.step.is_not(None), Job.status.in_(_ACTIVE))
     .order_by(Job.updated_at, Job.id)
     .limit(1)
-    .with_for_update(skip_locked=True)
+    # NO KEY UPDATE: the chunk and prediction rows written meanwhile reference this job, and their
+    # foreign-key checks (KEY SHARE) must not wait for a planning step to commit.
+    .with_for_update(skip_locked=True, key_share=True)
 )
 
 
