@@ -34,10 +34,11 @@ from signal import Signals
 from typing import Any
 
 import httpx
+import orjson
 from arq.connections import RedisSettings
 from arq.typing import WorkerCoroutine
 from arq.worker import Retry, Worker
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from services.model_gateway.learning import deliver_events, train_backend
@@ -51,7 +52,6 @@ from shared.gateway_contract import (
     ChunkHeartbeat,
     ChunkLease,
     ChunkRelease,
-    ChunkReport,
     PredictTasksResult,
 )
 from shared.jobs import QUEUE_NAME
@@ -125,8 +125,7 @@ class Drain:
             self.started.set()
 
 
-async def _post(api: httpx.AsyncClient, path: str, body: BaseModel | None = None) -> bytes:
-    content = b"{}" if body is None else body.model_dump_json().encode()
+async def _post(api: httpx.AsyncClient, path: str, content: bytes = b"{}") -> bytes:
     headers = {"Content-Type": "application/json", **outgoing_request_headers()}
     response = await api.post(path, content=content, headers=headers)
     if response.status_code != 200:
@@ -138,7 +137,7 @@ async def _post(api: httpx.AsyncClient, path: str, body: BaseModel | None = None
     return response.content
 
 
-async def _post_retrying(api: httpx.AsyncClient, path: str, body: BaseModel | None = None) -> bytes:
+async def _post_retrying(api: httpx.AsyncClient, path: str, content: bytes = b"{}") -> bytes:
     """``_post`` with backoff for what a retry can fix: transport errors, 5xx, and 409 (the API rolled a
     deadlocked or serialization-failed transaction back, nothing was written). Other 4xx are final.
 
@@ -148,7 +147,7 @@ async def _post_retrying(api: httpx.AsyncClient, path: str, body: BaseModel | No
     busy_until = time.monotonic() + _BUSY_PATIENCE_S
     while True:
         try:
-            return await _post(api, path, body)
+            return await _post(api, path, content)
         except (httpx.TransportError, ApiCallFailed) as exc:
             busy_s = exc.retry_after_s if isinstance(exc, ApiCallFailed) else None
             if busy_s is not None and time.monotonic() < busy_until:
@@ -224,6 +223,36 @@ def parse_lease(content: bytes) -> ChunkLease:
     return ChunkLease.model_validate(json.loads(content))
 
 
+def encode_report(result: PredictTasksResult, sent: list[int]) -> bytes:
+    """The ``ChunkReport`` body: each result, validated by the predictor, encoded once into its
+    ``result_json``, which the API stores as it is. A result orjson cannot write (nested deeper than it
+    goes) becomes its task's error rather than failing the report."""
+    errors = [{"task_id": error.task_id, "message": error.message} for error in result.errors]
+    predictions = []
+    for prediction in result.predictions:
+        try:
+            result_json = orjson.dumps(prediction.result).decode()
+        except orjson.JSONEncodeError as exc:
+            message = f"prediction not stored: its result cannot be written as JSON ({exc})"
+            errors.append({"task_id": prediction.task_id, "message": message})
+            continue
+        predictions.append(
+            {
+                "task_id": prediction.task_id,
+                "result_json": result_json,
+                "score": prediction.score,
+                "model_version": prediction.model_version,
+            }
+        )
+    report = {
+        "predictions": predictions,
+        "errors": errors,
+        "model_version": result.model_version,
+        "sent": sent,
+    }
+    return orjson.dumps(report)
+
+
 async def process_chunk(ctx: dict[str, Any], chunk_id: int, carried: dict[str, str] | None = None) -> str:
     """Predict one chunk of a bulk job and write it back through the API.
 
@@ -258,12 +287,7 @@ async def _process_chunk(ctx: dict[str, Any], chunk_id: int) -> tuple[str, str]:
         if predicted is None:
             return "stopped", f"chunk {chunk_id} stopped: cancelled, deleted or finished elsewhere"
         result = predicted
-    report = ChunkReport(
-        predictions=result.predictions,
-        errors=result.errors,
-        model_version=result.model_version,
-        sent=[task["id"] for task in lease.tasks],
-    )
+    report = encode_report(result, [task["id"] for task in lease.tasks])
     ack = ChunkAck.model_validate_json(
         await _post_retrying(api, f"/internal/chunks/{chunk_id}/complete", report)
     )
