@@ -15,7 +15,8 @@ gateway → API (service token):
 gateway worker → API (service token):
 - ``POST /internal/chunks/{chunk_id}/lease``    → ``ChunkLease`` (tasks still to predict, or done/cancelled)
 - ``POST /internal/chunks/{chunk_id}/heartbeat`` → ``ChunkHeartbeat`` (extends the lease while working)
-- ``POST /internal/chunks/{chunk_id}/complete`` ``ChunkReport`` → ``ChunkAck`` (exactly-once write)
+- ``POST /internal/chunks/{chunk_id}/complete`` ``ChunkReport`` → ``ChunkAck`` (exactly-once write; each
+  result travels as JSON text the API stores as it is, see ``ReportedPrediction``)
 - ``POST /internal/chunks/{chunk_id}/release``  → ``ChunkRelease`` (a stopping worker hands it back,
   the attempt not counted)
 """
@@ -153,8 +154,26 @@ class ChunkRelease(BaseModel):
     )
 
 
+class ReportedPrediction(BaseModel):
+    """A bulk prediction as the worker reports it: the result already validated and encoded once.
+
+    The API stores ``result_json`` into the jsonb column as it is (Postgres checks its syntax), instead of
+    parsing every region into Python objects and encoding them again; a text Postgres refuses fails the
+    whole report with a 400 naming the field.
+    """
+
+    task_id: int = Field(description="The task's id.")
+    result_json: str = Field(
+        pattern=r"^[ \t\n\r]*\[",
+        json_schema_extra={"contentMediaType": "application/json"},
+        description="The regions (a JSON array, validated against the label config by the gateway) as JSON text.",
+    )
+    score: float | None = Field(default=None, description="The model's confidence, if given.")
+    model_version: str = Field(description="The version the backend tagged it with.")
+
+
 class ChunkReport(BaseModel):
-    predictions: list[TaskPrediction] = []
+    predictions: list[ReportedPrediction] = []
     errors: list[TaskError] = []
     model_version: str | None = None
     sent: list[int] | None = Field(

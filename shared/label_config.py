@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Final, Literal
 from xml.etree.ElementTree import Element, ParseError
 
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeElementTree
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict
 
 #: Tags that display task data; a control's toName must name one of them.
 OBJECT_TAGS: Final[frozenset[str]] = frozenset(
@@ -135,15 +135,16 @@ class LabelConfig(_Frozen):
     controls: tuple[ControlTag, ...]
     #: `value`s of <Relation> children of <Relations>, the labels a relation may carry.
     relation_labels: tuple[str, ...] = ()
-    _controls_by_name: dict[str, ControlTag] = PrivateAttr(default_factory=dict)
 
-    def model_post_init(self, context: Any, /) -> None:
-        """Index controls once; region validation looks one up per region."""
-        self._controls_by_name = {control.name: control for control in self.controls}
+    @cached_property
+    def controls_by_name(self) -> Mapping[str, ControlTag]:
+        """Controls indexed once; region validation looks one up per region. A plain instance attribute
+        once computed: a pydantic private attribute would go through ``__getattr__`` on every read."""
+        return {control.name: control for control in self.controls}
 
     def control(self, name: str) -> ControlTag | None:
         """The control tag called `name`, or None."""
-        return self._controls_by_name.get(name)
+        return self.controls_by_name.get(name)
 
     def required_data_keys(self) -> set[str]:
         """Task data keys the object tags read; a task lacking one cannot be shown."""

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import SERVICE_TOKEN
@@ -251,17 +252,26 @@ async def test_internal_routes_apply_a_report_once_and_refuse_client_tokens(
     lease = (await api.post(f"/internal/chunks/{chunk_id}/lease", headers=service)).json()
     assert lease["status"] == "leased" and [task["id"] for task in lease["tasks"]] == task_ids
     assert lease["backend"]["url"] == fake.url and lease["lease_s"] > 0
-    (region,) = choice("Positive")
+    result_json = orjson.dumps(choice("Positive")).decode()
     report = {
         "predictions": [
-            {"task_id": task_ids[0], "result": [region], "score": 0.5, "model_version": "fake-v1"},
-            {"task_id": task_ids[1], "result": [region], "score": 0.7, "model_version": "fake-v1"},
+            {"task_id": task_ids[0], "result_json": result_json, "score": 0.5, "model_version": "fake-v1"},
+            {"task_id": task_ids[1], "result_json": result_json, "score": 0.7, "model_version": "fake-v1"},
         ],
         "errors": [{"task_id": task_ids[2], "message": "backend choked"}],
     }
-    malformed = {"predictions": [{"task_id": "x", "result": {}, "model_version": 1}]}
+    malformed = {"predictions": [{"task_id": "x", "result_json": [], "model_version": 1}]}
     refused = await api.post(f"/internal/chunks/{chunk_id}/complete", json=malformed, headers=service)
     assert refused.status_code == 400 and "predictions.0" in refused.json()["validation_errors"]
+    # Results are stored as the text they came in: one Postgres refuses fails the whole report, by name.
+    for bad in ('[{"from_name": "sentiment",', '["\\ud800"]', "{}"):
+        unstorable = {
+            "predictions": [report["predictions"][0], {**report["predictions"][1], "result_json": bad}]
+        }
+        refused = await api.post(f"/internal/chunks/{chunk_id}/complete", json=unstorable, headers=service)
+        assert refused.status_code == 400, (bad, refused.text)
+        assert list(refused.json()["validation_errors"]) == ["predictions.1.result_json"], refused.text
+    assert await db.fetchval("SELECT count(*) FROM prediction") == 0
     first = await api.post(f"/internal/chunks/{chunk_id}/complete", json=report, headers=service)
     assert first.json() == {"accepted": True, "job_status": "completed"}
     again = await api.post(f"/internal/chunks/{chunk_id}/complete", json=report, headers=service)
@@ -359,7 +369,7 @@ async def test_reports_of_two_backends_over_the_same_tasks_never_deadlock(
     first = await connect_backend(api, project["id"], fake.url)
     second = await connect_backend(api, project["id"], fake.url)
     service = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
-    (region,) = choice("Positive")
+    result_json = orjson.dumps(choice("Positive")).decode()
     chunks: list[list[int]] = []
     for backend in (first, second):
         job = (await retrieve(api, project["id"], {"ml_backend": backend["id"]})).json()
@@ -370,7 +380,7 @@ async def test_reports_of_two_backends_over_the_same_tasks_never_deadlock(
     async def report(chunk_id: int) -> httpx.Response:
         lease = (await api.post(f"/internal/chunks/{chunk_id}/lease", headers=service)).json()
         predictions = [
-            {"task_id": task["id"], "result": [region], "score": 0.5, "model_version": "fake-v1"}
+            {"task_id": task["id"], "result_json": result_json, "score": 0.5, "model_version": "fake-v1"}
             for task in lease["tasks"]
         ]
         return await api.post(

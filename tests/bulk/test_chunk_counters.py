@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import SERVICE_TOKEN
@@ -28,11 +29,11 @@ TASKS = 120  # twelve chunks of ten
 async def _report(api: httpx.AsyncClient, chunk_id: int) -> httpx.Response:
     """Lease a chunk and report a prediction for every task but the first, which fails."""
     lease = (await api.post(f"/internal/chunks/{chunk_id}/lease", headers=SERVICE)).json()
-    (region,) = choice("Positive")
+    result_json = orjson.dumps(choice("Positive")).decode()
     first, *rest = lease["tasks"]
     body = {
         "predictions": [
-            {"task_id": task["id"], "result": [region], "score": 0.5, "model_version": "fake-v1"}
+            {"task_id": task["id"], "result_json": result_json, "score": 0.5, "model_version": "fake-v1"}
             for task in rest
         ],
         "errors": [{"task_id": first["id"], "message": "no answer"}],

@@ -76,16 +76,22 @@ async def test_the_worker_waits_out_busy_answers_without_spending_its_attempts()
     busy = worker._API_ATTEMPTS + 2
     app, calls = _busy_server(busy, retry_after="0")
     with ServerThread(app) as server:
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        client = worker.ChunkApi(server.url, "token")
+        try:
             assert await worker._post_retrying(client, "/call") == b'{"ok": true}'
+        finally:
+            await client.aclose()
     assert len(calls) == busy + 1
 
 
 async def test_a_503_without_retry_after_is_an_ordinary_failure() -> None:
     app, calls = _busy_server(worker._API_ATTEMPTS, retry_after=None)
     with ServerThread(app) as server:
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        client = worker.ChunkApi(server.url, "token")
+        try:
             with pytest.raises(worker.ApiCallFailed) as failed:
                 await worker._post_retrying(client, "/call")
+        finally:
+            await client.aclose()
     assert failed.value.status_code == 503
     assert len(calls) == worker._API_ATTEMPTS

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import orjson
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
 
 from services.annotation_api.auth.dependencies import service_caller
 from services.annotation_api.db import InternalSessionDep
 from services.annotation_api.ids import PathId
 from services.annotation_api.jobs import service
-from services.annotation_api.jobs.schemas import parse_report
+from services.annotation_api.jobs.schemas import parse_report, unstorable_result
 from shared.gateway_contract import ChunkAck, ChunkHeartbeat, ChunkLease, ChunkRelease, ChunkReport
 from shared.http import JsonResponse
 
@@ -88,6 +90,21 @@ async def release(chunk_id: PathId, session: InternalSessionDep) -> ChunkRelease
 async def complete_chunk(chunk_id: PathId, request: Request, session: InternalSessionDep) -> ChunkAck:
     """Store the chunk's predictions once; a repeated or late report is acknowledged and ignored.
 
-    The body is a ``ChunkReport``, parsed by ``parse_report`` (reports are large and frequent).
+    The body is a ``ChunkReport``, parsed by ``parse_report`` (reports are large and frequent). Each
+    ``result_json`` is stored as it is: one Postgres refuses is a 400 naming it, and nothing is stored.
     """
-    return await service.complete_chunk(session, chunk_id, parse_report(await request.body()))
+    raw = await request.body()
+    report = parse_report(raw)
+    try:
+        return await service.complete_chunk(session, chunk_id, report)
+    except (DBAPIError, asyncpg.PostgresError) as exc:
+        refused = unstorable_result(raw) if _bad_value(exc) else None
+        if refused is None:
+            raise
+        raise refused from exc
+
+
+def _bad_value(exc: Exception) -> bool:
+    """Postgres refused a value (SQLSTATE class 22, data exception), e.g. a text that is not JSON."""
+    error = getattr(exc.orig, "__cause__", None) if isinstance(exc, DBAPIError) else exc
+    return str(getattr(error, "sqlstate", "") or "").startswith("22")

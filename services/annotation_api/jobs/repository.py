@@ -19,7 +19,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.models import JobChunk
-from shared.gateway_contract import TaskError, TaskPrediction
+from shared.gateway_contract import ReportedPrediction, TaskError
 
 ERRORS_SAMPLE_MAX = 50
 
@@ -281,7 +281,7 @@ async def insert_predictions(
     backend_id: int | None,
     job_id: int,
     chunk_task_ids: list[int],
-    predictions: Sequence[TaskPrediction],
+    predictions: Sequence[ReportedPrediction],
 ) -> list[int]:
     """Bulk insert in one statement; returns the task id of every prediction stored."""
     if not predictions:
@@ -292,7 +292,7 @@ async def insert_predictions(
         "job": job_id,
         "chunk_ids": chunk_task_ids,
         "task_ids": [p.task_id for p in predictions],
-        "results": [orjson.dumps(p.result).decode() for p in predictions],
+        "results": [p.result_json for p in predictions],
         "scores": [p.score for p in predictions],
         "versions": [p.model_version for p in predictions],
     }

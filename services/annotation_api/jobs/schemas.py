@@ -7,15 +7,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from services.annotation_api.errors import BadRequest
 from services.annotation_api.models import Job, JobStatus
-from shared.gateway_contract import ChunkReport, TaskError, TaskPrediction
+from shared.gateway_contract import ChunkReport, ReportedPrediction, TaskError
 from shared.json_values import find_bad_value, text_problem
 
 _ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 ERRORS_SHOWN = 50
+_PREDICTIONS = TypeAdapter(list[ReportedPrediction])
+_JSON_SPACE = " \t\n\r"
+"""What JSON allows before a value (Python's ``lstrip()`` would take more)."""
 
 
 @dataclass(frozen=True)
@@ -153,10 +156,13 @@ def _list(body: dict[str, Any], field: str) -> list[Any]:
 
 
 def parse_report(raw: bytes) -> ChunkReport:
-    """A ``ChunkReport`` from a worker's body: orjson plus shape checks, then ``model_construct``.
+    """A ``ChunkReport`` from a worker's body: orjson, then the predictions validated in one call (the
+    checks naming the field only when that fails).
 
-    Same rules as validating the model, about five times faster on a 500-prediction report, which
-    matters because every bulk-predicted task passes through here.
+    Same rules as validating the model, several times faster, which matters because every bulk-predicted
+    task passes through here. Each result stays the JSON text the worker encoded (``result_json``): it is
+    stored as it is and Postgres checks its syntax (``unstorable_result`` names a text it refused); only a
+    report holding an escaped NUL has its results parsed here (``_storable``).
     """
     try:
         body = orjson.loads(raw)
@@ -164,28 +170,11 @@ def parse_report(raw: bytes) -> ChunkReport:
         raise BadRequest(f"malformed JSON: {exc}", field="body") from None
     if not isinstance(body, dict):
         raise BadRequest("A chunk report must be a JSON object.", field="body")
-    predictions: list[TaskPrediction] = []
-    for index, item in enumerate(_list(body, "predictions")):
-        if not (
-            isinstance(item, dict)
-            and _int(item.get("task_id"))
-            and isinstance(item.get("result"), list)
-            and isinstance(item.get("model_version"), str)
-            and (item.get("score") is None or isinstance(item["score"], int | float))
-        ):
-            raise BadRequest(
-                "needs task_id (int), result (list), model_version (str), score (number or null)",
-                field=f"predictions.{index}",
-            )
-        score = item.get("score")
-        predictions.append(
-            TaskPrediction.model_construct(
-                task_id=item["task_id"],
-                result=item["result"],
-                score=None if score is None else float(score),
-                model_version=item["model_version"],
-            )
-        )
+    items = _list(body, "predictions")
+    try:  # one call into pydantic's core for the whole list; strict: the same rules as _checked below
+        predictions = _PREDICTIONS.validate_python(items, strict=True)
+    except ValidationError:
+        predictions = _checked(items)  # says which one and why, or takes what strict mode left out
     errors: list[TaskError] = []
     for index, item in enumerate(_list(body, "errors")):
         if not (
@@ -208,15 +197,73 @@ def parse_report(raw: bytes) -> ChunkReport:
     )
 
 
-def _storable(predictions: list[TaskPrediction], errors: list[TaskError]) -> list[TaskPrediction]:
+def _checked(items: list[Any]) -> list[ReportedPrediction]:
+    """The predictions checked one by one: a 400 naming the first that does not fit."""
+    predictions: list[ReportedPrediction] = []
+    for index, item in enumerate(items):
+        if not (
+            isinstance(item, dict)
+            and _int(item.get("task_id"))
+            and isinstance(item.get("result_json"), str)
+            and isinstance(item.get("model_version"), str)
+            and (item.get("score") is None or isinstance(item["score"], int | float))
+        ):
+            raise BadRequest(
+                "needs task_id (int), result_json (str), model_version (str), score (number or null)",
+                field=f"predictions.{index}",
+            )
+        if not item["result_json"].lstrip(_JSON_SPACE).startswith("["):
+            raise BadRequest(
+                "must be a JSON array of regions, as text", field=f"predictions.{index}.result_json"
+            )
+        score = item.get("score")
+        predictions.append(
+            ReportedPrediction(
+                task_id=item["task_id"],
+                result_json=item["result_json"],
+                score=None if score is None else float(score),
+                model_version=item["model_version"],
+            )
+        )
+    return predictions
+
+
+def _storable(predictions: list[ReportedPrediction], errors: list[TaskError]) -> list[ReportedPrediction]:
     """Predictions Postgres can store; one holding a NUL character becomes its task's error instead, so
-    a backend's one bad answer neither fails the whole chunk nor loses the others."""
-    kept: list[TaskPrediction] = []
-    for prediction in predictions:
-        found = find_bad_value({"result": prediction.result, "model_version": prediction.model_version})
+    a backend's one bad answer neither fails the whole chunk nor loses the others.
+
+    A NUL in a result is the escape ``\\u0000`` in its text (or a raw NUL, which no JSON text holds):
+    only such results are parsed, to tell a real NUL from an escaped backslash and to name where it is.
+    """
+    kept: list[ReportedPrediction] = []
+    for index, prediction in enumerate(predictions):
+        text = prediction.result_json
+        result = _decoded(text, index) if "\\u0000" in text or "\x00" in text else None
+        found = find_bad_value({"result": result, "model_version": prediction.model_version})
         if found is None:
             kept.append(prediction)
         else:
             message = f"prediction not stored: {found[0]} {found[1]}"
             errors.append(TaskError.model_construct(task_id=prediction.task_id, message=message))
     return kept
+
+
+def _decoded(result_json: str, index: int) -> Any:
+    try:
+        return orjson.loads(result_json)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"is not valid JSON: {exc}", field=f"predictions.{index}.result_json") from None
+
+
+def unstorable_result(raw: bytes) -> BadRequest | None:
+    """After Postgres refused a value of a report (``parse_report`` accepted it): the 400 naming the
+    ``result_json`` that is not JSON, or None when every one is (the refusal was about something else).
+
+    Only on that error path: the report was applied in one transaction, so nothing of it was stored.
+    """
+    for index, item in enumerate(orjson.loads(raw).get("predictions") or []):
+        try:
+            orjson.loads(item["result_json"])
+        except orjson.JSONDecodeError as exc:
+            return BadRequest(f"is not valid JSON: {exc}", field=f"predictions.{index}.result_json")
+    return None

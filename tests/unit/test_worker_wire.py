@@ -1,0 +1,109 @@
+"""What the gateway worker reads from and writes to the annotation API: the lease and the report.
+
+Tasks are passed on as they came, exactly (a number beyond 64 bits stays an integer, so such a task fails
+alone later, as unsendable). Results
+travel as JSON text, encoded once by the worker, and the API keeps that text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from services.annotation_api.jobs.schemas import parse_report
+from services.model_gateway.worker import encode_report, parse_lease
+from shared.gateway_contract import BackendSpec, ChunkReport, PredictTasksResult, TaskError, TaskPrediction
+
+REGION = {"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["A"]}}
+
+
+def lease_body(tasks: str) -> bytes:
+    """A lease as the API writes it: the envelope, and the tasks as the JSON text Postgres built."""
+    envelope = {
+        "chunk_id": 7,
+        "job_id": 3,
+        "status": "leased",
+        "backend": {"id": 1, "url": "http://127.0.0.1:9090", "batch_size": 4},
+        "project": {"id": 2, "created_at_ts": 1700000000, "label_config": "<View/>"},
+        "skipped": 1,
+        "lease_s": 120.0,
+    }
+    return orjson.dumps(envelope)[:-1] + b', "tasks": ' + tasks.encode() + b"}"
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "1" + "]" * depth
+
+
+def test_a_lease_keeps_its_tasks_as_they_came_and_validates_the_envelope() -> None:
+    tasks = '[{"id": 1, "data": {"text": "a", "n": 1.5, "big": 9007199254740993}, "meta": {}, "project": 2}]'
+    lease = parse_lease(lease_body(tasks))
+    assert lease.tasks == orjson.loads(tasks)
+    assert isinstance(lease.backend, BackendSpec) and lease.backend.batch_size == 4
+    assert lease.project is not None and lease.project.protocol_id == "2.1700000000"
+    assert (lease.chunk_id, lease.skipped, lease.lease_s) == (7, 1, 120.0)
+
+
+@pytest.mark.parametrize("depth", [150, 300])
+def test_a_number_beyond_64_bits_stays_an_integer_at_any_depth(depth: int) -> None:
+    tasks = f'[{{"id": 1, "data": {{"n": 100000000000000000000, "deep": {nested(depth)}}}}}]'
+    (task,) = parse_lease(lease_body(tasks)).tasks
+    assert task["data"]["n"] == 10**20 and isinstance(task["data"]["n"], int)
+
+
+def test_a_lease_without_tasks_is_read() -> None:
+    lease = parse_lease(b'{"chunk_id": 7, "job_id": 3, "status": "done"}')
+    assert (lease.status, lease.tasks, lease.backend) == ("done", [], None)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        lease_body('[{"id": 1}, 2]'),
+        lease_body('{"id": 1}'),
+        b'{"chunk_id": 7, "job_id": 3, "status": "lost"}',
+        b"[]",
+        b"<html>",
+    ],
+)
+def test_a_body_that_is_no_lease_is_refused_as_pydantic_would(body: bytes) -> None:
+    with pytest.raises(ValidationError):
+        parse_lease(body)
+
+
+def test_the_report_carries_each_result_as_text_the_api_keeps() -> None:
+    result = PredictTasksResult(
+        predictions=[
+            TaskPrediction(task_id=1, result=[REGION], score=0.25, model_version="v1"),
+            TaskPrediction(task_id=2, result=[], score=None, model_version="v1"),
+        ],
+        errors=[TaskError(task_id=3, message="timeout")],
+        model_version="v1",
+    )
+    body = encode_report(result, [1, 2, 3])
+    assert ChunkReport.model_validate_json(body).sent == [1, 2, 3]  # the contract's shape
+    report = parse_report(body)
+    stored = [(p.task_id, orjson.loads(p.result_json), p.score, p.model_version) for p in report.predictions]
+    assert stored == [(1, [REGION], 0.25, "v1"), (2, [], None, "v1")]
+    assert [(e.task_id, e.message) for e in report.errors] == [(3, "timeout")]
+    assert (report.model_version, report.sent) == ("v1", [1, 2, 3])
+
+
+def test_a_result_orjson_cannot_write_becomes_its_tasks_error() -> None:
+    deep: Any = REGION
+    for _ in range(300):
+        deep = {"inner": deep}
+    result = PredictTasksResult(
+        predictions=[
+            TaskPrediction(task_id=1, result=[REGION], model_version="v1"),
+            TaskPrediction(task_id=2, result=[{**REGION, "meta": deep}], model_version="v1"),
+        ],
+        model_version="v1",
+    )
+    report = parse_report(encode_report(result, [1, 2]))
+    assert [p.task_id for p in report.predictions] == [1]
+    ((task_id, message),) = [(e.task_id, e.message) for e in report.errors]
+    assert task_id == 2 and "cannot be written as JSON" in message
