@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import statistics
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable
 
@@ -36,30 +37,45 @@ async def reader(
     api: httpx.AsyncClient, project_id: int, job: list[int], by_url: dict[str, list[float]] | None = None
 ) -> AsyncIterator[list[float]]:
     """A user reading the task page, the project and the current job twice a second; yields the latencies
-    (seconds, one per request) collected until the block ends (also per URL into ``by_url``)."""
+    (seconds, one per request) collected until the block ends (also per URL into ``by_url``).
+
+    The reader has a thread, an event loop and a client of its own: the benchmark's own work (building a
+    million-task body, say) would otherwise hold up the reader's loop and be counted as the API's latency."""
     latencies: list[float] = []
+    stop = threading.Event()
 
     async def read() -> None:
-        while True:
-            tick = time.perf_counter()
-            urls = [f"/api/tasks?project={project_id}&page_size=30", f"/api/projects/{project_id}"]
-            if job:
-                urls.append(f"/api/jobs/{job[0]}")
-            for url in urls:
-                started = time.perf_counter()
-                check(await api.get(url))
-                latencies.append(time.perf_counter() - started)
-                if by_url is not None:
-                    by_url.setdefault(url.split("?")[0], []).append(latencies[-1])
-            await asyncio.sleep(max(0.0, 0.5 - (time.perf_counter() - tick)))
+        async with httpx.AsyncClient(base_url=api.base_url, headers=api.headers, timeout=600) as client:
+            while not stop.is_set():
+                tick = time.perf_counter()
+                urls = [f"/api/tasks?project={project_id}&page_size=30", f"/api/projects/{project_id}"]
+                if job:
+                    urls.append(f"/api/jobs/{job[0]}")
+                for url in urls:
+                    started = time.perf_counter()
+                    check(await client.get(url))
+                    latencies.append(time.perf_counter() - started)
+                    if by_url is not None:
+                        by_url.setdefault(url.split("?")[0], []).append(latencies[-1])
+                await asyncio.sleep(max(0.0, 0.5 - (time.perf_counter() - tick)))
 
-    task = asyncio.create_task(read())
+    failures: list[Exception] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(read())
+        except Exception as exc:  # a failed read fails the benchmark, once the block ends
+            failures.append(exc)
+
+    thread = threading.Thread(target=run, name="reader", daemon=True)
+    thread.start()
     try:
         yield latencies
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        stop.set()
+        await asyncio.to_thread(thread.join)
+    if failures:
+        raise failures[0]
 
 
 def quantiles(latencies: list[float]) -> str:

@@ -12,6 +12,12 @@ prediction stored in Postgres with counters. Direct = the bench process posting 
 batches to the backend with the same total concurrency (workers × per-backend limit) and decoding the
 answers, nothing stored. The ratio says how close to "limited by the backend" we are.
 
+The stack is ``make run``'s layout: the users' API, ``--internal-apis`` API processes serving the workers'
+``/internal`` calls, the gateway API and the workers. During each end-to-end run a reader fetches a task
+page, the project and the job twice a second through the users' API (p50/p99/max), and the ``/internal``
+lease and complete calls are timed by the API processes' own request histograms (``GET /metrics``, the
+difference over the run; quantiles interpolated within a bucket, as Prometheus' ``histogram_quantile``).
+
 ``--with-history`` measures fresh, builds history (``bench.history``) on the same database, measures again
 and compares.
 
@@ -29,7 +35,9 @@ from typing import Any
 
 import httpx
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
+from bench.bulk_ops import quantiles, reader
 from bench.harness import API_TOKEN, bench_database, cpu_seconds_by_tree, full_stack, make_texts, postgres_pid
 from bench.history import Figure, add_history_arguments, build_history, print_comparison
 from tests.fakes.fake_backend import SENTIMENT_CONFIG
@@ -41,6 +49,76 @@ def _check(response: httpx.Response) -> None:
         raise RuntimeError(f"{request.method} {request.url}: {response.status_code} {response.text[:500]}")
 
 
+_INTERNAL_ROUTES = {
+    "lease": "/internal/chunks/{chunk_id}/lease",
+    "complete": "/internal/chunks/{chunk_id}/complete",
+}
+Buckets = dict[str, dict[float, float]]
+"""Cumulative request counts per ``le`` bound, by route."""
+
+
+async def internal_buckets(internal_urls: list[str]) -> Buckets:
+    """The request-duration histogram of the ``/internal`` chunk routes, summed over the API processes."""
+    summed: Buckets = {route: {} for route in _INTERNAL_ROUTES.values()}
+    async with httpx.AsyncClient(timeout=30) as client:
+        for url in internal_urls:
+            text = (await client.get(f"{url}/metrics")).text
+            for family in text_string_to_metric_families(text):
+                if family.name != "labelloop_http_request_duration_seconds":
+                    continue
+                for sample in family.samples:
+                    route = sample.labels.get("route", "")
+                    if sample.name.endswith("_bucket") and route in summed:
+                        bound = float(sample.labels["le"])
+                        summed[route][bound] = summed[route].get(bound, 0.0) + sample.value
+    return summed
+
+
+def bucket_quantile(before: dict[float, float], after: dict[float, float], fraction: float) -> float | None:
+    """The ``fraction`` quantile (seconds) of the requests counted between two scrapes, interpolated
+    linearly within its bucket; None without requests."""
+    bounds = sorted(after)
+    counts = [after[bound] - before.get(bound, 0.0) for bound in bounds]
+    if not counts or counts[-1] <= 0:
+        return None
+    rank = fraction * counts[-1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / max(count - lower_count, 1e-9)
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+def internal_latencies(before: Buckets, after: Buckets) -> str:
+    parts = []
+    for name, route in _INTERNAL_ROUTES.items():
+        p50 = bucket_quantile(before[route], after[route], 0.5)
+        p99 = bucket_quantile(before[route], after[route], 0.99)
+        calls = after[route].get(float("inf"), 0.0) - before[route].get(float("inf"), 0.0)
+        if p50 is None or p99 is None:
+            parts.append(f"{name}: no calls")
+        else:
+            parts.append(f"{name} p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms ({calls:.0f} calls)")
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class EndToEnd:
+    """One action-to-completed-job run as the users and the operators see it."""
+
+    seconds: float
+    cpu_s: dict[str, float]
+    """CPU seconds per kind of process over the run."""
+    tasks: list[dict[str, Any]]
+    """The tasks as the backend sees them (for the direct calls)."""
+    project: dict[str, Any]
+    reader: str
+    internal: str
+
+
 async def end_to_end(
     api: httpx.AsyncClient,
     backend_url: str,
@@ -48,9 +126,8 @@ async def end_to_end(
     batch_size: int,
     max_concurrency: int,
     pids: dict[str, list[int]],
-) -> tuple[float, dict[str, float], list[dict[str, Any]], dict[str, Any]]:
-    """(seconds from action to completed job, CPU seconds per kind of process in that time, the tasks as
-    the backend sees them, the project)."""
+    internal_urls: list[str],
+) -> EndToEnd:
     created = await api.post(
         "/api/projects", json={"title": f"bulk {size}", "label_config": SENTIMENT_CONFIG}
     )
@@ -76,20 +153,25 @@ async def end_to_end(
     )
     _check(backend)
 
+    buckets_before = await internal_buckets(internal_urls)
     cpu_before = cpu_seconds_by_tree(pids)
-    started = time.perf_counter()
-    response = await api.post(
-        "/api/dm/actions", params={"id": "retrieve_tasks_predictions", "project": project["id"]}
-    )
-    _check(response)
-    job_id = response.json()["job_id"]
-    while True:
-        job = (await api.get(f"/api/jobs/{job_id}")).json()
-        if job["status"] not in ("queued", "running"):
-            break
-        await asyncio.sleep(0.05)
-    elapsed = time.perf_counter() - started
+    job_ids: list[int] = []
+    async with reader(api, project["id"], job_ids) as read_latencies:
+        started = time.perf_counter()
+        response = await api.post(
+            "/api/dm/actions", params={"id": "retrieve_tasks_predictions", "project": project["id"]}
+        )
+        _check(response)
+        job_id = response.json()["job_id"]
+        job_ids.append(job_id)
+        while True:
+            job = (await api.get(f"/api/jobs/{job_id}")).json()
+            if job["status"] not in ("queued", "running"):
+                break
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started
     cpu_after = cpu_seconds_by_tree(pids)
+    buckets_after = await internal_buckets(internal_urls)
     cpu = {kind: cpu_after[kind] - cpu_before[kind] for kind in pids}
     if job["status"] != "completed" or job["done"] != size:
         raise RuntimeError(f"job did not complete cleanly: {job}")
@@ -100,7 +182,14 @@ async def end_to_end(
         {"id": task_id, "data": text, "meta": {}, "project": project["id"]}
         for task_id, text in zip(task_ids, texts, strict=True)
     ]
-    return elapsed, cpu, tasks, project
+    return EndToEnd(
+        elapsed,
+        cpu,
+        tasks,
+        project,
+        quantiles(read_latencies),
+        internal_latencies(buckets_before, buckets_after),
+    )
 
 
 async def direct(
@@ -150,7 +239,11 @@ class Run:
 
 
 async def measure(
-    api: httpx.AsyncClient, backend_url: str, args: argparse.Namespace, pids: dict[str, list[int]]
+    api: httpx.AsyncClient,
+    backend_url: str,
+    args: argparse.Namespace,
+    pids: dict[str, list[int]],
+    internal_urls: list[str],
 ) -> tuple[dict[int, Run], list[int]]:
     """One pass over ``args.sizes``, each ``args.repeat`` times, printed as it goes: (the fastest run per
     size, the projects made). The fastest, because on a shared machine the others measure the neighbours."""
@@ -164,13 +257,13 @@ async def measure(
     projects: list[int] = []
     for size in args.sizes:
         for _ in range(args.repeat):
-            e2e_s, cpu, tasks, project = await end_to_end(
-                api, backend_url, size, args.batch_size, args.max_concurrency, pids
+            run_e2e = await end_to_end(
+                api, backend_url, size, args.batch_size, args.max_concurrency, pids, internal_urls
             )
-            projects.append(int(project["id"]))
-            direct_s = await direct(backend_url, project, tasks, args.batch_size, concurrency)
-            e2e_rate, direct_rate = size / e2e_s, size / direct_s
-            per_task = {kind: cpu[kind] / size * 1e6 for kind in kinds}
+            projects.append(int(run_e2e.project["id"]))
+            direct_s = await direct(backend_url, run_e2e.project, run_e2e.tasks, args.batch_size, concurrency)
+            e2e_rate, direct_rate = size / run_e2e.seconds, size / direct_s
+            per_task = {kind: run_e2e.cpu_s[kind] / size * 1e6 for kind in kinds}
             per_task["all"] = sum(per_task.values())
             run = Run(e2e_rate, e2e_rate / direct_rate, per_task)
             if size not in best or run.rate > best[size].rate:
@@ -180,13 +273,15 @@ async def measure(
                 f"{'':>17}" + " ".join(f"{value:>8.0f}" for value in per_task.values()),
                 flush=True,
             )
+            print(f"{'':>9}reader during the job: {run_e2e.reader}", flush=True)
+            print(f"{'':>9}/internal calls: {run_e2e.internal}", flush=True)
     return best, projects
 
 
 async def main_async(args: argparse.Namespace) -> None:
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     async with bench_database("bench_bulk") as database_url:
-        with full_stack(database_url, redis_url, args.workers) as running:
+        with full_stack(database_url, redis_url, args.workers, internal_apis=args.internal_apis) as running:
             backend_url = running.backend_url
             pids = {**running.pids, "Postgres": [await postgres_pid(database_url)]}
             headers = {"Authorization": f"Token {API_TOKEN}"}
@@ -195,17 +290,18 @@ async def main_async(args: argparse.Namespace) -> None:
                 print(
                     f"bulk prediction: {args.workers} gateway workers, batch {args.batch_size}, "
                     f"{args.max_concurrency} concurrent calls per worker ({concurrency} in all), "
-                    f"{os.cpu_count()} CPUs"
+                    f"{args.internal_apis} /internal API process(es), {os.cpu_count()} CPUs, "
+                    f"load {os.getloadavg()[0]:.1f}"
                 )
                 if not args.with_history:
-                    await measure(api, backend_url, args, pids)
+                    await measure(api, backend_url, args, pids, running.internal_urls)
                     return
                 print(f"fresh database (load {os.getloadavg()[0]:.1f})")
-                fresh, projects = await measure(api, backend_url, args, pids)
+                fresh, projects = await measure(api, backend_url, args, pids, running.internal_urls)
                 history_tasks = args.history_tasks or max(args.sizes)
                 await build_history(api, backend_url, history_tasks, args.history_projects, projects)
                 print(f"with history (load {os.getloadavg()[0]:.1f})")
-                with_history, _ = await measure(api, backend_url, args, pids)
+                with_history, _ = await measure(api, backend_url, args, pids, running.internal_urls)
                 print_comparison(
                     "bulk prediction, fastest run",
                     "t/s",
@@ -251,6 +347,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=100, help="tasks per /predict call")
     parser.add_argument("--max-concurrency", type=int, default=4, help="concurrent calls per worker")
     parser.add_argument("--repeat", type=int, default=1, help="runs per size and pass; the fastest counts")
+    parser.add_argument(
+        "--internal-apis",
+        type=int,
+        default=1,
+        help="API processes serving the workers' /internal calls (make run: 1; 0 = the users' API serves them)",
+    )
     add_history_arguments(parser)
     asyncio.run(main_async(parser.parse_args(argv)))
 

@@ -183,6 +183,8 @@ class Stack:
     api_url: str
     backend_url: str
     pids: dict[str, list[int]]
+    internal_urls: list[str]
+    """The API processes the workers call (``[api_url]`` without extra ``/internal`` processes)."""
 
 
 @contextlib.contextmanager
@@ -222,14 +224,17 @@ def full_stack(
         api = _spawn(uvicorn_command("services.annotation_api.main:app_from_env", api_port), env)
         processes.append(api)
         worker_envs = [env]
+        internal_urls = [api_url]
         if internal_apis:
+            internal_urls = []
             worker_envs = []
             for _ in range(internal_apis):
                 port = free_port()
                 internal = _spawn(uvicorn_command("services.annotation_api.main:app_from_env", port), env)
                 processes.append(internal)
                 _wait_ready(f"http://127.0.0.1:{port}/ready", internal)
-                worker_envs.append({**env, "LABELLOOP_API_URL": f"http://127.0.0.1:{port}"})
+                internal_urls.append(f"http://127.0.0.1:{port}")
+                worker_envs.append({**env, "LABELLOOP_API_URL": internal_urls[-1]})
         gateway = _spawn(uvicorn_command("services.model_gateway.main:app_from_env", gateway_port), env)
         processes.append(gateway)
         first_worker = len(processes)
@@ -247,13 +252,12 @@ def full_stack(
             "workers": [process.pid for process in processes[first_worker:]],
             "backend": [backend.pid],
         }
-        yield Stack(api_url, backend_url, pids)
+        yield Stack(api_url, backend_url, pids, internal_urls)
     finally:
-        # Workers first, the API they report to last but one, so none is left calling a stopped API.
+        # Workers first, each gone before the next stops, so none is left calling a stopped API.
         for process in reversed(processes):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:

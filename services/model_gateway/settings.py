@@ -143,6 +143,14 @@ class GatewaySettings(CommonSettings, RedisSettingsMixin):
         description="Worker only: port of its `/metrics`, `/health` (liveness) and `/ready` listener; 0: none.",
     )
     worker_probe_host: str = Field(default="0.0.0.0", description="Worker only: address the listener binds.")
+    worker_max_jobs: int = Field(
+        default=4,
+        ge=1,
+        description="Worker only: queued jobs one worker runs at once (bulk-prediction chunks, webhook "
+        "deliveries, training calls). Each chunk is a lease and a report to the API; chunks beyond what "
+        "the API processes can serve at once only wait there, so they wait on the queue instead, where "
+        "any worker can take them.",
+    )
     worker_drain_grace_s: float = Field(
         default=20.0,
         ge=0,

@@ -331,7 +331,7 @@ class WorkerSettings:
     on_shutdown = shutdown
     queue_name = QUEUE_NAME
     redis_settings = RedisSettings.from_dsn(GatewaySettings().redis_url)
-    max_jobs = 16
+    max_jobs = GatewaySettings().worker_max_jobs
     job_timeout = job_timeout_s(GatewaySettings())
     keep_result = 0
     """Postgres holds every outcome; a kept result would also block re-queueing the same job id."""
@@ -438,7 +438,7 @@ def create_worker(settings: GatewaySettings | None = None) -> ReconnectingWorker
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
         on_startup=WorkerSettings.on_startup,
         on_shutdown=WorkerSettings.on_shutdown,
-        max_jobs=WorkerSettings.max_jobs,
+        max_jobs=settings.worker_max_jobs,
         job_timeout=WorkerSettings.job_timeout,
         keep_result=WorkerSettings.keep_result,
         poll_delay=WorkerSettings.poll_delay,

@@ -68,10 +68,17 @@ async def test_worker_killed_mid_job_another_finishes_it(
     job_id = await start_held_job(api, project, fake, gate)
     first = start_worker()
     await some_done_but_not_all(api, job_id)
+
+    async def holding_leased_chunks() -> bool:
+        leased = await db.fetchval("SELECT count(*) FROM job_chunk WHERE status = 'leased'")
+        return bool(leased > 0 and fake.current_concurrency > 0)
+
+    # The kill must land while the worker holds leases (its calls wait at the gate), not between chunks.
+    await wait_for(holding_leased_chunks, 60, "the worker to hold leased chunks at the gate")
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
-    leased = await db.fetchval("SELECT count(*) FROM job_chunk WHERE status IN ('leased', 'pending')")
-    assert leased > 0, "the kill must leave unfinished chunks behind"
+    leased = await db.fetchval("SELECT count(*) FROM job_chunk WHERE status = 'leased'")
+    assert leased > 0, "the kill must leave leased chunks behind"
 
     gate.set()
     start_worker()

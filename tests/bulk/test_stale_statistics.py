@@ -17,7 +17,7 @@ import httpx
 import orjson
 import pytest
 from sqlalchemy import TextClause, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from services.annotation_api.jobs import repository as repo
 from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
@@ -124,3 +124,44 @@ async def test_chunk_statements_read_only_the_chunk_when_statistics_predate_the_
         # Each chunk task has one prediction of this backend; a plan driven by the backend reads all 2000.
         assert _scanned(plan, "prediction") <= CHUNK, (name, plan)
         assert _scanned(plan, "task") <= CHUNK, (name, plan)
+
+
+async def test_chunk_statements_planned_on_an_empty_table_still_use_its_indexes_once_it_grows(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    db: asyncpg.Connection,
+    engine: AsyncEngine,
+) -> None:
+    """A delete job empties and vacuums ``prediction``: a plan made then sees a table of no pages, where a
+    sequential scan costs nothing. A cached (generic) plan is kept as the table grows, so each chunk read the
+    whole table. The chunk transaction's settings must keep index lookups even in such a plan."""
+    for table in ("task", "prediction"):
+        await db.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+    await db.execute("VACUUM ANALYZE prediction")  # empty: no pages, as after a delete job
+    backend = await connect_backend(api, project["id"], fake.url)
+    task_ids = await import_texts(api, project["id"], TASKS)
+    chunk = task_ids[-CHUNK:]
+
+    async with engine.connect() as conn:
+        transaction = await conn.begin()
+        # The worst case on purpose: each statement's plan is the one made at its first execution.
+        await conn.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        session = AsyncSession(bind=conn)
+        await repo.begin_chunk_transaction(session)
+        for _, statement, params in _chunk_statements(chunk, project["id"], backend["id"]):
+            await conn.execute(statement, params)  # planned while ``prediction`` is empty
+        await transaction.rollback()
+
+        await _predict_all(db, task_ids, project["id"], backend["id"])  # committed: the table grows
+
+        transaction = await conn.begin()
+        await conn.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        await repo.begin_chunk_transaction(AsyncSession(bind=conn))
+        for name, statement, params in _chunk_statements(chunk, project["id"], backend["id"]):
+            await conn.execute(statement, params)  # the cached plans, on a table of TASKS rows
+            read = await conn.execute(
+                text("SELECT seq_tup_read FROM pg_stat_xact_user_tables WHERE relname = 'prediction'")
+            )
+            assert read.scalar_one() <= CHUNK, name
+        await transaction.rollback()

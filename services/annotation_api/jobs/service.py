@@ -340,7 +340,7 @@ class LeaseAnswer:
 
 
 async def lease_chunk(session: AsyncSession, chunk_id: int, lease_s: float) -> LeaseAnswer:
-    await repo.commit_without_waiting_for_disk(session)
+    await repo.begin_chunk_transaction(session)
     leased = await repo.lease_chunk(session, chunk_id, lease_s)
     if leased is None:
         state = await repo.chunk_state(session, chunk_id)
@@ -410,7 +410,7 @@ async def _fail_job(session: AsyncSession, job: Job, error: str) -> None:
 
 async def complete_chunk(session: AsyncSession, chunk_id: int, report: ChunkReport) -> ChunkAck:
     """Apply a worker's report once: a second report for the same chunk changes nothing."""
-    await repo.commit_without_waiting_for_disk(session)
+    await repo.begin_chunk_transaction(session)
     finished = await repo.finish_chunk(session, chunk_id)
     if finished is None:
         state = await repo.chunk_state(session, chunk_id)
