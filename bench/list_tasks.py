@@ -39,9 +39,9 @@ async def build(api: BenchApi, tasks: int) -> tuple[int, int, str]:
     conn = await asyncpg.connect(api.database_url)
     try:
         await conn.execute(
-            "INSERT INTO task (project_id, data, meta, total_predictions) "
+            "INSERT INTO task (project_id, data, meta) "
             "SELECT $1, jsonb_build_object('text', 'review ' || g || ': arrived on time, works as described'), "
-            "'{}', 2 FROM generate_series(1, $2) AS g",
+            "'{}' FROM generate_series(1, $2) AS g",
             project_id,
             tasks,
         )

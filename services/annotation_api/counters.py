@@ -1,9 +1,10 @@
 """Set-based maintenance of the counters pages show, so no listing ever counts millions of rows.
 
-Task counters: ``total_annotations`` (not cancelled), ``cancelled_annotations``, ``total_predictions`` and
-``is_labeled`` (at least one non-cancelled annotation, Label Studio's rule with overlap 1). Project
-counters: ``task_number``, ``total_annotations_number``, ``total_predictions_number`` and
-``num_tasks_with_annotations``, always the sums of their tasks' counters.
+Task counters: ``total_annotations`` (not cancelled), ``cancelled_annotations`` and ``is_labeled`` (at
+least one non-cancelled annotation, Label Studio's rule with overlap 1); a task's ``total_predictions`` is
+counted when read (models.py). Project counters: ``task_number``, ``total_annotations_number``,
+``total_predictions_number`` and ``num_tasks_with_annotations``, always the sums over their tasks; writers
+of predictions move ``total_predictions_number`` by what they stored or deleted.
 
 Every function here runs a fixed number of set-based statements (one, or two for
 ``refresh_task_counters``) whatever the number of tasks: call it once per batch, after writing the
@@ -31,20 +32,19 @@ _LOCK_TASKS = text(
     """
 )
 
-# Recount the tasks' annotations and predictions, write the task rows that changed, and move each
-# affected project's counters by the difference. Deltas (not a project-wide recount) keep this cheap
-# on a project with a million tasks; refresh_project_counters recomputes from scratch.
+# Recount the tasks' annotations, write the task rows that changed, and move each affected project's
+# counters by the difference. Deltas (not a project-wide recount) keep this cheap on a project with a
+# million tasks; refresh_project_counters recomputes from scratch.
 _REFRESH_TASKS = text(
     """
     WITH old AS (
-        SELECT id, project_id, total_annotations, cancelled_annotations, total_predictions, is_labeled
+        SELECT id, project_id, total_annotations, cancelled_annotations, is_labeled
         FROM task WHERE id = ANY(CAST(:ids AS bigint[]))
     ),
     fresh AS (
         SELECT old.id,
                COALESCE(a.done, 0) AS total_annotations,
-               COALESCE(a.cancelled, 0) AS cancelled_annotations,
-               COALESCE(p.n, 0) AS total_predictions
+               COALESCE(a.cancelled, 0) AS cancelled_annotations
         FROM old
         LEFT JOIN (
             SELECT task_id,
@@ -52,39 +52,31 @@ _REFRESH_TASKS = text(
                    count(*) FILTER (WHERE was_cancelled) AS cancelled
             FROM annotation WHERE task_id = ANY(CAST(:ids AS bigint[])) GROUP BY task_id
         ) a ON a.task_id = old.id
-        LEFT JOIN (
-            SELECT task_id, count(*) AS n
-            FROM prediction WHERE task_id = ANY(CAST(:ids AS bigint[])) GROUP BY task_id
-        ) p ON p.task_id = old.id
     ),
     changed AS (
         UPDATE task AS t
         SET total_annotations = fresh.total_annotations,
             cancelled_annotations = fresh.cancelled_annotations,
-            total_predictions = fresh.total_predictions,
             is_labeled = fresh.total_annotations > 0
         FROM fresh
         WHERE t.id = fresh.id
-          AND (t.total_annotations, t.cancelled_annotations, t.total_predictions, t.is_labeled)
+          AND (t.total_annotations, t.cancelled_annotations, t.is_labeled)
               IS DISTINCT FROM (fresh.total_annotations, fresh.cancelled_annotations,
-                                fresh.total_predictions, fresh.total_annotations > 0)
+                                fresh.total_annotations > 0)
         RETURNING t.id
     ),
     delta AS (
         SELECT old.project_id,
                sum(fresh.total_annotations - old.total_annotations) AS annotations,
-               sum(fresh.total_predictions - old.total_predictions) AS predictions,
                sum((fresh.total_annotations > 0)::int - old.is_labeled::int) AS labeled
         FROM old JOIN fresh ON fresh.id = old.id JOIN changed ON changed.id = old.id
         GROUP BY old.project_id
     )
     UPDATE project AS p
     SET total_annotations_number = p.total_annotations_number + delta.annotations,
-        total_predictions_number = p.total_predictions_number + delta.predictions,
         num_tasks_with_annotations = p.num_tasks_with_annotations + delta.labeled
     FROM delta
-    WHERE p.id = delta.project_id
-      AND (delta.annotations, delta.predictions, delta.labeled) IS DISTINCT FROM (0, 0, 0)
+    WHERE p.id = delta.project_id AND (delta.annotations, delta.labeled) IS DISTINCT FROM (0, 0)
     """
 )
 
@@ -93,8 +85,8 @@ _REFRESH_PROJECT = text(
     UPDATE project AS p
     SET task_number = s.tasks,
         total_annotations_number = s.annotations,
-        -- task counters already include predictions of chunk reports not folded into the project yet
-        total_predictions_number = s.predictions - (
+        -- the prediction table already holds predictions of chunk reports not folded into the project yet
+        total_predictions_number = (SELECT count(*) FROM prediction WHERE project_id = :project) - (
             SELECT COALESCE(sum(c.predictions), 0) FROM job_chunk c JOIN job j ON j.id = c.job_id
             WHERE j.project_id = :project AND NOT c.folded
         ),
@@ -102,7 +94,6 @@ _REFRESH_PROJECT = text(
     FROM (
         SELECT count(*) AS tasks,
                COALESCE(sum(total_annotations), 0) AS annotations,
-               COALESCE(sum(total_predictions), 0) AS predictions,
                count(*) FILTER (WHERE is_labeled) AS labeled
         FROM task WHERE project_id = :project
     ) AS s
@@ -123,10 +114,11 @@ _ADD_TO_PROJECT = text(
 
 
 async def refresh_task_counters(session: AsyncSession, task_ids: Sequence[int]) -> None:
-    """Recount annotations/predictions of these tasks and move their projects' counters to match.
+    """Recount annotations of these tasks and move their projects' counters to match.
 
-    Call after creating, updating or deleting annotations or predictions of existing tasks. Tasks that
-    were deleted are not seen here: after deleting tasks call ``refresh_project_counters``.
+    Call after creating, updating or deleting annotations of existing tasks. Tasks that were deleted are
+    not seen here: after deleting tasks call ``refresh_project_counters``. Writers of predictions move
+    the project's count themselves (``add_to_project_counters``).
     """
     if task_ids:
         ids = sorted(set(task_ids))

@@ -1,7 +1,8 @@
 """The annotation API's tables: the durable record of everything labelloop knows.
 
-Counters that pages show (task_number, total_predictions, …) are columns maintained by set-based
-statements in the services, so listing never counts millions of rows. Relationships are
+Counters that pages show (task_number, total_annotations, …) are columns maintained by set-based
+statements in the services, so listing never counts millions of rows; a task's ``total_predictions`` is
+counted when read (a few index entries per task). Relationships are
 ``lazy="raise"``: an accidental N+1 query fails loudly instead of silently slowing a page down.
 """
 
@@ -23,10 +24,11 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
 
 from services.annotation_api.secret_box import EncryptedText
 
@@ -125,6 +127,42 @@ class Project(Base):
     updated_at: Mapped[datetime] = _updated()
 
 
+class Prediction(Base):
+    """Every bulk-predicted task inserts one, so each index and foreign key here is paid per task: only
+    what reads and deletes need (migration 0007_lean_predictions says why each of the others went)."""
+
+    __tablename__ = "prediction"
+    __table_args__ = (
+        Index("ix_prediction_project_id_model_version_score", "project_id", "model_version", "score"),
+        # Every by-task lookup, with or without a version; covers what the chunk statements read.
+        Index(
+            "ix_prediction_task_id_model_version_ml_backend_id",
+            "task_id",
+            "model_version",
+            "ml_backend_id",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"))
+    project_id: Mapped[int] = mapped_column(
+        Integer, doc="Its task's project (no foreign key: it goes with its task, by the task's key)."
+    )
+    result: Mapped[list[Any]] = mapped_column(JSONB)
+    score: Mapped[float | None] = mapped_column(Double)
+    model_version: Mapped[str] = mapped_column(Text, default="undefined", server_default="undefined")
+    ml_backend_id: Mapped[int | None] = mapped_column(
+        Integer,
+        index=True,
+        doc="The backend that predicted it; NULL once deleted (no foreign key: ml_backends/service.py clears it).",
+    )
+    job_id: Mapped[int | None] = mapped_column(
+        BigInteger, doc="The job that stored it (no foreign key: jobs go only after their project's tasks)."
+    )
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
 class Task(Base):
     __tablename__ = "task"
     __table_args__ = (
@@ -140,9 +178,15 @@ class Task(Base):
     is_labeled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     total_annotations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     cancelled_annotations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    total_predictions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
+    # Counted when read (an index-only count on the prediction index that leads with task_id), not kept
+    # on the task row: bulk prediction then writes no task row, where a counter column cost every
+    # predicted task a new row version with its index entries, and the vacuum of the old one (issue 9).
+    # Raw SQL reads use ``TASK_PREDICTIONS`` (tasks/repository.py).
+    total_predictions: Mapped[int] = column_property(
+        select(func.count()).where(Prediction.task_id == id).correlate_except(Prediction).scalar_subquery()
+    )
 
 
 class Annotation(Base):
@@ -216,33 +260,6 @@ class MlBackendVersion(Base):
     )
     model_version: Mapped[str] = mapped_column(Text, primary_key=True)
     first_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), server_default=func.now())
-
-
-class Prediction(Base):
-    __tablename__ = "prediction"
-    __table_args__ = (
-        Index("ix_prediction_project_id_model_version_score", "project_id", "model_version", "score"),
-        Index("ix_prediction_task_id_model_version", "task_id", "model_version"),
-        Index(
-            "ix_prediction_task_id_ml_backend_id_model_version",
-            "task_id",
-            "ml_backend_id",
-            "model_version",
-        ),
-    )
-
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"))
-    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
-    result: Mapped[list[Any]] = mapped_column(JSONB)
-    score: Mapped[float | None] = mapped_column(Double)
-    model_version: Mapped[str] = mapped_column(Text, default="undefined", server_default="undefined")
-    ml_backend_id: Mapped[int | None] = mapped_column(
-        ForeignKey("ml_backend.id", ondelete="SET NULL"), index=True
-    )
-    job_id: Mapped[int | None] = mapped_column(ForeignKey("job.id", ondelete="SET NULL"), index=True)
-    created_at: Mapped[datetime] = _created()
-    updated_at: Mapped[datetime] = _updated()
 
 
 class JobStatus(enum.StrEnum):

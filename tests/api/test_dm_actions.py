@@ -62,7 +62,9 @@ async def _task(database_url: str, task_id: int) -> tuple[int, int, bool] | None
     conn = await asyncpg.connect(database_url)
     try:
         row = await conn.fetchrow(
-            "SELECT total_annotations, total_predictions, is_labeled FROM task WHERE id = $1", task_id
+            "SELECT total_annotations, (SELECT count(*) FROM prediction p WHERE p.task_id = t.id), is_labeled "
+            "FROM task t WHERE id = $1",
+            task_id,
         )
     finally:
         await conn.close()

@@ -79,7 +79,6 @@ async def test_action_predicts_all_tasks_in_chunks(
     assert all(len(call.body["tasks"]) <= 4 for call in fake.calls("/predict"))
     refreshed = (await api.get(f"/api/projects/{project['id']}")).json()
     assert refreshed["total_predictions_number"] == 25
-    assert await db.fetchval("SELECT sum(total_predictions) FROM task") == 25
     listed = (await api.get("/api/jobs", params={"project": project["id"]})).json()
     assert [item["id"] for item in listed] == [job["id"]]
 
@@ -391,4 +390,30 @@ async def test_reports_of_two_backends_over_the_same_tasks_never_deadlock(
         answers = await asyncio.gather(*(report(chunk_id) for chunk_id in pair))
         assert [answer.status_code for answer in answers] == [200, 200], [a.text for a in answers]
     assert await db.fetchval("SELECT count(*) FROM prediction") == 2 * len(task_ids)
-    assert await db.fetchval("SELECT min(total_predictions) FROM task") == 2
+    assert (
+        await db.fetchval("SELECT min(n) FROM (SELECT count(*) AS n FROM prediction GROUP BY task_id)") == 2
+    )
+
+
+async def test_deleting_the_backend_keeps_its_predictions_without_it(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    run_burst: RunBurst,
+    db: asyncpg.Connection,
+) -> None:
+    """Predictions outlive their backend with no backend, as the foreign key's SET NULL had them."""
+    await import_texts(api, project["id"], 6)
+    backend = await connect_backend(api, project["id"], fake.url)
+    other = await connect_backend(api, project["id"], fake.url)
+    for backend_id in (backend["id"], other["id"]):
+        started = await retrieve(api, project["id"], {"ml_backend": backend_id})
+        assert started.status_code == 200, started.text
+        await wait_planned(db, started.json()["job_id"])
+        await run_burst()
+        assert (await wait_job(api, started.json()["job_id"]))["status"] == "completed"
+    assert (await api.delete(f"/api/ml/{backend['id']}")).status_code == 204
+    rows = await db.fetch("SELECT ml_backend_id, count(*) FROM prediction GROUP BY 1 ORDER BY 1")
+    assert [tuple(row) for row in rows] == [(other["id"], 6), (None, 6)]
+    project_now = (await api.get(f"/api/projects/{project['id']}")).json()
+    assert project_now["total_predictions_number"] == 12

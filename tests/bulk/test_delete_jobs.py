@@ -68,9 +68,8 @@ async def _counters(api: httpx.AsyncClient, project_id: int) -> tuple[int, int, 
 async def _task_counters_are_exact(db: asyncpg.Connection, project_id: int) -> None:
     wrong = await db.fetchval(
         """
-        SELECT count(*) FROM task t WHERE t.project_id = $1 AND (
-            t.total_predictions <> (SELECT count(*) FROM prediction p WHERE p.task_id = t.id)
-            OR t.total_annotations <> (SELECT count(*) FROM annotation a WHERE a.task_id = t.id))
+        SELECT count(*) FROM task t WHERE t.project_id = $1
+          AND t.total_annotations <> (SELECT count(*) FROM annotation a WHERE a.task_id = t.id)
         """,
         project_id,
     )

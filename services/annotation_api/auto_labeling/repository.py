@@ -50,7 +50,7 @@ _EVENTS = text(
             'id', t.id, 'project', t.project_id, 'data', t.data, 'meta', t.meta,
             'is_labeled', t.is_labeled, 'total_annotations', t.total_annotations,
             'cancelled_annotations', t.cancelled_annotations,
-            'total_predictions', t.total_predictions,
+            'total_predictions', (SELECT count(*) FROM prediction tp WHERE tp.task_id = t.id),
             'created_at', t.created_at, 'updated_at', t.updated_at),
         'project', CAST(:project_json AS jsonb))
     FROM annotation a JOIN task t ON t.id = a.task_id

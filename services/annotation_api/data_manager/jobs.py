@@ -63,14 +63,16 @@ def started_answer(job: Job, doing: str) -> dict[str, Any]:
 
 
 # Deletes the batch's tasks (their annotations, predictions and locks go with them by cascade) and
-# returns what they counted, so the project's counters move by exact deltas: the tasks are locked.
+# returns what they counted, so the project's counters move by exact deltas: the tasks are locked. The
+# statement's snapshot still shows the predictions the cascade removes once it ends.
 _DELETE_TASKS = text(
     """
     WITH gone AS (
         DELETE FROM task WHERE id = ANY(CAST(:ids AS bigint[]))
-        RETURNING total_annotations, total_predictions, is_labeled
+        RETURNING id, total_annotations, is_labeled
     )
-    SELECT count(*), COALESCE(sum(total_annotations), 0), COALESCE(sum(total_predictions), 0),
+    SELECT count(*), COALESCE(sum(total_annotations), 0),
+           (SELECT count(*) FROM prediction p WHERE p.task_id IN (SELECT id FROM gone)),
            count(*) FILTER (WHERE is_labeled)
     FROM gone
     """
@@ -113,18 +115,19 @@ async def _delete_tasks_finish(ctx: runner.StepContext) -> None:
 async def delete_prediction_batch(
     session: AsyncSession, project_id: int, task_ids: Sequence[int], model_version: str | None
 ) -> int:
-    """Delete the predictions of these tasks (of one model version, or all); recount their tasks."""
+    """Delete the predictions of these tasks (of one model version, or all); the project's count moves
+    by what was deleted (tasks count theirs when read)."""
     if not task_ids:
         return 0
     await runner.flush_stats_at_commit(session)
     condition = (Prediction.project_id == project_id) & (Prediction.task_id == any_(id_array(task_ids)))
     if model_version is not None:
         condition &= Prediction.model_version == model_version
-    gone = delete(Prediction).where(condition).returning(Prediction.task_id).cte("gone")
-    stmt = select(func.count(), func.array_agg(gone.c.task_id.distinct()))
-    count, touched = (await session.execute(stmt)).one()
-    await refresh_task_counters(session, sorted(touched or ()))
-    return int(count)
+    gone = delete(Prediction).where(condition).returning(Prediction.id).cte("gone")
+    count = int((await session.execute(select(func.count()).select_from(gone))).scalar_one())
+    if count:
+        await add_to_project_counters(session, project_id, predictions=-count)
+    return count
 
 
 async def _delete_predictions_step(ctx: runner.StepContext) -> bool:

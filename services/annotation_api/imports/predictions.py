@@ -4,9 +4,8 @@ The body is cut into batches of whole items (imports.stream), each parsed by orj
 pass: the task id, the result against the label config (once per distinct result), score and model
 version, each error a 400 naming ``<index>.<field>``. A batch's tasks must be the project's: they are
 looked up and held (``FOR KEY SHARE``: they cannot be deleted, yet counter updates go on), then its rows
-go to ``prediction`` by COPY. How many predictions each task got is COPYed to a temporary table, so the
-counters move once at the end, with the tasks locked in id order like every other counter update. One
-bad item anywhere rolls back everything: the request's transaction holds it all.
+go to ``prediction`` by COPY; the project's count moves once at the end (tasks count theirs when read).
+One bad item anywhere rolls back everything: the request's transaction holds it all.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from __future__ import annotations
 import gc
 import io
 import re
-from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,22 +47,7 @@ _MAX_REMEMBERED_RESULTS = 10_000
 # checked by their encoding (``suspect_encoding``), which catches nesting too deep to pass on.
 _SUSPECT = re.compile(rb"\\u0000|\d[eE][+-]?\d|\d{19}")
 
-_COUNTS_TABLE = """
-    CREATE TEMPORARY TABLE prediction_import_counts (task_id bigint NOT NULL, n integer NOT NULL)
-    ON COMMIT DROP
-"""
 _OWNED = "SELECT id FROM task WHERE project_id = $1 AND id = ANY($2::bigint[]) FOR KEY SHARE"
-_LOCK_TASKS = """
-    SELECT count(*) FROM (
-        SELECT 1 FROM task WHERE id IN (SELECT task_id FROM prediction_import_counts)
-        ORDER BY id FOR NO KEY UPDATE
-    ) AS locked
-"""
-_ADD_TO_TASKS = """
-    UPDATE task AS t SET total_predictions = t.total_predictions + c.n
-    FROM (SELECT task_id, sum(n) AS n FROM prediction_import_counts GROUP BY task_id) AS c
-    WHERE t.id = c.task_id
-"""
 
 
 def _bad(path: str, message: str) -> BadRequest:
@@ -199,8 +182,7 @@ def _checked_batches(stream: _Stream, data: bytes, last: bool) -> list[_Batch]:
 
 
 async def _write(conn: asyncpg.Connection, stream: _Stream, batch: _Batch) -> None:
-    """Hold the batch's tasks (400 naming the first item whose task is not the project's), COPY its rows
-    and its per-task counts."""
+    """Hold the batch's tasks (400 naming the first item whose task is not the project's), COPY its rows."""
     owned = {row[0] for row in await conn.fetch(_OWNED, stream.project_id, batch.task_ids)}
     for offset, task in enumerate(batch.task_ids):
         if task not in owned:
@@ -211,8 +193,6 @@ async def _write(conn: asyncpg.Connection, stream: _Stream, batch: _Batch) -> No
     await conn.copy_to_table(
         "prediction", source=io.BytesIO(b"".join(batch.lines)), columns=_COLUMNS, format="text"
     )
-    counts = Counter(batch.task_ids)
-    await conn.copy_records_to_table("prediction_import_counts", records=list(counts.items()))
 
 
 async def import_predictions(session: AsyncSession, project_id: int, body: AsyncIterator[bytes]) -> int:
@@ -225,8 +205,6 @@ async def import_predictions(session: AsyncSession, project_id: int, body: Async
     try:
         async for data, last in body_pieces(body, BATCH_BYTES):
             for batch in await run_in_threadpool(_checked_batches, stream, data, last):
-                if created == 0:
-                    await conn.execute(_COUNTS_TABLE)
                 await _write(conn, stream, batch)
                 created += len(batch.lines)
                 last_version = batch.last_model_version or last_version
@@ -234,8 +212,6 @@ async def import_predictions(session: AsyncSession, project_id: int, body: Async
         if stream.next_index > 0:
             await run_in_threadpool(release_free_memory)
     if created:
-        await conn.fetchval(_LOCK_TASKS)
-        await conn.execute(_ADD_TO_TASKS)
         await add_to_project_counters(session, project_id, predictions=created)
         if last_version is not None and not project.model_version:
             await conn.execute(

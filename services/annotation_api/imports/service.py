@@ -50,7 +50,6 @@ _TASK_COLUMNS = (
     "is_labeled",
     "total_annotations",
     "cancelled_annotations",
-    "total_predictions",
 )
 _ANNOTATION_COLUMNS = (
     "task_id",
@@ -86,8 +85,8 @@ class ParsedTasks:
 
     data: list[bytes] = field(default_factory=list)
     meta: list[bytes] = field(default_factory=list)
-    #: (done annotations, cancelled annotations, predictions) of the tasks that have any
-    counts: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    #: (done annotations, cancelled annotations) of the tasks that have any
+    counts: dict[int, tuple[int, int]] = field(default_factory=dict)
     annotations: list[tuple[int, bytes, bool, bool, float | None]] = field(default_factory=list)
     predictions: list[tuple[int, bytes, float | None, str]] = field(default_factory=list)
     columns: set[str] = field(default_factory=set)
@@ -253,13 +252,12 @@ def _full_task(
             cancelled += 1
         else:
             done += 1
-    predictions = _optional_list(item, "predictions", path)
-    for position, prediction in enumerate(predictions):
+    for position, prediction in enumerate(_optional_list(item, "predictions", path)):
         prediction_row = _prediction(config, parsed, index, prediction, f"{path}.predictions[{position}]")
         parsed.predictions.append(prediction_row)
         parsed.last_model_version = prediction_row[3]
-    if done or cancelled or predictions:
-        parsed.counts[index] = (done, cancelled, len(predictions))
+    if done or cancelled:
+        parsed.counts[index] = (done, cancelled)
     return data
 
 
@@ -360,13 +358,13 @@ async def _write_batch(
 ) -> list[int]:
     """COPY one batch's rows; its task ids, in order."""
     ids: list[int] = sorted(await conn.fetchval(_RESERVE_IDS, len(parsed.data)))
-    no_counts = (0, 0, 0)
+    no_counts = (0, 0)
     task_lines = []
     for index, (task_id, data, meta) in enumerate(zip(ids, parsed.data, parsed.meta, strict=True)):
-        done, cancelled, predictions = parsed.counts.get(index, no_counts)
+        done, cancelled = parsed.counts.get(index, no_counts)
         task_lines.append(
-            b"%d\t%d\t%s\t%s\t%s\t%d\t%d\t%d\n"
-            % (task_id, project_id, data, meta, _BOOL[done > 0], done, cancelled, predictions)
+            b"%d\t%d\t%s\t%s\t%s\t%d\t%d\n"
+            % (task_id, project_id, data, meta, _BOOL[done > 0], done, cancelled)
         )
     await _copy(conn, "task", _TASK_COLUMNS, task_lines)
     if parsed.annotations:
@@ -386,8 +384,8 @@ async def _write_batch(
     outcome.task_count += len(ids)
     outcome.annotation_count += len(parsed.annotations)
     outcome.prediction_count += len(parsed.predictions)
-    outcome.done_annotations += sum(done for done, _, _ in parsed.counts.values())
-    outcome.labeled += sum(1 for done, _, _ in parsed.counts.values() if done > 0)
+    outcome.done_annotations += sum(done for done, _ in parsed.counts.values())
+    outcome.labeled += sum(1 for done, _ in parsed.counts.values() if done > 0)
     return ids
 
 

@@ -211,20 +211,34 @@ async def count_skipped(
     return int((await session.execute(_COUNT_SKIPPED, params)).scalar_one())
 
 
+_HOLD_BACKEND = text("SELECT id FROM ml_backend WHERE id = :backend FOR KEY SHARE")
+
+
+async def hold_backend(session: AsyncSession, backend_id: int) -> bool:
+    """Hold the backend's row until the chunk commits, so it is not deleted meanwhile; False if it is gone.
+
+    What the prediction table's foreign key used to do for every prediction, once per chunk: a backend
+    delete waits for the reports in flight, then clears their predictions' backend with the others.
+    """
+    return (await session.execute(_HOLD_BACKEND, {"backend": backend_id})).first() is not None
+
+
 _LOCK_TASKS = text(
     """
-    SELECT id FROM task WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id FOR UPDATE
+    SELECT id FROM task WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id FOR NO KEY UPDATE
     """
 )
 
 
 async def lock_tasks(session: AsyncSession, task_ids: Sequence[int]) -> None:
-    """Lock the tasks about to get predictions, in id order, before anything else touches them.
+    """Lock the tasks about to get predictions, in id order, until the chunk commits.
 
-    The prediction insert takes FOR KEY SHARE on its tasks (foreign key) and the counter refresh then
-    wants FOR UPDATE: two chunks of different jobs over the same tasks (one job per backend) would
-    each hold the first and wait for the second, a deadlock. Locking first, in one order, makes the
-    second chunk simply wait its turn.
+    Two chunks storing the same backend's version for one task (two jobs over overlapping selections,
+    a lease that ran out while its worker still worked) then take turns, and the second one's insert
+    sees what the first stored: each prediction is stored once. A delete of these tasks waits too, so
+    it counts what it removes. ``FOR NO KEY UPDATE``, the weakest lock two chunks conflict on, leaves
+    the ``FOR KEY SHARE`` of foreign-key checks alone: a user annotating one of these tasks meanwhile
+    does not wait for the chunk.
     """
     if task_ids:
         await session.execute(_LOCK_TASKS, {"ids": sorted(set(task_ids))})
@@ -257,23 +271,6 @@ _INSERT_PREDICTIONS = text(
 )
 
 
-_ADD_TASK_PREDICTIONS = text(
-    """
-    UPDATE task AS t SET total_predictions = t.total_predictions + d.n
-    FROM (
-        SELECT task_id, count(*) AS n FROM unnest(CAST(:ids AS bigint[])) AS task_id GROUP BY task_id
-    ) AS d
-    WHERE t.id = d.task_id
-    """
-)
-
-
-async def add_task_predictions(session: AsyncSession, inserted_task_ids: Sequence[int]) -> None:
-    """Count new predictions on their tasks (one per id, repeats included); the tasks are locked."""
-    if inserted_task_ids:
-        await session.execute(_ADD_TASK_PREDICTIONS, {"ids": list(inserted_task_ids)})
-
-
 async def insert_predictions(
     session: AsyncSession,
     *,
@@ -283,7 +280,8 @@ async def insert_predictions(
     chunk_task_ids: list[int],
     predictions: Sequence[ReportedPrediction],
 ) -> list[int]:
-    """Bulk insert in one statement; returns the task id of every prediction stored."""
+    """Bulk insert in one statement (the tasks locked by ``lock_tasks``); returns the task id of every
+    prediction stored."""
     if not predictions:
         return []
     params = {

@@ -446,28 +446,30 @@ async def _apply_report(
     assert job.project_id is not None  # a project delete cancels the chunks before the project goes
     in_chunk = set(task_ids)
     predictions = [p for p in report.predictions if p.task_id in in_chunk]
+    # A backend deleted meanwhile leaves its predictions with no backend, as it does its stored ones.
+    backend_id = job.ml_backend_id
+    if backend_id is not None and predictions and not await repo.hold_backend(session, backend_id):
+        backend_id = None
     await repo.lock_tasks(session, [p.task_id for p in predictions])
     inserted = await repo.insert_predictions(
         session,
         project_id=job.project_id,
-        backend_id=job.ml_backend_id,
+        backend_id=backend_id,
         job_id=job.id,
         chunk_task_ids=task_ids,
         predictions=predictions,
     )
     predicted = set(inserted)
-    if job.ml_backend_id is not None:
+    if backend_id is not None:
         # The version a backend predicts with can run ahead of the one its last check saw.
         for version in sorted({p.model_version for p in predictions}):
-            await record_version(session, job.ml_backend_id, version)
+            await record_version(session, backend_id, version)
     errors = [e for e in report.errors if e.task_id in in_chunk and e.task_id not in predicted]
     failed = {e.task_id for e in errors}
     reported = {p.task_id for p in predictions} | failed
     # A prediction not stored because the task already had it (or is gone) is a skip, not new work.
     already = {p.task_id for p in predictions} - predicted - failed
     skipped = len(already) + await _unsent(session, job, task_ids, reported, report)
-    # Deltas, not a recount: the tasks are locked, so adding what was inserted is exact and cheaper.
-    await repo.add_task_predictions(session, inserted)
     # The job's and the project's counters move later, in batches (repo.fold_chunks): no hot row.
     await repo.record_on_chunk(
         session,

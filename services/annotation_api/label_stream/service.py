@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.annotation_api.counters import refresh_task_counters
+from services.annotation_api.counters import add_to_project_counters
 from services.annotation_api.db import release_transaction
 from services.annotation_api.errors import ApiError, NotFound
 from services.annotation_api.label_stream import repository
@@ -196,4 +196,4 @@ async def _store(
     for version in {p.model_version for p in fresh if p.model_version}:
         await follow_model_version(session, backend, project_id, version)
     await session.flush()
-    await refresh_task_counters(session, [task_id])
+    await add_to_project_counters(session, project_id, predictions=len(fresh))

@@ -31,7 +31,14 @@ from services.annotation_api.ml_backends.schemas import (
     MlBackendUpdate,
     VersionsOut,
 )
-from services.annotation_api.models import MlBackend, MlBackendState, MlBackendVersion, Project, Task
+from services.annotation_api.models import (
+    MlBackend,
+    MlBackendState,
+    MlBackendVersion,
+    Prediction,
+    Project,
+    Task,
+)
 from services.annotation_api.settings import ApiSettings
 from shared.gateway_contract import (
     BackendSpec,
@@ -266,10 +273,19 @@ def _with_changes(backend: MlBackend, changes: dict[str, Any]) -> MlBackend:
 
 
 async def delete_backend(session: AsyncSession, backend_id: int) -> None:
-    """Delete the backend; its queued and running jobs (training, predictions) fail at once, named so."""
+    """Delete the backend; its queued and running jobs (training, predictions) fail at once, named so.
+
+    Its predictions stay, with no backend. The row goes first: that waits for chunk reports storing this
+    backend's predictions (each holds the row, ``repo.hold_backend``), so clearing ``ml_backend_id``
+    afterwards sees theirs too, and later reports find the backend gone.
+    """
     backend = await get_backend(session, backend_id)
     await fail_backend_jobs(session, backend_id)
     await session.delete(backend)
+    await session.flush()
+    await session.execute(
+        update(Prediction).where(Prediction.ml_backend_id == backend_id).values(ml_backend_id=None)
+    )
 
 
 async def validate_backend(

@@ -13,7 +13,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.auth.access import hidden, visible_organization
-from services.annotation_api.counters import refresh_task_counters
+from services.annotation_api.counters import add_to_project_counters
 from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.models import Prediction, Project, Task
 from services.annotation_api.predictions import repository
@@ -62,7 +62,7 @@ async def create_prediction(session: AsyncSession, body: PredictionCreate) -> di
     rows = NewPredictions()
     rows.add(body.task, body.result, body.score, version)
     (created,) = await repository.insert_predictions(session, project.id, rows)
-    await refresh_task_counters(session, [body.task])
+    await add_to_project_counters(session, project.id, predictions=1)
     await adopt_version_if_unset(session, project.id, version)
     return created
 
@@ -131,6 +131,7 @@ async def update_prediction(
 
 
 async def delete_prediction(session: AsyncSession, prediction_id: int) -> None:
-    prediction, _ = await _locked_prediction(session, prediction_id)
-    await session.execute(delete(Prediction).where(Prediction.id == prediction_id))
-    await refresh_task_counters(session, [prediction.task_id])
+    _, project = await _locked_prediction(session, prediction_id)
+    gone = await session.execute(delete(Prediction).where(Prediction.id == prediction_id))
+    # What this statement deleted: a selection's delete job may have taken it meanwhile.
+    await add_to_project_counters(session, project.id, predictions=-int(getattr(gone, "rowcount", 0)))

@@ -38,9 +38,13 @@ async def raw_connection(connection: AsyncConnection) -> asyncpg.Connection:
     return driver
 
 
+TASK_PREDICTIONS = "(SELECT count(*) FROM prediction tp WHERE tp.task_id = t.id)"
+"""Task ``t``'s ``total_predictions``: counted when read, a few entries of the prediction index that
+leads with task_id (models.py says why it is not a column)."""
+
 TASK_COLUMNS = (
     "t.id, t.project_id, t.data::text, t.meta::text, t.is_labeled, t.total_annotations, "
-    "t.cancelled_annotations, t.total_predictions, t.created_at, t.updated_at"
+    f"t.cancelled_annotations, {TASK_PREDICTIONS}, t.created_at, t.updated_at"
 )
 
 _ANNOTATIONS = """
@@ -127,7 +131,8 @@ async def embed_prediction_scores(
 
     The score is the one ``ordering=prediction_score`` sorts by: the highest of the task's predictions
     of ``model_version`` (the project's shown version; any version when None), null when none has one.
-    Read by task id through ``ix_prediction_task_id_model_version``: a page's worth of index entries.
+    Read by task id through ``ix_prediction_task_id_model_version_ml_backend_id``: a page's worth of
+    index entries.
     """
     for task in tasks:
         task["predictions_score"] = None
@@ -296,11 +301,12 @@ async def page_by_score(
 
 
 async def totals(conn: asyncpg.Connection, task_filter: TaskFilter) -> tuple[int, int, int]:
-    """(tasks, annotations, predictions) over the filtered tasks, from the task counters."""
+    """(tasks, annotations, predictions) over the filtered tasks: counters, and each task's predictions
+    counted (one index probe per task)."""
     params = _Params()
     clauses = _where(task_filter, params)
     row = await conn.fetchrow(
-        "SELECT count(*), COALESCE(sum(t.total_annotations), 0), COALESCE(sum(t.total_predictions), 0) "
+        f"SELECT count(*), COALESCE(sum(t.total_annotations), 0), COALESCE(sum({TASK_PREDICTIONS}), 0) "
         f"FROM task t WHERE {' AND '.join(clauses)}",
         *params.values,
     )

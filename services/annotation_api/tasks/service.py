@@ -204,7 +204,9 @@ async def update_task(session: AsyncSession, task_id: int, body: TaskUpdate) -> 
 async def delete_tasks(session: AsyncSession, project_id: int, task_ids: Sequence[int] | None) -> int:
     """Delete the given tasks of a project (all of them when ``task_ids`` is None); returns how many.
 
-    One DELETE, then the project's counters move by what the deleted rows carried.
+    One DELETE, then the project's counters move by what the deleted rows carried. The tasks are locked
+    first, in id order: the DELETE's snapshot then shows every prediction stored for them before (it
+    counts them; a chunk storing predictions holds its tasks until it commits).
     """
     if task_ids is None:
         result = await session.execute(
@@ -212,12 +214,20 @@ async def delete_tasks(session: AsyncSession, project_id: int, task_ids: Sequenc
         )
         await refresh_project_counters(session, project_id)
         return int(getattr(result, "rowcount", 0))
+    await session.execute(
+        text(
+            "SELECT id FROM task WHERE project_id = :project AND id = ANY(CAST(:ids AS bigint[])) "
+            "ORDER BY id FOR UPDATE"
+        ),
+        {"project": project_id, "ids": list(task_ids)},
+    )
     row = (
         await session.execute(
             text(
                 "WITH gone AS (DELETE FROM task WHERE project_id = :project AND id = ANY(CAST(:ids AS bigint[])) "
-                "RETURNING total_annotations, total_predictions, is_labeled) "
-                "SELECT count(*), COALESCE(sum(total_annotations), 0), COALESCE(sum(total_predictions), 0), "
+                "RETURNING id, total_annotations, is_labeled) "
+                "SELECT count(*), COALESCE(sum(total_annotations), 0), "
+                "(SELECT count(*) FROM prediction p WHERE p.task_id IN (SELECT id FROM gone)), "
                 "count(*) FILTER (WHERE is_labeled) FROM gone"
             ),
             {"project": project_id, "ids": list(task_ids)},
