@@ -198,7 +198,9 @@ def full_stack(
     """Start backend, API, gateway and workers; yields them as a ``Stack``; stops them all.
 
     ``internal_apis``: that many more API processes serve the workers' ``/internal`` calls (worker ``i``
-    calls process ``i mod internal_apis``), as ``make run`` with one."""
+    calls process ``i mod internal_apis``) and run the background loops, which the users' API then does
+    not (unless ``LABELLOOP_BACKGROUND_LOOPS`` is set in the environment: the layout before), as
+    ``make run`` with one."""
     api_port, gateway_port, backend_port = free_port(), free_port(), free_port()
     api_url, gateway_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{gateway_port}"
     backend_url = f"http://127.0.0.1:{backend_port}"
@@ -221,16 +223,20 @@ def full_stack(
     try:
         backend = _spawn([sys.executable, "-m", "tests.fakes.fake_backend", "--port", str(backend_port)], env)
         processes.append(backend)
-        api = _spawn(uvicorn_command("services.annotation_api.main:app_from_env", api_port), env)
+        users_env = {"LABELLOOP_BACKGROUND_LOOPS": "false", **env} if internal_apis else env
+        api = _spawn(uvicorn_command("services.annotation_api.main:app_from_env", api_port), users_env)
         processes.append(api)
         worker_envs = [env]
         internal_urls = [api_url]
         if internal_apis:
             internal_urls = []
             worker_envs = []
+            internal_env = {**env, "LABELLOOP_BACKGROUND_LOOPS": "true"}
             for _ in range(internal_apis):
                 port = free_port()
-                internal = _spawn(uvicorn_command("services.annotation_api.main:app_from_env", port), env)
+                internal = _spawn(
+                    uvicorn_command("services.annotation_api.main:app_from_env", port), internal_env
+                )
                 processes.append(internal)
                 _wait_ready(f"http://127.0.0.1:{port}/ready", internal)
                 internal_urls.append(f"http://127.0.0.1:{port}")

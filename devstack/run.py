@@ -4,8 +4,9 @@ Starts PostgreSQL and Redis (embedded unless ``DATABASE_URL`` / ``REDIS_URL`` ar
 migrations, then runs the annotation API, the gateway API, a gateway worker and two example ML backends
 (scikit-learn, and named entities for interactive pre-annotation) as child processes. The annotation API
 runs twice: the one users reach, and a replica on its own port (``LABELLOOP_INTERNAL_API_PORT``, default
-the API's + 1) that the gateway worker sends its ``/internal`` lease and report calls to, so a bulk job
-never competes with users for one process's event loop and database pool (``bench/README.md``). Ctrl-C or SIGTERM
+the API's + 1) that the gateway worker sends its ``/internal`` lease and report calls to and that alone
+runs the background loops (job runner, sweeper, event delivery…; ``LABELLOOP_BACKGROUND_LOOPS``), so bulk
+work never competes with users for one process's event loop and database pool (``bench/README.md``). Ctrl-C or SIGTERM
 stops all of them (and the embedded servers) within seconds; if any child or embedded server dies, the
 rest are stopped too, so a half-running stack never hides a failure. A second ``make run`` on the same
 data folder refuses to start (``EmbeddedStack``'s lock).
@@ -179,11 +180,13 @@ def main() -> int:
                 "annotation-api",
                 _uvicorn("services.annotation_api.main:app_from_env", api_port),
                 f"{api_url}/ready",
+                env={"LABELLOOP_BACKGROUND_LOOPS": "false"},
             ),
             Child(
                 "annotation-api-internal",
                 _uvicorn("services.annotation_api.main:app_from_env", internal_api_port),
                 f"{internal_api_url}/ready",
+                env={"LABELLOOP_BACKGROUND_LOOPS": "true"},
             ),
             Child(
                 "model-gateway",
@@ -232,7 +235,8 @@ def main() -> int:
             "\nlabelloop is running\n"
             f"  web console      {api_url}/   (open it in a browser; sign in with the API token below)\n"
             f"  annotation API   {api_url}   (docs: {api_url}/docs)\n"
-            f"  /internal API    {internal_api_url}   (the same API; the gateway worker's calls go here)\n"
+            f"  /internal API    {internal_api_url}   (the same API; the gateway worker's calls and the "
+            "background jobs run here)\n"
             f"  model gateway    {gateway_url}   (docs: {gateway_url}/docs)\n"
             f"  gateway worker   {worker_url}   (/metrics, /health, /ready)\n"
             f"  example backend  {backend_url}   ({backend_module})\n"

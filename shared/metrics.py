@@ -71,6 +71,11 @@ TASKS_FAILED = Counter(
     "Tasks a bulk job could not predict, by backend id.",
     ["backend"],
 )
+JOB_RUNNER_BATCHES = Counter(
+    "labelloop_job_runner_batches_total",
+    "Batches of the API's own jobs (deletes, auto-labeling, chunk planning, their VACUUM) this API "
+    "process ran; stays 0 where LABELLOOP_BACKGROUND_LOOPS is off.",
+)
 WORKER_CHUNKS = Counter(
     "labelloop_worker_chunks_total",
     "Bulk chunks a gateway worker finished with, by outcome: completed, released (handed back on "

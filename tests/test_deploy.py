@@ -1,7 +1,8 @@
 """The container image and manifests, checked without Docker or a cluster: every manifest parses, pods run
 unprivileged with pinned images and memory limits that fit the body and response caps, every scalable role
-has a disruption budget, workers autoscale on queue depth, gateways have an egress policy, and compose runs
-the same commands with the same settings as Kubernetes."""
+has a disruption budget, workers autoscale on queue depth and call an API of their own that alone runs the
+background loops, gateways have an egress policy, and compose runs the same commands with the same settings
+as Kubernetes."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from services.annotation_api.settings import ApiSettings
 from services.model_gateway.settings import GatewaySettings
 from services.model_gateway.worker import WorkerSettings
 
@@ -21,6 +23,7 @@ K8S = REPO_ROOT / "deploy" / "k8s"
 VERSION = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
 ROLES = {
     "labelloop-api": "api",
+    "labelloop-api-internal": "api-internal",
     "labelloop-gateway": "gateway",
     "labelloop-worker": "worker",
     f"labelloop-migrate-{VERSION}": "migrate",
@@ -86,8 +89,10 @@ def test_memory_limits_fit_the_body_and_response_caps() -> None:
         int(caps["LABELLOOP_MAX_REQUEST_BYTES"]),
         int(caps["LABELLOOP_MAX_RESPONSE_BYTES"]),
     )
-    # An import body is parsed whole: its Python objects take several times its size.
-    assert limits["labelloop-api"] >= 256 * MI + 8 * request_cap
+    # An import body (or a chunk report, on the internal API) is parsed whole: its Python objects take
+    # several times its size.
+    for name in ("labelloop-api", "labelloop-api-internal"):
+        assert limits[name] >= 256 * MI + 8 * request_cap, name
     for name in ("labelloop-gateway", "labelloop-worker"):
         assert limits[name] >= 256 * MI + WorkerSettings.max_jobs * response_cap, name
 
@@ -142,6 +147,36 @@ def test_gateways_egress_is_limited_and_matches_the_address_policy() -> None:
     assert {block["cidr"] for block in blocks} >= set(allowed), "backends the gateway may call are reachable"
 
 
+def env_of(workload: dict[str, Any]) -> dict[str, str]:
+    """The variables a workload's container sets on top of the ConfigMap and Secret."""
+    return {item["name"]: item["value"] for item in container(workload).get("env", [])}
+
+
+def deployment(name: str) -> dict[str, Any]:
+    [found] = [d for d in of_kind("Deployment") if d["metadata"]["name"] == name]
+    return found
+
+
+def test_only_the_internal_api_runs_the_background_loops_and_workers_call_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    users, internal = deployment("labelloop-api"), deployment("labelloop-api-internal")
+    loops = {}
+    for workload in (users, internal):
+        monkeypatch.delenv("LABELLOOP_BACKGROUND_LOOPS", raising=False)
+        for name, value in {**settings(), **env_of(workload)}.items():
+            monkeypatch.setenv(name, value)
+        loops[workload["metadata"]["name"]] = ApiSettings().background_loops
+    assert loops == {"labelloop-api": False, "labelloop-api-internal": True}
+    assert container(users)["command"] == container(internal)["command"]
+    [service] = [s for s in of_kind("Service") if s["metadata"]["name"] == "labelloop-api-internal"]
+    assert service["spec"]["selector"] == internal["spec"]["template"]["metadata"]["labels"]
+    port = service["spec"]["ports"][0]["port"]
+    worker_api = env_of(deployment("labelloop-worker"))["LABELLOOP_API_URL"]
+    assert worker_api == f"http://labelloop-api-internal:{port}"
+    assert settings()["LABELLOOP_API_URL"].startswith("http://labelloop-api:"), "gateways call the users' API"
+
+
 def test_compose_runs_the_same_commands_and_settings_as_kubernetes() -> None:
     compose = yaml.safe_load((REPO_ROOT / "compose.yaml").read_text())
     services = compose["services"]
@@ -149,8 +184,14 @@ def test_compose_runs_the_same_commands_and_settings_as_kubernetes() -> None:
         role = ROLES[workload["metadata"]["name"]]
         command = services[role].get("command") or _default_cmd()
         assert command == container(workload)["command"], role
+        if workload["kind"] == "Deployment":
+            environment = services[role]["environment"]
+            assert set(environment) == set(settings()) | set(env_of(workload)), role
+            for key, value in env_of(workload).items():
+                if key != "LABELLOOP_API_URL":  # a host name of its own in each
+                    assert str(environment[key]) == value, (role, key)
+    assert services["worker"]["environment"]["LABELLOOP_API_URL"] == "http://api-internal:8080"
     environment = services["api"]["environment"]
-    assert set(environment) == set(settings())
     for key in ("LABELLOOP_LOG_JSON", "LABELLOOP_MAX_REQUEST_BYTES", "LABELLOOP_MAX_RESPONSE_BYTES"):
         assert str(environment[key]) == settings()[key], key
     for name, service in services.items():

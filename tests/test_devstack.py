@@ -1,5 +1,6 @@
 """``make run`` and ``devstack.exec`` on one data folder: they share the servers instead of colliding, and
-the supervisor stops, saying why, when Postgres dies under it. Real processes and real servers."""
+the supervisor stops, saying why, when Postgres dies under it; only its internal API runs the background
+loops. Real processes and real servers."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
 from devstack.embedded import EmbeddedStack, free_port
@@ -75,7 +77,7 @@ def test_exec_attaches_to_the_running_stack_and_a_second_run_refuses(
     assert running_stack.dead_server() is None
 
 
-def test_run_stops_and_says_so_when_postgres_dies(tmp_path: Path) -> None:
+def test_run_keeps_the_loops_off_the_users_api_and_stops_when_postgres_dies(tmp_path: Path) -> None:
     env = _env(
         tmp_path,
         LABELLOOP_API_PORT=str(free_port()),
@@ -106,6 +108,13 @@ def test_run_stops_and_says_so_when_postgres_dies(tmp_path: Path) -> None:
     reader.start()
     try:
         assert up.wait(timeout=90), "".join(lines)
+        loops = {
+            name: httpx.get(f"http://127.0.0.1:{env[name]}/ready").json()["background_loops"]
+            for name in ("LABELLOOP_API_PORT", "LABELLOOP_INTERNAL_API_PORT")
+        }
+        assert loops == {"LABELLOOP_API_PORT": False, "LABELLOOP_INTERNAL_API_PORT": True}, (
+            "users' API: no loops"
+        )
         pid_file = tmp_path / "services" / "postgres" / "cluster" / "postmaster.pid"
         os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)
         assert run.wait(timeout=60) == 1

@@ -8,6 +8,9 @@ balancer never routes to an instance that would fail every query.
 its code needs, and drops only what the previous release no longer used), and they run before the new
 code rolls out, so old instances keep serving on the newer schema. A revision this code does not know is
 taken to be such a later one; a known revision other than the head is older, and not ready.
+
+A ready answer also says whether the process runs the background loops (``background_loops``): a
+process without them serves requests only, and some other API process must run them.
 """
 
 from __future__ import annotations
@@ -72,4 +75,5 @@ async def ready(request: Request) -> JsonResponse:
     problem = schema_problem(current)
     if problem is not None:
         return JsonResponse({"status": "not ready", "reason": problem}, status_code=503)
-    return JsonResponse({"status": "ready", "migration": current})
+    loops: bool = request.app.state.settings.background_loops
+    return JsonResponse({"status": "ready", "migration": current, "background_loops": loops})

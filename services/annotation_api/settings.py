@@ -79,6 +79,14 @@ class ApiSettings(CommonSettings, RedisSettingsMixin):
         description="A delete or auto-labeling of at most this many tasks is done within the request "
         "(answered like Label Studio, done when answered); larger ones run as a background job.",
     )
+    background_loops: bool = Field(
+        default=True,
+        description="Run the background loops in this process: the job runner (deletes, auto-labeling, "
+        "chunk planning), the chunk sweeper and fold, event delivery, backend checks, the job watchdog. "
+        "Off: the process only serves requests, and the jobs they record are run by the API processes "
+        "with the loops on (woken through Postgres `NOTIFY`); at least one must run. `make run` turns "
+        "them off in the users' API and on in the `/internal` one.",
+    )
     job_poll_interval_s: float = Field(
         default=1.0, gt=0, description="How often each API replica looks for background jobs to advance."
     )

@@ -1,8 +1,13 @@
-"""The API's own jobs survive the API: a real API process SIGKILLed mid-delete, another one finishes it.
+"""The API's own jobs survive the API: a real API process SIGKILLed mid-job, another one finishes it.
 
-The job is held mid-way by a task row lock this test takes, so the kill lands while a batch is open
-(its transaction is rolled back with the dead process) and after earlier batches committed. The second
-API process resumes from the job's cursor; the outcome is exact: every row gone once, counters right.
+Every kind the job runner runs: a project delete, a model version's predictions, the data manager's
+deletes (tasks, predictions, annotations), auto-labeling (``predictions_to_annotations``) and the chunk
+planning of a bulk prediction. The job is held mid-way by a task row lock this test takes (planning, which
+locks no task, by a trigger that waits on an advisory lock before a given chunk row), so the kill lands
+while a batch is open (its transaction is rolled back with the dead process) and after earlier batches
+committed. The second
+API process resumes from the job's cursor; the outcome is exact: every row gone (or made) once, counters
+right.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ import asyncpg
 import httpx
 import orjson
 
-from tests.bulk.conftest import StartApi
+from tests.bulk.conftest import StartApi, StartWorker
 from tests.conftest import TEST_API_TOKEN
-from tests.fakes.fake_backend import SENTIMENT_CONFIG
-from tests.support.builders import choice
+from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
+from tests.support.builders import choice, connect_backend, import_texts
+from tests.support.servers import ServerThread
 from tests.support.waiting import wait_for_lock_wait, wait_job, wait_job_result
 
 TASKS = 200
@@ -154,4 +160,171 @@ async def test_api_killed_mid_annotation_delete_another_finishes_it_exactly(
     events = await db.fetch("SELECT payload::text FROM outbox_event WHERE action = 'ANNOTATIONS_DELETED'")
     deleted = [item["id"] for row in events for item in orjson.loads(row[0])["annotations"]]
     assert len(deleted) == len(set(deleted)) == TASKS, "each deleted annotation announced exactly once"
+    assert second.poll() is None, "the second API process is still serving"
+
+
+async def _dm_action(
+    api: httpx.AsyncClient, action: str, project_id: int, body: dict[str, str] | None = None
+) -> int:
+    response = await api.post(
+        "/api/dm/actions", params={"id": action, "project": project_id}, json=body or {}
+    )
+    assert response.status_code == 200, response.text
+    return int(response.json()["job_id"])
+
+
+async def _counters_match_rows(db: asyncpg.Connection) -> None:
+    """Each task's counters equal its rows."""
+    wrong = await db.fetchval(
+        "SELECT count(*) FROM task t WHERE "
+        "total_predictions <> (SELECT count(*) FROM prediction p WHERE p.task_id = t.id) OR "
+        "total_annotations <> (SELECT count(*) FROM annotation a WHERE a.task_id = t.id)"
+    )
+    assert wrong == 0
+
+
+async def test_api_killed_mid_tasks_delete_another_finishes_it_exactly(
+    start_api: StartApi, db: asyncpg.Connection, database_url: str
+) -> None:
+    first, url = await asyncio.to_thread(start_api)
+    async with _client(url) as api:
+        project_id, task_ids = await _project_with_history(api)
+
+        async def delete_tasks() -> int:
+            return await _dm_action(api, "delete_tasks", project_id)
+
+        job_id = await _kill_mid_job(db, database_url, api, first, task_ids[120], delete_tasks)
+
+    second, url = await asyncio.to_thread(start_api)
+    async with _client(url) as api:
+        result = await wait_job_result(api, job_id)
+        project = (await api.get(f"/api/projects/{project_id}")).json()
+    assert result == {"processed_items": TASKS, "detail": f"Deleted {TASKS} tasks", "deleted": TASKS}
+    for table in ("task", "prediction", "annotation"):
+        assert await db.fetchval(f"SELECT count(*) FROM {table}") == 0, table
+    counters = ("task_number", "total_predictions_number", "total_annotations_number")
+    assert [project[name] for name in counters] == [0, 0, 0], project
+    assert project["num_tasks_with_annotations"] == 0
+    assert second.poll() is None, "the second API process is still serving"
+
+
+async def test_api_killed_mid_predictions_delete_another_finishes_it_with_exact_counters(
+    start_api: StartApi, db: asyncpg.Connection, database_url: str
+) -> None:
+    first, url = await asyncio.to_thread(start_api)
+    async with _client(url) as api:
+        project_id, task_ids = await _project_with_history(api)
+
+        async def delete_predictions() -> int:
+            return await _dm_action(api, "delete_tasks_predictions", project_id)
+
+        job_id = await _kill_mid_job(db, database_url, api, first, task_ids[120], delete_predictions)
+
+    second, url = await asyncio.to_thread(start_api)
+    async with _client(url) as api:
+        result = await wait_job_result(api, job_id)
+        project = (await api.get(f"/api/projects/{project_id}")).json()
+    assert result == {"processed_items": 2 * TASKS, "detail": f"Deleted {2 * TASKS} predictions"}
+    assert await db.fetchval("SELECT count(*) FROM prediction") == 0
+    assert await db.fetchval("SELECT count(*) FROM annotation") == TASKS, "annotations untouched"
+    assert (project["task_number"], project["total_predictions_number"]) == (TASKS, 0)
+    await _counters_match_rows(db)
+    assert second.poll() is None, "the second API process is still serving"
+
+
+async def test_api_killed_mid_auto_labeling_another_finishes_it_exactly(
+    start_api: StartApi, db: asyncpg.Connection, database_url: str
+) -> None:
+    first, url = await asyncio.to_thread(start_api)
+    async with _client(url) as api:
+        project_id, task_ids = await _project_with_history(api)
+
+        async def auto_label() -> int:
+            return await _dm_action(api, "predictions_to_annotations", project_id, {"model_version": "v1"})
+
+        job_id = await _kill_mid_job(db, database_url, api, first, task_ids[120], auto_label)
+
+    second, url = await asyncio.to_thread(start_api)
+    async with _client(url) as api:
+        result = await wait_job_result(api, job_id)
+        project = (await api.get(f"/api/projects/{project_id}")).json()
+    assert result == {
+        "processed_items": TASKS,
+        "detail": f"Created {TASKS} annotations, skipped 0",
+        "created": TASKS,
+        "skipped": 0,
+    }
+    made = await db.fetch(
+        "SELECT a.id, a.task_id, p.model_version, p.task_id = a.task_id AS own FROM annotation a "
+        "JOIN prediction p ON p.id = a.parent_prediction_id"
+    )
+    assert len(made) == len({row["task_id"] for row in made}) == TASKS, "one annotation per task, once"
+    assert {(row["model_version"], row["own"]) for row in made} == {("v1", True)}
+    assert (project["total_annotations_number"], project["num_tasks_with_annotations"]) == (2 * TASKS, TASKS)
+    await _counters_match_rows(db)
+    events = await db.fetch("SELECT payload::text FROM outbox_event WHERE action = 'ANNOTATION_CREATED'")
+    announced = [orjson.loads(row[0])["annotation"]["id"] for row in events]
+    made_ids = {row["id"] for row in made}
+    from_job = [annotation_id for annotation_id in announced if annotation_id in made_ids]
+    assert sorted(from_job) == sorted(made_ids), "each new annotation announced exactly once"
+    assert second.poll() is None, "the second API process is still serving"
+
+
+_HOLD = 4242
+_HOLD_PLANNING = f"""
+CREATE FUNCTION hold_planning() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_advisory_xact_lock_shared({_HOLD}); RETURN NEW; END $$;
+CREATE TRIGGER hold_planning BEFORE INSERT ON job_chunk FOR EACH ROW WHEN (NEW.seq >= $SEQ)
+EXECUTE FUNCTION hold_planning();
+"""
+
+
+async def test_api_killed_mid_chunk_planning_another_finishes_it_exactly(
+    start_api: StartApi,
+    start_worker: StartWorker,
+    gateway_server: ServerThread,
+    fake: FakeBackend,
+    db: asyncpg.Connection,
+    database_url: str,
+) -> None:
+    """Planning writes a bulk prediction's chunk rows a window (``job_batch_size`` tasks) per transaction;
+    the window that would write chunk ``held`` waits, the API dies, another plans the rest from the
+    cursor: every task in exactly one chunk, predicted exactly once."""
+    chunk_size, held = 5, 20  # windows of 25 tasks (the start_api batch size): 4 windows committed
+    env = {"LABELLOOP_GATEWAY_URL": gateway_server.url, "LABELLOOP_CHUNK_SIZE": str(chunk_size)}
+    first, url = await asyncio.to_thread(start_api, **env)
+    async with _client(url) as api:
+        created = await api.post("/api/projects", json={"title": "plan", "label_config": SENTIMENT_CONFIG})
+        project_id = created.json()["id"]
+        await import_texts(api, project_id, TASKS)
+        await connect_backend(api, project_id, fake.url, batch_size=5)
+        await db.execute(_HOLD_PLANNING.replace("$SEQ", str(held)))
+        await db.execute("SELECT pg_advisory_lock($1)", _HOLD)
+        started = await api.post(
+            "/api/dm/actions", params={"id": "retrieve_tasks_predictions", "project": project_id}
+        )
+        assert started.status_code == 200, started.text
+        job_id = int(started.json()["job_id"])
+        await wait_for_lock_wait(database_url, "planning to reach the held chunk")
+        planned = await db.fetchval("SELECT count(*) FROM job_chunk WHERE job_id = $1", job_id)
+        assert 0 < planned * chunk_size < TASKS, "the kill must land mid-planning"
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        await db.execute("SELECT pg_advisory_unlock($1)", _HOLD)
+
+    second, url = await asyncio.to_thread(start_api, **env)
+    start_worker(LABELLOOP_API_URL=url)
+    async with _client(url) as api:
+        job = await wait_job(api, job_id, timeout_s=120)
+    assert job["status"] == "completed", job
+    assert (job["total"], job["done"], job["predicted"], job["failed"]) == (TASKS, TASKS, TASKS, 0), job
+    covered = await db.fetchrow(
+        "SELECT count(DISTINCT c.id), count(*), count(DISTINCT t) FROM job_chunk c, unnest(c.task_ids) t "
+        "WHERE c.job_id = $1",
+        job_id,
+    )
+    assert tuple(covered) == (TASKS // chunk_size, TASKS, TASKS), "each task planned in exactly one chunk"
+    stored = await db.fetchrow("SELECT count(*), count(DISTINCT task_id) FROM prediction")
+    assert tuple(stored) == (TASKS, TASKS), "every prediction stored exactly once"
+    await _counters_match_rows(db)
     assert second.poll() is None, "the second API process is still serving"

@@ -1,7 +1,12 @@
 """The API's background loops: the chunk sweeper, the job runner, the periodic ML backend check,
-event delivery, the re-checks of backends that just received events, and the stuck-job watchdog.
+event delivery and the stuck-job watchdog.
 
-They run in every API replica; their SQL takes rows with ``SKIP LOCKED``, so replicas share the work.
+They run in every API process whose ``background_loops`` setting is on; their SQL takes rows with
+``SKIP LOCKED``, so such replicas share the work. A process with it off only serves requests, so users'
+requests never share an event loop or a database pool with bulk jobs (``make run`` and ``deploy/`` run
+the users' API that way and a second API, the one gateway workers call, with the loops). A job such a
+process records wakes the runners elsewhere through Postgres ``NOTIFY`` (``JobDoorbell``); the runners'
+poll (``job_poll_interval_s``) covers a lost notification.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import asyncpg
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -25,9 +31,16 @@ from services.annotation_api.jobs.watchdog import fail_stalled
 from services.annotation_api.ml_backends.gateway_client import close_gateway_client, gateway_client
 from services.annotation_api.ml_backends.monitor import Rechecks, monitor_loop
 from services.annotation_api.settings import ApiSettings
+from shared.metrics import JOB_RUNNER_BATCHES
+from shared.settings import asyncpg_url
 
 log = logging.getLogger(__name__)
 _SWEEP_BATCH = 500
+JOB_CHANNEL = "labelloop_job_runner"
+"""The Postgres notification channel a process that recorded a job rings for the job runners."""
+_NOTIFY = text(f"NOTIFY {JOB_CHANNEL}")
+_LISTEN_CHECK_S = 30.0
+_RELISTEN_S = 2.0
 
 
 def chunk_queue(app: FastAPI) -> ChunkQueue:
@@ -100,11 +113,11 @@ async def runner_loop(
 ) -> None:
     """Advance the runner's jobs batch by batch, fold chunk counts, purge old chunk rows; then sleep until
     woken or polled."""
-    wake: asyncio.Event = app.state.job_runner_wake
+    wake: asyncio.Event = app.state.job_doorbell.local
     while True:
         try:
             while await run_once(maker, engine, queue, settings, app):
-                pass
+                JOB_RUNNER_BATCHES.inc()
             while await fold_once(maker, settings.job_batch_size) >= settings.job_batch_size:
                 pass
             while await purge_finished_chunks(maker, settings.chunk_retention_s, settings.job_batch_size):
@@ -137,22 +150,78 @@ async def watchdog_loop(maker: async_sessionmaker[AsyncSession], settings: ApiSe
         await asyncio.sleep(interval)
 
 
+class JobDoorbell:
+    """Rung after a job is recorded (``runner.wake``), so the job starts at once rather than at the next
+    poll: this process's runner when its loops run here, else the runners of the processes that run them
+    (``NOTIFY``, delivered when they ``LISTEN``, see ``listen_loop``)."""
+
+    def __init__(self, engine: AsyncEngine, loops_here: bool) -> None:
+        self._engine = engine
+        self._loops_here = loops_here
+        self.local = asyncio.Event()
+
+    async def ring(self) -> None:
+        if self._loops_here:
+            self.local.set()
+            return
+        try:
+            async with self._engine.connect() as conn:
+                await conn.execute(_NOTIFY)
+                await conn.commit()
+        except Exception as exc:
+            log.warning("could not notify the job runners (%s); their next poll finds the job", exc)
+
+
+async def listen_loop(database_url: str, wake: asyncio.Event) -> None:
+    """Wake this process's runner whenever another process records a job (``JobDoorbell``).
+
+    A connection of its own, outside the pools; re-opened after a loss (checked every
+    ``_LISTEN_CHECK_S``). While it is down the runner still polls: a job starts at most
+    ``job_poll_interval_s`` late.
+    """
+    dsn = asyncpg_url(database_url).replace("postgresql+asyncpg://", "postgresql://", 1)
+    while True:
+        conn: asyncpg.Connection | None = None
+        try:
+            conn = await asyncpg.connect(dsn)
+            await conn.add_listener(JOB_CHANNEL, lambda *_: wake.set())
+            wake.set()  # a job recorded while nobody listened
+            while not conn.is_closed():
+                await asyncio.sleep(_LISTEN_CHECK_S)
+                await conn.execute("SELECT 1", timeout=_LISTEN_CHECK_S)
+        except Exception as exc:
+            log.warning("job notifications not received (%s); the runner polls meanwhile", exc)
+        finally:
+            if conn is not None:
+                conn.terminate()
+        await asyncio.sleep(_RELISTEN_S)
+
+
 @contextlib.asynccontextmanager
 async def background(app: FastAPI, settings: ApiSettings) -> AsyncIterator[None]:
-    """Start the chunk queue and the loops for the app's lifetime; stop and close them after."""
+    """Start the chunk queue, and the loops when ``settings.background_loops``, for the app's lifetime;
+    stop and close them after. Without the loops, what requests need stays: the chunk queue (they
+    enqueue after commit), the doorbell and backend re-checks (asked for by ``/internal`` calls)."""
     queue = ChunkQueue(settings.redis_url)
     app.state.chunk_queue = queue
     maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
     rechecks = Rechecks(maker, gateway_client(app), settings)
     app.state.rechecks = rechecks
-    app.state.job_runner_wake = asyncio.Event()
-    tasks = [
-        asyncio.create_task(runner_loop(app, maker, app.state.engine, queue, settings), name="job-runner"),
-        asyncio.create_task(sweeper_loop(maker, queue, settings), name="chunk-sweeper"),
-        asyncio.create_task(monitor_loop(maker, gateway_client(app), settings), name="backend-monitor"),
-        asyncio.create_task(delivery_loop(maker, queue, settings), name="event-delivery"),
-        asyncio.create_task(watchdog_loop(maker, settings), name="job-watchdog"),
-    ]
+    doorbell = JobDoorbell(app.state.engine, settings.background_loops)
+    app.state.job_doorbell = doorbell
+    tasks: list[asyncio.Task[None]] = []
+    if settings.background_loops:
+        loops = {
+            "job-runner": runner_loop(app, maker, app.state.engine, queue, settings),
+            "job-notifications": listen_loop(settings.database_url, doorbell.local),
+            "chunk-sweeper": sweeper_loop(maker, queue, settings),
+            "backend-monitor": monitor_loop(maker, gateway_client(app), settings),
+            "event-delivery": delivery_loop(maker, queue, settings),
+            "job-watchdog": watchdog_loop(maker, settings),
+        }
+        tasks = [asyncio.create_task(loop, name=name) for name, loop in loops.items()]
+    else:
+        log.info("background loops off: jobs recorded here are run by the API processes that have them on")
     try:
         yield
     finally:

@@ -93,16 +93,13 @@ def runnable_of(kind: str) -> Runnable | None:
 
 
 def wake(session: AsyncSession) -> None:
-    """After commit, wake this process's runner so a new job starts at once (others poll)."""
+    """After commit, ring the job doorbell (``jobs.background.JobDoorbell``) so a new job starts at once:
+    this process's runner, or the runners of the API processes that run the background loops."""
     app = session.info.get("app")
-    event = getattr(getattr(app, "state", None), "job_runner_wake", None)
-    if event is None:
+    doorbell = getattr(getattr(app, "state", None), "job_doorbell", None)
+    if doorbell is None:
         return
-
-    async def ring() -> None:
-        event.set()
-
-    after_commit(session, ring)
+    after_commit(session, doorbell.ring)
 
 
 _INLINE_STEPS = 8
