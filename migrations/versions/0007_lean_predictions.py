@@ -20,14 +20,15 @@ paid once per task (issue 9). Kept: what a read or a delete needs.
 - The job foreign key and its index go: ``job_id`` records which job stored a prediction, and job rows
   are deleted only by their project's delete, after its tasks (and so its predictions) are gone. The
   index existed only for the key's ``ON DELETE SET NULL``.
-- ``task.total_predictions`` goes: a task's predictions are counted when it is read (models.py), so
-  storing a prediction writes no task row (a lock, a new row version with its index entries, and the
-  vacuum of the old one, per predicted task).
+- ``task.total_predictions`` is no longer kept: a task's predictions are counted when it is read
+  (models.py), so storing a prediction writes no task row (a lock, a new row version with its index entries,
+  and the vacuum of the old one, per predicted task). The column itself stays until the next release's
+  migration drops it (expand/contract, README "Upgrading"): the previous release's API pods, still serving
+  during a rolling upgrade, read and update it.
 """
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_lean_predictions"
@@ -49,11 +50,11 @@ def upgrade() -> None:
     op.drop_constraint("fk_prediction_job_id_job", "prediction", type_="foreignkey")
     op.drop_constraint("fk_prediction_ml_backend_id_ml_backend", "prediction", type_="foreignkey")
     op.drop_index("ix_prediction_job_id", table_name="prediction")
-    op.drop_column("task", "total_predictions")
 
 
 def downgrade() -> None:
-    op.add_column("task", sa.Column("total_predictions", sa.Integer(), server_default="0", nullable=False))
+    # The column stayed but was not kept up to date meanwhile: recount it for the code that reads it.
+    op.execute("UPDATE task SET total_predictions = 0 WHERE total_predictions <> 0")
     op.execute(
         "UPDATE task t SET total_predictions = c.n "
         "FROM (SELECT task_id, count(*) AS n FROM prediction GROUP BY task_id) AS c WHERE t.id = c.task_id"

@@ -184,6 +184,15 @@ class Task(Base):
     # on the task row: bulk prediction then writes no task row, where a counter column cost every
     # predicted task a new row version with its index entries, and the vacuum of the old one (issue 9).
     # Raw SQL reads use ``TASK_PREDICTIONS`` (tasks/repository.py).
+    legacy_total_predictions: Mapped[int] = mapped_column(
+        "total_predictions",
+        Integer,
+        default=0,
+        server_default="0",
+        deferred=True,
+        doc="Not kept since migration 0007; read only by the previous release during an upgrade, dropped by "
+        "the next release's migration.",
+    )
     total_predictions: Mapped[int] = column_property(
         select(func.count()).where(Prediction.task_id == id).correlate_except(Prediction).scalar_subquery()
     )
