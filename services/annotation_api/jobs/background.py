@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.annotation_api.db import run_after_commit
+from services.annotation_api.db import after_commit, run_after_commit
 from services.annotation_api.events.background import delivery_loop
 from services.annotation_api.jobs.queue import REDIS_DOWN, ChunkQueue
 from services.annotation_api.jobs.repository import fold_chunks
@@ -151,25 +151,24 @@ async def watchdog_loop(maker: async_sessionmaker[AsyncSession], settings: ApiSe
 
 
 class JobDoorbell:
-    """Rung after a job is recorded (``runner.wake``), so the job starts at once rather than at the next
+    """Rung when a job is recorded (``runner.wake``), so the job starts at once rather than at the next
     poll: this process's runner when its loops run here, else the runners of the processes that run them
     (``NOTIFY``, delivered when they ``LISTEN``, see ``listen_loop``)."""
 
-    def __init__(self, engine: AsyncEngine, loops_here: bool) -> None:
-        self._engine = engine
+    def __init__(self, loops_here: bool) -> None:
         self._loops_here = loops_here
         self.local = asyncio.Event()
 
-    async def ring(self) -> None:
+    async def ring(self, session: AsyncSession) -> None:
+        """Ring as the session's transaction commits: ``NOTIFY`` within it (Postgres delivers it at
+        commit, never on rollback), or this process's runner after it."""
         if self._loops_here:
-            self.local.set()
-            return
-        try:
-            async with self._engine.connect() as conn:
-                await conn.execute(_NOTIFY)
-                await conn.commit()
-        except Exception as exc:
-            log.warning("could not notify the job runners (%s); their next poll finds the job", exc)
+            after_commit(session, self._ring_here)
+        else:
+            await session.execute(_NOTIFY)
+
+    async def _ring_here(self) -> None:
+        self.local.set()
 
 
 async def listen_loop(database_url: str, wake: asyncio.Event) -> None:
@@ -207,7 +206,7 @@ async def background(app: FastAPI, settings: ApiSettings) -> AsyncIterator[None]
     maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
     rechecks = Rechecks(maker, gateway_client(app), settings)
     app.state.rechecks = rechecks
-    doorbell = JobDoorbell(app.state.engine, settings.background_loops)
+    doorbell = JobDoorbell(settings.background_loops)
     app.state.job_doorbell = doorbell
     tasks: list[asyncio.Task[None]] = []
     if settings.background_loops:

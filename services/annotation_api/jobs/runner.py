@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.annotation_api.db import after_commit, run_after_commit
+from services.annotation_api.db import run_after_commit
 from services.annotation_api.jobs.queue import ChunkQueue
 from services.annotation_api.models import Job, JobStatus
 from services.annotation_api.settings import ApiSettings
@@ -92,14 +92,13 @@ def runnable_of(kind: str) -> Runnable | None:
     return _RUNNABLE.get(kind)
 
 
-def wake(session: AsyncSession) -> None:
-    """After commit, ring the job doorbell (``jobs.background.JobDoorbell``) so a new job starts at once:
-    this process's runner, or the runners of the API processes that run the background loops."""
+async def wake(session: AsyncSession) -> None:
+    """Ring the job doorbell (``jobs.background.JobDoorbell``) as the session commits, so a new job starts
+    at once: this process's runner, or the runners of the API processes that run the background loops."""
     app = session.info.get("app")
     doorbell = getattr(getattr(app, "state", None), "job_doorbell", None)
-    if doorbell is None:
-        return
-    after_commit(session, doorbell.ring)
+    if doorbell is not None:
+        await doorbell.ring(session)
 
 
 _INLINE_STEPS = 8
@@ -143,7 +142,7 @@ async def start_job(
                 await session.flush()
                 await session.refresh(job)
                 return job
-    wake(session)
+    await wake(session)
     return job
 
 

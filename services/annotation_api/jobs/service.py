@@ -141,7 +141,7 @@ async def start_prediction_jobs(
         await session.flush()
         for job in jobs:
             await session.refresh(job)
-    runner.wake(session)
+    await runner.wake(session)
     started = iter(jobs)
     return [joined[backend.id] if backend.id in joined else next(started) for backend in backends]
 
