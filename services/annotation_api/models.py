@@ -212,7 +212,17 @@ class Annotation(Base):
     lead_time: Mapped[float | None] = mapped_column(Double)
     completed_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
     parent_prediction_id: Mapped[int | None] = mapped_column(
-        ForeignKey("prediction.id", ondelete="SET NULL"), index=True
+        BigInteger,
+        doc="The prediction it started from, as written (no foreign key); read through ``parent_prediction``.",
+    )
+    # Shown only while the prediction exists, which is what Label Studio's ``ON DELETE SET NULL`` shows,
+    # with no write when predictions are deleted: the key's action ran one query per deleted prediction and
+    # then rewrote each annotation made from one (issue 9). Prediction ids are never reused.
+    parent_prediction: Mapped[int | None] = column_property(
+        select(Prediction.id)
+        .where(Prediction.id == parent_prediction_id)
+        .correlate_except(Prediction)
+        .scalar_subquery()
     )
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()

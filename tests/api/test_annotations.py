@@ -165,6 +165,59 @@ async def test_parent_prediction_must_belong_to_the_task(api: httpx.AsyncClient)
     assert ok.json()["parent_prediction"] == prediction["id"]
 
 
+async def test_deleting_a_prediction_clears_the_parent_prediction_of_its_annotations(
+    api: httpx.AsyncClient,
+) -> None:
+    """Whichever way a prediction goes (alone, by a data manager action, with its model version, with its
+    task), the annotations made from it keep their result and show ``parent_prediction`` null; others keep
+    theirs."""
+    project, tasks = await project_with_tasks(api, 5)
+    annotations = []
+    for task_id, version in zip(tasks, ["v1", "v1", "v2", "v1", "v1"], strict=True):
+        prediction = (
+            await api.post(
+                "/api/predictions",
+                json={"task": task_id, "result": choice("positive"), "model_version": version},
+            )
+        ).json()
+        created = await api.post(
+            f"/api/tasks/{task_id}/annotations",
+            json={"result": choice("negative"), "parent_prediction": prediction["id"]},
+        )
+        assert created.status_code == 201, created.text
+        annotations.append((created.json()["id"], prediction["id"]))
+    alone, by_action, by_version, kept, with_task = annotations
+    assert (await api.delete(f"/api/predictions/{alone[1]}")).status_code == 204
+    acted = await api.post(
+        "/api/dm/actions",
+        params={"id": "delete_tasks_predictions", "project": project["id"]},
+        json={"selectedItems": {"all": False, "included": [tasks[1]]}},
+    )
+    assert acted.status_code == 200, acted.text
+    versions = await api.request(
+        "DELETE", f"/api/projects/{project['id']}/model-versions", json={"model_version": "v2"}
+    )
+    assert versions.status_code < 300, versions.text
+    removed = await api.post(
+        "/api/dm/actions",
+        params={"id": "delete_tasks", "project": project["id"]},
+        json={"selectedItems": {"all": False, "included": [tasks[4]]}},
+    )
+    assert removed.status_code == 200, removed.text
+
+    shown, in_tasks = {}, {}
+    for task_id, (annotation_id, _) in zip(tasks[:4], annotations[:4], strict=True):
+        body = (await api.get(f"/api/annotations/{annotation_id}")).json()
+        assert body["result"] == choice("negative")
+        shown[annotation_id] = body["parent_prediction"]
+        (in_task,) = (await api.get(f"/api/tasks/{task_id}")).json()["annotations"]
+        in_tasks[in_task["id"]] = in_task["parent_prediction"]
+    expected = {alone[0]: None, by_action[0]: None, by_version[0]: None, kept[0]: kept[1]}
+    assert shown == expected
+    assert in_tasks == expected
+    assert (await api.get(f"/api/annotations/{with_task[0]}")).status_code == 404
+
+
 async def test_annotations_need_a_token(api_server: Any) -> None:
     async with httpx.AsyncClient(base_url=api_server.url) as anonymous:
         assert (await anonymous.get("/api/annotations/1")).status_code == 401

@@ -56,7 +56,7 @@ class AnnotationOut(BaseModel):
             ground_truth=row.ground_truth,
             lead_time=row.lead_time,
             completed_by=row.completed_by_id,
-            parent_prediction=row.parent_prediction_id,
+            parent_prediction=row.parent_prediction,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )

@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.outbox import ANNOTATION_CREATED
+from services.annotation_api.tasks.repository import PARENT_PREDICTION
 
 # Per selected task the newest prediction of the version (at or above the threshold), unless the task
 # already has an annotation made from a prediction of that version: running the action twice, or on an
@@ -36,7 +37,7 @@ _CREATE = text(
 
 # The same ANNOTATION_CREATED body the annotation endpoints write (see outbox.py), built in SQL.
 _EVENTS = text(
-    """
+    f"""
     INSERT INTO outbox_event (project_id, action, payload)
     SELECT a.project_id, CAST(:action AS text), jsonb_build_object(
         'action', CAST(:action AS text),
@@ -44,7 +45,7 @@ _EVENTS = text(
             'id', a.id, 'task', a.task_id, 'project', a.project_id, 'result', a.result,
             'was_cancelled', a.was_cancelled, 'ground_truth', a.ground_truth,
             'lead_time', a.lead_time, 'completed_by', a.completed_by_id,
-            'parent_prediction', a.parent_prediction_id,
+            'parent_prediction', {PARENT_PREDICTION},
             'created_at', a.created_at, 'updated_at', a.updated_at),
         'task', jsonb_build_object(
             'id', t.id, 'project', t.project_id, 'data', t.data, 'meta', t.meta,

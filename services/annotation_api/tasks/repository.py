@@ -42,15 +42,18 @@ TASK_PREDICTIONS = "(SELECT count(*) FROM prediction tp WHERE tp.task_id = t.id)
 """Task ``t``'s ``total_predictions``: counted when read, a few entries of the prediction index that
 leads with task_id (models.py says why it is not a column)."""
 
+PARENT_PREDICTION = "(SELECT pp.id FROM prediction pp WHERE pp.id = a.parent_prediction_id)"
+"""Annotation ``a``'s ``parent_prediction``: the stored id while that prediction exists (models.py says why)."""
+
 TASK_COLUMNS = (
     "t.id, t.project_id, t.data::text, t.meta::text, t.is_labeled, t.total_annotations, "
     f"t.cancelled_annotations, {TASK_PREDICTIONS}, t.created_at, t.updated_at"
 )
 
-_ANNOTATIONS = """
+_ANNOTATIONS = f"""
     SELECT id, task_id, project_id, result::text, was_cancelled, ground_truth, lead_time,
-           completed_by_id, parent_prediction_id, created_at, updated_at
-    FROM annotation WHERE task_id = ANY($1::bigint[]) ORDER BY task_id, id
+           completed_by_id, {PARENT_PREDICTION}, created_at, updated_at
+    FROM annotation a WHERE a.task_id = ANY($1::bigint[]) ORDER BY a.task_id, a.id
 """
 
 _PREDICTIONS = (
