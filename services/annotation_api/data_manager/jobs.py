@@ -21,7 +21,7 @@ from services.annotation_api.data_manager.registry import ActionContext
 from services.annotation_api.data_manager.selection import TaskSelection
 from services.annotation_api.ids import id_array
 from services.annotation_api.jobs import runner
-from services.annotation_api.models import Annotation, Job, JobStatus, Prediction, Project
+from services.annotation_api.models import Annotation, Job, JobStatus, Prediction, Project, Task
 
 DELETE_TASKS_KIND = "delete_tasks"
 DELETE_PREDICTIONS_KIND = "delete_predictions"
@@ -112,33 +112,32 @@ async def _delete_tasks_finish(ctx: runner.StepContext) -> None:
     ctx.job.result = {"processed_items": deleted, "detail": f"Deleted {deleted} tasks", "deleted": deleted}
 
 
-async def delete_prediction_batch(
-    session: AsyncSession, project_id: int, task_ids: Sequence[int], model_version: str | None
-) -> int:
-    """Delete the predictions of these tasks (of one model version, or all); the project's count moves
-    by what was deleted (tasks count theirs when read)."""
-    if not task_ids:
-        return 0
-    await runner.flush_stats_at_commit(session)
-    condition = (Prediction.project_id == project_id) & (Prediction.task_id == any_(id_array(task_ids)))
-    if model_version is not None:
-        condition &= Prediction.model_version == model_version
-    gone = delete(Prediction).where(condition).returning(Prediction.id).cte("gone")
-    count = int((await session.execute(select(func.count()).select_from(gone))).scalar_one())
-    if count:
-        await add_to_project_counters(session, project_id, predictions=-count)
-    return count
-
-
 async def _delete_predictions_step(ctx: runner.StepContext) -> bool:
+    """Delete the predictions (of one model version, or all) of the next ``batch_size`` selected tasks in one
+    statement: the batch's task ids stay in Postgres. The project's count moves by what was deleted (tasks
+    count theirs when read)."""
     selection = job_selection(ctx)
-    ids = await selection.window(ctx.cursor, ctx.batch_size)
-    if not ids:
-        return True
+    batch = (
+        selection.task_ids().where(Task.id > ctx.cursor).order_by(Task.id).limit(ctx.batch_size).cte("batch")
+    )
+    condition = (Prediction.project_id == selection.project_id) & Prediction.task_id.in_(select(batch.c.id))
     version = ctx.job.params.get("model_version")
-    deleted = await delete_prediction_batch(ctx.session, selection.project_id, ids, version)
-    ctx.advance(ids[-1], len(ids), deleted=deleted)
-    return len(ids) < ctx.batch_size
+    if version is not None:
+        condition &= Prediction.model_version == version
+    gone = delete(Prediction).where(condition).returning(Prediction.id).cte("gone")
+    stmt = select(
+        select(func.count()).select_from(batch).scalar_subquery(),
+        select(func.max(batch.c.id)).scalar_subquery(),
+        select(func.count()).select_from(gone).scalar_subquery(),
+    )
+    await runner.flush_stats_at_commit(ctx.session)
+    tasks, last, deleted = (await ctx.session.execute(stmt)).one()
+    if not tasks:
+        return True
+    if deleted:
+        await add_to_project_counters(ctx.session, selection.project_id, predictions=-deleted)
+    ctx.advance(int(last), int(tasks), deleted=int(deleted))
+    return int(tasks) < ctx.batch_size
 
 
 async def _delete_predictions_finish(ctx: runner.StepContext) -> None:
