@@ -19,6 +19,8 @@ import pytest
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
+from services.annotation_api.data_manager.jobs import delete_prediction_batch
+from services.annotation_api.data_manager.selection import TaskSelection
 from services.annotation_api.jobs import repository as repo
 from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
 from tests.support.builders import choice, connect_backend, create_project, import_texts
@@ -164,4 +166,37 @@ async def test_chunk_statements_planned_on_an_empty_table_still_use_its_indexes_
                 text("SELECT seq_tup_read FROM pg_stat_xact_user_tables WHERE relname = 'prediction'")
             )
             assert read.scalar_one() <= CHUNK, name
+        await transaction.rollback()
+
+
+async def test_a_prediction_delete_batch_reads_only_its_tasks_predictions(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    db: asyncpg.Connection,
+    engine: AsyncEngine,
+) -> None:
+    """A delete job's batch finds its tasks' predictions through the task index. Joined to the batch by
+    ``IN``, the planner hash-joined a scan of all the project's predictions, once per batch: a delete of a
+    big project's predictions was quadratic."""
+    backend = await connect_backend(api, project["id"], fake.url)
+    task_ids = await db.fetchval(
+        "WITH made AS (INSERT INTO task (project_id, data) SELECT $1, jsonb_build_object('text', 't' || n)"
+        " FROM generate_series(1, $2) AS n RETURNING id) SELECT array_agg(id) FROM made",
+        project["id"],
+        50 * TASKS,
+    )
+    await _predict_all(db, task_ids, project["id"], backend["id"])
+    await db.execute("VACUUM ANALYZE task, prediction")
+
+    async with engine.connect() as conn:
+        transaction = await conn.begin()
+        session = AsyncSession(bind=conn)
+        selection = TaskSelection.from_params(session, project["id"], {"all": True})
+        tasks, _, deleted = await delete_prediction_batch(session, selection, 0, 5 * TASKS // 2, None)
+        read = await conn.execute(
+            text("SELECT seq_tup_read FROM pg_stat_xact_user_tables WHERE relname = 'prediction'")
+        )
+        assert (tasks, deleted) == (5 * TASKS // 2, 5 * TASKS // 2)
+        assert read.scalar_one() == 0
         await transaction.rollback()

@@ -112,32 +112,42 @@ async def _delete_tasks_finish(ctx: runner.StepContext) -> None:
     ctx.job.result = {"processed_items": deleted, "detail": f"Deleted {deleted} tasks", "deleted": deleted}
 
 
-async def _delete_predictions_step(ctx: runner.StepContext) -> bool:
-    """Delete the predictions (of one model version, or all) of the next ``batch_size`` selected tasks in one
-    statement: the batch's task ids stay in Postgres. The project's count moves by what was deleted (tasks
-    count theirs when read)."""
-    selection = job_selection(ctx)
-    batch = (
-        selection.task_ids().where(Task.id > ctx.cursor).order_by(Task.id).limit(ctx.batch_size).cte("batch")
-    )
-    condition = (Prediction.project_id == selection.project_id) & Prediction.task_id.in_(select(batch.c.id))
-    version = ctx.job.params.get("model_version")
-    if version is not None:
-        condition &= Prediction.model_version == version
+async def delete_prediction_batch(
+    session: AsyncSession, selection: TaskSelection, after: int, limit: int, model_version: str | None
+) -> tuple[int, int, int]:
+    """Delete the predictions (of one model version, or all) of the next ``limit`` selected tasks above
+    ``after``, in one statement: the batch's task ids stay in Postgres. (tasks in the batch, the last
+    one's id, predictions deleted); the project's count moves by what was deleted (tasks count theirs
+    when read)."""
+    batch = selection.task_ids().where(Task.id > after).order_by(Task.id).limit(limit).cte("batch")
+    # ``= ANY(array(…))``, not ``IN (…)``: the planner then probes the task index per id rather than
+    # hash-joining a scan of the whole prediction table (every project's) once per batch.
+    batch_ids = func.array(select(batch.c.id).scalar_subquery())
+    condition = (Prediction.project_id == selection.project_id) & (Prediction.task_id == any_(batch_ids))
+    if model_version is not None:
+        condition &= Prediction.model_version == model_version
     gone = delete(Prediction).where(condition).returning(Prediction.id).cte("gone")
     stmt = select(
         select(func.count()).select_from(batch).scalar_subquery(),
         select(func.max(batch.c.id)).scalar_subquery(),
         select(func.count()).select_from(gone).scalar_subquery(),
     )
+    tasks, last, deleted = (await session.execute(stmt)).one()
+    if deleted:
+        await add_to_project_counters(session, selection.project_id, predictions=-deleted)
+    return int(tasks), int(last or after), int(deleted)
+
+
+async def _delete_predictions_step(ctx: runner.StepContext) -> bool:
     await runner.flush_stats_at_commit(ctx.session)
-    tasks, last, deleted = (await ctx.session.execute(stmt)).one()
+    version = ctx.job.params.get("model_version")
+    tasks, last, deleted = await delete_prediction_batch(
+        ctx.session, job_selection(ctx), ctx.cursor, ctx.batch_size, version
+    )
     if not tasks:
         return True
-    if deleted:
-        await add_to_project_counters(ctx.session, selection.project_id, predictions=-deleted)
-    ctx.advance(int(last), int(tasks), deleted=int(deleted))
-    return int(tasks) < ctx.batch_size
+    ctx.advance(last, tasks, deleted=deleted)
+    return tasks < ctx.batch_size
 
 
 async def _delete_predictions_finish(ctx: runner.StepContext) -> None:
