@@ -169,16 +169,19 @@ async def test_chunk_statements_planned_on_an_empty_table_still_use_its_indexes_
         await transaction.rollback()
 
 
+@pytest.mark.parametrize("model_version", [None, "old"])
 async def test_a_prediction_delete_batch_reads_only_its_tasks_predictions(
     api: httpx.AsyncClient,
     project: dict[str, Any],
     fake: FakeBackend,
     db: asyncpg.Connection,
     engine: AsyncEngine,
+    model_version: str | None,
 ) -> None:
-    """A delete job's batch finds its tasks' predictions through the task index. Joined to the batch by
-    ``IN``, the planner hash-joined a scan of all the project's predictions, once per batch: a delete of a
-    big project's predictions was quadratic."""
+    """A delete job's batch (all predictions, or a model version's) finds its tasks' predictions through
+    the task index. Joined to the batch by ``IN``, the planner hash-joined a scan of all the project's
+    predictions, and with the project and version in the condition it read all the project's predictions of
+    the version by that index: once per batch, so a big project's delete was quadratic."""
     backend = await connect_backend(api, project["id"], fake.url)
     task_ids = await db.fetchval(
         "WITH made AS (INSERT INTO task (project_id, data) SELECT $1, jsonb_build_object('text', 't' || n)"
@@ -187,16 +190,22 @@ async def test_a_prediction_delete_batch_reads_only_its_tasks_predictions(
         50 * TASKS,
     )
     await _predict_all(db, task_ids, project["id"], backend["id"])
+    await db.execute("UPDATE prediction SET model_version = 'old'")  # an older version on every task
+    await _predict_all(db, task_ids, project["id"], backend["id"])
     await db.execute("VACUUM ANALYZE task, prediction")
+    batch = 5 * TASKS // 2
 
     async with engine.connect() as conn:
         transaction = await conn.begin()
         session = AsyncSession(bind=conn)
         selection = TaskSelection.from_params(session, project["id"], {"all": True})
-        tasks, _, deleted = await delete_prediction_batch(session, selection, 0, 5 * TASKS // 2, None)
+        tasks, _, deleted = await delete_prediction_batch(session, selection, 0, batch, model_version)
         read = await conn.execute(
-            text("SELECT seq_tup_read FROM pg_stat_xact_user_tables WHERE relname = 'prediction'")
+            text(
+                "SELECT seq_tup_read, idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'prediction'"
+            )
         )
-        assert (tasks, deleted) == (5 * TASKS // 2, 5 * TASKS // 2)
-        assert read.scalar_one() == 0
+        expected = batch if model_version else 2 * batch
+        assert (tasks, deleted) == (batch, expected)
+        assert tuple(read.one()) == (0, expected)
         await transaction.rollback()

@@ -120,10 +120,13 @@ async def delete_prediction_batch(
     one's id, predictions deleted); the project's count moves by what was deleted (tasks count theirs
     when read)."""
     batch = selection.task_ids().where(Task.id > after).order_by(Task.id).limit(limit).cte("batch")
-    # ``= ANY(array(…))``, not ``IN (…)``: the planner then probes the task index per id rather than
-    # hash-joining a scan of the whole prediction table (every project's) once per batch.
+    # Only the task index may serve this, one probe per task of the batch, whatever the statistics say:
+    # ``= ANY(array(…))``, not ``IN (…)``, which the planner hash-joined to a scan of all the project's
+    # predictions once per batch; and no ``project_id`` condition (a prediction's project is its task's),
+    # which let it read all the project's predictions of the version by the (project_id, model_version)
+    # index instead and compare each with the 5,000 ids.
     batch_ids = func.array(select(batch.c.id).scalar_subquery())
-    condition = (Prediction.project_id == selection.project_id) & (Prediction.task_id == any_(batch_ids))
+    condition = Prediction.task_id == any_(batch_ids)
     if model_version is not None:
         condition &= Prediction.model_version == model_version
     gone = delete(Prediction).where(condition).returning(Prediction.id).cte("gone")
