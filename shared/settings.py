@@ -54,3 +54,8 @@ def asyncpg_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+asyncpg://" + url[len(prefix) :]
     raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {url.split(':', 1)[0]}://…")
+
+
+def plain_postgres_url(url: str) -> str:
+    """The same URL in the ``postgresql://`` form a bare driver connection (``asyncpg.connect``) takes."""
+    return "postgresql://" + asyncpg_url(url).removeprefix("postgresql+asyncpg://")

@@ -32,7 +32,7 @@ from services.annotation_api.ml_backends.gateway_client import close_gateway_cli
 from services.annotation_api.ml_backends.monitor import Rechecks, monitor_loop
 from services.annotation_api.settings import ApiSettings
 from shared.metrics import JOB_RUNNER_BATCHES
-from shared.settings import asyncpg_url
+from shared.settings import plain_postgres_url
 
 log = logging.getLogger(__name__)
 _SWEEP_BATCH = 500
@@ -178,7 +178,7 @@ async def listen_loop(database_url: str, wake: asyncio.Event) -> None:
     ``_LISTEN_CHECK_S``). While it is down the runner still polls: a job starts at most
     ``job_poll_interval_s`` late.
     """
-    dsn = asyncpg_url(database_url).replace("postgresql+asyncpg://", "postgresql://", 1)
+    dsn = plain_postgres_url(database_url)
     while True:
         conn: asyncpg.Connection | None = None
         try:
