@@ -13,9 +13,9 @@ right.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import httpx
@@ -55,111 +55,39 @@ async def _project_with_history(api: httpx.AsyncClient) -> tuple[int, list[int]]
     return project_id, imported.json()["task_ids"]
 
 
-async def _kill_mid_job(
-    db: asyncpg.Connection,
-    database_url: str,
-    api: httpx.AsyncClient,
-    process: subprocess.Popen[bytes],
-    locked_task: int,
-    start: Callable[[], Awaitable[int]],
-    hold: str = "SELECT id FROM task WHERE id = $1 FOR NO KEY UPDATE",
-) -> int:
-    """Start the job (``start``) while ``hold`` locks rows of ``locked_task``, kill the API once batches
-    committed and the job waits on the lock, then release it; the job's id."""
-    holder = db.transaction()
-    await holder.start()
-    await db.execute(hold, locked_task)
-    job_id: int = await start()
-    await wait_for_lock_wait(database_url, "the job to reach the locked task")
-    done_before = (await api.get(f"/api/jobs/{job_id}")).json()["done"]
-    assert 0 < done_before < TASKS, "the kill must land mid-job"
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=10)
-    await holder.rollback()
-    return job_id
+_TASK_ROW = "SELECT id FROM task WHERE id = $1 FOR NO KEY UPDATE"
+# Prediction deletes lock no task: the job waits on the prediction itself.
+_PREDICTION_ROWS = "SELECT id FROM prediction WHERE task_id = $1 FOR UPDATE"
+_V1_PREDICTION_ROWS = "SELECT id FROM prediction WHERE task_id = $1 AND model_version = 'v1' FOR UPDATE"
+
+StartJob = Callable[[httpx.AsyncClient, int], Awaitable[int]]
+"""Start the job on the project (the client, its id); the job's id."""
 
 
-async def test_api_killed_mid_project_delete_another_finishes_it_exactly(
-    start_api: StartApi, db: asyncpg.Connection, database_url: str
-) -> None:
+@contextlib.asynccontextmanager
+async def _resumed_after_kill(
+    start_api: StartApi, db: asyncpg.Connection, database_url: str, start: StartJob, hold: str = _TASK_ROW
+) -> AsyncIterator[tuple[httpx.AsyncClient, int, int]]:
+    """A project with history (``_project_with_history``) and its job started while ``hold`` locks rows of
+    one task; the API is killed once batches committed and the job waits on the lock, then another API
+    process starts. Yields (a client of the second process, the project's id, the job's id); afterwards
+    the second process must still be serving."""
     first, url = await asyncio.to_thread(start_api)
     async with _client(url) as api:
         project_id, task_ids = await _project_with_history(api)
-
-        async def delete() -> int:
-            response = await api.delete(f"/api/projects/{project_id}")
-            assert response.status_code == 204, response.text
-            return int(response.headers["X-Job-Id"])
-
-        job_id = await _kill_mid_job(db, database_url, api, first, task_ids[120], delete)
-
-    _, url = await asyncio.to_thread(start_api)
-    async with _client(url) as api:
-        result = await wait_job_result(api, job_id)
-        job = (await api.get(f"/api/jobs/{job_id}")).json()
-    assert result["processed_items"] == TASKS
-    assert (job["done"], job["total"], job["project"]) == (TASKS, TASKS, None)
-    for table in ("task", "prediction", "annotation", "project"):
-        assert await db.fetchval(f"SELECT count(*) FROM {table}") == 0, table
-
-
-async def test_api_killed_mid_version_delete_another_finishes_it_with_exact_counters(
-    start_api: StartApi, db: asyncpg.Connection, database_url: str
-) -> None:
-    first, url = await asyncio.to_thread(start_api)
-    async with _client(url) as api:
-        project_id, task_ids = await _project_with_history(api)
-
-        async def delete_version() -> int:
-            response = await api.request(
-                "DELETE", f"/api/projects/{project_id}/model-versions", json={"model_version": "v1"}
-            )
-            assert response.status_code == 200, response.text
-            return int(response.json()["job_id"])
-
-        # The job deletes predictions without locking their tasks: it waits on the prediction itself.
-        hold = "SELECT id FROM prediction WHERE task_id = $1 AND model_version = 'v1' FOR UPDATE"
-        job_id = await _kill_mid_job(db, database_url, api, first, task_ids[120], delete_version, hold)
-
+        holder = db.transaction()
+        await holder.start()
+        await db.execute(hold, task_ids[120])
+        job_id = await start(api, project_id)
+        await wait_for_lock_wait(database_url, "the job to reach the locked task")
+        done_before = (await api.get(f"/api/jobs/{job_id}")).json()["done"]
+        assert 0 < done_before < TASKS, "the kill must land mid-job"
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        await holder.rollback()
     second, url = await asyncio.to_thread(start_api)
     async with _client(url) as api:
-        job = await wait_job(api, job_id)
-        project = (await api.get(f"/api/projects/{project_id}")).json()
-    assert job["status"] == "completed", job
-    assert (job["done"], job["result"]["processed_items"]) == (TASKS, TASKS)
-    versions = await db.fetch("SELECT model_version, count(*) FROM prediction GROUP BY 1")
-    assert [tuple(row) for row in versions] == [("v2", TASKS)]
-    assert project["total_predictions_number"] == TASKS
-    assert second.poll() is None, "the second API process is still serving"
-
-
-async def test_api_killed_mid_annotation_delete_another_finishes_it_exactly(
-    start_api: StartApi, db: asyncpg.Connection, database_url: str
-) -> None:
-    first, url = await asyncio.to_thread(start_api)
-    async with _client(url) as api:
-        project_id, task_ids = await _project_with_history(api)
-
-        async def delete_annotations() -> int:
-            response = await api.post(
-                "/api/dm/actions", params={"id": "delete_tasks_annotations", "project": project_id}
-            )
-            assert response.status_code == 200, response.text
-            return int(response.json()["job_id"])
-
-        job_id = await _kill_mid_job(db, database_url, api, first, task_ids[120], delete_annotations)
-
-    second, url = await asyncio.to_thread(start_api)
-    async with _client(url) as api:
-        result = await wait_job_result(api, job_id)
-        project = (await api.get(f"/api/projects/{project_id}")).json()
-    assert result == {"processed_items": TASKS, "detail": f"Deleted {TASKS} annotations"}
-    assert await db.fetchval("SELECT count(*) FROM annotation") == 0
-    assert (project["total_annotations_number"], project["num_tasks_with_annotations"]) == (0, 0)
-    assert await db.fetchval("SELECT count(*) FROM task WHERE total_annotations <> 0 OR is_labeled") == 0
-    events = await db.fetch("SELECT payload::text FROM outbox_event WHERE action = 'ANNOTATIONS_DELETED'")
-    deleted = [item["id"] for row in events for item in orjson.loads(row[0])["annotations"]]
-    assert len(deleted) == len(set(deleted)) == TASKS, "each deleted annotation announced exactly once"
+        yield api, project_id, job_id
     assert second.poll() is None, "the second API process is still serving"
 
 
@@ -168,6 +96,20 @@ async def _dm_action(
 ) -> int:
     response = await api.post(
         "/api/dm/actions", params={"id": action, "project": project_id}, json=body or {}
+    )
+    assert response.status_code == 200, response.text
+    return int(response.json()["job_id"])
+
+
+async def _delete_project(api: httpx.AsyncClient, project_id: int) -> int:
+    response = await api.delete(f"/api/projects/{project_id}")
+    assert response.status_code == 204, response.text
+    return int(response.headers["X-Job-Id"])
+
+
+async def _delete_version_v1(api: httpx.AsyncClient, project_id: int) -> int:
+    response = await api.request(
+        "DELETE", f"/api/projects/{project_id}/model-versions", json={"model_version": "v1"}
     )
     assert response.status_code == 200, response.text
     return int(response.json()["job_id"])
@@ -188,20 +130,61 @@ async def _counters_match_rows(db: asyncpg.Connection) -> None:
     assert wrong == 0
 
 
+async def test_api_killed_mid_project_delete_another_finishes_it_exactly(
+    start_api: StartApi, db: asyncpg.Connection, database_url: str
+) -> None:
+    async with _resumed_after_kill(start_api, db, database_url, _delete_project) as (api, _, job_id):
+        result = await wait_job_result(api, job_id)
+        job = (await api.get(f"/api/jobs/{job_id}")).json()
+    assert result["processed_items"] == TASKS
+    assert (job["done"], job["total"], job["project"]) == (TASKS, TASKS, None)
+    for table in ("task", "prediction", "annotation", "project"):
+        assert await db.fetchval(f"SELECT count(*) FROM {table}") == 0, table
+
+
+async def test_api_killed_mid_version_delete_another_finishes_it_with_exact_counters(
+    start_api: StartApi, db: asyncpg.Connection, database_url: str
+) -> None:
+    resumed = _resumed_after_kill(start_api, db, database_url, _delete_version_v1, _V1_PREDICTION_ROWS)
+    async with resumed as (api, project_id, job_id):
+        job = await wait_job(api, job_id)
+        project = (await api.get(f"/api/projects/{project_id}")).json()
+    assert job["status"] == "completed", job
+    assert (job["done"], job["result"]["processed_items"]) == (TASKS, TASKS)
+    versions = await db.fetch("SELECT model_version, count(*) FROM prediction GROUP BY 1")
+    assert [tuple(row) for row in versions] == [("v2", TASKS)]
+    assert project["total_predictions_number"] == TASKS
+
+
+async def test_api_killed_mid_annotation_delete_another_finishes_it_exactly(
+    start_api: StartApi, db: asyncpg.Connection, database_url: str
+) -> None:
+    async def delete_annotations(api: httpx.AsyncClient, project_id: int) -> int:
+        return await _dm_action(api, "delete_tasks_annotations", project_id)
+
+    async with _resumed_after_kill(start_api, db, database_url, delete_annotations) as (
+        api,
+        project_id,
+        job_id,
+    ):
+        result = await wait_job_result(api, job_id)
+        project = (await api.get(f"/api/projects/{project_id}")).json()
+    assert result == {"processed_items": TASKS, "detail": f"Deleted {TASKS} annotations"}
+    assert await db.fetchval("SELECT count(*) FROM annotation") == 0
+    assert (project["total_annotations_number"], project["num_tasks_with_annotations"]) == (0, 0)
+    assert await db.fetchval("SELECT count(*) FROM task WHERE total_annotations <> 0 OR is_labeled") == 0
+    events = await db.fetch("SELECT payload::text FROM outbox_event WHERE action = 'ANNOTATIONS_DELETED'")
+    deleted = [item["id"] for row in events for item in orjson.loads(row[0])["annotations"]]
+    assert len(deleted) == len(set(deleted)) == TASKS, "each deleted annotation announced exactly once"
+
+
 async def test_api_killed_mid_tasks_delete_another_finishes_it_exactly(
     start_api: StartApi, db: asyncpg.Connection, database_url: str
 ) -> None:
-    first, url = await asyncio.to_thread(start_api)
-    async with _client(url) as api:
-        project_id, task_ids = await _project_with_history(api)
+    async def delete_tasks(api: httpx.AsyncClient, project_id: int) -> int:
+        return await _dm_action(api, "delete_tasks", project_id)
 
-        async def delete_tasks() -> int:
-            return await _dm_action(api, "delete_tasks", project_id)
-
-        job_id = await _kill_mid_job(db, database_url, api, first, task_ids[120], delete_tasks)
-
-    second, url = await asyncio.to_thread(start_api)
-    async with _client(url) as api:
+    async with _resumed_after_kill(start_api, db, database_url, delete_tasks) as (api, project_id, job_id):
         result = await wait_job_result(api, job_id)
         project = (await api.get(f"/api/projects/{project_id}")).json()
     assert result == {"processed_items": TASKS, "detail": f"Deleted {TASKS} tasks", "deleted": TASKS}
@@ -210,25 +193,16 @@ async def test_api_killed_mid_tasks_delete_another_finishes_it_exactly(
     counters = ("task_number", "total_predictions_number", "total_annotations_number")
     assert [project[name] for name in counters] == [0, 0, 0], project
     assert project["num_tasks_with_annotations"] == 0
-    assert second.poll() is None, "the second API process is still serving"
 
 
 async def test_api_killed_mid_predictions_delete_another_finishes_it_with_exact_counters(
     start_api: StartApi, db: asyncpg.Connection, database_url: str
 ) -> None:
-    first, url = await asyncio.to_thread(start_api)
-    async with _client(url) as api:
-        project_id, task_ids = await _project_with_history(api)
+    async def delete_predictions(api: httpx.AsyncClient, project_id: int) -> int:
+        return await _dm_action(api, "delete_tasks_predictions", project_id)
 
-        async def delete_predictions() -> int:
-            return await _dm_action(api, "delete_tasks_predictions", project_id)
-
-        # The job deletes predictions without locking their tasks: it waits on the prediction itself.
-        hold = "SELECT id FROM prediction WHERE task_id = $1 FOR UPDATE"
-        job_id = await _kill_mid_job(db, database_url, api, first, task_ids[120], delete_predictions, hold)
-
-    second, url = await asyncio.to_thread(start_api)
-    async with _client(url) as api:
+    resumed = _resumed_after_kill(start_api, db, database_url, delete_predictions, _PREDICTION_ROWS)
+    async with resumed as (api, project_id, job_id):
         result = await wait_job_result(api, job_id)
         project = (await api.get(f"/api/projects/{project_id}")).json()
     assert result == {"processed_items": 2 * TASKS, "detail": f"Deleted {2 * TASKS} predictions"}
@@ -236,23 +210,15 @@ async def test_api_killed_mid_predictions_delete_another_finishes_it_with_exact_
     assert await db.fetchval("SELECT count(*) FROM annotation") == TASKS, "annotations untouched"
     assert (project["task_number"], project["total_predictions_number"]) == (TASKS, 0)
     await _counters_match_rows(db)
-    assert second.poll() is None, "the second API process is still serving"
 
 
 async def test_api_killed_mid_auto_labeling_another_finishes_it_exactly(
     start_api: StartApi, db: asyncpg.Connection, database_url: str
 ) -> None:
-    first, url = await asyncio.to_thread(start_api)
-    async with _client(url) as api:
-        project_id, task_ids = await _project_with_history(api)
+    async def auto_label(api: httpx.AsyncClient, project_id: int) -> int:
+        return await _dm_action(api, "predictions_to_annotations", project_id, {"model_version": "v1"})
 
-        async def auto_label() -> int:
-            return await _dm_action(api, "predictions_to_annotations", project_id, {"model_version": "v1"})
-
-        job_id = await _kill_mid_job(db, database_url, api, first, task_ids[120], auto_label)
-
-    second, url = await asyncio.to_thread(start_api)
-    async with _client(url) as api:
+    async with _resumed_after_kill(start_api, db, database_url, auto_label) as (api, project_id, job_id):
         result = await wait_job_result(api, job_id)
         project = (await api.get(f"/api/projects/{project_id}")).json()
     assert result == {
@@ -274,7 +240,6 @@ async def test_api_killed_mid_auto_labeling_another_finishes_it_exactly(
     made_ids = {row["id"] for row in made}
     from_job = [annotation_id for annotation_id in announced if annotation_id in made_ids]
     assert sorted(from_job) == sorted(made_ids), "each new annotation announced exactly once"
-    assert second.poll() is None, "the second API process is still serving"
 
 
 _HOLD = 4242
