@@ -16,6 +16,7 @@ from services.model_gateway.targets import TargetResolver
 from shared.api_docs import install_docs
 from shared.logging import RequestIdMiddleware, configure_logging
 from shared.openapi_errors import ERROR_RESPONSES
+from shared.runtime import tune_garbage_collector
 from shared.tracing import configure_tracing
 from shared.version import VERSION, version_router
 
@@ -64,4 +65,6 @@ def app_from_env() -> FastAPI:
     settings = GatewaySettings()
     configure_logging(SERVICE, settings.log_level, settings.log_json)
     configure_tracing(SERVICE, settings.otlp_endpoint)
-    return create_app(settings)
+    app = create_app(settings)
+    tune_garbage_collector()
+    return app

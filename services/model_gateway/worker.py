@@ -59,6 +59,7 @@ from shared.gateway_contract import (
 from shared.jobs import QUEUE_NAME
 from shared.logging import adopted_context, configure_logging, outgoing_request_headers
 from shared.metrics import WORKER_CHUNKS
+from shared.runtime import tune_garbage_collector
 from shared.tracing import configure_tracing
 
 log = logging.getLogger(__name__)
@@ -535,7 +536,9 @@ def main() -> None:
     logging.getLogger("arq.worker").addFilter(_QuietJobLines())
     # The event loop the services run on too: its sockets cost a fraction of asyncio's per call.
     asyncio.set_event_loop(uvloop.new_event_loop())
-    create_worker(settings).run()
+    worker = create_worker(settings)
+    tune_garbage_collector()
+    worker.run()
 
 
 if __name__ == "__main__":
