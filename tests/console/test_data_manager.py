@@ -18,6 +18,7 @@ from tests.support.servers import ServerThread
 from tests.support.waiting import wait_for
 
 TASKS = 130  # more than two of the console's 50-task pages
+PAGE = 50
 
 
 def score_of(index: int) -> float | None:
@@ -69,6 +70,26 @@ async def test_scrolling_the_score_sort_pages_by_score_and_id(
             await page.get_by_role("button", name="Score").click()
     assert not [url for url in requests if "page=" in url], "score pages go by keyset, never page="
     assert any("after=0.5%2C" in url or "after=null%2C" in url for url in requests), requests
+
+
+async def test_pages_keep_loading_while_the_end_of_the_list_stays_in_view(
+    page: Page, api_server: ServerThread, api: httpx.AsyncClient
+) -> None:
+    """On a screen taller than a page of rows, the end of the list is still in view when the first page
+    arrives: the next one loads without any scrolling (the observer reports only changes, so loading used to
+    stop there until the user scrolled away and back)."""
+    project = await create_project(api, title="Tall")
+    await import_texts(api, project["id"], TASKS)
+    await page.set_viewport_size({"width": 1280, "height": 4000})
+    await sign_in(page, api_server.url)
+    await page.goto(f"{api_server.url}/#/p/{project['id']}")
+    rows = page.locator("tr[data-task]")
+
+    async def second_page_shown() -> bool:
+        return await rows.count() > PAGE
+
+    await wait_for(second_page_shown, 30, "a second page of rows without scrolling")
+    assert await page.evaluate("window.scrollY") == 0
 
 
 @pytest.mark.usefixtures("gateway_server", "worker")

@@ -157,6 +157,9 @@ export async function render(view, { project: projectId }) {
       loading = false;
       updateSelInfo();
       if (mine !== generation) loadMore();
+      // The observer only reports changes: had "more" come into view while this page loaded (ignored
+      // above) and stayed there, scrolling would stall. Observing again reports where it is now.
+      else if (!exhausted) { observer.unobserve(more); observer.observe(more); }
     }
   }
 
