@@ -21,7 +21,7 @@ from services.annotation_api.data_manager.registry import ActionContext
 from services.annotation_api.data_manager.selection import TaskSelection
 from services.annotation_api.ids import id_array
 from services.annotation_api.jobs import runner
-from services.annotation_api.models import Annotation, Job, JobStatus, Prediction, Project, Task
+from services.annotation_api.models import Annotation, Job, JobStatus, Prediction, Project
 
 DELETE_TASKS_KIND = "delete_tasks"
 DELETE_PREDICTIONS_KIND = "delete_predictions"
@@ -119,7 +119,7 @@ async def delete_prediction_batch(
     ``after``, in one statement: the batch's task ids stay in Postgres. (tasks in the batch, the last
     one's id, predictions deleted); the project's count moves by what was deleted (tasks count theirs
     when read)."""
-    batch = selection.task_ids().where(Task.id > after).order_by(Task.id).limit(limit).cte("batch")
+    batch = selection.window_ids(after, limit).cte("batch")
     # Only the task index may serve this, one probe per task of the batch, whatever the statistics say:
     # ``= ANY(array(…))``, not ``IN (…)``, which the planner hash-joined to a scan of all the project's
     # predictions once per batch; and no ``project_id`` condition (a prediction's project is its task's),

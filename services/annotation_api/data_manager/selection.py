@@ -71,10 +71,15 @@ class TaskSelection:
         )
         return task_number - int((await self.session.execute(stmt)).scalar_one())
 
+    def window_ids(self, after: int, limit: int) -> Select[int]:
+        """``SELECT task.id`` of the next ``limit`` selected ids above ``after``, ascending: one batch of a
+        background job, for a statement that keeps the ids in Postgres."""
+        return self.task_ids().where(Task.id > after).order_by(Task.id).limit(limit)
+
     async def window(self, after: int, limit: int, *, lock: bool = False) -> list[int]:
-        """The next ``limit`` selected ids above ``after``, ascending: one batch of a background job.
-        ``lock`` takes them ``FOR UPDATE`` (in id order, so batches and writers cannot deadlock)."""
-        stmt = self.task_ids().where(Task.id > after).order_by(Task.id).limit(limit)
+        """The ids of ``window_ids``. ``lock`` takes them ``FOR UPDATE`` (in id order, so batches and
+        writers cannot deadlock)."""
+        stmt = self.window_ids(after, limit)
         if lock:
             stmt = stmt.with_for_update()
         return list((await self.session.scalars(stmt)).all())
