@@ -18,8 +18,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated
 
+import asyncpg
 from fastapi import Depends, Request
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -43,15 +46,43 @@ table's statistics change: one made while a table was empty scans it whole once 
 Planning the API's statements takes well under a millisecond."""
 
 
-def make_engine(database_url: str, pool_size: int = 10, max_overflow: int | None = None) -> AsyncEngine:
-    """A pool of ``pool_size`` connections, plus ``max_overflow`` on demand (default: as many again)."""
+def make_engine(
+    database_url: str, pool_size: int = 10, max_overflow: int | None = None, pre_ping: bool = True
+) -> AsyncEngine:
+    """A pool of ``pool_size`` connections, plus ``max_overflow`` on demand (default: as many again).
+
+    ``pre_ping`` checks each connection as it leaves the pool (three round trips with asyncpg: BEGIN,
+    an empty query, ROLLBACK), so a connection Postgres dropped is replaced before a request uses it.
+    Without it, the first request on such a connection is answered 503 with ``Retry-After``
+    (``errors.py``) and the pool reconnects.
+    """
     return create_async_engine(
         asyncpg_url(database_url),
         pool_size=pool_size,
         max_overflow=pool_size if max_overflow is None else max_overflow,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         connect_args={"server_settings": PLAN_EACH_EXECUTION},
     )
+
+
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under the session, inside the session's transaction.
+
+    SQLAlchemy's asyncpg adapter opens the database transaction lazily on its first statement; when
+    the session has not run one yet, a trivial statement runs first, so raw writes never land outside
+    the request's transaction.
+    """
+    conn = await raw_connection(await session.connection())
+    if not conn.is_in_transaction():
+        await session.execute(text("SELECT 1"))
+    return conn
+
+
+async def raw_connection(connection: AsyncConnection) -> asyncpg.Connection:
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    assert isinstance(driver, asyncpg.Connection)
+    return driver
 
 
 class InternalSlots:

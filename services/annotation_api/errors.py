@@ -137,6 +137,13 @@ def database_answer(error: BaseException | None) -> JsonResponse | None:
 
 async def _data_error(_: Request, exc: Exception) -> JsonResponse:
     assert isinstance(exc, DBAPIError)
+    if exc.connection_invalidated:  # Postgres restarted or dropped the connection; the pool reconnects
+        log.warning("database connection lost: %s", exc.orig)
+        return JsonResponse(
+            {"detail": "The connection to the database was lost; retry."},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
     answer = database_answer(getattr(exc.orig, "__cause__", None))
     if answer is None:
         raise exc

@@ -56,7 +56,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         engine = make_engine(settings.database_url, settings.db_pool_size)
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
-        internal_engine = make_engine(settings.database_url, settings.internal_db_pool_size, max_overflow=0)
+        # No pre-ping: the gateway workers retry a 503, and a chunk's lease and report are about twenty
+        # round trips, of which the ping would add six.
+        internal_engine = make_engine(
+            settings.database_url, settings.internal_db_pool_size, max_overflow=0, pre_ping=False
+        )
+        app.state.internal_engine = internal_engine
         app.state.internal_sessionmaker = make_sessionmaker(internal_engine)
         app.state.internal_slots = InternalSlots(
             settings.internal_db_pool_size, settings.internal_wait_s, settings.internal_retry_after_s

@@ -342,6 +342,10 @@ class JobChunk(Base):
     __table_args__ = (
         Index("ix_job_chunk_status_lease_expires_at", "status", "lease_expires_at"),
         Index("ix_job_chunk_job_id_unfolded", "job_id", postgresql_where=text("NOT folded")),
+        # A job's chunks still to report: finding whether any is left reads those, not every done one.
+        Index(
+            "ix_job_chunk_job_id_open", "job_id", postgresql_where=text("status NOT IN ('done', 'cancelled')")
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

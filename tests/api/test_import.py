@@ -8,8 +8,7 @@ import asyncpg
 import httpx
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from services.annotation_api.db import make_engine
-from services.annotation_api.tasks.repository import driver_connection
+from services.annotation_api.db import driver_connection, make_engine
 from tests.support.builders import choice, create_project, import_tasks, read_project
 from tests.support.waiting import wait_for_lock_wait
 

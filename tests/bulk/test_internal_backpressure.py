@@ -95,3 +95,30 @@ async def test_a_503_without_retry_after_is_an_ordinary_failure() -> None:
             await client.aclose()
     assert failed.value.status_code == 503
     assert len(calls) == worker._API_ATTEMPTS
+
+
+@pytest.mark.usefixtures("gateway_server")
+@pytest.mark.api_settings(internal_db_pool_size=1)
+async def test_an_internal_call_on_a_connection_postgres_dropped_is_a_503_to_retry(
+    api: httpx.AsyncClient, project: dict[str, Any], fake: FakeBackend, db: asyncpg.Connection
+) -> None:
+    """The ``/internal`` pool does not ping its connections before each call: one that Postgres dropped
+    (a restart, a failover) fails the call that finds it, as a 503 the workers retry, never a 500."""
+    await import_texts(api, project["id"], 30)
+    await connect_backend(api, project["id"], fake.url)
+    _, chunk_ids = await _start(api, project["id"], db)
+    first = await api.post(f"/internal/chunks/{chunk_ids[0]}/lease", headers=SERVICE)
+    assert first.status_code == 200, first.text
+    dropped = await db.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+    )
+    assert dropped >= 1
+
+    lost = await api.post(f"/internal/chunks/{chunk_ids[1]}/lease", headers=SERVICE)
+    assert lost.status_code == 503, lost.text
+    assert lost.headers["Retry-After"] == "1"
+    assert "database" in lost.json()["detail"]
+    again = await api.post(f"/internal/chunks/{chunk_ids[1]}/lease", headers=SERVICE)
+    assert again.status_code == 200, again.text
+    assert again.json()["status"] == "leased"

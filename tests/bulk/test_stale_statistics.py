@@ -16,11 +16,12 @@ import asyncpg
 import httpx
 import orjson
 import pytest
-from sqlalchemy import TextClause, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from services.annotation_api.data_manager.jobs import delete_prediction_batch
 from services.annotation_api.data_manager.selection import TaskSelection
+from services.annotation_api.db import raw_connection
 from services.annotation_api.jobs import repository as repo
 from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
 from tests.support.builders import choice, connect_backend, create_project, import_texts
@@ -62,40 +63,39 @@ def _scanned(node: dict[str, Any], relation: str) -> float:
     return total
 
 
-async def _plan(engine: AsyncEngine, statement: TextClause, params: dict[str, Any]) -> dict[str, Any]:
+async def _plan(engine: AsyncEngine, statement: str, args: tuple[Any, ...]) -> dict[str, Any]:
     """The statement's executed plan, in a transaction rolled back afterwards."""
     async with engine.connect() as conn:
-        transaction = await conn.begin()
-        result = await conn.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement.text}"), params)
-        explained = result.scalar_one()  # the driver decodes json columns
-        plan: dict[str, Any] = explained[0]["Plan"]
-        await transaction.rollback()
-        return plan
+        raw = await raw_connection(conn)
+        transaction = raw.transaction()
+        await transaction.start()
+        try:
+            explained = await raw.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", *args)
+        finally:
+            await transaction.rollback()
+    plan: dict[str, Any] = explained[0]["Plan"]  # SQLAlchemy's connections decode json
+    return plan
 
 
 def _chunk_statements(
     chunk: list[int], project_id: int, backend_id: int
-) -> Iterator[tuple[str, TextClause, dict[str, Any]]]:
-    yield "tasks_to_predict", repo._TASKS_TO_PREDICT, {"ids": chunk, "backend": backend_id, "version": "v2"}
-    yield (
-        "count_skipped",
-        repo._COUNT_SKIPPED,
-        {"ids": chunk, "reported": [], "backend": backend_id, "version": "v2"},
-    )
+) -> Iterator[tuple[str, str, tuple[Any, ...]]]:
+    yield "tasks_to_predict", repo._TASKS_TO_PREDICT, (chunk, backend_id, "v2")
+    yield "count_skipped", repo._COUNT_SKIPPED, (chunk, [], backend_id, "v2")
     (region,) = choice("Positive")
     yield (
         "insert_predictions",
         repo._INSERT_PREDICTIONS,
-        {
-            "project": project_id,
-            "backend": backend_id,
-            "job": None,
-            "chunk_ids": chunk,
-            "task_ids": chunk,
-            "results": [orjson.dumps([region]).decode()] * len(chunk),
-            "scores": [0.5] * len(chunk),
-            "versions": ["v2"] * len(chunk),
-        },
+        (
+            chunk,
+            project_id,
+            backend_id,
+            None,
+            chunk,
+            [orjson.dumps([region]).decode()] * len(chunk),
+            [0.5] * len(chunk),
+            ["v2"] * len(chunk),
+        ),
     )
 
 
@@ -121,8 +121,8 @@ async def test_chunk_statements_read_only_the_chunk_when_statistics_predate_the_
     await _predict_all(db, task_ids, project["id"], backend["id"])
     chunk = task_ids[-CHUNK:]
 
-    for name, statement, params in _chunk_statements(chunk, project["id"], backend["id"]):
-        plan = await _plan(engine, statement, params)
+    for name, statement, args in _chunk_statements(chunk, project["id"], backend["id"]):
+        plan = await _plan(engine, statement, args)
         # Each chunk task has one prediction of this backend; a plan driven by the backend reads all 2000.
         assert _scanned(plan, "prediction") <= CHUNK, (name, plan)
         assert _scanned(plan, "task") <= CHUNK, (name, plan)
@@ -149,23 +149,22 @@ async def test_chunk_statements_planned_on_an_empty_table_still_use_its_indexes_
         transaction = await conn.begin()
         # The worst case on purpose: each statement's plan is the one made at its first execution.
         await conn.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
-        session = AsyncSession(bind=conn)
-        await repo.begin_chunk_transaction(session)
-        for _, statement, params in _chunk_statements(chunk, project["id"], backend["id"]):
-            await conn.execute(statement, params)  # planned while ``prediction`` is empty
+        raw = await repo.begin_chunk_transaction(AsyncSession(bind=conn))
+        for _, statement, args in _chunk_statements(chunk, project["id"], backend["id"]):
+            await raw.execute(statement, *args)  # planned while ``prediction`` is empty
         await transaction.rollback()
 
         await _predict_all(db, task_ids, project["id"], backend["id"])  # committed: the table grows
 
         transaction = await conn.begin()
         await conn.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
-        await repo.begin_chunk_transaction(AsyncSession(bind=conn))
-        for name, statement, params in _chunk_statements(chunk, project["id"], backend["id"]):
-            await conn.execute(statement, params)  # the cached plans, on a table of TASKS rows
-            read = await conn.execute(
-                text("SELECT seq_tup_read FROM pg_stat_xact_user_tables WHERE relname = 'prediction'")
+        raw = await repo.begin_chunk_transaction(AsyncSession(bind=conn))
+        for name, statement, args in _chunk_statements(chunk, project["id"], backend["id"]):
+            await raw.execute(statement, *args)  # the cached plans, on a table of TASKS rows
+            read = await raw.fetchval(
+                "SELECT seq_tup_read FROM pg_stat_xact_user_tables WHERE relname = 'prediction'"
             )
-            assert read.scalar_one() <= CHUNK, name
+            assert read <= CHUNK, name
         await transaction.rollback()
 
 

@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.annotation_api.db import raw_connection
 from services.annotation_api.errors import BadRequest
 from services.annotation_api.tasks.repository import (
     TASK_COLUMNS,
     embed_annotations_and_predictions,
-    raw_connection,
     task_json,
 )
 

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
 from services.annotation_api.counters import add_to_project_counters
+from services.annotation_api.db import driver_connection
 from services.annotation_api.errors import BadRequest
 from services.annotation_api.ids import BIGINT_MAX
 from services.annotation_api.imports.service import (
@@ -35,7 +36,6 @@ from services.annotation_api.imports.service import (
 from services.annotation_api.imports.stream import ListSplitter, body_pieces
 from services.annotation_api.projects.service import get_project, parse_config
 from services.annotation_api.result_validation import MAX_REPORTED_ERRORS
-from services.annotation_api.tasks.repository import driver_connection
 from shared.json_values import find_bad_value
 from shared.label_config import LabelConfig
 from shared.prediction_validation import validate_result, validate_score

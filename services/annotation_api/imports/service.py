@@ -27,11 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
 from services.annotation_api.counters import add_to_project_counters
+from services.annotation_api.db import driver_connection
 from services.annotation_api.errors import BadRequest
 from services.annotation_api.imports.stream import ListSplitter, body_pieces
 from services.annotation_api.models import User
 from services.annotation_api.projects.service import get_project, missing_key_message, parse_config
-from services.annotation_api.tasks.repository import driver_connection
 from shared.json_values import MAX_DEPTH, find_bad_value
 from shared.label_config import LabelConfig
 from shared.prediction_validation import validate_result, validate_score

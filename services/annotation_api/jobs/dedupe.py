@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,7 +29,6 @@ _CLAIMS_SPACE = 0x636C6D
 """First key of the advisory lock serializing leases while a backend has several jobs (``'clm'``)."""
 
 _LOCK = text("SELECT pg_advisory_xact_lock(:space, :backend)")
-_LOCK_SHARED = text("SELECT pg_advisory_xact_lock_shared(:space, :backend)")
 
 
 async def lock_job_creation(session: AsyncSession, backend_id: int) -> None:
@@ -78,39 +78,40 @@ async def running_twin(
     return None
 
 
-_OTHER_ACTIVE_JOB = text(
-    """
+_OTHER_ACTIVE_JOB = """
     SELECT EXISTS (
         SELECT 1 FROM job
-        WHERE ml_backend_id = :backend AND id <> :job AND kind = :kind
-          AND status IN ('queued', 'running') AND model_version IS NOT DISTINCT FROM :version
+        WHERE ml_backend_id = $1 AND id <> $2 AND kind = $3
+          AND status IN ('queued', 'running') AND model_version IS NOT DISTINCT FROM $4
     )
-    """
-)
+"""
 
 # Tasks of this chunk that a live lease of another active job of the same backend and version holds.
-_CLAIMED = text(
-    """
+_CLAIMED = """
     SELECT DISTINCT u.id
     FROM job_chunk c
     JOIN job j ON j.id = c.job_id
     CROSS JOIN LATERAL unnest(c.task_ids) AS u(id)
-    WHERE c.status = 'leased' AND c.lease_expires_at > now() AND c.job_id <> :job
-      AND j.ml_backend_id = :backend AND j.kind = :kind AND j.status IN ('queued', 'running')
-      AND j.model_version IS NOT DISTINCT FROM :version
-      AND u.id = ANY(CAST(:ids AS bigint[]))
-    """
-)
+    WHERE c.status = 'leased' AND c.lease_expires_at > now() AND c.job_id <> $2
+      AND j.ml_backend_id = $1 AND j.kind = $3 AND j.status IN ('queued', 'running')
+      AND j.model_version IS NOT DISTINCT FROM $4
+      AND u.id = ANY($5::bigint[])
+"""
 
 
 async def unclaimed(
-    session: AsyncSession, job_id: int, backend_id: int, version: str | None, kind: str, task_ids: list[int]
+    conn: asyncpg.Connection,
+    job_id: int,
+    backend_id: int,
+    version: str | None,
+    kind: str,
+    task_ids: list[int],
 ) -> list[int]:
-    """The chunk's tasks no other job of this backend and version is predicting right now."""
-    await session.execute(_LOCK_SHARED, {"space": _JOBS_SPACE, "backend": backend_id})
-    params = {"job": job_id, "backend": backend_id, "version": version, "kind": kind}
-    if not (await session.execute(_OTHER_ACTIVE_JOB, params)).scalar_one():
+    """The chunk's tasks no other job of this backend and version is predicting right now (on the lease
+    transaction's connection, ``repository.begin_chunk_transaction``)."""
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1, $2)", _JOBS_SPACE, backend_id)
+    if not await conn.fetchval(_OTHER_ACTIVE_JOB, backend_id, job_id, kind, version):
         return task_ids
-    await session.execute(_LOCK, {"space": _CLAIMS_SPACE, "backend": backend_id})
-    claimed = set((await session.execute(_CLAIMED, {**params, "ids": task_ids})).scalars())
+    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _CLAIMS_SPACE, backend_id)
+    claimed = {row[0] for row in await conn.fetch(_CLAIMED, backend_id, job_id, kind, version, task_ids)}
     return [task_id for task_id in task_ids if task_id not in claimed]

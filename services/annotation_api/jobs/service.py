@@ -20,13 +20,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from sqlalchemy import Select, func, select, true, update
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.auth.access import only_visible
 from services.annotation_api.data_manager.selection import TaskSelection
-from services.annotation_api.db import after_commit
+from services.annotation_api.db import after_commit, driver_connection, raw_connection
 from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.jobs import dedupe, runner
 from services.annotation_api.jobs import repository as repo
@@ -194,7 +195,8 @@ async def _plan_step(ctx: runner.StepContext) -> bool:
         job.finished_at = func.now()
     else:
         await session.flush()
-        await repo.finish_job_if_done(session, job.id)  # the workers may have finished every chunk
+        # The workers may have finished every chunk.
+        await repo.finish_job_if_done(await driver_connection(session), job.id)
     return True
 
 
@@ -340,8 +342,8 @@ class LeaseAnswer:
 
 
 async def lease_chunk(session: AsyncSession, chunk_id: int, lease_s: float) -> LeaseAnswer:
-    await repo.begin_chunk_transaction(session)
-    leased = await repo.lease_chunk(session, chunk_id, lease_s)
+    conn = await repo.begin_chunk_transaction(session)
+    leased = await repo.lease_chunk(conn, chunk_id, lease_s)
     if leased is None:
         state = await repo.chunk_state(session, chunk_id)
         if state is None:
@@ -349,24 +351,29 @@ async def lease_chunk(session: AsyncSession, chunk_id: int, lease_s: float) -> L
         job_id, status = state
         finished = "done" if status == "done" else "cancelled"
         return LeaseAnswer(ChunkLease(chunk_id=chunk_id, job_id=job_id, status=finished))
-    job_id, task_ids = leased
-    job = await get_job(session, job_id)
-    backend = await session.get(MlBackend, job.ml_backend_id) if job.ml_backend_id else None
-    if backend is None:
-        await _fail_job(session, job, "The job's ML backend was deleted.")
-        return LeaseAnswer(ChunkLease(chunk_id=chunk_id, job_id=job_id, status="cancelled"))
-    project = await session.get(Project, job.project_id)
-    assert project is not None  # the job row cascades with its project
-    await repo.mark_job_running(session, job_id)
-    to_send = await dedupe.unclaimed(session, job_id, backend.id, job.model_version, PREDICT_KIND, task_ids)
-    count, tasks_json = await repo.tasks_to_predict(session, to_send, backend.id, job.model_version or "")
+    job = leased.job
+    found = None
+    if job.ml_backend_id is not None:
+        found = (
+            await session.execute(
+                select(MlBackend, Project)
+                .join(Project, Project.id == MlBackend.project_id)
+                .where(MlBackend.id == job.ml_backend_id)
+            )
+        ).first()
+    if found is None:
+        await _fail_job(session, job.id, "The job's ML backend was deleted.")
+        return LeaseAnswer(ChunkLease(chunk_id=chunk_id, job_id=job.id, status="cancelled"))
+    backend, project = found
+    task_ids = leased.task_ids
+    to_send = await dedupe.unclaimed(conn, job.id, backend.id, job.model_version, PREDICT_KIND, task_ids)
+    count, tasks_json = await repo.tasks_to_predict(conn, to_send, backend.id, job.model_version or "")
     spec = backend_spec(backend)
-    batch_size = job.selection.get("batch_size")
-    if isinstance(batch_size, int) and batch_size > 0:
-        spec.batch_size = batch_size
+    if leased.batch_size is not None:
+        spec.batch_size = leased.batch_size
     lease = ChunkLease(
         chunk_id=chunk_id,
-        job_id=job_id,
+        job_id=job.id,
         status="leased",
         backend=spec,
         project=project_ref(project),
@@ -399,60 +406,74 @@ async def release_chunk(session: AsyncSession, chunk_id: int) -> ChunkRelease:
     return ChunkRelease(released=True)
 
 
-async def _fail_job(session: AsyncSession, job: Job, error: str) -> None:
-    await repo.cancel_chunks(session, job.id)
+async def _fail_job(session: AsyncSession, job_id: int, error: str) -> None:
+    await repo.cancel_chunks(session, job_id)
     await session.execute(
         update(Job)
-        .where(Job.id == job.id)
+        .where(Job.id == job_id)
         .values(status=JobStatus.FAILED, error=error, finished_at=func.now(), updated_at=func.now())
     )
 
 
 async def complete_chunk(session: AsyncSession, chunk_id: int, report: ChunkReport) -> ChunkAck:
     """Apply a worker's report once: a second report for the same chunk changes nothing."""
-    await repo.begin_chunk_transaction(session)
-    finished = await repo.finish_chunk(session, chunk_id)
+    conn = await repo.begin_chunk_transaction(session)
+    finished = await repo.finish_chunk(conn, chunk_id)
     if finished is None:
         state = await repo.chunk_state(session, chunk_id)
         if state is None:
             raise NotFound(f"Chunk {chunk_id} not found.")
-        job = await get_job(session, state[0])
-        return ChunkAck(accepted=False, job_status=job.status)
-    job_id, task_ids = finished
-    job = await get_job(session, job_id)
-    await _apply_report(session, job, chunk_id, task_ids, report)
-    _finish_after_commit(session, job_id)
-    await session.refresh(job)
-    return ChunkAck(accepted=True, job_status=job.status)
+        return ChunkAck(accepted=False, job_status=(await get_job(session, state[0])).status)
+    chunk_job, task_ids = finished
+    end = await _apply_report(session, conn, chunk_job, chunk_id, task_ids, report)
+    if end.status is None and 0 < end.open_chunks <= RECHECK_OPEN_CHUNKS:
+        _finish_after_commit(session, chunk_job.id)
+    return ChunkAck(accepted=True, job_status=end.status or chunk_job.status)
+
+
+RECHECK_OPEN_CHUNKS = 64
+"""A report that leaves at most this many chunks of its job open checks again after committing.
+
+Reports share no row, so the last few committing together may each see the others still open; checking
+again once committed, in a transaction of its own, lets the last one see them all done. Earlier in a job
+the check would be wasted (a connection and a statement per chunk): more than this many reports committing within
+one commit's instant does not happen with the ``/internal`` connections an API process has, and the
+sweeper finishes such a job anyway (``unfinished_done_jobs``, every ``sweep_interval_s``)."""
 
 
 def _finish_after_commit(session: AsyncSession, job_id: int) -> None:
-    """Completions share no row, so two last chunks committing together may each see the other still
-    open; checking again once committed, in a transaction of its own, lets the later one see both."""
     app = session.info.get("app")
     if app is None:
         return
 
     async def finish() -> None:
-        async with app.state.sessionmaker.begin() as fresh:
-            await repo.finish_job_if_done(fresh, job_id)
+        async with app.state.internal_engine.connect() as connection:
+            # One statement, its own transaction (autocommit): nothing else to do in it.
+            await repo.finish_job_if_done(await raw_connection(connection), job_id)
 
     after_commit(session, finish)
 
 
 async def _apply_report(
-    session: AsyncSession, job: Job, chunk_id: int, task_ids: list[int], report: ChunkReport
-) -> None:
+    session: AsyncSession,
+    conn: asyncpg.Connection,
+    job: repo.ChunkJob,
+    chunk_id: int,
+    task_ids: list[int],
+    report: ChunkReport,
+) -> repo.JobEnd:
+    """Store the report's predictions and counts on the chunk (flipped to done by the caller), and
+    finish the job if that was its last chunk."""
     assert job.project_id is not None  # a project delete cancels the chunks before the project goes
     in_chunk = set(task_ids)
     predictions = [p for p in report.predictions if p.task_id in in_chunk]
     # A backend deleted meanwhile leaves its predictions with no backend, as it does its stored ones.
     backend_id = job.ml_backend_id
-    if backend_id is not None and predictions and not await repo.hold_backend(session, backend_id):
+    if backend_id is not None and predictions and not await repo.hold_backend(conn, backend_id):
         backend_id = None
-    await repo.lock_tasks(session, [p.task_id for p in predictions])
+    await repo.lock_tasks(conn, [p.task_id for p in predictions])
     inserted = await repo.insert_predictions(
-        session,
+        conn,
         project_id=job.project_id,
         backend_id=backend_id,
         job_id=job.id,
@@ -469,10 +490,10 @@ async def _apply_report(
     reported = {p.task_id for p in predictions} | failed
     # A prediction not stored because the task already had it (or is gone) is a skip, not new work.
     already = {p.task_id for p in predictions} - predicted - failed
-    skipped = len(already) + await _unsent(session, job, task_ids, reported, report)
+    skipped = len(already) + await _unsent(conn, job, task_ids, reported, report)
     # The job's and the project's counters move later, in batches (repo.fold_chunks): no hot row.
     await repo.record_on_chunk(
-        session,
+        conn,
         chunk_id,
         done=len(task_ids) - skipped - len(failed),
         predicted=len(predicted),
@@ -482,12 +503,12 @@ async def _apply_report(
         errors=errors,
     )
     await _follow_reported_version(session, job, report)
-    await repo.finish_job_if_done(session, job.id)
     after_commit(session, _count_tasks(job.ml_backend_id, len(predicted), len(failed)))
+    return await repo.finish_job_if_done(conn, job.id)
 
 
 async def _unsent(
-    session: AsyncSession, job: Job, task_ids: list[int], reported: set[int], report: ChunkReport
+    conn: asyncpg.Connection, job: repo.ChunkJob, task_ids: list[int], reported: set[int], report: ChunkReport
 ) -> int:
     """Tasks of the chunk its lease left out: already predicted, deleted, or claimed by another job.
 
@@ -497,7 +518,7 @@ async def _unsent(
     if report.sent is not None:
         return len(set(task_ids) - set(report.sent))
     return await repo.count_skipped(
-        session, task_ids, sorted(reported), job.ml_backend_id, job.model_version or ""
+        conn, task_ids, sorted(reported), job.ml_backend_id, job.model_version or ""
     )
 
 
@@ -512,7 +533,7 @@ def _count_tasks(backend_id: int | None, predicted: int, failed: int) -> Callabl
     return count
 
 
-async def _follow_reported_version(session: AsyncSession, job: Job, report: ChunkReport) -> None:
+async def _follow_reported_version(session: AsyncSession, job: repo.ChunkJob, report: ChunkReport) -> None:
     """The version the backend predicted with becomes the job's and (with auto-update) the backend's,
     in the transaction that stores those predictions, so the three never disagree when someone looks.
 
@@ -553,7 +574,7 @@ async def sweep(session: AsyncSession, lease_s: float, limit: int = 500) -> list
             requeue.append((chunk_id, attempts))
     await repo.requeue(session, [chunk_id for chunk_id, _ in requeue])
     for job_id in await repo.unfinished_done_jobs(session, limit):
-        await repo.finish_job_if_done(session, job_id)
+        await repo.finish_job_if_done(await driver_connection(session), job_id)
     return await _by_job(session, requeue)
 
 
@@ -578,12 +599,12 @@ async def _by_job(session: AsyncSession, chunks: list[tuple[int, int]]) -> list[
 
 
 async def _give_up(session: AsyncSession, chunk_id: int, attempts: int) -> None:
-    finished = await repo.finish_chunk(session, chunk_id)
+    conn = await driver_connection(session)
+    finished = await repo.finish_chunk(conn, chunk_id)
     if finished is None:
         return
-    job_id, task_ids = finished
-    job = await get_job(session, job_id)
+    job, task_ids = finished
     message = f"gave up after {attempts} attempts: the worker processing this chunk kept dying"
-    log.warning("chunk %s of job %s: %s", chunk_id, job_id, message)
+    log.warning("chunk %s of job %s: %s", chunk_id, job.id, message)
     report = ChunkReport(errors=[TaskError(task_id=task_id, message=message) for task_id in task_ids])
-    await _apply_report(session, job, chunk_id, task_ids, report)
+    await _apply_report(session, conn, job, chunk_id, task_ids, report)

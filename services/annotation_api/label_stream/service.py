@@ -16,7 +16,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.counters import add_to_project_counters
-from services.annotation_api.db import release_transaction
+from services.annotation_api.db import driver_connection, release_transaction
 from services.annotation_api.errors import ApiError, NotFound
 from services.annotation_api.label_stream import repository
 from services.annotation_api.ml_backends.gateway_client import GatewayClient
@@ -25,7 +25,6 @@ from services.annotation_api.models import MlBackend, MlBackendState, Prediction
 from services.annotation_api.projects.service import get_project
 from services.annotation_api.tasks.repository import (
     TASK_COLUMNS,
-    driver_connection,
     embed_annotations_and_predictions,
     task_json,
 )

@@ -12,31 +12,8 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.annotation_api.predictions.repository import PREDICTION_COLUMNS, prediction_json
-
-
-async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under the session, inside the session's transaction.
-
-    SQLAlchemy's asyncpg adapter opens the database transaction lazily on its first statement; when
-    the session has not run one yet, a trivial statement runs first, so raw writes never land outside
-    the request's transaction.
-    """
-    conn = await raw_connection(await session.connection())
-    if not conn.is_in_transaction():
-        await session.execute(text("SELECT 1"))
-    return conn
-
-
-async def raw_connection(connection: AsyncConnection) -> asyncpg.Connection:
-    raw = await connection.get_raw_connection()
-    driver = raw.driver_connection
-    assert isinstance(driver, asyncpg.Connection)
-    return driver
-
 
 TASK_PREDICTIONS = "(SELECT count(*) FROM prediction tp WHERE tp.task_id = t.id)"
 """Task ``t``'s ``total_predictions``: counted when read, a few entries of the prediction index that

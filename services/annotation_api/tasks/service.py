@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.auth.access import hidden
 from services.annotation_api.counters import add_to_project_counters, refresh_project_counters
+from services.annotation_api.db import driver_connection
 from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.projects.service import (
     get_project,
@@ -22,7 +23,7 @@ from services.annotation_api.projects.service import (
     parse_config,
 )
 from services.annotation_api.tasks import repository
-from services.annotation_api.tasks.repository import ScoreCursor, TaskFilter, driver_connection
+from services.annotation_api.tasks.repository import ScoreCursor, TaskFilter
 from services.annotation_api.tasks.schemas import BIGINT_MAX, Fields, Ordering, TaskCreate, TaskUpdate
 
 
