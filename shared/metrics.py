@@ -35,7 +35,26 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # A `_created` series per labelled counter would double the scrape for no use here.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# 0.15 and 0.2 resolve latencies around the 200 ms objective of the bulk and user calls (issue 9).
+_LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.15,
+    0.2,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 
 HTTP_REQUEST_SECONDS = Histogram(
     "labelloop_http_request_duration_seconds",
