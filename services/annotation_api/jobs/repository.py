@@ -52,6 +52,11 @@ async def plan_chunks(
     return sorted(int(row[0]) for row in await session.execute(_PLAN_CHUNKS, params))
 
 
+_CHUNK_SETTINGS = text(
+    "SELECT set_config('synchronous_commit', 'off', true), set_config('enable_seqscan', 'off', true)"
+)
+
+
 async def begin_chunk_transaction(session: AsyncSession) -> asyncpg.Connection:
     """Settings for this lease or report transaction only; the connection its statements run on.
 
@@ -67,11 +72,6 @@ async def begin_chunk_transaction(session: AsyncSession) -> asyncpg.Connection:
     """
     await session.execute(_CHUNK_SETTINGS)
     return await driver_connection(session)
-
-
-_CHUNK_SETTINGS = text(
-    "SELECT set_config('synchronous_commit', 'off', true), set_config('enable_seqscan', 'off', true)"
-)
 
 
 @dataclass(frozen=True)
