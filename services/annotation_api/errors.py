@@ -117,11 +117,22 @@ async def _integrity_error(_: Request, exc: Exception) -> JsonResponse:
 
 
 _RETRY_SQLSTATES = ("40001", "40P01")  # serialization failure, deadlock detected
+_SERVER_GONE_SQLSTATES = ("57P01", "57P02", "57P03")  # shut down (admin, crash), not accepting yet
 
 
-def database_answer(error: BaseException | None) -> JsonResponse | None:
-    """The 4xx for a driver error the client can act on (bad value, retry), else None (a real 500)."""
+def database_answer(error: BaseException | None, *, connection_lost: bool = False) -> JsonResponse | None:
+    """The answer for a driver error the client can act on (bad value, retry, the database connection
+    lost), else None (a real 500). ``connection_lost``: SQLAlchemy invalidated the connection."""
     sqlstate = getattr(error, "sqlstate", "") or ""
+    if connection_lost or sqlstate.startswith("08") or sqlstate in _SERVER_GONE_SQLSTATES:
+        # Postgres restarted or dropped the connection (class 08: connection exception); the pool
+        # reconnects, so a retry works. Pools that skip the pre-ping (``/internal``) rely on this.
+        log.warning("database connection lost: %s", error)
+        return JsonResponse(
+            {"detail": "The connection to the database was lost; retry."},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
     if sqlstate.startswith("22") or (
         isinstance(error, asyncpg.InterfaceError) and isinstance(error, ValueError)
     ):  # class 22: data exception (out of range, bad text, …); or a value asyncpg could not encode
@@ -137,14 +148,7 @@ def database_answer(error: BaseException | None) -> JsonResponse | None:
 
 async def _data_error(_: Request, exc: Exception) -> JsonResponse:
     assert isinstance(exc, DBAPIError)
-    if exc.connection_invalidated:  # Postgres restarted or dropped the connection; the pool reconnects
-        log.warning("database connection lost: %s", exc.orig)
-        return JsonResponse(
-            {"detail": "The connection to the database was lost; retry."},
-            status_code=503,
-            headers={"Retry-After": "1"},
-        )
-    answer = database_answer(getattr(exc.orig, "__cause__", None))
+    answer = database_answer(getattr(exc.orig, "__cause__", None), connection_lost=exc.connection_invalidated)
     if answer is None:
         raise exc
     return answer

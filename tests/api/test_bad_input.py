@@ -154,6 +154,21 @@ def test_driver_errors_a_client_can_act_on_are_4xx() -> None:
     assert database_answer(asyncpg.exceptions.UndefinedTableError("no such table")) is None
 
 
+def test_a_lost_database_connection_is_a_503_to_retry_on_either_path() -> None:
+    """A connection Postgres dropped or is shutting down fails its request with 503 + ``Retry-After``, on
+    the raw asyncpg connection as through SQLAlchemy (which says so with ``connection_invalidated``)."""
+    for lost in (
+        asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+        asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"),
+        asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+    ):
+        answer = database_answer(lost)
+        assert answer is not None and answer.status_code == 503, lost
+        assert answer.headers["Retry-After"] == "1"
+    invalidated = database_answer(asyncpg.InterfaceError("connection is closed"), connection_lost=True)
+    assert invalidated is not None and invalidated.status_code == 503
+
+
 @pytest.mark.parametrize("path", ["/internal/chunks/1/lease", "/api/projects"])
 async def test_a_non_ascii_credential_is_a_401(api: httpx.AsyncClient, path: str) -> None:
     for scheme in (b"Bearer", b"Token"):

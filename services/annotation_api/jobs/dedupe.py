@@ -18,9 +18,10 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.annotation_api.db import driver_connection
 from services.annotation_api.models import Job, JobStatus, MlBackend, Task
 
 _JOBS_SPACE = 0x6A6F62
@@ -28,12 +29,13 @@ _JOBS_SPACE = 0x6A6F62
 _CLAIMS_SPACE = 0x636C6D
 """First key of the advisory lock serializing leases while a backend has several jobs (``'clm'``)."""
 
-_LOCK = text("SELECT pg_advisory_xact_lock(:space, :backend)")
+_LOCK = "SELECT pg_advisory_xact_lock($1, $2)"
+_LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared($1, $2)"
 
 
 async def lock_job_creation(session: AsyncSession, backend_id: int) -> None:
     """Until this transaction ends, no other request starts a job for this backend."""
-    await session.execute(_LOCK, {"space": _JOBS_SPACE, "backend": backend_id})
+    await (await driver_connection(session)).execute(_LOCK, _JOBS_SPACE, backend_id)
 
 
 def _same_request(job: Job, kind: str, params: dict[str, Any], summary: dict[str, Any]) -> bool:
@@ -109,9 +111,9 @@ async def unclaimed(
 ) -> list[int]:
     """The chunk's tasks no other job of this backend and version is predicting right now (on the lease
     transaction's connection, ``repository.begin_chunk_transaction``)."""
-    await conn.execute("SELECT pg_advisory_xact_lock_shared($1, $2)", _JOBS_SPACE, backend_id)
+    await conn.execute(_LOCK_SHARED, _JOBS_SPACE, backend_id)
     if not await conn.fetchval(_OTHER_ACTIVE_JOB, backend_id, job_id, kind, version):
         return task_ids
-    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _CLAIMS_SPACE, backend_id)
+    await conn.execute(_LOCK, _CLAIMS_SPACE, backend_id)
     claimed = {row[0] for row in await conn.fetch(_CLAIMED, backend_id, job_id, kind, version, task_ids)}
     return [task_id for task_id in task_ids if task_id not in claimed]

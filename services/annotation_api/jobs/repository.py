@@ -439,21 +439,18 @@ _FINISH_JOB_IF_DONE = """
     SELECT (SELECT status FROM finished), (SELECT n FROM open)
 """
 
-OPEN_CHUNKS_COUNTED = 100
-"""``finish_job_if_done`` counts a job's open chunks up to this many: enough to tell "the end is near"."""
-
 
 @dataclass(frozen=True)
 class JobEnd:
     status: str | None
     """The job's new status if this call finished it, else None."""
     open_chunks: int
-    """The job's chunks still to report (other than this transaction's), up to ``OPEN_CHUNKS_COUNTED``."""
+    """The job's chunks still to report (other than this transaction's), counted up to the caller's limit."""
 
 
-async def finish_job_if_done(conn: asyncpg.Connection, job_id: int) -> JobEnd:
+async def finish_job_if_done(conn: asyncpg.Connection, job_id: int, count_open_up_to: int = 1) -> JobEnd:
     """Finish the job if every chunk is done or cancelled (and its planning is over)."""
-    row = await conn.fetchrow(_FINISH_JOB_IF_DONE, job_id, OPEN_CHUNKS_COUNTED)
+    row = await conn.fetchrow(_FINISH_JOB_IF_DONE, job_id, count_open_up_to)
     assert row is not None  # a SELECT without FROM
     return JobEnd(status=row[0], open_chunks=int(row[1]))
 

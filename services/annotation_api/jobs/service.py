@@ -504,7 +504,7 @@ async def _apply_report(
     )
     await _follow_reported_version(session, job, report)
     after_commit(session, _count_tasks(job.ml_backend_id, len(predicted), len(failed)))
-    return await repo.finish_job_if_done(conn, job.id)
+    return await repo.finish_job_if_done(conn, job.id, count_open_up_to=RECHECK_OPEN_CHUNKS + 1)
 
 
 async def _unsent(
