@@ -2,13 +2,14 @@
 data manager action, and a concurrent reader's latency while bulk prediction, a large import and the large
 deletes run (during the import and the deletes, the reader works on another, small project).
 
-The same real processes (``bench.harness.stack``) as ``bench.bulk_predict`` (annotation API, gateway API, gateway workers, an
-instant fake backend), its own database. For each size: import (timed), then ``retrieve_tasks_predictions``
-with a reader polling the task page, the project and the job twice a second (p50/p99/max), then deleting
-the imported predictions' model version, ``predictions_to_annotations``, ``delete_tasks_predictions``,
-``delete_tasks`` and deleting a second project of the same size. ``--with-history`` first creates, predicts,
-re-predicts (a new version), deletes the old version's predictions and deletes ``--history-projects``
-projects of each size, the afternoon of ordinary use that left tables bloated before delete jobs vacuumed.
+The same real processes (``bench.harness.stack``) as ``bench.bulk_predict`` (annotation API, gateway API,
+gateway workers, an instant fake backend), its own database. For each size: import (timed), then
+``retrieve_tasks_predictions`` with a reader polling the task page, the project and the job twice a second
+(p50/p99/max), then deleting the imported predictions' model version, ``predictions_to_annotations``,
+deleting the backend (its predictions stay), ``delete_tasks_predictions``, ``delete_tasks`` and deleting a
+second project of the same size. ``--with-history`` first creates, predicts, re-predicts (a new version),
+deletes the old version's predictions and deletes ``--history-projects`` projects of each size, the
+afternoon of ordinary use that left tables bloated before delete jobs vacuumed.
 
     python -m devstack.exec -- python -m bench.bulk_ops --sizes 10000 [--with-history]
 """
@@ -91,6 +92,16 @@ async def reader_project(api: httpx.AsyncClient, backend_url: str) -> int:
     return project_id
 
 
+async def delete_backend(api: httpx.AsyncClient, project_id: int) -> tuple[float, float, int]:
+    """Delete the project's backend while its predictions exist: one request and no job, so it finishes
+    when it answers; (seconds, seconds, 0) in ``timed``'s shape."""
+    backends = check(await api.get("/api/ml", params={"project": project_id})).json()
+    started = time.perf_counter()
+    check(await api.delete(f"/api/ml/{backends[0]['id']}"))
+    answered = time.perf_counter() - started
+    return answered, answered, 0
+
+
 async def measure(api: httpx.AsyncClient, backend_url: str, size: int, other: int) -> None:
     """``other``: the reader's project during the import and the deletes (the bulk work's own project
     during the prediction)."""
@@ -126,6 +137,7 @@ async def measure(api: httpx.AsyncClient, backend_url: str, size: int, other: in
             "predictions_to_annotations",
             action(api, "predictions_to_annotations", project_id, {"model_version": current}),
         ),
+        ("DELETE ml backend (predictions stay)", delete_backend(api, project_id)),
         ("delete_tasks_predictions (all)", action(api, "delete_tasks_predictions", project_id)),
         ("delete_tasks (all)", action(api, "delete_tasks", project_id)),
     ]

@@ -154,7 +154,7 @@ class Prediction(Base):
     ml_backend_id: Mapped[int | None] = mapped_column(
         Integer,
         index=True,
-        doc="The backend that predicted it; NULL once deleted (no foreign key: ml_backends/service.py clears it).",
+        doc="The backend that predicted it, as written (no foreign key); read only while that backend exists.",
     )
     job_id: Mapped[int | None] = mapped_column(
         BigInteger, doc="The job that stored it (no foreign key: jobs go only after their project's tasks)."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from typing import Any
 
 import asyncpg
@@ -402,7 +403,7 @@ async def test_deleting_the_backend_keeps_its_predictions_without_it(
     run_burst: RunBurst,
     db: asyncpg.Connection,
 ) -> None:
-    """Predictions outlive their backend with no backend, as the foreign key's SET NULL had them."""
+    """Predictions outlive their backend and read with no backend, as Label Studio's SET NULL shows them."""
     await import_texts(api, project["id"], 6)
     backend = await connect_backend(api, project["id"], fake.url)
     other = await connect_backend(api, project["id"], fake.url)
@@ -413,7 +414,38 @@ async def test_deleting_the_backend_keeps_its_predictions_without_it(
         await run_burst()
         assert (await wait_job(api, started.json()["job_id"]))["status"] == "completed"
     assert (await api.delete(f"/api/ml/{backend['id']}")).status_code == 204
-    rows = await db.fetch("SELECT ml_backend_id, count(*) FROM prediction GROUP BY 1 ORDER BY 1")
-    assert [tuple(row) for row in rows] == [(other["id"], 6), (None, 6)]
+    listed = (await api.get("/api/predictions", params={"project": project["id"]})).json()
+    assert sorted(Counter(p["ml_backend"] for p in listed).items(), key=str) == [(other["id"], 6), (None, 6)]
+    page = (await api.get("/api/tasks", params={"project": project["id"], "fields": "all"})).json()
+    shown = Counter(p["ml_backend"] for task in page["tasks"] for p in task["predictions"])
+    assert shown == {other["id"]: 6, None: 6}
     project_now = (await api.get(f"/api/projects/{project['id']}")).json()
     assert project_now["total_predictions_number"] == 12
+
+
+async def test_deleting_a_backend_writes_none_of_its_predictions(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    run_burst: RunBurst,
+    db: asyncpg.Connection,
+    database_url: str,
+) -> None:
+    """However many predictions a backend made, its delete answers without touching them: a transaction
+    holding one of them locked does not hold the delete up (clearing the ids in the request would wait)."""
+    await import_texts(api, project["id"], 4)
+    backend = await connect_backend(api, project["id"], fake.url)
+    started = await retrieve(api, project["id"], {"ml_backend": backend["id"]})
+    await wait_planned(db, started.json()["job_id"])
+    await run_burst()
+    assert (await wait_job(api, started.json()["job_id"]))["status"] == "completed"
+    holder = await asyncpg.connect(database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT 1 FROM prediction FOR UPDATE")
+            deleted = await asyncio.wait_for(api.delete(f"/api/ml/{backend['id']}"), timeout=30)
+        assert deleted.status_code == 204
+    finally:
+        await holder.close()
+    listed = (await api.get("/api/predictions", params={"project": project["id"]})).json()
+    assert [p["ml_backend"] for p in listed] == [None] * 4

@@ -35,7 +35,6 @@ from services.annotation_api.models import (
     MlBackend,
     MlBackendState,
     MlBackendVersion,
-    Prediction,
     Project,
     Task,
 )
@@ -275,17 +274,15 @@ def _with_changes(backend: MlBackend, changes: dict[str, Any]) -> MlBackend:
 async def delete_backend(session: AsyncSession, backend_id: int) -> None:
     """Delete the backend; its queued and running jobs (training, predictions) fail at once, named so.
 
-    Its predictions stay, with no backend. The row goes first: that waits for chunk reports storing this
-    backend's predictions (each holds the row, ``repo.hold_backend``), so clearing ``ml_backend_id``
-    afterwards sees theirs too, and later reports find the backend gone.
+    Its predictions stay and show no backend from now on (``PREDICTION_COLUMNS`` reads the id only while
+    the backend exists), so the request writes none of them however many there are. Deleting the row waits
+    for chunk reports storing this backend's predictions (each holds the row, ``repo.hold_backend``); later
+    reports find the backend gone.
     """
     backend = await get_backend(session, backend_id)
     await fail_backend_jobs(session, backend_id)
     await session.delete(backend)
     await session.flush()
-    await session.execute(
-        update(Prediction).where(Prediction.ml_backend_id == backend_id).values(ml_backend_id=None)
-    )
 
 
 async def validate_backend(

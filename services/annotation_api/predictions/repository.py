@@ -11,9 +11,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 PREDICTION_COLUMNS = (
-    "p.id, p.task_id, p.project_id, p.result::text, p.score, p.model_version, p.ml_backend_id, "
-    "p.job_id, p.created_at, p.updated_at"
+    "p.id, p.task_id, p.project_id, p.result::text, p.score, p.model_version, "
+    "(SELECT b.id FROM ml_backend b WHERE b.id = p.ml_backend_id), p.job_id, p.created_at, p.updated_at"
 )
+"""The backend shows only while it exists: deleting one writes none of its (maybe millions of) predictions."""
 
 
 def prediction_json(row: Sequence[Any]) -> dict[str, Any]:

@@ -64,7 +64,9 @@ class PredictionOut(BaseModel):
     result: list[Any] = Field(description="Regions, in Label Studio's result format.")
     score: float | None = Field(description="The model's confidence, 0 to 1, if given.")
     model_version: str = Field(description="The model version that made it.")
-    ml_backend: int | None = Field(description="The backend that made it (null if imported).")
+    ml_backend: int | None = Field(
+        description="The backend that made it (null if imported or the backend was deleted)."
+    )
     job: int | None = Field(description="The bulk job that stored it, if any.")
     created_at: datetime = Field(description="Creation time.")
     updated_at: datetime = Field(description="Last change.")
