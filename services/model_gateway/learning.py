@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 EVENTS_PER_BATCH = 100
 _AGAIN_TTL_S = 3600
 _REPORT_ATTEMPTS = 4
+BACKEND_DELETED = "the backend was deleted"
 
 # Compare-and-delete / compare-and-extend: a lock is only ever touched by the run holding it.
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
@@ -173,50 +174,63 @@ async def _refused(
 async def _drain(ctx: dict[str, Any], backend_id: int, lock: _Lock) -> tuple[int, str | None]:
     """Deliver until nothing is pending; (events delivered, why it stopped early or None).
 
-    An event the API parks (refused too often, or unsendable) is skipped and the run goes on: what was
-    delivered before it is acknowledged first, so the cursor moves past it in order.
+    A backend deleted meanwhile (any of the API's answers is a 404) ends the run quietly: nothing is left
+    to deliver to.
     """
     api: httpx.AsyncClient = ctx["api"]
-    gateway: BackendGateway = ctx["gateway"]
     delivered = 0
-    while True:
-        try:
+    try:
+        while True:
             raw = await _call(
                 api, "GET", f"/internal/backends/{backend_id}/events", params={"limit": EVENTS_PER_BATCH}
             )
-        except ApiRefused as exc:
-            if exc.status_code == 404:
-                return delivered, "the backend was deleted"
-            raise
-        pending = _pending(raw)
-        if not pending.events:
-            return delivered, None
-        acks = _Acks()
-        stopped: str | None = None
-        for event in pending.events:
-            result = await gateway.webhook(WebhookRequest(backend=pending.backend, payload=event.payload))
-            if not result.ok:
-                await acks.send(api, backend_id)
-                outcome = await _refused(api, backend_id, event, result)
-                if not outcome.parked:
-                    stopped = f"event {event.id} ({event.action}) not accepted: {result.error}"
-                    break
-                log.warning(
-                    "backend %s: event %s parked after %d attempts: %s",
-                    backend_id,
-                    event.id,
-                    outcome.attempts,
-                    result.error,
-                )
-            else:
-                acks.add(event)
-                delivered += 1
-            if lock.lost:
-                stopped = "lost the delivery lock (Redis no longer held it)"
+            pending = _pending(raw)
+            if not pending.events:
+                return delivered, None
+            count, stopped = await _deliver_batch(api, ctx["gateway"], backend_id, pending, lock)
+            delivered += count
+            if stopped is not None:
+                return delivered, stopped
+    except ApiRefused as exc:
+        if exc.status_code == 404:
+            return delivered, BACKEND_DELETED
+        raise
+
+
+async def _deliver_batch(
+    api: httpx.AsyncClient, gateway: BackendGateway, backend_id: int, pending: PendingEvents, lock: _Lock
+) -> tuple[int, str | None]:
+    """One batch in order; (events delivered, why it stopped early or None).
+
+    An event the API parks (refused too often, or unsendable) is skipped and the run goes on: what was
+    delivered before it is acknowledged first, so the cursor moves past it in order.
+    """
+    acks = _Acks()
+    delivered = 0
+    stopped: str | None = None
+    for event in pending.events:
+        result = await gateway.webhook(WebhookRequest(backend=pending.backend, payload=event.payload))
+        if not result.ok:
+            await acks.send(api, backend_id)
+            outcome = await _refused(api, backend_id, event, result)
+            if not outcome.parked:
+                stopped = f"event {event.id} ({event.action}) not accepted: {result.error}"
                 break
-        await acks.send(api, backend_id)
-        if stopped is not None:
-            return delivered, stopped
+            log.warning(
+                "backend %s: event %s parked after %d attempts: %s",
+                backend_id,
+                event.id,
+                outcome.attempts,
+                result.error,
+            )
+        else:
+            acks.add(event)
+            delivered += 1
+        if lock.lost:
+            stopped = "lost the delivery lock (Redis no longer held it)"
+            break
+    await acks.send(api, backend_id)
+    return delivered, stopped
 
 
 async def deliver_events(ctx: dict[str, Any], backend_id: int, carried: dict[str, str] | None = None) -> str:
@@ -246,7 +260,8 @@ async def _deliver_events(ctx: dict[str, Any], backend_id: int) -> str:
             await lock.release()
         delivered += count
         if stopped is not None:
-            log.warning("backend %s: delivery stopped after %d events: %s", backend_id, delivered, stopped)
+            level = logging.INFO if stopped == BACKEND_DELETED else logging.WARNING
+            log.log(level, "backend %s: delivery stopped after %d events: %s", backend_id, delivered, stopped)
             return f"backend {backend_id}: {delivered} delivered, stopped: {stopped}"
         if not await redis.getdel(again):
             return f"backend {backend_id}: {delivered} delivered"

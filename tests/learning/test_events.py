@@ -264,3 +264,30 @@ async def test_a_delivery_slower_than_the_lock_lifetime_keeps_the_lock(
         await redis.aclose()
         await shutdown(ctx)
     assert _received(fake) == [("ANNOTATION_CREATED", first), ("ANNOTATION_CREATED", second)], outcome
+
+
+async def test_a_backend_deleted_mid_delivery_ends_the_run_quietly(
+    api: httpx.AsyncClient, fake: FakeBackend, gateway_settings: GatewaySettings
+) -> None:
+    """The acknowledgement of an event sent just before the delete finds no backend: the run stops saying
+    so instead of failing the job with a traceback."""
+    project_id = (await create_project(api, SENTIMENT_CONFIG))["id"]
+    task_ids = await import_texts(api, project_id, 1)
+    backend = await connect_backend(api, project_id, fake.url)
+    released = threading.Event()
+    fake.configure(hold_webhook=released)
+    await _annotate(api, task_ids[0])
+    ctx: dict[str, Any] = {"settings": gateway_settings}
+    ctx["redis"] = await create_pool(RedisSettings.from_dsn(gateway_settings.redis_url))
+    await startup(ctx)
+    try:
+        delivery = asyncio.create_task(deliver_events(ctx, backend["id"]))
+        await fake.wait_for_calls("/webhook", 1, timeout_s=30)
+        assert (await api.delete(f"/api/ml/{backend['id']}")).status_code == 204
+        released.set()
+        outcome = await delivery
+    finally:
+        released.set()
+        await ctx["redis"].aclose()
+        await shutdown(ctx)
+    assert outcome == f"backend {backend['id']}: 0 delivered, stopped: the backend was deleted"
