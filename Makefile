@@ -54,8 +54,12 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(PY) -m mypy
 
+# Test files run in parallel processes (pytest-xdist), each on its own embedded Postgres/Redis unless
+# DATABASE_URL / REDIS_URL are set: most tests wait on servers and subprocesses, so two processes keep two
+# cores busy. PYTEST_WORKERS=0 runs them in this process; a file's tests always share one process.
+PYTEST_WORKERS ?= auto
 pytest: $(VENV)/.dev editor
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 migrate: $(VENV)/.runtime
 	$(PY) -m devstack.exec -- $(PY) -m alembic upgrade head
