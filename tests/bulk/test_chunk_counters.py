@@ -124,3 +124,43 @@ async def test_finished_jobs_keep_their_summary_but_not_their_chunk_rows(
         27,
     )
     assert len(job["errors"]) == 3
+
+
+# Holds every transaction that changed a chunk row at its COMMIT, after all its statements ran, until the
+# test lets go of the advisory lock: a test instrument in the test's own database.
+_HOLD_AT_COMMIT = """
+CREATE FUNCTION hold_at_commit() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN PERFORM pg_advisory_xact_lock_shared(4242); RETURN NULL; END $$;
+CREATE CONSTRAINT TRIGGER hold_at_commit AFTER UPDATE ON job_chunk
+DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION hold_at_commit();
+"""
+
+
+@pytest.mark.api_settings(sweep_interval_s=3600.0)
+async def test_the_last_reports_committing_together_still_finish_the_job_without_the_sweeper(
+    api: httpx.AsyncClient, project: dict[str, Any], fake: FakeBackend, db: asyncpg.Connection
+) -> None:
+    """Each of the last two reports checks for the job's end before either commits, so each sees the
+    other's chunk open; the check a report makes after its commit finishes the job, not the sweeper
+    (which would take ``sweep_interval_s``, an hour here)."""
+    await import_texts(api, project["id"], 20)
+    await connect_backend(api, project["id"], fake.url)
+    job_id, chunk_ids = await _start(api, project["id"], db)
+    assert len(chunk_ids) == 2
+    await db.execute(_HOLD_AT_COMMIT)
+    await db.execute("SELECT pg_advisory_lock(4242)")
+    reports = [asyncio.create_task(_report(api, chunk_id)) for chunk_id in chunk_ids]
+
+    async def both_held_at_commit() -> bool:
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted"
+        return bool(await db.fetchval(waiting) == 2)
+
+    try:
+        await wait_for(both_held_at_commit, what="both reports to reach their commit")
+        assert (await api.get(f"/api/jobs/{job_id}")).json()["status"] == "running"
+    finally:
+        await db.execute("SELECT pg_advisory_unlock(4242)")
+    answers = await asyncio.gather(*reports)
+    assert [answer.status_code for answer in answers] == [200, 200], [a.text for a in answers]
+    job = await wait_job(api, job_id, timeout_s=20)
+    assert (job["status"], job["done"], job["failed"]) == ("completed", 18, 2)
