@@ -10,7 +10,7 @@ UV_VERSION := uv==0.13.9
 RUN_EXTRAS := embedded,examples
 DEV_EXTRAS := dev,$(RUN_EXTRAS)
 
-.PHONY: lock run test lint typecheck pytest editor migrate openapi docs bench-import bench-import-memory bench-list bench-bulk bench-ops bench-scale bench-gateway bench-gateway-memory demo clean
+.PHONY: lock run test lint typecheck pytest editor migrate openapi docs bench-import bench-import-memory bench-list bench-bulk bench-ops bench-insert bench-scale bench-gateway bench-gateway-memory demo clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -92,6 +92,11 @@ bench-bulk: $(VENV)/.runtime
 # prediction. Extra flags: make bench-ops BENCH_ARGS="--sizes 10000 --with-history" (1M needs --allow-1m)
 bench-ops: $(VENV)/.runtime
 	$(PY) -m devstack.exec -- $(PY) -m bench.bulk_ops $(BENCH_ARGS)
+
+# Postgres CPU per stored prediction for the chunk report's statements, as migrated and with an index or
+# key more or less. Extra flags: make bench-insert BENCH_ARGS="--tasks 200000 --chunk 1000"
+bench-insert: $(VENV)/.runtime
+	$(PY) -m devstack.exec -- $(PY) -m bench.prediction_insert $(BENCH_ARGS)
 
 # Bulk prediction with 1, 2 and 4 gateway workers: tasks/s, CPU seconds per process kind, a concurrent
 # reader's latency. Extra flags: make bench-scale BENCH_ARGS="--tasks 50000 --workers 1 2 --diagnose"

@@ -129,7 +129,8 @@ class Project(Base):
 
 class Prediction(Base):
     """Every bulk-predicted task inserts one, so each index and foreign key here is paid per task: only
-    what reads and deletes need (migration 0007_lean_predictions says why each of the others went)."""
+    what reads and deletes need (migrations 0007_lean_predictions and 0010 say why each of the others
+    went; ``make bench-insert`` prices them)."""
 
     __tablename__ = "prediction"
     __table_args__ = (
@@ -153,7 +154,6 @@ class Prediction(Base):
     model_version: Mapped[str] = mapped_column(Text, default="undefined", server_default="undefined")
     ml_backend_id: Mapped[int | None] = mapped_column(
         Integer,
-        index=True,
         doc="The backend that predicted it, as written (no foreign key); read only while that backend exists.",
     )
     job_id: Mapped[int | None] = mapped_column(

@@ -254,7 +254,7 @@ async def hold_backend(conn: asyncpg.Connection, backend_id: int) -> bool:
     """Hold the backend's row until the chunk commits, so it is not deleted meanwhile; False if it is gone.
 
     What the prediction table's foreign key used to do for every prediction, once per chunk: a backend
-    delete waits for the reports in flight, then clears their predictions' backend with the others.
+    delete waits for the reports in flight, and their predictions then read without it like the others.
     """
     return await conn.fetchrow(_HOLD_BACKEND, backend_id) is not None
 

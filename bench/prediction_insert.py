@@ -1,0 +1,148 @@
+"""What each index and foreign key of the prediction table costs per stored prediction.
+
+Every bulk-predicted task stores one prediction, so each index and key of the table is paid once per task
+(models.py, ``Prediction``). This runs a chunk report's own statements (``jobs/repository.py``:
+``lock_tasks``, then ``insert_predictions``) over ``--tasks`` tasks in chunks of ``--chunk``, and prints the
+CPU the Postgres backend process spent per stored prediction (``/proc/<pid>/stat``), for the schema as
+migrated and for each variant beside it, alternated ``--rounds`` times so that the machine's drift hits
+every variant alike. Nothing else runs; the database is the benchmark's own and is dropped afterwards.
+
+    python -m devstack.exec -- python -m bench.prediction_insert
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+
+import asyncpg
+import orjson
+
+from bench.harness import bench_database
+from services.annotation_api.jobs.repository import insert_predictions, lock_tasks
+from shared.gateway_contract import ReportedPrediction
+from shared.settings import plain_postgres_url
+from tests.fakes.fake_backend import SENTIMENT_CONFIG
+
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+Variant = tuple[str, str, str]
+"""(name, the statement that makes it from the migrated schema, the statement that undoes it)."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of a process on this machine (the embedded Postgres or a local server)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+
+
+async def variants(conn: asyncpg.Connection) -> list[Variant]:
+    task_key = await conn.fetchval(
+        "SELECT conname FROM pg_constraint WHERE conrelid = 'prediction'::regclass AND contype = 'f'"
+    )
+    return [
+        ("as migrated", "", ""),
+        (
+            "+ an index on ml_backend_id (before 0010)",
+            "CREATE INDEX bench_prediction_backend ON prediction (ml_backend_id)",
+            "DROP INDEX bench_prediction_backend",
+        ),
+        (
+            "- the foreign key to task",
+            f"ALTER TABLE prediction DROP CONSTRAINT {task_key}",
+            f"ALTER TABLE prediction ADD CONSTRAINT {task_key} "
+            "FOREIGN KEY (task_id) REFERENCES task (id) ON DELETE CASCADE",
+        ),
+    ]
+
+
+async def store_all(
+    conn: asyncpg.Connection, pid: int, project_id: int, task_ids: list[int], chunk: int
+) -> float:
+    """Postgres CPU µs per prediction to store one for every task, chunk by chunk as reports do."""
+    await conn.execute("TRUNCATE prediction")
+    result = orjson.dumps(
+        [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["Positive"]}}]
+    ).decode()
+    reports = [
+        [
+            ReportedPrediction(task_id=task_id, result_json=result, score=0.5, model_version="v1")
+            for task_id in task_ids[start : start + chunk]
+        ]
+        for start in range(0, len(task_ids), chunk)
+    ]
+    started = cpu_seconds(pid)
+    for report in reports:
+        ids = [prediction.task_id for prediction in report]
+        async with conn.transaction():
+            await lock_tasks(conn, ids)
+            await insert_predictions(
+                conn, project_id=project_id, backend_id=1, job_id=1, chunk_task_ids=ids, predictions=report
+            )
+    return (cpu_seconds(pid) - started) / len(task_ids) * 1e6
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    async with bench_database("bench_prediction_insert") as url:
+        conn = await asyncpg.connect(plain_postgres_url(url))
+        try:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            organization = await conn.fetchval(
+                "INSERT INTO organization (title) VALUES ('bench') RETURNING id"
+            )
+            project_id = await conn.fetchval(
+                "INSERT INTO project (title, label_config, organization_id) VALUES ('bench', $1, $2) RETURNING id",
+                SENTIMENT_CONFIG,
+                organization,
+            )
+            task_ids = [
+                row[0]
+                for row in await conn.fetch(
+                    "INSERT INTO task (project_id, data) SELECT $1, jsonb_build_object('text', 'text ' || n) "
+                    "FROM generate_series(1, $2) AS n RETURNING id",
+                    project_id,
+                    args.tasks,
+                )
+            ]
+            await conn.execute("VACUUM ANALYZE task")
+            await store_all(conn, pid, project_id, task_ids, args.chunk)  # warm the caches
+            print(
+                f"{args.tasks} predictions in chunks of {args.chunk}, {args.rounds} rounds alternated, "
+                f"load {os.getloadavg()[0]:.1f}; Postgres CPU µs per stored prediction:"
+            )
+            figures: dict[str, list[float]] = {}
+            all_variants = await variants(conn)
+            for _ in range(args.rounds):
+                for name, make, undo in all_variants:
+                    if make:
+                        await conn.execute(make)
+                    figures.setdefault(name, []).append(
+                        await store_all(conn, pid, project_id, task_ids, args.chunk)
+                    )
+                    await conn.execute("TRUNCATE prediction")
+                    if undo:
+                        await conn.execute(undo)
+            baseline = figures["as migrated"]
+            for name, values in figures.items():
+                change = sum(v - b for v, b in zip(values, baseline, strict=True)) / len(values)
+                print(
+                    f"  {name:<44} "
+                    + " ".join(f"{v:5.1f}" for v in values)
+                    + f"   ({change:+.1f} on average)"
+                )
+        finally:
+            await conn.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--chunk", type=int, default=500, help="tasks per report, as LABELLOOP_CHUNK_SIZE")
+    parser.add_argument("--rounds", type=int, default=4)
+    asyncio.run(main_async(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
