@@ -10,7 +10,9 @@ End to end = ``POST /api/dm/actions?id=retrieve_tasks_predictions`` until ``GET 
 completed: chunking, queueing, leasing, the gateway's batching/validation/version tagging, and every
 prediction stored in Postgres with counters. Direct = the bench process posting the same ``/predict``
 batches to the backend with the same total concurrency (workers × per-backend limit) and decoding the
-answers, nothing stored. The ratio says how close to "limited by the backend" we are.
+answers, nothing stored. The ratio says how close to "limited by the backend" we are. The CPU of importing the
+tasks before the run and of deleting them after it (``delete_tasks``, its VACUUM included) is printed too:
+import + predict + delete per task is the whole life of a predicted task.
 
 The stack is ``make run``'s layout: the users' API, ``--internal-apis`` API processes serving the workers'
 ``/internal`` calls, the gateway API and the workers. During each end-to-end run a reader fetches a task
@@ -39,7 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.bulk_ops import quantiles, reader
 from bench.harness import API_TOKEN, bench_database, cpu_seconds_by_tree, full_stack, make_texts, postgres_pid
-from bench.history import Figure, add_history_arguments, build_history, print_comparison
+from bench.history import Figure, action, add_history_arguments, build_history, print_comparison
 from tests.fakes.fake_backend import SENTIMENT_CONFIG
 
 
@@ -112,6 +114,9 @@ class EndToEnd:
     seconds: float
     cpu_s: dict[str, float]
     """CPU seconds per kind of process over the run."""
+    import_cpu_s: float
+    delete_cpu_s: float
+    """CPU seconds of all processes to import the tasks before the run, and to delete them after it."""
     tasks: list[dict[str, Any]]
     """The tasks as the backend sees them (for the direct calls)."""
     project: dict[str, Any]
@@ -134,6 +139,7 @@ async def end_to_end(
     _check(created)
     project: dict[str, Any] = created.json()
     texts = make_texts(size)
+    cpu_start = cpu_seconds_by_tree(pids)
     imported = await api.post(
         f"/api/projects/{project['id']}/import",
         content=orjson.dumps(texts),
@@ -178,6 +184,8 @@ async def end_to_end(
     stored = (await api.get(f"/api/projects/{project['id']}")).json()["total_predictions_number"]
     if stored != size:
         raise RuntimeError(f"{stored} predictions stored for {size} tasks")
+    await action(api, "delete_tasks", project["id"])
+    cpu_deleted = cpu_seconds_by_tree(pids)
     tasks = [
         {"id": task_id, "data": text, "meta": {}, "project": project["id"]}
         for task_id, text in zip(task_ids, texts, strict=True)
@@ -185,6 +193,8 @@ async def end_to_end(
     return EndToEnd(
         elapsed,
         cpu,
+        sum(cpu_before.values()) - sum(cpu_start.values()),
+        sum(cpu_deleted.values()) - sum(cpu_after.values()),
         tasks,
         project,
         quantiles(read_latencies),
@@ -271,6 +281,17 @@ async def measure(
             print(
                 f"{size:>8} {e2e_rate:>10.0f} t/s {direct_rate:>10.0f} t/s {run.ratio:>7.2f}   "
                 f"{'':>17}" + " ".join(f"{value:>8.0f}" for value in per_task.values()),
+                flush=True,
+            )
+            lifecycle = {
+                "import": run_e2e.import_cpu_s / size * 1e6,
+                "predict": per_task["all"],
+                "delete": run_e2e.delete_cpu_s / size * 1e6,
+            }
+            print(
+                f"{'':>9}import + predict + delete, all processes: {sum(lifecycle.values()):.0f} µs per task ("
+                + ", ".join(f"{phase} {value:.0f}" for phase, value in lifecycle.items())
+                + ")",
                 flush=True,
             )
             print(f"{'':>9}reader during the job: {run_e2e.reader}", flush=True)
