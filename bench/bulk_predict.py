@@ -114,9 +114,9 @@ class EndToEnd:
     seconds: float
     cpu_s: dict[str, float]
     """CPU seconds per kind of process over the run."""
-    import_cpu_s: float
-    delete_cpu_s: float
-    """CPU seconds of all processes to import the tasks before the run, and to delete them after it."""
+    import_cpu_s: dict[str, float]
+    delete_cpu_s: dict[str, float]
+    """CPU seconds per kind of process to import the tasks before the run, and to delete them after it."""
     tasks: list[dict[str, Any]]
     """The tasks as the backend sees them (for the direct calls)."""
     project: dict[str, Any]
@@ -193,8 +193,8 @@ async def end_to_end(
     return EndToEnd(
         elapsed,
         cpu,
-        sum(cpu_before.values()) - sum(cpu_start.values()),
-        sum(cpu_deleted.values()) - sum(cpu_after.values()),
+        {kind: cpu_before[kind] - cpu_start[kind] for kind in pids},
+        {kind: cpu_deleted[kind] - cpu_after[kind] for kind in pids},
         tasks,
         project,
         quantiles(read_latencies),
@@ -283,15 +283,17 @@ async def measure(
                 f"{'':>17}" + " ".join(f"{value:>8.0f}" for value in per_task.values()),
                 flush=True,
             )
-            lifecycle = {
-                "import": run_e2e.import_cpu_s / size * 1e6,
-                "predict": per_task["all"],
-                "delete": run_e2e.delete_cpu_s / size * 1e6,
-            }
+            for phase, phase_cpu in (("import", run_e2e.import_cpu_s), ("delete", run_e2e.delete_cpu_s)):
+                phase_us = {kind: seconds / size * 1e6 for kind, seconds in phase_cpu.items()}
+                print(
+                    f"{'':>9}{phase:<7} CPU µs per task: all {sum(phase_us.values()):.0f} ("
+                    + ", ".join(f"{kind} {value:.0f}" for kind, value in phase_us.items())
+                    + ")",
+                    flush=True,
+                )
+            lifecycle = (sum(run_e2e.import_cpu_s.values()) + sum(run_e2e.delete_cpu_s.values())) / size * 1e6
             print(
-                f"{'':>9}import + predict + delete, all processes: {sum(lifecycle.values()):.0f} µs per task ("
-                + ", ".join(f"{phase} {value:.0f}" for phase, value in lifecycle.items())
-                + ")",
+                f"{'':>9}import + predict + delete, all processes: {lifecycle + per_task['all']:.0f} µs per task",
                 flush=True,
             )
             print(f"{'':>9}reader during the job: {run_e2e.reader}", flush=True)
