@@ -179,6 +179,8 @@ async def test_cancelled_project_delete_shows_what_is_left_with_exact_counters(
     assert (await api.get(f"/api/projects/{project_id}")).status_code == 404
     await wait_for_lock_wait(database_url, "the delete job to reach the locked task")
     cancel = asyncio.create_task(api.post(f"/api/jobs/{job_id}/cancel"))
+    # The cancel queues for the job's row, which the blocked batch holds: it goes next, before any batch.
+    await wait_for_lock_wait(database_url, "the cancel to wait for the running batch", sessions=2)
     await writer.commit()
     cancelled = await cancel
     assert cancelled.status_code == 200, cancelled.text

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,10 @@ async def test_redis_restarted_empty_mid_job_everything_reconnects(
         return bool(job["done"] > 0)
 
     await wait_for(progressed, 60, f"job {job_id} to make progress")
+    # Hold the backend calls from now on, so the worker still holds unreported chunks once Redis is gone
+    # and the count below is read: however slow this machine, their reports come after it.
+    held = threading.Event()
+    fake.configure(predict_gate=held, ungated_predicts=len(fake.calls("/predict")))
     kill(own_redis)
     done_at_kill = await job_done(api, job_id)
     await wait_for(lambda: ready(gateway, worker.url, False), 30, "the worker to report Redis down")
@@ -120,6 +125,8 @@ async def test_redis_restarted_empty_mid_job_everything_reconnects(
 
     async def worker_reported_during_outage() -> bool:
         return await job_done(api, job_id) > done_at_kill
+
+    held.set()
 
     await wait_for(worker_reported_during_outage, 30, "the worker to report chunks while Redis is down")
     stranded = await db.fetchval(

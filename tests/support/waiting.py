@@ -42,8 +42,10 @@ async def wait_job(
     return job
 
 
-async def wait_for_lock_wait(database_url: str, what: str, timeout_s: float = 20.0) -> None:
-    """Until some session of the database waits on a lock: the race a test set up is on.
+async def wait_for_lock_wait(
+    database_url: str, what: str, timeout_s: float = 20.0, sessions: int = 1
+) -> None:
+    """Until ``sessions`` sessions of the database wait on a lock: the race a test set up is on.
 
     Polls from a connection of its own: inside a transaction pg_stat_activity would not change.
     """
@@ -52,8 +54,9 @@ async def wait_for_lock_wait(database_url: str, what: str, timeout_s: float = 20
     async def waiting() -> bool:
         return bool(
             await conn.fetchval(
-                "SELECT count(*) > 0 FROM pg_stat_activity "
-                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                "SELECT count(*) >= $1 FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                sessions,
             )
         )
 
