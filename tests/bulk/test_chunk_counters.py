@@ -28,7 +28,16 @@ TASKS = 120  # twelve chunks of ten
 
 async def _report(api: httpx.AsyncClient, chunk_id: int) -> httpx.Response:
     """Lease a chunk and report a prediction for every task but the first, which fails."""
-    lease = (await api.post(f"/internal/chunks/{chunk_id}/lease", headers=SERVICE)).json()
+    return await _complete(api, chunk_id, await _lease(api, chunk_id))
+
+
+async def _lease(api: httpx.AsyncClient, chunk_id: int) -> dict[str, Any]:
+    lease: dict[str, Any] = (await api.post(f"/internal/chunks/{chunk_id}/lease", headers=SERVICE)).json()
+    return lease
+
+
+async def _complete(api: httpx.AsyncClient, chunk_id: int, lease: dict[str, Any]) -> httpx.Response:
+    """Report a prediction for every task of the lease but the first, which fails."""
     result_json = orjson.dumps(choice("Positive")).decode()
     first, *rest = lease["tasks"]
     body = {
@@ -126,8 +135,8 @@ async def test_finished_jobs_keep_their_summary_but_not_their_chunk_rows(
     assert len(job["errors"]) == 3
 
 
-# Holds every transaction that changed a chunk row at its COMMIT, after all its statements ran, until the
-# test lets go of the advisory lock: a test instrument in the test's own database.
+# Holds every transaction that changes a chunk row from now on at its COMMIT, after all its statements
+# ran, until the test lets go of the advisory lock: a test instrument in the test's own database.
 _HOLD_AT_COMMIT = """
 CREATE FUNCTION hold_at_commit() RETURNS trigger LANGUAGE plpgsql AS
 $$ BEGIN PERFORM pg_advisory_xact_lock_shared(4242); RETURN NULL; END $$;
@@ -147,9 +156,13 @@ async def test_the_last_reports_committing_together_still_finish_the_job_without
     await connect_backend(api, project["id"], fake.url)
     job_id, chunk_ids = await _start(api, project["id"], db)
     assert len(chunk_ids) == 2
+    leases = [await _lease(api, chunk_id) for chunk_id in chunk_ids]  # before the trigger: not held
     await db.execute(_HOLD_AT_COMMIT)
     await db.execute("SELECT pg_advisory_lock(4242)")
-    reports = [asyncio.create_task(_report(api, chunk_id)) for chunk_id in chunk_ids]
+    reports = [
+        asyncio.create_task(_complete(api, chunk_id, lease))
+        for chunk_id, lease in zip(chunk_ids, leases, strict=True)
+    ]
 
     async def both_held_at_commit() -> bool:
         waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted"
