@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 EVENTS_PER_BATCH = 100
 _AGAIN_TTL_S = 3600
 _REPORT_ATTEMPTS = 4
-BACKEND_DELETED = "the backend was deleted"
+_BACKEND_DELETED = "the backend was deleted"
 
 # Compare-and-delete / compare-and-extend: a lock is only ever touched by the run holding it.
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
@@ -136,13 +136,15 @@ def _pending(raw: bytes) -> PendingEvents:
 
 
 class _Acks:
-    """What this run delivered and has not acknowledged yet."""
+    """What this run delivered (``delivered``, a count), and of that what it has not acknowledged yet."""
 
     def __init__(self) -> None:
+        self.delivered = 0
         self.last: int | None = None
         self.redelivered: list[int] = []
 
     def add(self, event: PendingEvent) -> None:
+        self.delivered += 1
         self.last = event.id if self.last is None else max(self.last, event.id)
         if event.redrive:
             self.redelivered.append(event.id)
@@ -178,7 +180,7 @@ async def _drain(ctx: dict[str, Any], backend_id: int, lock: _Lock) -> tuple[int
     to deliver to.
     """
     api: httpx.AsyncClient = ctx["api"]
-    delivered = 0
+    acks = _Acks()
     try:
         while True:
             raw = await _call(
@@ -186,27 +188,29 @@ async def _drain(ctx: dict[str, Any], backend_id: int, lock: _Lock) -> tuple[int
             )
             pending = _pending(raw)
             if not pending.events:
-                return delivered, None
-            count, stopped = await _deliver_batch(api, ctx["gateway"], backend_id, pending, lock)
-            delivered += count
+                return acks.delivered, None
+            stopped = await _deliver_batch(api, ctx["gateway"], backend_id, pending, lock, acks)
             if stopped is not None:
-                return delivered, stopped
+                return acks.delivered, stopped
     except ApiRefused as exc:
         if exc.status_code == 404:
-            return delivered, BACKEND_DELETED
+            return acks.delivered, _BACKEND_DELETED
         raise
 
 
 async def _deliver_batch(
-    api: httpx.AsyncClient, gateway: BackendGateway, backend_id: int, pending: PendingEvents, lock: _Lock
-) -> tuple[int, str | None]:
-    """One batch in order; (events delivered, why it stopped early or None).
+    api: httpx.AsyncClient,
+    gateway: BackendGateway,
+    backend_id: int,
+    pending: PendingEvents,
+    lock: _Lock,
+    acks: _Acks,
+) -> str | None:
+    """One batch in order, acknowledged at its end; why it stopped early, or None.
 
     An event the API parks (refused too often, or unsendable) is skipped and the run goes on: what was
     delivered before it is acknowledged first, so the cursor moves past it in order.
     """
-    acks = _Acks()
-    delivered = 0
     stopped: str | None = None
     for event in pending.events:
         result = await gateway.webhook(WebhookRequest(backend=pending.backend, payload=event.payload))
@@ -225,12 +229,11 @@ async def _deliver_batch(
             )
         else:
             acks.add(event)
-            delivered += 1
         if lock.lost:
             stopped = "lost the delivery lock (Redis no longer held it)"
             break
     await acks.send(api, backend_id)
-    return delivered, stopped
+    return stopped
 
 
 async def deliver_events(ctx: dict[str, Any], backend_id: int, carried: dict[str, str] | None = None) -> str:
@@ -260,7 +263,7 @@ async def _deliver_events(ctx: dict[str, Any], backend_id: int) -> str:
             await lock.release()
         delivered += count
         if stopped is not None:
-            level = logging.INFO if stopped == BACKEND_DELETED else logging.WARNING
+            level = logging.INFO if stopped == _BACKEND_DELETED else logging.WARNING
             log.log(level, "backend %s: delivery stopped after %d events: %s", backend_id, delivered, stopped)
             return f"backend {backend_id}: {delivered} delivered, stopped: {stopped}"
         if not await redis.getdel(again):

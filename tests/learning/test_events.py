@@ -269,8 +269,8 @@ async def test_a_delivery_slower_than_the_lock_lifetime_keeps_the_lock(
 async def test_a_backend_deleted_mid_delivery_ends_the_run_quietly(
     api: httpx.AsyncClient, fake: FakeBackend, gateway_settings: GatewaySettings
 ) -> None:
-    """The acknowledgement of an event sent just before the delete finds no backend: the run stops saying
-    so instead of failing the job with a traceback."""
+    """The acknowledgement of an event delivered just before the delete finds no backend: the run stops
+    saying so, the event counted, instead of failing the job with a traceback."""
     project_id = (await create_project(api, SENTIMENT_CONFIG))["id"]
     task_ids = await import_texts(api, project_id, 1)
     backend = await connect_backend(api, project_id, fake.url)
@@ -290,4 +290,4 @@ async def test_a_backend_deleted_mid_delivery_ends_the_run_quietly(
         released.set()
         await ctx["redis"].aclose()
         await shutdown(ctx)
-    assert outcome == f"backend {backend['id']}: 0 delivered, stopped: the backend was deleted"
+    assert outcome == f"backend {backend['id']}: 1 delivered, stopped: the backend was deleted"
