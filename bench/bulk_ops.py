@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable
 import httpx
 
 from bench.harness import API_TOKEN, bench_database, stack
-from bench.history import action, check, history, project_with_predictions, timed, wait_job
+from bench.history import Stopwatch, action, check, history, project_with_predictions, timed, wait_job
 
 _ONE_MILLION = 1_000_000
 
@@ -111,16 +111,15 @@ async def measure(api: httpx.AsyncClient, backend_url: str, size: int, other: in
     print(f"    reader (another project) during it: {quantiles(during_import)}")
     job: list[int] = []
     async with reader(api, project_id, job) as latencies:
-        started = time.perf_counter()
+        clock = Stopwatch()
         response = check(
             await api.post(
                 "/api/dm/actions", params={"id": "retrieve_tasks_predictions", "project": project_id}
             )
         )
-        answered = time.perf_counter() - started
+        answered = clock.elapsed()
         job.append(int(response.json()["job_id"]))
-        await wait_job(api, job[0])
-        finished = time.perf_counter() - started
+        finished = clock.until_finished(await wait_job(api, job[0]))
     print(
         f"  {'retrieve_tasks_predictions':<38} answer {answered * 1000:>7.0f} ms  finish {finished:>7.1f} s  ({size / finished:.0f} tasks/s)"
     )

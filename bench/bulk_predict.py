@@ -6,8 +6,8 @@ Everything is a real process: the annotation API and the gateway API (uvicorn), 
 (``python -m tests.fakes.fake_backend``), on the Postgres/Redis of ``devstack.exec`` (embedded unless
 DATABASE_URL / REDIS_URL are set). The benchmark uses its own database and drops it afterwards.
 
-End to end = ``POST /api/dm/actions?id=retrieve_tasks_predictions`` until ``GET /api/jobs/{id}`` says
-completed: chunking, queueing, leasing, the gateway's batching/validation/version tagging, and every
+End to end = ``POST /api/dm/actions?id=retrieve_tasks_predictions`` until the job's ``finished_at`` (followed
+on its event stream, as the console does; ``bench.history.wait_job``): chunking, queueing, leasing, the gateway's batching/validation/version tagging, and every
 prediction stored in Postgres with counters. Direct = the bench process posting the same ``/predict``
 batches to the backend with the same total concurrency (workers × per-backend limit) and decoding the
 answers, nothing stored. The ratio says how close to "limited by the backend" we are. The CPU of importing the
@@ -41,7 +41,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.bulk_ops import quantiles, reader
 from bench.harness import API_TOKEN, bench_database, cpu_seconds_by_tree, full_stack, make_texts, postgres_pid
-from bench.history import Figure, action, add_history_arguments, build_history, print_comparison
+from bench.history import (
+    Figure,
+    Stopwatch,
+    action,
+    add_history_arguments,
+    build_history,
+    print_comparison,
+    wait_job,
+)
 from tests.fakes.fake_backend import SENTIMENT_CONFIG
 
 
@@ -163,19 +171,15 @@ async def end_to_end(
     cpu_before = cpu_seconds_by_tree(pids)
     job_ids: list[int] = []
     async with reader(api, project["id"], job_ids) as read_latencies:
-        started = time.perf_counter()
+        clock = Stopwatch()
         response = await api.post(
             "/api/dm/actions", params={"id": "retrieve_tasks_predictions", "project": project["id"]}
         )
         _check(response)
         job_id = response.json()["job_id"]
         job_ids.append(job_id)
-        while True:
-            job = (await api.get(f"/api/jobs/{job_id}")).json()
-            if job["status"] not in ("queued", "running"):
-                break
-            await asyncio.sleep(0.05)
-        elapsed = time.perf_counter() - started
+        job = await wait_job(api, job_id)
+        elapsed = clock.until_finished(job)
     cpu_after = cpu_seconds_by_tree(pids)
     buckets_after = await internal_buckets(internal_urls)
     cpu = {kind: cpu_after[kind] - cpu_before[kind] for kind in pids}

@@ -32,7 +32,7 @@ import psutil
 
 from bench.bulk_ops import quantiles, reader
 from bench.harness import bench_stack
-from bench.history import check, project_with_predictions, wait_job
+from bench.history import Stopwatch, check, project_with_predictions, wait_job
 
 KINDS = ("API", "gateway", "workers", "Postgres")
 
@@ -177,15 +177,14 @@ async def one_run(workers: int, args: argparse.Namespace) -> str:
             diagnosing = (
                 asyncio.create_task(diagnosis.run(api, bench.database_url)) if args.diagnose else None
             )
-            started = time.perf_counter()
+            clock = Stopwatch()
             response = check(
                 await api.post(
                     "/api/dm/actions", params={"id": "retrieve_tasks_predictions", "project": project_id}
                 )
             )
             job.append(int(response.json()["job_id"]))
-            await wait_job(api, job[0])
-            elapsed = time.perf_counter() - started
+            elapsed = clock.until_finished(await wait_job(api, job[0]))
             for running in (sampling, diagnosing):
                 if running is not None:
                     running.cancel()
