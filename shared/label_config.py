@@ -72,6 +72,10 @@ CONTROL_TAGS: Final[frozenset[str]] = LABELED_CONTROL_TAGS | frozenset(
     }
 )
 
+#: A <Labels> control combined with one of these tools on the same object yields merged regions
+#: typed "<tool>labels" (e.g. "rectanglelabels") whose from_name is the Labels control.
+LABELABLE_TOOLS: Final = frozenset({"Bitmask", "Brush", "Ellipse", "KeyPoint", "Polygon", "Rectangle"})
+
 # Label Studio's frontend matches tag names case-insensitively; so do we.
 _OBJECT_BY_LOWER: Final = {tag.lower(): tag for tag in OBJECT_TAGS}
 _CONTROL_BY_LOWER: Final = {tag.lower(): tag for tag in CONTROL_TAGS}
@@ -127,6 +131,14 @@ class ControlTag(_Frozen):
     min: float | None = None
     max: float | None = None
 
+    @cached_property
+    def allowed_labels(self) -> frozenset[str] | None:
+        """Labels (and aliases) a result may name; None when they cannot be checked here: labels from
+        task data (``value="$key"``) or a remote taxonomy. Built once, read per region."""
+        if self.labels_data_key is not None or not self.labels:
+            return None
+        return frozenset((*self.labels, *self.aliases))
+
 
 class LabelConfig(_Frozen):
     """A parsed labeling config: what data it reads and what results it accepts."""
@@ -141,6 +153,24 @@ class LabelConfig(_Frozen):
         """Controls indexed once; region validation looks one up per region. A plain instance attribute
         once computed: a pydantic private attribute would go through ``__getattr__`` on every read."""
         return {control.name: control for control in self.controls}
+
+    @cached_property
+    def region_types(self) -> Mapping[str, frozenset[str]]:
+        """Control name → the region types its results may carry: its own lowercased tag, and for
+        <Labels> also ``<tool>labels`` for each labelable tool over the same object (merged regions)."""
+        types: dict[str, frozenset[str]] = {}
+        for control in self.controls:
+            own = control.type.lower()
+            merged: set[str] = set()
+            if control.type == "Labels":
+                targets = set(control.to_name)
+                merged = {
+                    f"{tool.type.lower()}labels"
+                    for tool in self.controls
+                    if tool.type in LABELABLE_TOOLS and targets.intersection(tool.to_name)
+                }
+            types[control.name] = frozenset({own, *merged})
+        return types
 
     def control(self, name: str) -> ControlTag | None:
         """The control tag called `name`, or None."""

@@ -17,9 +17,6 @@ _RELATION_TYPE: Final = "relation"
 _RELATION_DIRECTIONS: Final = ("left", "right", "bi")
 # Percent-of-media geometry keys shared by most image/video region types.
 _PERCENT_KEYS: Final = ("x", "y", "width", "height")
-# A <Labels> control combined with one of these tools on the same object yields merged regions
-# typed "<tool>labels" (e.g. "rectanglelabels") whose from_name is the Labels control.
-_LABELABLE_TOOLS: Final = frozenset({"Bitmask", "Brush", "Ellipse", "KeyPoint", "Polygon", "Rectangle"})
 
 _Check = Callable[[Any, ControlTag], str | None]
 
@@ -40,10 +37,9 @@ def _is_str_list(value: Any) -> bool:
 
 
 def _unknown(control: ControlTag, labels: list[str]) -> list[str]:
-    # Labels from task data (value="$key") or a remote taxonomy cannot be checked here.
-    if control.labels_data_key is not None or not control.labels:
+    allowed = control.allowed_labels
+    if allowed is None:
         return []
-    allowed = {*control.labels, *control.aliases}
     return [label for label in labels if label not in allowed]
 
 
@@ -148,34 +144,35 @@ def validate_result(config: LabelConfig, result: Any) -> list[str]:
     """Human-readable errors for a result (list of regions); an empty list means valid."""
     if not isinstance(result, list):
         return [f"result must be a list of regions, got {type(result).__name__}"]
-    region_ids = {
+    errors: list[str] = []
+    region_ids: set[str] | None = None  # what relations may point at; built at the first relation
+    for index, region in enumerate(result):
+        if not isinstance(region, dict):
+            errors.append(f"result[{index}]: must be an object, got {type(region).__name__}")
+        elif region.get("type") == _RELATION_TYPE:
+            if region_ids is None:
+                region_ids = _region_ids(result)
+            errors.extend(_relation_errors(config, region, region_ids, f"result[{index}]"))
+        else:
+            errors.extend(_region_errors(config, region, index))
+    return errors
+
+
+def _region_ids(result: list[Any]) -> set[str]:
+    return {
         region["id"]
         for region in result
         if isinstance(region, dict)
         and isinstance(region.get("id"), str)
         and region.get("type") != _RELATION_TYPE
     }
-    types_by_control: dict[str, frozenset[str]] = {}
-    errors: list[str] = []
-    for index, region in enumerate(result):
-        where = f"result[{index}]"
-        if not isinstance(region, dict):
-            errors.append(f"{where}: must be an object, got {type(region).__name__}")
-        elif region.get("type") == _RELATION_TYPE:
-            errors.extend(_relation_errors(config, region, region_ids, where))
-        else:
-            errors.extend(_region_errors(config, region, types_by_control, where))
-    return errors
 
 
-def _region_errors(
-    config: LabelConfig,
-    region: dict[str, Any],
-    types_by_control: dict[str, frozenset[str]],
-    where: str,
-) -> list[str]:
+def _region_errors(config: LabelConfig, region: dict[str, Any], index: int) -> list[str]:
+    """Errors of one ordinary (not relation) region; runs for every region of every bulk prediction."""
     from_name = region.get("from_name")
     control = config.control(from_name) if isinstance(from_name, str) else None
+    where = f"result[{index}]"
     if control is None:
         return [f"{where}.from_name: {from_name!r} does not name a control tag"]
     errors = []
@@ -185,9 +182,7 @@ def _region_errors(
             f"{control.name!r} {list(control.to_name)}"
         )
     errors.extend(validate_score(region.get("score")))
-    accepted = types_by_control.get(control.name)
-    if accepted is None:
-        accepted = types_by_control[control.name] = _region_types(config, control)
+    accepted = config.region_types[control.name]
     region_type = region.get("type")
     if not isinstance(region_type, str) or region_type not in accepted:
         errors.append(
@@ -209,19 +204,6 @@ def _region_errors(
         if key in value and not (_is_number(value[key]) and 0 <= value[key] <= 100):
             errors.append(f"{where}.value.{key}: must be a percentage from 0 to 100")
     return errors
-
-
-def _region_types(config: LabelConfig, control: ControlTag) -> frozenset[str]:
-    own = control.type.lower()
-    if control.type != "Labels":
-        return frozenset({own})
-    targets = set(control.to_name)
-    merged = {
-        f"{tool.type.lower()}labels"
-        for tool in config.controls
-        if tool.type in _LABELABLE_TOOLS and targets.intersection(tool.to_name)
-    }
-    return frozenset({own, *merged})
 
 
 def _relation_errors(
