@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 
 from services.annotation_api.data_manager.jobs import delete_prediction_batch
 from services.annotation_api.data_manager.selection import TaskSelection
-from services.annotation_api.db import raw_connection
+from services.annotation_api.db import PLAN_EACH_EXECUTION, make_engine, raw_connection
 from services.annotation_api.jobs import repository as repo
 from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
 from tests.support.builders import choice, connect_backend, create_project, import_texts
@@ -147,9 +147,9 @@ async def test_chunk_statements_planned_on_an_empty_table_still_use_its_indexes_
 
     async with engine.connect() as conn:
         transaction = await conn.begin()
-        # The worst case on purpose: each statement's plan is the one made at its first execution.
-        await conn.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
         raw = await repo.begin_chunk_transaction(AsyncSession(bind=conn))
+        # The worst case on purpose: each statement's plan is the one made at its first execution.
+        await raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
         for _, statement, args in _chunk_statements(chunk, project["id"], backend["id"]):
             await raw.execute(statement, *args)  # planned while ``prediction`` is empty
         await transaction.rollback()
@@ -157,8 +157,8 @@ async def test_chunk_statements_planned_on_an_empty_table_still_use_its_indexes_
         await _predict_all(db, task_ids, project["id"], backend["id"])  # committed: the table grows
 
         transaction = await conn.begin()
-        await conn.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
         raw = await repo.begin_chunk_transaction(AsyncSession(bind=conn))
+        await raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
         for name, statement, args in _chunk_statements(chunk, project["id"], backend["id"]):
             await raw.execute(statement, *args)  # the cached plans, on a table of TASKS rows
             read = await raw.fetchval(
@@ -166,6 +166,36 @@ async def test_chunk_statements_planned_on_an_empty_table_still_use_its_indexes_
             )
             assert read <= CHUNK, name
         await transaction.rollback()
+
+
+async def test_chunk_statements_keep_their_plans_on_connections_that_plan_each_execution(
+    api: httpx.AsyncClient, project: dict[str, Any], fake: FakeBackend, database_url: str
+) -> None:
+    """The API's connections plan every statement at each execution (``db.PLAN_EACH_EXECUTION``); the
+    chunk transactions, run for every chunk of every job, let Postgres keep a generic plan instead."""
+    backend = await connect_backend(api, project["id"], fake.url)
+    chunk = (await import_texts(api, project["id"], TASKS))[-CHUNK:]
+    engine = make_engine(database_url, pool_size=1, max_overflow=0, pre_ping=False)
+    try:
+        async with engine.connect() as conn:
+            statements = list(_chunk_statements(chunk, project["id"], backend["id"]))
+            for _ in range(8):
+                transaction = await conn.begin()
+                raw = await repo.begin_chunk_transaction(AsyncSession(bind=conn))
+                for _, statement, args in statements:
+                    await raw.execute(statement, *args)
+                await transaction.rollback()
+            raw = await raw_connection(conn)
+            for name, statement, _ in statements:
+                generic, custom = await raw.fetchrow(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
+                    statement,
+                )
+                assert generic >= 3 and custom <= 5, (name, generic, custom)
+            outside = await raw.fetchval("SHOW plan_cache_mode")
+            assert outside == PLAN_EACH_EXECUTION["plan_cache_mode"]
+    finally:
+        await engine.dispose()
 
 
 @pytest.mark.parametrize("model_version", [None, "old"])

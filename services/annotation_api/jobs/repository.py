@@ -53,7 +53,8 @@ async def plan_chunks(
 
 
 _CHUNK_SETTINGS = text(
-    "SELECT set_config('synchronous_commit', 'off', true), set_config('enable_seqscan', 'off', true)"
+    "SELECT set_config('synchronous_commit', 'off', true), set_config('enable_seqscan', 'off', true), "
+    "set_config('plan_cache_mode', 'auto', true)"
 )
 
 
@@ -69,6 +70,11 @@ async def begin_chunk_transaction(session: AsyncSession) -> asyncpg.Connection:
     right at any table size. A plan made while a table was empty — after a delete job emptied and vacuumed
     it — is a sequential scan that costs nothing then; kept as the statement's cached plan, it read the whole
     growing table once per chunk, quadratic in the job (2× slower bulk prediction after deletes).
+
+    ``plan_cache_mode = auto``: so these statements may keep a generic plan, which ``enable_seqscan = off``
+    makes safe at any table size, instead of being planned again at every execution as the connection's
+    ``force_custom_plan`` has it (``db.PLAN_EACH_EXECUTION``, for the API's other statements). Planning
+    them was about a third of Postgres's CPU per predicted task (``bench/README.md``).
     """
     await session.execute(_CHUNK_SETTINGS)
     return await driver_connection(session)
