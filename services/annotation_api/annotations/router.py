@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 
 from services.annotation_api.annotations import service
 from services.annotation_api.annotations.schemas import AnnotationIn, AnnotationOut
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
 from services.annotation_api.ids import AnnotationId
+from services.annotation_api.routing import PrefixRouter
 from services.annotation_api.tasks.schemas import TaskId
 
-router = APIRouter(prefix="/api", tags=["annotations"])
+router = PrefixRouter(prefix="/api", tags=["annotations"])
 
 
 @router.post("/tasks/{task_id}/annotations", status_code=201, response_model=AnnotationOut)

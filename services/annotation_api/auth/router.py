@@ -9,15 +9,15 @@ with database access, remains the operator's way to re-issue one).
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.annotation_api.auth import service
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
+from services.annotation_api.routing import PrefixRouter
 
-router = APIRouter(prefix="/api/current-user", tags=["users"])
-users = APIRouter(prefix="/api/users", tags=["users"])
+router = PrefixRouter(prefix="/api/current-user", tags=["users"])
+users = PrefixRouter(prefix="/api/users", tags=["users"])
 
 
 class UserOut(BaseModel):

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import Body, Query, Request
 
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.data_manager import service
 from services.annotation_api.db import SessionDep
 from services.annotation_api.ids import INT_MAX
+from services.annotation_api.routing import PrefixRouter
 
-router = APIRouter(prefix="/api/dm/actions", tags=["data manager"])
+router = PrefixRouter(prefix="/api/dm/actions", tags=["data manager"])
 
 ProjectParam = Annotated[int, Query(ge=1, le=INT_MAX, description="Project id.")]
 

@@ -18,13 +18,16 @@ from services.annotation_api.db import SessionDep
 from services.annotation_api.events import service, troubled
 from services.annotation_api.events.schemas import EventState, RedriveOut, TroubledEventOut
 from services.annotation_api.ids import BIGINT_MAX, MlBackendId
+from services.annotation_api.routing import PrefixRouter
 from shared.http import JsonResponse
 from shared.learning_contract import EventFailed, EventFailedOutcome, EventsAck, PendingEvents
 
 BackendId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 EventId = Annotated[int, Path(ge=1, le=BIGINT_MAX, description="Outbox event id.")]
 
-internal = APIRouter(prefix="/internal/backends", tags=["internal"], dependencies=[Depends(service_caller)])
+internal = PrefixRouter(
+    prefix="/internal/backends", tags=["internal"], dependencies=[Depends(service_caller)]
+)
 
 
 @internal.get("/{backend_id}/events", response_model=PendingEvents)
@@ -51,7 +54,7 @@ async def failed(
     return await service.record_failure(session, request.app.state.settings, backend_id, event_id, body)
 
 
-public = APIRouter(prefix="/api/ml", tags=["ml backends"])
+public = PrefixRouter(prefix="/api/ml", tags=["ml backends"])
 
 
 @public.get("/{backend_id}/events", response_model=list[TroubledEventOut])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import StreamingResponse
 
 from services.annotation_api.auth.dependencies import CurrentUser
@@ -12,8 +12,9 @@ from services.annotation_api.db import SessionDep
 from services.annotation_api.exports import service
 from services.annotation_api.projects.schemas import ProjectId
 from services.annotation_api.projects.service import get_project
+from services.annotation_api.routing import PrefixRouter
 
-router = APIRouter(prefix="/api/projects", tags=["export"])
+router = PrefixRouter(prefix="/api/projects", tags=["export"])
 
 _RESPONSES: dict[int | str, dict[str, object]] = {
     200: {

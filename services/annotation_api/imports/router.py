@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
 from services.annotation_api.imports import service
 from services.annotation_api.imports.schemas import ImportResponse
 from services.annotation_api.projects.schemas import ProjectId
+from services.annotation_api.routing import PrefixRouter
 from shared.http import JsonResponse
 
-router = APIRouter(prefix="/api/projects", tags=["import"])
+router = PrefixRouter(prefix="/api/projects", tags=["import"])
 
 _TASK_SCHEMA: dict[str, Any] = {
     "type": "object",

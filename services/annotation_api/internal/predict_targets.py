@@ -7,7 +7,7 @@ The public caller's own token comes along: a backend outside its organization is
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from services.annotation_api.auth.dependencies import INVALID_TOKEN, service_caller
 from services.annotation_api.auth.service import token_for_key
@@ -15,9 +15,10 @@ from services.annotation_api.db import SessionDep
 from services.annotation_api.errors import Forbidden, NotFound, Unauthorized
 from services.annotation_api.ml_backends.service import backend_spec, project_ref
 from services.annotation_api.models import MlBackend, Project
+from services.annotation_api.routing import PrefixRouter
 from shared.gateway_contract import PredictTarget, PredictTargetRequest
 
-router = APIRouter(
+router = PrefixRouter(
     prefix="/internal/predict-targets", tags=["internal"], dependencies=[Depends(service_caller)]
 )
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 
@@ -20,6 +20,7 @@ from services.annotation_api.db import InternalSessionDep
 from services.annotation_api.ids import PathId
 from services.annotation_api.jobs import service
 from services.annotation_api.jobs.schemas import parse_report, unstorable_result
+from services.annotation_api.routing import PrefixRouter
 from shared.gateway_contract import ChunkAck, ChunkHeartbeat, ChunkLease, ChunkRelease, ChunkReport
 from shared.http import JsonResponse
 
@@ -51,7 +52,7 @@ _BUSY: dict[int | str, dict[str, Any]] = {
     }
 }
 
-router = APIRouter(
+router = PrefixRouter(
     prefix="/internal/chunks", tags=["internal"], dependencies=[Depends(service_caller)], responses=_BUSY
 )
 

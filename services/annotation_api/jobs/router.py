@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import StreamingResponse
 
 from services.annotation_api.auth.dependencies import CurrentUser
@@ -14,8 +14,9 @@ from services.annotation_api.jobs import actions as _actions  # noqa: F401 (regi
 from services.annotation_api.jobs import service
 from services.annotation_api.jobs.events import job_events
 from services.annotation_api.jobs.schemas import JobOut
+from services.annotation_api.routing import PrefixRouter
 
-router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+router = PrefixRouter(prefix="/api/jobs", tags=["jobs"])
 
 
 @router.get("", response_model=list[JobOut])

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
 from services.annotation_api.label_stream import service
 from services.annotation_api.ml_backends.gateway_client import gateway_client
 from services.annotation_api.projects.schemas import ProjectId
+from services.annotation_api.routing import PrefixRouter
 from services.annotation_api.tasks.schemas import TaskOut
 from shared.http import JsonResponse
 
-router = APIRouter(prefix="/api/projects", tags=["label stream"])
+router = PrefixRouter(prefix="/api/projects", tags=["label stream"])
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": '`{"detail": "No more tasks"}` when every task is labeled or reserved.'},

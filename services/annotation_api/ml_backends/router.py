@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
@@ -22,9 +22,10 @@ from services.annotation_api.ml_backends.schemas import (
     PerformanceOut,
     VersionsOut,
 )
+from services.annotation_api.routing import PrefixRouter
 from services.annotation_api.settings import ApiSettings
 
-router = APIRouter(prefix="/api/ml", tags=["ml backends"])
+router = PrefixRouter(prefix="/api/ml", tags=["ml backends"])
 
 
 def _gateway(request: Request) -> GatewayClient:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
@@ -15,8 +15,9 @@ from services.annotation_api.model_versions.schemas import (
     VersionToDelete,
 )
 from services.annotation_api.projects.schemas import ProjectId
+from services.annotation_api.routing import PrefixRouter
 
-router = APIRouter(prefix="/api/projects/{project_id}/model-versions", tags=["predictions"])
+router = PrefixRouter(prefix="/api/projects/{project_id}/model-versions", tags=["predictions"])
 
 
 @router.get("", response_model=dict[str, int] | ExtendedVersions)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
@@ -19,9 +19,10 @@ from services.annotation_api.predictions.schemas import (
     PredictionUpdate,
 )
 from services.annotation_api.projects.schemas import ProjectId
+from services.annotation_api.routing import PrefixRouter
 from shared.http import JsonResponse
 
-router = APIRouter(prefix="/api", tags=["predictions"])
+router = PrefixRouter(prefix="/api", tags=["predictions"])
 
 
 @router.post("/predictions", status_code=201, response_model=PredictionOut)

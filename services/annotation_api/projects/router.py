@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.auth.dependencies import CurrentUser
@@ -20,8 +20,9 @@ from services.annotation_api.projects.schemas import (
     ProjectUpdate,
     project_out,
 )
+from services.annotation_api.routing import PrefixRouter
 
-router = APIRouter(prefix="/api/projects", tags=["projects"])
+router = PrefixRouter(prefix="/api/projects", tags=["projects"])
 
 
 async def _out(session: AsyncSession, project: Project) -> ProjectOut:

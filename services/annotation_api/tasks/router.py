@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 
 from services.annotation_api.auth.dependencies import CurrentUser
 from services.annotation_api.db import SessionDep
 from services.annotation_api.ids import PageNumber
 from services.annotation_api.label_stream.service import predict_if_missing
 from services.annotation_api.ml_backends.gateway_client import gateway_client
+from services.annotation_api.routing import PrefixRouter
 from services.annotation_api.tasks import service
 from services.annotation_api.tasks.repository import TaskFilter
 from services.annotation_api.tasks.schemas import (
@@ -23,7 +24,7 @@ from services.annotation_api.tasks.schemas import (
 )
 from shared.http import JsonResponse
 
-router = APIRouter(prefix="/api/tasks", tags=["tasks"])
+router = PrefixRouter(prefix="/api/tasks", tags=["tasks"])
 
 DEFAULT_PAGE_SIZE = 100
 

@@ -3,19 +3,22 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 
 from services.annotation_api.auth.dependencies import CurrentUser, service_caller
 from services.annotation_api.db import SessionDep
 from services.annotation_api.ids import JobId, MlBackendId
 from services.annotation_api.jobs.background import chunk_queue
 from services.annotation_api.jobs.schemas import JobOut
+from services.annotation_api.routing import PrefixRouter
 from services.annotation_api.training import service
 from services.annotation_api.training.schemas import TrainRequest, TrainStarted
 from shared.learning_contract import TrainOutcome, TrainReport, TrainStart
 
-router = APIRouter(prefix="/api/ml", tags=["ml"])
-internal = APIRouter(prefix="/internal/train-jobs", tags=["internal"], dependencies=[Depends(service_caller)])
+router = PrefixRouter(prefix="/api/ml", tags=["ml"])
+internal = PrefixRouter(
+    prefix="/internal/train-jobs", tags=["internal"], dependencies=[Depends(service_caller)]
+)
 
 
 @router.post("/{backend_id}/train", response_model=TrainStarted, status_code=201)
