@@ -6,11 +6,11 @@ Everything is a real process: the annotation API and the gateway API (uvicorn), 
 (``python -m tests.fakes.fake_backend``), on the Postgres/Redis of ``devstack.exec`` (embedded unless
 DATABASE_URL / REDIS_URL are set). The benchmark uses its own database and drops it afterwards.
 
-End to end = ``POST /api/dm/actions?id=retrieve_tasks_predictions`` until the job's ``finished_at`` (followed
-on its event stream, as the console does; ``bench.history.wait_job``): chunking, queueing, leasing, the gateway's batching/validation/version tagging, and every
-prediction stored in Postgres with counters. Direct = the bench process posting the same ``/predict``
-batches to the backend with the same total concurrency (workers × per-backend limit) and decoding the
-answers, nothing stored. The ratio says how close to "limited by the backend" we are. The CPU of importing the
+End to end = ``POST /api/dm/actions?id=retrieve_tasks_predictions`` until the job's ``finished_at`` (the job
+followed on its event stream, as the console does: ``bench.history.wait_job``): chunking, queueing, leasing,
+the gateway's batching/validation/version tagging, and every prediction stored in Postgres with counters.
+Direct = the bench process posting the same ``/predict`` batches to the backend with the same total
+concurrency (workers × per-backend limit) and decoding the answers, nothing stored. The ratio says how close to "limited by the backend" we are. The CPU of importing the
 tasks before the run and of deleting them after it (``delete_tasks``, its VACUUM included) is printed too:
 import + predict + delete per task is the whole life of a predicted task.
 

@@ -78,6 +78,8 @@ class Stopwatch:
         the stack is local. When that clock disagrees with ours (a remote DATABASE_URL), the time until
         the stream said so."""
         seen = self.elapsed()
+        if job.get("finished_at") is None:
+            return seen
         finished = datetime.fromisoformat(job["finished_at"]).timestamp() - self.wall
         return finished if 0 < finished <= seen else seen
 
