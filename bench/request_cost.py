@@ -2,7 +2,8 @@
 
 The stack is ``make run``'s layout (a users' API and an ``/internal`` API process, a gateway, one worker, the
 fake backend) on a project of ``--tasks`` tasks that a bulk job predicted. Then, one call at a time from this
-process, ``--calls`` of each kind: the users' reads a console and SDK repeat (job, project, task page) and the
+process, ``--calls`` of each kind: the users' reads a console and SDK repeat (job, project, task page), an
+annotation submitted (a request with a body, whose token is checked before the body is read), and the
 workers' chunk calls on a finished chunk (lease and heartbeat answer without predicting anything). For each
 kind it prints the CPU the serving API process and the Postgres server spent per call (their process trees
 in ``/proc``), so a change to the request path (middleware, routing, sessions, statements) can be measured in
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+from typing import Any
 
 import asyncpg
 import httpx
@@ -31,15 +33,24 @@ from bench.harness import (
 from bench.history import action, check, project_with_predictions
 from shared.settings import plain_postgres_url
 
+REGION = {"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["Positive"]}}
+"""An annotation region of the benchmark's label config (``tests.fakes.fake_backend.SENTIMENT_CONFIG``)."""
+
 
 async def per_call(
-    client: httpx.AsyncClient, method: str, path: str, calls: int, pids: dict[str, list[int]], kind: str
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    calls: int,
+    pids: dict[str, list[int]],
+    kind: str,
+    body: Any = None,
 ) -> tuple[float, float]:
     """(µs of ``kind``'s CPU, µs of Postgres's CPU) per call, over ``calls`` calls made one after another."""
-    check(await client.request(method, path))
+    check(await client.request(method, path, json=body))
     before = cpu_seconds_by_tree(pids)
     for _ in range(calls):
-        check(await client.request(method, path))
+        check(await client.request(method, path, json=body))
     after = cpu_seconds_by_tree(pids)
     return (
         (after[kind] - before[kind]) / calls * 1e6,
@@ -66,14 +77,19 @@ async def main_async(args: argparse.Namespace) -> None:
                     f"load {os.getloadavg()[0]:.1f}"
                 )
                 print(f"  {'call':<50} {'API process':>12} {'Postgres':>10}")
-                users = [
-                    ("GET", "/health"),
-                    ("GET", f"/api/jobs/{job_id}"),
-                    ("GET", f"/api/projects/{project_id}"),
-                    ("GET", f"/api/tasks?project={project_id}&page=1&page_size=30"),
+                task_id = (await api.get("/api/tasks", params={"project": project_id})).json()["tasks"][0][
+                    "id"
                 ]
-                for method, path in users:
-                    api_us, postgres_us = await per_call(api, method, path, args.calls, pids, "API")
+                annotation = {"result": [REGION]}
+                users: list[tuple[str, str, Any]] = [
+                    ("GET", "/health", None),
+                    ("GET", f"/api/jobs/{job_id}", None),
+                    ("GET", f"/api/projects/{project_id}", None),
+                    ("GET", f"/api/tasks?project={project_id}&page=1&page_size=30", None),
+                    ("POST", f"/api/tasks/{task_id}/annotations", annotation),
+                ]
+                for method, path, body in users:
+                    api_us, postgres_us = await per_call(api, method, path, args.calls, pids, "API", body)
                     print(f"  {method + ' ' + path:<50} {api_us:>10.0f} µs {postgres_us:>7.0f} µs")
             service_headers = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
             async with httpx.AsyncClient(

@@ -102,6 +102,14 @@ async def test_backend_token_reads_only_its_project_and_dies_with_the_backend(
 
     assert (await api.delete(f"/api/ml/{backend['id']}")).status_code == 204
     assert await status("GET", f"/api/projects/{pid}") == 401, "deleting the backend revokes its token"
+    # The token passed the pre-body check moments ago (the writes above); the route still refuses it.
+    before = (await api.get(f"/api/tasks/{own_task}/annotations")).json()
+    assert (
+        await status("POST", f"/api/tasks/{own_task}/annotations", json={"result": choice("Negative")}) == 401
+    )
+    assert await status("PATCH", f"/api/projects/{pid}", json={"title": "x"}) == 401
+    assert (await api.get(f"/api/tasks/{own_task}/annotations")).json() == before
+    assert (await api.get(f"/api/projects/{pid}")).json()["title"] == project["title"]
     await connect_backend(api, project["id"], fake.url)
     assert fake.calls("/setup")[-1].body["access_token"] != token, "a new backend gets a new token"
 
