@@ -25,6 +25,7 @@ import orjson
 
 from bench.harness import make_texts
 from tests.fakes.fake_backend import SENTIMENT_CONFIG
+from tests.support.builders import choice
 
 _TERMINAL = ("completed", "failed", "cancelled")
 TOLERANCE = 0.10
@@ -116,9 +117,7 @@ async def project_with_predictions(
     project_id: int = check(
         await api.post("/api/projects", json={"title": title, "label_config": SENTIMENT_CONFIG})
     ).json()["id"]
-    result = [
-        {"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["Positive"]}}
-    ]
+    result = choice("Positive")
     items = [
         {"data": text, "predictions": [{"result": result, "score": 0.5, "model_version": "old"}]}
         for text in make_texts(size)

@@ -24,6 +24,7 @@ from services.annotation_api.jobs.repository import insert_predictions, lock_tas
 from shared.gateway_contract import ReportedPrediction
 from shared.settings import plain_postgres_url
 from tests.fakes.fake_backend import SENTIMENT_CONFIG
+from tests.support.builders import choice
 
 Variant = tuple[str, str, str]
 """(name, the statement that makes it from the migrated schema, the statement that undoes it)."""
@@ -60,9 +61,7 @@ async def store_all(
 ) -> float:
     """Postgres CPU µs per prediction to store one for every task, chunk by chunk as reports do."""
     await conn.execute("TRUNCATE prediction")
-    result = orjson.dumps(
-        [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["Positive"]}}]
-    ).decode()
+    result = orjson.dumps(choice("Positive")).decode()
     reports = [
         [
             ReportedPrediction(task_id=task_id, result_json=result, score=0.5, model_version="v1")

@@ -32,9 +32,7 @@ from bench.harness import (
 )
 from bench.history import action, check, project_with_predictions
 from shared.settings import plain_postgres_url
-
-REGION = {"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["Positive"]}}
-"""An annotation region of the benchmark's label config (``tests.fakes.fake_backend.SENTIMENT_CONFIG``)."""
+from tests.support.builders import choice
 
 
 async def per_call(
@@ -80,7 +78,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 task_id = (await api.get("/api/tasks", params={"project": project_id})).json()["tasks"][0][
                     "id"
                 ]
-                annotation = {"result": [REGION]}
+                annotation = {"result": choice("Positive")}
                 users: list[tuple[str, str, Any]] = [
                     ("GET", "/health", None),
                     ("GET", f"/api/jobs/{job_id}", None),
