@@ -74,7 +74,7 @@ CONTROL_TAGS: Final[frozenset[str]] = LABELED_CONTROL_TAGS | frozenset(
 
 #: A <Labels> control combined with one of these tools on the same object yields merged regions
 #: typed "<tool>labels" (e.g. "rectanglelabels") whose from_name is the Labels control.
-LABELABLE_TOOLS: Final = frozenset({"Bitmask", "Brush", "Ellipse", "KeyPoint", "Polygon", "Rectangle"})
+_LABELABLE_TOOLS: Final = frozenset({"Bitmask", "Brush", "Ellipse", "KeyPoint", "Polygon", "Rectangle"})
 
 # Label Studio's frontend matches tag names case-insensitively; so do we.
 _OBJECT_BY_LOWER: Final = {tag.lower(): tag for tag in OBJECT_TAGS}
@@ -167,7 +167,7 @@ class LabelConfig(_Frozen):
                 merged = {
                     f"{tool.type.lower()}labels"
                     for tool in self.controls
-                    if tool.type in LABELABLE_TOOLS and targets.intersection(tool.to_name)
+                    if tool.type in _LABELABLE_TOOLS and targets.intersection(tool.to_name)
                 }
             types[control.name] = frozenset({own, *merged})
         return types

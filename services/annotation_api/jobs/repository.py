@@ -74,7 +74,7 @@ async def begin_chunk_transaction(session: AsyncSession) -> asyncpg.Connection:
     ``plan_cache_mode = auto``: so these statements may keep a generic plan, which ``enable_seqscan = off``
     makes safe at any table size, instead of being planned again at every execution as the connection's
     ``force_custom_plan`` has it (``db.PLAN_EACH_EXECUTION``, for the API's other statements). Planning
-    them was about a third of Postgres's CPU per predicted task (``bench/README.md``).
+    them was 11-15 µs of the 43-47 µs Postgres spent per predicted task (``bench/README.md``).
     """
     await session.execute(_CHUNK_SETTINGS)
     return await driver_connection(session)
