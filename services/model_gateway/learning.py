@@ -32,6 +32,7 @@ import orjson
 from arq import ArqRedis
 from pydantic import BaseModel, ValidationError
 
+from services.model_gateway.api_gate import hand_back
 from services.model_gateway.backend_client import CallFailure
 from services.model_gateway.predictor import BackendGateway
 from shared.gateway_contract import BackendSpec, WebhookRequest, WebhookResult
@@ -242,7 +243,11 @@ async def deliver_events(ctx: dict[str, Any], backend_id: int, carried: dict[str
     ``carried``: request id and trace context of the request that scheduled the delivery.
     """
     with adopted_context(carried, "deliver_events"):
-        return await _deliver_events(ctx, backend_id)
+        try:
+            return await _deliver_events(ctx, backend_id)
+        except httpx.ConnectError as exc:
+            # Whatever this run delivered and could not acknowledge is sent again: at least once.
+            raise hand_back(ctx, exc) from None
 
 
 async def _deliver_events(ctx: dict[str, Any], backend_id: int) -> str:
@@ -307,7 +312,10 @@ async def train_backend(ctx: dict[str, Any], job_id: int, carried: dict[str, str
 async def _train_backend(ctx: dict[str, Any], job_id: int) -> str:
     api: httpx.AsyncClient = ctx["api"]
     gateway: BackendGateway = ctx["gateway"]
-    raw = await _call(api, "POST", f"/internal/train-jobs/{job_id}/start")
+    try:
+        raw = await _call(api, "POST", f"/internal/train-jobs/{job_id}/start")
+    except httpx.ConnectError as exc:
+        raise hand_back(ctx, exc) from None
     try:
         # orjson, then Python-mode validation: deep extra_params stop pydantic's JSON reader, not this.
         start = TrainStart.model_validate(orjson.loads(raw))

@@ -43,6 +43,7 @@ from arq.worker import Retry, Worker
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from services.model_gateway.api_gate import ApiGate, hand_back
 from services.model_gateway.learning import deliver_events, train_backend
 from services.model_gateway.predictor import BackendGateway
 from services.model_gateway.settings import GatewaySettings
@@ -178,18 +179,23 @@ async def _post(api: ChunkApi, path: str, content: bytes = b"{}") -> bytes:
     return body
 
 
-async def _post_retrying(api: ChunkApi, path: str, content: bytes = b"{}") -> bytes:
+async def _post_retrying(
+    api: ChunkApi, path: str, content: bytes = b"{}", *, starts_job: bool = False
+) -> bytes:
     """``_post`` with backoff for what a retry can fix: transport errors, 5xx, and 409 (the API rolled a
     deadlocked or serialization-failed transaction back, nothing was written). Other 4xx are final.
 
     A busy API (429/503 with ``Retry-After``) is waited for as it asks, without spending an attempt:
-    backpressure slows a bulk job down, it does not fail its chunks."""
+    backpressure slows a bulk job down, it does not fail its chunks. A call that ``starts_job`` and cannot
+    connect at all raises at once: nothing was sent, and the job goes back on the queue (``hand_back``)."""
     attempt = 0
     busy_until = time.monotonic() + _BUSY_PATIENCE_S
     while True:
         try:
             return await _post(api, path, content)
         except (*_API_DOWN, ApiCallFailed) as exc:
+            if starts_job and isinstance(exc, aiohttp.ClientConnectorError):
+                raise
             busy_s = exc.retry_after_s if isinstance(exc, ApiCallFailed) else None
             if busy_s is not None and time.monotonic() < busy_until:
                 await asyncio.sleep(busy_s * random.uniform(1.0, 1.5))  # jitter: not all back at once
@@ -309,11 +315,13 @@ async def _process_chunk(ctx: dict[str, Any], chunk_id: int) -> tuple[str, str]:
     api: ChunkApi = ctx["chunk_api"]
     gateway: BackendGateway = ctx["gateway"]
     try:
-        lease = parse_lease(await _post_retrying(api, f"/internal/chunks/{chunk_id}/lease"))
+        lease = parse_lease(await _post_retrying(api, f"/internal/chunks/{chunk_id}/lease", starts_job=True))
     except ApiCallFailed as exc:
         if exc.status_code == 404:  # its job or project was deleted: nothing left to do
             return "gone", f"chunk {chunk_id} no longer exists"
         raise
+    except aiohttp.ClientConnectorError as exc:
+        raise hand_back(ctx, exc) from None
     if lease.status != "leased":
         return "gone", f"chunk {chunk_id} already {lease.status}"
     result = PredictTasksResult()
@@ -368,6 +376,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     # Workers share each backend's max_concurrency through Redis; there can be any number of them.
     ctx["gateway"] = BackendGateway(settings, slots=BackendSlots(ctx["redis"]))
     ctx["api"] = api_client(settings)
+    ctx["api_gate"] = ApiGate(settings.api_url)
     ctx["chunk_api"] = ChunkApi(settings.api_url, settings.service_token)
 
 
@@ -445,6 +454,9 @@ class ReconnectingWorker(Worker):
             return "starting"
         if self._down_since is not None:
             return "redis not reachable"
+        gate: ApiGate = self.ctx["api_gate"]
+        if not gate.is_open:
+            return f"annotation API not ready: {gate.reason}"
         return None
 
     def handle_sig_wait_for_completion(self, signum: Signals) -> None:
@@ -483,6 +495,10 @@ class ReconnectingWorker(Worker):
     async def _poll_iteration(self) -> None:
         self._last_poll = time.monotonic()
         self._reap_finished()
+        gate: ApiGate = self.ctx["api_gate"]
+        if not gate.is_open and not await gate.check(self.ctx["api"]):
+            await asyncio.sleep(gate.wait_s(self.poll_delay_s))
+            return
         try:
             await super()._poll_iteration()
         except _REDIS_DOWN as exc:

@@ -117,7 +117,7 @@ class WorkerProcess:
 
 
 StartApi = Callable[..., tuple[subprocess.Popen[bytes], str]]
-"""``start_api(**env)``: a real API process and its URL."""
+"""``start_api(port=None, **env)``: a real API process (on ``port``, else a free one) and its URL."""
 
 
 @pytest.fixture
@@ -139,8 +139,8 @@ def start_api(database_url: str, redis_url: str) -> Iterator[StartApi]:
         "LABELLOOP_LOG_LEVEL": "WARNING",
     }
 
-    def start(**extra_env: str) -> tuple[subprocess.Popen[bytes], str]:
-        port = free_port()
+    def start(port: int | None = None, **extra_env: str) -> tuple[subprocess.Popen[bytes], str]:
+        port = port or free_port()
         command = [sys.executable, "-m", "uvicorn", "services.annotation_api.main:app_from_env", "--factory"]
         process = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(port)],

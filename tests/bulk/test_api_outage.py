@@ -1,0 +1,167 @@
+"""A gateway worker whose annotation API is not up yet takes no job, and does them all once it is.
+
+Workers and the API start in any order (``make run`` starts them together; an orchestrator restarts
+either alone). A worker that took jobs while its API could not answer would fail each one at its first
+call and drop it from the queue. Here a real worker process starts against an address where no API
+listens yet, with a bulk job's chunks, an annotation event and a training job already queued; only
+then does a real API process start on that address.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from shared.jobs import QUEUE_NAME
+from tests.bulk.conftest import StartApi, StartWorker, free_port
+from tests.fakes.fake_backend import FakeBackend
+from tests.support.builders import choice, connect_backend, import_texts
+from tests.support.waiting import wait_for, wait_job
+
+pytestmark = pytest.mark.usefixtures("gateway_server")
+
+TASKS = 60
+
+
+async def _probe(client: httpx.AsyncClient, url: str) -> httpx.Response | None:
+    try:
+        return await client.get(f"{url}/ready")
+    except httpx.TransportError:
+        return None
+
+
+async def test_a_worker_started_before_its_api_leaves_every_job_queued_until_the_api_is_ready(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    start_worker: StartWorker,
+    start_api: StartApi,
+    redis_url: str,
+    db: asyncpg.Connection,
+) -> None:
+    task_ids = await import_texts(api, project["id"], TASKS)
+    backend = await connect_backend(api, project["id"], fake.url)
+    annotated = await api.post(f"/api/tasks/{task_ids[0]}/annotations", json={"result": choice("Positive")})
+    assert annotated.status_code == 201, annotated.text
+    train_job_id = (await api.post(f"/api/ml/{backend['id']}/train")).json()["job_id"]
+    predict_job_id = (await api.post(f"/api/ml/{backend['id']}/predict")).json()["job_id"]
+
+    redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+
+        async def queued() -> list[str]:
+            return list(await redis.zrange(QUEUE_NAME, 0, -1))
+
+        async def every_kind_queued() -> bool:
+            ids = await queued()
+            return all(any(i.startswith(kind) for i in ids) for kind in ("chunk:", "deliver:", "train:"))
+
+        await wait_for(every_kind_queued, 30, "chunks, a delivery and a training job on the queue")
+        waiting = await queued()
+
+        api_port, probe_port = free_port(), free_port()
+        worker_url = f"http://127.0.0.1:{probe_port}"
+        start_worker(
+            LABELLOOP_API_URL=f"http://127.0.0.1:{api_port}", LABELLOOP_WORKER_PROBE_PORT=str(probe_port)
+        )
+        async with httpx.AsyncClient() as client:
+
+            async def says_api_not_ready() -> bool:
+                answer = await _probe(client, worker_url)
+                if answer is None or answer.status_code != 503:
+                    return False
+                reason: str = answer.json()["reason"]
+                return reason.startswith("annotation API not ready: ConnectError")
+
+            # The reason names a failed check only once the poll loop ran one (before, it says "starting",
+            # then "not checked yet"): the worker had its chance at the queue, and took nothing from it.
+            await wait_for(says_api_not_ready, 60, "the worker to report its API not ready")
+            for job_id in waiting:
+                assert await redis.exists(f"arq:in-progress:{job_id}", f"arq:retry:{job_id}") == 0, job_id
+            assert set(waiting) <= set(await queued()), "no job left the queue"
+            assert fake.calls("/predict") == [] and fake.calls("/webhook") == []
+
+            start_api(port=api_port)
+
+            async def ready() -> bool:
+                answer = await _probe(client, worker_url)
+                return answer is not None and answer.status_code == 200
+
+            await wait_for(ready, 60, "the worker to see its API ready")
+    finally:
+        await redis.aclose()
+
+    predicted = await wait_job(api, predict_job_id, timeout_s=120)
+    assert predicted["status"] == "completed", predicted
+    assert (predicted["done"], predicted["failed"]) == (TASKS, 0), predicted
+    assert await db.fetchval("SELECT count(DISTINCT task_id) FROM prediction") == TASKS
+    assert await db.fetchval("SELECT count(*) FROM prediction") == TASKS
+    attempts = await db.fetchval("SELECT max(attempts) FROM job_chunk WHERE job_id = $1", predict_job_id)
+    assert attempts == 1, "every chunk was leased once, by the worker, once its API was ready"
+    trained = await wait_job(api, train_job_id, timeout_s=60)
+    assert trained["status"] == "completed", trained
+    await fake.wait_for_calls("/webhook", 2, timeout_s=30)
+    actions = sorted(call.body["action"] for call in fake.calls("/webhook"))
+    assert actions == ["ANNOTATION_CREATED", "START_TRAINING"], actions
+
+
+async def test_a_job_that_finds_its_api_gone_goes_back_on_the_queue_and_the_worker_waits(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    start_worker: StartWorker,
+    start_api: StartApi,
+    redis_url: str,
+) -> None:
+    """The worker's API dies while another replica still takes writes: the delivery job the worker takes
+    next cannot connect, so it goes back on the queue, and the worker takes nothing more until its API is
+    back; then the event is delivered, once."""
+    task_ids = await import_texts(api, project["id"], 2)
+    await connect_backend(api, project["id"], fake.url)
+    api_port, probe_port = free_port(), free_port()
+    worker_url = f"http://127.0.0.1:{probe_port}"
+    own_api, _ = start_api(port=api_port)
+    start_worker(
+        LABELLOOP_API_URL=f"http://127.0.0.1:{api_port}", LABELLOOP_WORKER_PROBE_PORT=str(probe_port)
+    )
+    redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    async with httpx.AsyncClient() as client:
+
+        async def probe_says(status: int, reason: str = "") -> bool:
+            answer = await _probe(client, worker_url)
+            return (
+                answer is not None
+                and answer.status_code == status
+                and answer.json().get("reason", "").startswith(reason)
+            )
+
+        try:
+            await wait_for(lambda: probe_says(200), 60, "the worker to be ready")
+            own_api.kill()
+            own_api.wait(timeout=10)
+            annotated = await api.post(
+                f"/api/tasks/{task_ids[0]}/annotations", json={"result": choice("Positive")}
+            )
+            assert annotated.status_code == 201, annotated.text
+            await wait_for(
+                lambda: probe_says(503, "annotation API not ready: ConnectError"),
+                60,
+                "the worker to find its API gone",
+            )
+            handed_back = [i for i in await redis.zrange(QUEUE_NAME, 0, -1) if i.startswith("deliver:")]
+            assert handed_back, "the delivery job is still on the queue"
+            assert any([await redis.get(f"arq:retry:{job_id}") for job_id in handed_back]), (
+                "the worker took the job once, and gave it back"
+            )
+            assert fake.calls("/webhook") == []
+
+            start_api(port=api_port)
+            await wait_for(lambda: probe_says(200), 60, "the worker to see its API back")
+        finally:
+            await redis.aclose()
+    await fake.wait_for_calls("/webhook", 1, timeout_s=30)
+    assert [call.body["action"] for call in fake.calls("/webhook")] == ["ANNOTATION_CREATED"]
