@@ -33,6 +33,8 @@ class ApiGate:
         self.closed_since: float | None = time.monotonic()
         self.reason = "not checked yet"
         self._announced = False
+        self._level = logging.INFO
+        """Waiting for the API at start is routine; losing it later is a warning."""
 
     @property
     def is_open(self) -> bool:
@@ -60,20 +62,25 @@ class ApiGate:
             self.close(f"/ready answered {answer.status_code}: {answer.text[:300]}")
             return False
         if self._announced and self.closed_since is not None:
-            log.warning(
-                "annotation API at %s ready after %.1f s: taking jobs again",
+            log.log(
+                self._level,
+                "annotation API at %s ready after %.1f s: taking jobs",
                 self.api_url,
                 time.monotonic() - self.closed_since,
             )
         self.closed_since, self.reason, self._announced = None, "", False
+        self._level = logging.WARNING
         return True
 
     def _announce(self) -> None:
-        """One warning per outage, not one per check."""
+        """One line per outage, not one per check."""
         if not self._announced:
             self._announced = True
-            log.warning(
-                "annotation API at %s not ready (%s): taking no jobs until it is", self.api_url, self.reason
+            log.log(
+                self._level,
+                "annotation API at %s not ready (%s): taking no jobs until it is",
+                self.api_url,
+                self.reason,
             )
 
 
