@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, Request
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -28,8 +30,10 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import ConnectionPoolEntry, Pool
 
 from services.annotation_api.errors import ServiceBusy
+from services.annotation_api.settings import DEFAULT_DB_PING_AFTER_IDLE_S
 from shared.settings import asyncpg_url
 
 log = logging.getLogger(__name__)
@@ -47,22 +51,58 @@ Planning the API's statements takes well under a millisecond."""
 
 
 def make_engine(
-    database_url: str, pool_size: int = 10, max_overflow: int | None = None, pre_ping: bool = True
+    database_url: str,
+    pool_size: int = 10,
+    max_overflow: int | None = None,
+    ping_after_idle_s: float | None = DEFAULT_DB_PING_AFTER_IDLE_S,
 ) -> AsyncEngine:
     """A pool of ``pool_size`` connections, plus ``max_overflow`` on demand (default: as many again).
 
-    ``pre_ping`` checks each connection as it leaves the pool (three round trips with asyncpg: BEGIN,
-    an empty query, ROLLBACK), so a connection Postgres dropped is replaced before a request uses it.
-    Without it, the first request on such a connection is answered 503 with ``Retry-After``
-    (``errors.py``) and the pool reconnects.
+    Unless ``ping_after_idle_s`` is None, a connection leaving the pool is checked first (``_checked_out``),
+    so one Postgres dropped is replaced before a request uses it. Without the check, the first request on
+    such a connection is answered 503 with ``Retry-After`` (``errors.py``) and the pool reconnects.
     """
-    return create_async_engine(
+    engine = create_async_engine(
         asyncpg_url(database_url),
         pool_size=pool_size,
         max_overflow=pool_size if max_overflow is None else max_overflow,
-        pool_pre_ping=pre_ping,
         connect_args={"server_settings": PLAN_EACH_EXECUTION},
     )
+    if ping_after_idle_s is not None:
+        _check_on_checkout(engine.sync_engine.pool, ping_after_idle_s)
+    return engine
+
+
+_RETURNED_AT = "labelloop_returned_at"
+
+
+def _check_on_checkout(pool: Pool, ping_after_idle_s: float) -> None:
+    """Check connections as they leave the pool, pinging only those idle ``ping_after_idle_s`` or longer.
+
+    SQLAlchemy's ``pool_pre_ping`` pings every checkout: three round trips with asyncpg (``BEGIN``, an
+    empty query, ``ROLLBACK``), on every request. A connection closed by Postgres (a restart, a
+    terminated backend) is known to the driver without one as soon as the event loop reads the close:
+    ``is_closed()``. What only a ping finds is a connection that died silently (a firewall or proxy
+    dropping idle connections), which takes time idle; so a connection back in the pool for less than
+    ``ping_after_idle_s`` goes out unpinged, as pools like HikariCP do. A failed check raises
+    ``DisconnectionError``: the pool discards the connection and hands out another.
+    """
+
+    def stamp(_dbapi_connection: object, record: ConnectionPoolEntry) -> None:
+        record.info[_RETURNED_AT] = time.monotonic()
+
+    def check(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: object) -> None:
+        if dbapi_connection.driver_connection.is_closed():
+            raise DisconnectionError("Postgres closed the connection")
+        if time.monotonic() - record.info.get(_RETURNED_AT, 0.0) >= ping_after_idle_s:
+            try:
+                dbapi_connection.ping()
+            except Exception as exc:
+                raise DisconnectionError(f"ping failed: {exc}") from exc
+
+    event.listen(pool, "connect", stamp)
+    event.listen(pool, "checkin", stamp)
+    event.listen(pool, "checkout", check)
 
 
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection:

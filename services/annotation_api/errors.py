@@ -126,7 +126,8 @@ def database_answer(error: BaseException | None, *, connection_lost: bool = Fals
     sqlstate = getattr(error, "sqlstate", "") or ""
     if connection_lost or sqlstate.startswith("08") or sqlstate in _SERVER_GONE_SQLSTATES:
         # Postgres restarted or dropped the connection (class 08: connection exception); the pool
-        # reconnects, so a retry works. Pools that skip the pre-ping (``/internal``) rely on this.
+        # reconnects, so a retry works. A connection dropped since its checkout check, or on a pool
+        # without checks (``/internal``), ends here.
         log.warning("database connection lost: %s", error)
         return JsonResponse(
             {"detail": "The connection to the database was lost; retry."},

@@ -53,13 +53,14 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url, settings.db_pool_size)
+        engine = make_engine(
+            settings.database_url, settings.db_pool_size, ping_after_idle_s=settings.db_ping_after_idle_s
+        )
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
-        # No pre-ping: the gateway workers retry a 503, and a chunk's lease and report are about twenty
-        # round trips, of which the ping would add six.
+        # No checkout checks: the gateway workers retry the 503 a dropped connection answers.
         internal_engine = make_engine(
-            settings.database_url, settings.internal_db_pool_size, max_overflow=0, pre_ping=False
+            settings.database_url, settings.internal_db_pool_size, max_overflow=0, ping_after_idle_s=None
         )
         app.state.internal_engine = internal_engine
         app.state.internal_sessionmaker = make_sessionmaker(internal_engine)

@@ -6,6 +6,8 @@ from pydantic import AliasChoices, Field
 
 from shared.settings import CommonSettings, RedisSettingsMixin
 
+DEFAULT_DB_PING_AFTER_IDLE_S = 1.0
+
 
 class ApiSettings(CommonSettings, RedisSettingsMixin):
     database_url: str = Field(
@@ -15,6 +17,13 @@ class ApiSettings(CommonSettings, RedisSettingsMixin):
     )
     db_pool_size: int = Field(
         default=10, ge=1, description="Database connections per API process (+ as many overflow)."
+    )
+    db_ping_after_idle_s: float = Field(
+        default=DEFAULT_DB_PING_AFTER_IDLE_S,
+        ge=0,
+        description="A users' pool connection idle this long (seconds) is pinged before a request uses it, "
+        "so one a firewall or proxy dropped silently is replaced first; 0 pings every time. One Postgres "
+        "closed is noticed without a ping.",
     )
     internal_db_pool_size: int = Field(
         default=4,

@@ -175,7 +175,7 @@ async def test_chunk_statements_keep_their_plans_on_connections_that_plan_each_e
     chunk transactions, run for every chunk of every job, let Postgres keep a generic plan instead."""
     backend = await connect_backend(api, project["id"], fake.url)
     chunk = (await import_texts(api, project["id"], TASKS))[-CHUNK:]
-    engine = make_engine(database_url, pool_size=1, max_overflow=0, pre_ping=False)
+    engine = make_engine(database_url, pool_size=1, max_overflow=0, ping_after_idle_s=None)
     try:
         async with engine.connect() as conn:
             statements = list(_chunk_statements(chunk, project["id"], backend["id"]))
