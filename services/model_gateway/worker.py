@@ -73,6 +73,7 @@ _API_DOWN = (aiohttp.ClientError, asyncio.TimeoutError)
 _DEFAULT_LEASE_S = 120.0
 _API_ATTEMPTS = 4
 """Completing is idempotent, so a transient API failure (restart, deadlock victim) is simply retried."""
+_RETRY_BACKOFF_MAX_S = 2.0
 _REDIS_DOWN = (RedisError, OSError)
 """Redis unreachable or restarting; a connection lost mid-``WATCH`` even surfaces as a WatchError."""
 _REDIS_BACKOFF_MAX_S = 2.0
@@ -138,11 +139,13 @@ class ChunkApi:
 
     Every chunk makes at least two calls carrying all its tasks (lease, complete); aiohttp spends a fraction
     of httpx's CPU on each, as it does for the backend calls (``backend_client``). Training and event
-    delivery keep the httpx client (``ctx["api"]``, ``learning``): their calls are few.
+    delivery keep the httpx client (``ctx["api"]``, ``learning``): their calls are few. A call that cannot
+    connect closes the process's ``gate``: the worker takes no new job until the API is ready again.
     """
 
     def __init__(self, base_url: str, token: str) -> None:
         self.base_url = base_url.rstrip("/")
+        self.gate = ApiGate(self.base_url)
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         self._session: aiohttp.ClientSession | None = None
 
@@ -160,8 +163,12 @@ class ChunkApi:
     async def post(self, path: str, content: bytes) -> tuple[int, str | None, bytes]:
         """``(status, Retry-After, body)`` of ``POST path``; raises one of ``_API_DOWN``."""
         headers = {**self._headers, **outgoing_request_headers()}
-        async with self._client().post(self.base_url + path, data=content, headers=headers) as response:
-            return response.status, response.headers.get("Retry-After"), await response.read()
+        try:
+            async with self._client().post(self.base_url + path, data=content, headers=headers) as response:
+                return response.status, response.headers.get("Retry-After"), await response.read()
+        except aiohttp.ClientConnectorError as exc:
+            self.gate.close(f"{type(exc).__name__}: {exc}")
+            raise
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -180,12 +187,19 @@ async def _post(api: ChunkApi, path: str, content: bytes = b"{}") -> bytes:
 
 
 async def _post_retrying(
-    api: ChunkApi, path: str, content: bytes = b"{}", *, starts_job: bool = False
+    api: ChunkApi,
+    path: str,
+    content: bytes = b"{}",
+    *,
+    starts_job: bool = False,
+    retry_until: float | None = None,
 ) -> bytes:
     """``_post`` with backoff for what a retry can fix: transport errors, 5xx, and 409 (the API rolled a
     deadlocked or serialization-failed transaction back, nothing was written). Other 4xx are final.
 
-    A busy API (429/503 with ``Retry-After``) is waited for as it asks, without spending an attempt:
+    Those are retried ``_API_ATTEMPTS`` times, or with ``retry_until`` (a ``time.monotonic()``) until
+    then: a report keeps its predictions through an API restart for as long as its lease lasts. A busy
+    API (429/503 with ``Retry-After``) is waited for as it asks, without spending an attempt:
     backpressure slows a bulk job down, it does not fail its chunks. A call that ``starts_job`` and cannot
     connect at all raises at once: nothing was sent, and the job goes back on the queue (``hand_back``)."""
     attempt = 0
@@ -201,11 +215,16 @@ async def _post_retrying(
                 await asyncio.sleep(busy_s * random.uniform(1.0, 1.5))  # jitter: not all back at once
                 continue
             attempt += 1
+            backoff_s = min(_RETRY_BACKOFF_MAX_S, 0.5 * 2 ** (attempt - 1))
             final = isinstance(exc, ApiCallFailed) and exc.status_code < 500 and exc.status_code != 409
-            if final or attempt == _API_ATTEMPTS:
+            if retry_until is None:
+                final = final or attempt == _API_ATTEMPTS
+            else:
+                final = final or time.monotonic() + backoff_s > retry_until
+            if final:
                 raise
             log.warning("POST %s failed (%s), retrying", path, exc)
-            await asyncio.sleep(0.5 * 2 ** (attempt - 1))
+            await asyncio.sleep(backoff_s)
 
 
 async def _predict_while_leased(
@@ -337,8 +356,11 @@ async def _process_chunk(ctx: dict[str, Any], chunk_id: int) -> tuple[str, str]:
             return "stopped", f"chunk {chunk_id} stopped: cancelled, deleted or finished elsewhere"
         result = predicted
     report = encode_report(result, [task["id"] for task in lease.tasks])
+    # Heartbeats renewed the lease at most a third of it ago: it lasts two thirds more at least.
+    patience_s = (lease.lease_s or _DEFAULT_LEASE_S) * 2 / 3
+    complete = f"/internal/chunks/{chunk_id}/complete"
     ack = ChunkAck.model_validate_json(
-        await _post_retrying(api, f"/internal/chunks/{chunk_id}/complete", report)
+        await _post_retrying(api, complete, report, retry_until=time.monotonic() + patience_s)
     )
     return "completed", (
         f"chunk {chunk_id}: {len(result.predictions)} predictions, {len(result.errors)} errors, "
@@ -376,8 +398,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     # Workers share each backend's max_concurrency through Redis; there can be any number of them.
     ctx["gateway"] = BackendGateway(settings, slots=BackendSlots(ctx["redis"]))
     ctx["api"] = api_client(settings)
-    ctx["api_gate"] = ApiGate(settings.api_url)
-    ctx["chunk_api"] = ChunkApi(settings.api_url, settings.service_token)
+    ctx["chunk_api"] = chunk_api = ChunkApi(settings.api_url, settings.service_token)
+    ctx["api_gate"] = chunk_api.gate
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

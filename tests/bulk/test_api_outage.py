@@ -9,6 +9,7 @@ then does a real API process start on that address.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -165,3 +166,54 @@ async def test_a_job_that_finds_its_api_gone_goes_back_on_the_queue_and_the_work
             await redis.aclose()
     await fake.wait_for_calls("/webhook", 1, timeout_s=30)
     assert [call.body["action"] for call in fake.calls("/webhook")] == ["ANNOTATION_CREATED"]
+
+
+@pytest.mark.api_settings(chunk_lease_s=30.0)
+async def test_chunks_in_flight_when_the_api_dies_are_reported_once_it_is_back(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    start_worker: StartWorker,
+    start_api: StartApi,
+    db: asyncpg.Connection,
+) -> None:
+    """The worker's API is killed while the backend predicts its chunks and comes back seconds later,
+    longer than a report's ordinary retries last: the reports wait for it, within their leases, so no
+    chunk is leased or predicted twice."""
+    await import_texts(api, project["id"], 40)
+    backend = await connect_backend(api, project["id"], fake.url, batch_size=10)
+    api_port, probe_port = free_port(), free_port()
+    worker_url = f"http://127.0.0.1:{probe_port}"
+    own_api, _ = start_api(port=api_port)
+    start_worker(
+        LABELLOOP_API_URL=f"http://127.0.0.1:{api_port}", LABELLOOP_WORKER_PROBE_PORT=str(probe_port)
+    )
+    async with httpx.AsyncClient() as client:
+
+        async def probe_says(status: int, reason: str = "") -> bool:
+            answer = await _probe(client, worker_url)
+            return (
+                answer is not None
+                and answer.status_code == status
+                and answer.json().get("reason", "").startswith(reason)
+            )
+
+        await wait_for(lambda: probe_says(200), 60, "the worker to be ready")
+        fake.configure(predict_delay_s=1.5)
+        job_id = (await api.post(f"/api/ml/{backend['id']}/predict")).json()["job_id"]
+        await fake.wait_for_calls("/predict", 4, timeout_s=30)
+        own_api.kill()
+        own_api.wait(timeout=10)
+        await wait_for(
+            lambda: probe_says(503, "annotation API not ready"), 30, "the reports to find the API gone"
+        )
+        # Longer than a call's ordinary retries (0.5 + 1 + 2 s) take to give up.
+        await asyncio.sleep(4.5)
+        start_api(port=api_port)
+        job = await wait_job(api, job_id, timeout_s=60)
+    assert job["status"] == "completed", job
+    assert (job["done"], job["predicted"], job["failed"]) == (40, 40, 0), job
+    attempts = await db.fetchval("SELECT max(attempts) FROM job_chunk WHERE job_id = $1", job_id)
+    assert attempts == 1, "every chunk was leased once: its report waited for the API"
+    assert sum(len(call.body["tasks"]) for call in fake.calls("/predict")) == 40
+    assert await db.fetchval("SELECT count(*) FROM prediction") == 40
