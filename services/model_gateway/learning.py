@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, cast
@@ -55,7 +56,9 @@ log = logging.getLogger(__name__)
 
 EVENTS_PER_BATCH = 100
 _AGAIN_TTL_S = 3600
-_REPORT_ATTEMPTS = 4
+_REPORT_PATIENCE_S = 120.0
+"""How long a training outcome keeps being reported to an API that is down or failing (a restart)."""
+_REPORT_BACKOFF_MAX_S = 2.0
 _BACKEND_DELETED = "the backend was deleted"
 
 # Compare-and-delete / compare-and-extend: a lock is only ever touched by the run holding it.
@@ -287,17 +290,24 @@ async def _is_legacy(gateway: BackendGateway, backend: BackendSpec) -> bool:
 
 
 async def _report(api: httpx.AsyncClient, job_id: int, report: TrainReport) -> TrainOutcome:
-    """Finishing is idempotent on the API side, so a transient failure is simply retried."""
+    """Finishing is idempotent on the API side, so a transport failure or a 5xx is retried, for up to
+    ``_REPORT_PATIENCE_S``: a training run can take long, and an API restarting meanwhile must not lose
+    its outcome."""
     path = f"/internal/train-jobs/{job_id}/finish"
-    for attempt in range(1, _REPORT_ATTEMPTS + 1):
+    give_up_at = time.monotonic() + _REPORT_PATIENCE_S
+    attempt = 0
+    while True:
         try:
             return TrainOutcome.model_validate_json(await _call(api, "POST", path, report))
         except (httpx.TransportError, ApiRefused) as exc:
-            if (isinstance(exc, ApiRefused) and exc.status_code < 500) or attempt == _REPORT_ATTEMPTS:
+            attempt += 1
+            backoff_s = min(_REPORT_BACKOFF_MAX_S, 0.5 * 2 ** (attempt - 1))
+            if (isinstance(exc, ApiRefused) and exc.status_code < 500) or (
+                time.monotonic() + backoff_s > give_up_at
+            ):
                 raise
             log.warning("training job %s: report failed (%s), retrying", job_id, exc)
-            await asyncio.sleep(0.5 * 2 ** (attempt - 1))
-    raise AssertionError("unreachable")
+            await asyncio.sleep(backoff_s)
 
 
 async def train_backend(ctx: dict[str, Any], job_id: int, carried: dict[str, str] | None = None) -> str:

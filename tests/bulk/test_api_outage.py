@@ -1,10 +1,10 @@
-"""A gateway worker whose annotation API is not up yet takes no job, and does them all once it is.
+"""A gateway worker outlives its annotation API: it takes no job while the API is not ready, and loses no
+work it holds when the API goes away.
 
 Workers and the API start in any order (``make run`` starts them together; an orchestrator restarts
-either alone). A worker that took jobs while its API could not answer would fail each one at its first
-call and drop it from the queue. Here a real worker process starts against an address where no API
-listens yet, with a bulk job's chunks, an annotation event and a training job already queued; only
-then does a real API process start on that address.
+either alone). Real worker processes run against an address where a real API process is not up yet, or
+is killed mid-work and started again on the same address; the suite's own API (another replica on the
+same database) records the jobs meanwhile.
 """
 
 from __future__ import annotations
@@ -217,3 +217,38 @@ async def test_chunks_in_flight_when_the_api_dies_are_reported_once_it_is_back(
     assert attempts == 1, "every chunk was leased once: its report waited for the API"
     assert sum(len(call.body["tasks"]) for call in fake.calls("/predict")) == 40
     assert await db.fetchval("SELECT count(*) FROM prediction") == 40
+
+
+async def test_a_training_run_that_ends_while_the_api_is_down_is_reported_once_it_is_back(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    start_worker: StartWorker,
+    start_api: StartApi,
+) -> None:
+    """The backend trains while the worker's API is killed; the outcome, reported after longer than a
+    call's ordinary retries, still reaches the API once it is back, and the job completes."""
+    await import_texts(api, project["id"], 2)
+    backend = await connect_backend(api, project["id"], fake.url)
+    api_port, probe_port = free_port(), free_port()
+    own_api, _ = start_api(port=api_port)
+    start_worker(
+        LABELLOOP_API_URL=f"http://127.0.0.1:{api_port}", LABELLOOP_WORKER_PROBE_PORT=str(probe_port)
+    )
+    async with httpx.AsyncClient() as client:
+
+        async def worker_ready() -> bool:
+            answer = await _probe(client, f"http://127.0.0.1:{probe_port}")
+            return answer is not None and answer.status_code == 200
+
+        await wait_for(worker_ready, 60, "the worker to be ready")
+    fake.configure(webhook_delay_s=1.5)
+    job_id = (await api.post(f"/api/ml/{backend['id']}/train")).json()["job_id"]
+    await fake.wait_for_calls("/webhook", 1, timeout_s=30)
+    own_api.kill()
+    own_api.wait(timeout=10)
+    await asyncio.sleep(4.5)  # past the end of training, and longer than 0.5 + 1 + 2 s of retries
+    start_api(port=api_port)
+    job = await wait_job(api, job_id, timeout_s=60)
+    assert job["status"] == "completed", job
+    assert [call.body["action"] for call in fake.calls("/webhook")] == ["START_TRAINING"]
