@@ -32,9 +32,9 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry, Pool
 
-from services.annotation_api.errors import ServiceBusy
+from services.annotation_api.errors import ServiceBusy, database_gone
 from services.annotation_api.settings import DEFAULT_DB_PING_AFTER_IDLE_S
-from shared.settings import asyncpg_url
+from shared.settings import asyncpg_url, plain_postgres_url
 
 log = logging.getLogger(__name__)
 AfterCommit = Callable[[], Awaitable[None]]
@@ -62,11 +62,23 @@ def make_engine(
     so one Postgres dropped is replaced before a request uses it. Without the check, the first request on
     such a connection is answered 503 with ``Retry-After`` (``errors.py``) and the pool reconnects.
     """
+    dsn = plain_postgres_url(database_url)
+
+    async def connect() -> asyncpg.Connection:
+        """asyncpg's connect, where not reaching the server at all is Postgres's own connection failure
+        (SQLSTATE 08006): SQLAlchemy passes OS errors through unwrapped, so a request made while Postgres
+        is down or restarting ended as a bare 500, not as the 503 with ``Retry-After`` every lost
+        connection gets (``errors.database_answer``)."""
+        try:
+            return await asyncpg.connect(dsn, server_settings=PLAN_EACH_EXECUTION)
+        except OSError as exc:
+            raise asyncpg.ConnectionFailureError(f"cannot connect to the database: {exc}") from exc
+
     engine = create_async_engine(
         asyncpg_url(database_url),
+        async_creator=connect,
         pool_size=pool_size,
         max_overflow=pool_size if max_overflow is None else max_overflow,
-        connect_args={"server_settings": PLAN_EACH_EXECUTION},
     )
     if ping_after_idle_s is not None:
         _check_on_checkout(engine.sync_engine.pool, ping_after_idle_s)
@@ -144,6 +156,32 @@ class InternalSlots:
 
     def release(self) -> None:
         self._free.release()
+
+
+class LoopFailures:
+    """How a background loop reports a failed round: a lost database once when it goes and once when it
+    is back (a loop retries every second or so, and a traceback per round would bury the rest of the log
+    for the length of a restart or failover); anything else with its traceback, every time."""
+
+    def __init__(self, loop: str) -> None:
+        self._loop = loop
+        self._down_since: float | None = None
+
+    def failed(self, exc: Exception) -> None:
+        """Call from the ``except`` block of the failed round."""
+        if not database_gone(exc):
+            log.exception("%s failed", self._loop)
+            return
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("%s: database unreachable (%s); retrying until it is back", self._loop, exc)
+
+    def succeeded(self) -> None:
+        if self._down_since is not None:
+            log.warning(
+                "%s: database reachable again after %.1f s", self._loop, time.monotonic() - self._down_since
+            )
+            self._down_since = None
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

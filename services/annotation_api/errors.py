@@ -120,11 +120,26 @@ _RETRY_SQLSTATES = ("40001", "40P01")  # serialization failure, deadlock detecte
 _SERVER_GONE_SQLSTATES = ("57P01", "57P02", "57P03")  # shut down (admin, crash), not accepting yet
 
 
+def _connection_lost(error: BaseException | None) -> bool:
+    """The driver error says the database is gone: class 08 (connection exception, also "cannot connect",
+    ``db.make_engine``), or the server shutting down, crashed or not accepting connections yet."""
+    sqlstate = getattr(error, "sqlstate", "") or ""
+    return sqlstate.startswith("08") or sqlstate in _SERVER_GONE_SQLSTATES
+
+
+def database_gone(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a statement or a connect, means the database cannot be reached or
+    dropped the connection: a retry once it is back will do."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or _connection_lost(getattr(exc.orig, "__cause__", None))
+    return isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError) and _connection_lost(exc)
+
+
 def database_answer(error: BaseException | None, *, connection_lost: bool = False) -> JsonResponse | None:
     """The answer for a driver error the client can act on (bad value, retry, the database connection
     lost), else None (a real 500). ``connection_lost``: SQLAlchemy invalidated the connection."""
     sqlstate = getattr(error, "sqlstate", "") or ""
-    if connection_lost or sqlstate.startswith("08") or sqlstate in _SERVER_GONE_SQLSTATES:
+    if connection_lost or _connection_lost(error):
         # Postgres restarted or dropped the connection (class 08: connection exception); the pool
         # reconnects, so a retry works. A connection dropped since its checkout check, or on a pool
         # without checks (``/internal``), ends here.

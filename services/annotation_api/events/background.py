@@ -12,6 +12,7 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.annotation_api.db import LoopFailures
 from services.annotation_api.events import repository
 from services.annotation_api.events.service import enqueue_deliveries
 from services.annotation_api.jobs.queue import REDIS_DOWN, ChunkQueue
@@ -49,12 +50,14 @@ async def delivery_loop(
     maker: async_sessionmaker[AsyncSession], queue: ChunkQueue, settings: ApiSettings
 ) -> None:
     rounds = 0
+    failures = LoopFailures("event delivery round")
     while True:
         try:
             await ring_once(maker, queue, prune=rounds % _PRUNE_EVERY_ROUNDS == _PRUNE_EVERY_ROUNDS - 1)
+            failures.succeeded()
         except REDIS_DOWN as exc:
             log.warning("event delivery round could not reach Redis: %s", exc)
-        except Exception:
-            log.exception("event delivery round failed")
+        except Exception as exc:
+            failures.failed(exc)
         rounds += 1
         await asyncio.sleep(settings.sweep_interval_s)

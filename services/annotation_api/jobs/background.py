@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.annotation_api.db import after_commit, run_after_commit
+from services.annotation_api.db import LoopFailures, after_commit, run_after_commit
 from services.annotation_api.events.background import delivery_loop
 from services.annotation_api.jobs.queue import REDIS_DOWN, ChunkQueue
 from services.annotation_api.jobs.repository import fold_chunks
@@ -64,15 +64,17 @@ async def sweep_once(maker: async_sessionmaker[AsyncSession], queue: ChunkQueue,
 async def sweeper_loop(
     maker: async_sessionmaker[AsyncSession], queue: ChunkQueue, settings: ApiSettings
 ) -> None:
+    failures = LoopFailures("chunk sweep")
     while True:
         try:
             while await sweep_once(maker, queue, settings.chunk_lease_s) >= _SWEEP_BATCH:
                 pass
+            failures.succeeded()
         except REDIS_DOWN as exc:
             # The chunks stay pending in Postgres; the round after Redis is back enqueues them.
             log.warning("chunk sweep could not reach Redis: %s", exc)
-        except Exception:
-            log.exception("chunk sweep failed")
+        except Exception as exc:
+            failures.failed(exc)
         await asyncio.sleep(settings.sweep_interval_s)
 
 
@@ -114,6 +116,7 @@ async def runner_loop(
     """Advance the runner's jobs batch by batch, fold chunk counts, purge old chunk rows; then sleep until
     woken or polled."""
     wake: asyncio.Event = app.state.job_doorbell.local
+    failures = LoopFailures("job runner")
     while True:
         try:
             while await run_once(maker, engine, queue, settings, app):
@@ -122,8 +125,9 @@ async def runner_loop(
                 pass
             while await purge_finished_chunks(maker, settings.chunk_retention_s, settings.job_batch_size):
                 pass
-        except Exception:
-            log.exception("job runner failed")
+            failures.succeeded()
+        except Exception as exc:
+            failures.failed(exc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), settings.job_poll_interval_s)
         wake.clear()
@@ -141,12 +145,14 @@ async def watchdog_loop(maker: async_sessionmaker[AsyncSession], settings: ApiSe
     # A tenth of the stall timeout between rounds (at most a minute): a stuck job is failed soon after
     # its time is up, and an idle system reads one index a minute.
     interval = min(60.0, max(settings.sweep_interval_s, settings.job_stall_timeout_s / 10))
+    failures = LoopFailures("job watchdog")
     while True:
         try:
             while await watchdog_once(maker, settings):
                 pass
-        except Exception:
-            log.exception("job watchdog failed")
+            failures.succeeded()
+        except Exception as exc:
+            failures.failed(exc)
         await asyncio.sleep(interval)
 
 

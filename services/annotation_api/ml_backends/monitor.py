@@ -15,7 +15,7 @@ import logging
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.annotation_api.db import run_after_commit
+from services.annotation_api.db import LoopFailures, run_after_commit
 from services.annotation_api.errors import UpstreamError
 from services.annotation_api.jobs.service import repredict_unlabeled
 from services.annotation_api.ml_backends.gateway_client import GatewayClient
@@ -190,9 +190,11 @@ async def monitor_loop(
     gateway: GatewayClient,
     settings: ApiSettings,
 ) -> None:
+    failures = LoopFailures("periodic backend check")
     while True:
         try:
             await check_due_backends(maker, gateway, settings)
-        except Exception:
-            log.exception("periodic backend check failed")
+            failures.succeeded()
+        except Exception as exc:
+            failures.failed(exc)
         await asyncio.sleep(min(settings.backend_check_interval_s, 30.0))
