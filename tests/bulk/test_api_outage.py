@@ -28,11 +28,24 @@ pytestmark = pytest.mark.usefixtures("gateway_server")
 TASKS = 60
 
 
-async def _probe(client: httpx.AsyncClient, url: str) -> httpx.Response | None:
-    try:
-        return await client.get(f"{url}/ready")
-    except httpx.TransportError:
-        return None
+class WorkerOnApi:
+    """A worker process whose annotation API is whatever listens on ``api_port``: nothing yet, maybe."""
+
+    def __init__(self, start_worker: StartWorker, api_port: int) -> None:
+        probe_port = free_port()
+        self.url = f"http://127.0.0.1:{probe_port}"
+        start_worker(
+            LABELLOOP_API_URL=f"http://127.0.0.1:{api_port}", LABELLOOP_WORKER_PROBE_PORT=str(probe_port)
+        )
+
+    async def says(self, status: int, reason: str = "") -> bool:
+        """Whether its ``/ready`` answers ``status``, with a reason starting with ``reason``."""
+        async with httpx.AsyncClient() as client:
+            try:
+                answer = await client.get(f"{self.url}/ready")
+            except httpx.TransportError:
+                return False
+        return answer.status_code == status and answer.json().get("reason", "").startswith(reason)
 
 
 async def test_a_worker_started_before_its_api_leaves_every_job_queued_until_the_api_is_ready(
@@ -64,35 +77,22 @@ async def test_a_worker_started_before_its_api_leaves_every_job_queued_until_the
         await wait_for(every_kind_queued, 30, "chunks, a delivery and a training job on the queue")
         waiting = await queued()
 
-        api_port, probe_port = free_port(), free_port()
-        worker_url = f"http://127.0.0.1:{probe_port}"
-        start_worker(
-            LABELLOOP_API_URL=f"http://127.0.0.1:{api_port}", LABELLOOP_WORKER_PROBE_PORT=str(probe_port)
+        api_port = free_port()
+        worker = WorkerOnApi(start_worker, api_port)
+        # The reason names a failed check only once the poll loop ran one (before, it says "starting",
+        # then "not checked yet"): the worker had its chance at the queue, and took nothing from it.
+        await wait_for(
+            lambda: worker.says(503, "annotation API not ready: ConnectError"),
+            60,
+            "the worker to report its API not ready",
         )
-        async with httpx.AsyncClient() as client:
+        for job_id in waiting:
+            assert await redis.exists(f"arq:in-progress:{job_id}", f"arq:retry:{job_id}") == 0, job_id
+        assert set(waiting) <= set(await queued()), "no job left the queue"
+        assert fake.calls("/predict") == [] and fake.calls("/webhook") == []
 
-            async def says_api_not_ready() -> bool:
-                answer = await _probe(client, worker_url)
-                if answer is None or answer.status_code != 503:
-                    return False
-                reason: str = answer.json()["reason"]
-                return reason.startswith("annotation API not ready: ConnectError")
-
-            # The reason names a failed check only once the poll loop ran one (before, it says "starting",
-            # then "not checked yet"): the worker had its chance at the queue, and took nothing from it.
-            await wait_for(says_api_not_ready, 60, "the worker to report its API not ready")
-            for job_id in waiting:
-                assert await redis.exists(f"arq:in-progress:{job_id}", f"arq:retry:{job_id}") == 0, job_id
-            assert set(waiting) <= set(await queued()), "no job left the queue"
-            assert fake.calls("/predict") == [] and fake.calls("/webhook") == []
-
-            start_api(port=api_port)
-
-            async def ready() -> bool:
-                answer = await _probe(client, worker_url)
-                return answer is not None and answer.status_code == 200
-
-            await wait_for(ready, 60, "the worker to see its API ready")
+        start_api(port=api_port)
+        await wait_for(lambda: worker.says(200), 60, "the worker to see its API ready")
     finally:
         await redis.aclose()
 
@@ -123,47 +123,34 @@ async def test_a_job_that_finds_its_api_gone_goes_back_on_the_queue_and_the_work
     back; then the event is delivered, once."""
     task_ids = await import_texts(api, project["id"], 2)
     await connect_backend(api, project["id"], fake.url)
-    api_port, probe_port = free_port(), free_port()
-    worker_url = f"http://127.0.0.1:{probe_port}"
+    api_port = free_port()
     own_api, _ = start_api(port=api_port)
-    start_worker(
-        LABELLOOP_API_URL=f"http://127.0.0.1:{api_port}", LABELLOOP_WORKER_PROBE_PORT=str(probe_port)
-    )
+    worker = WorkerOnApi(start_worker, api_port)
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    async with httpx.AsyncClient() as client:
+    try:
+        await wait_for(lambda: worker.says(200), 60, "the worker to be ready")
+        own_api.kill()
+        own_api.wait(timeout=10)
+        annotated = await api.post(
+            f"/api/tasks/{task_ids[0]}/annotations", json={"result": choice("Positive")}
+        )
+        assert annotated.status_code == 201, annotated.text
+        await wait_for(
+            lambda: worker.says(503, "annotation API not ready: ConnectError"),
+            60,
+            "the worker to find its API gone",
+        )
+        handed_back = [i for i in await redis.zrange(QUEUE_NAME, 0, -1) if i.startswith("deliver:")]
+        assert handed_back, "the delivery job is still on the queue"
+        assert any([await redis.get(f"arq:retry:{job_id}") for job_id in handed_back]), (
+            "the worker took the job once, and gave it back"
+        )
+        assert fake.calls("/webhook") == []
 
-        async def probe_says(status: int, reason: str = "") -> bool:
-            answer = await _probe(client, worker_url)
-            return (
-                answer is not None
-                and answer.status_code == status
-                and answer.json().get("reason", "").startswith(reason)
-            )
-
-        try:
-            await wait_for(lambda: probe_says(200), 60, "the worker to be ready")
-            own_api.kill()
-            own_api.wait(timeout=10)
-            annotated = await api.post(
-                f"/api/tasks/{task_ids[0]}/annotations", json={"result": choice("Positive")}
-            )
-            assert annotated.status_code == 201, annotated.text
-            await wait_for(
-                lambda: probe_says(503, "annotation API not ready: ConnectError"),
-                60,
-                "the worker to find its API gone",
-            )
-            handed_back = [i for i in await redis.zrange(QUEUE_NAME, 0, -1) if i.startswith("deliver:")]
-            assert handed_back, "the delivery job is still on the queue"
-            assert any([await redis.get(f"arq:retry:{job_id}") for job_id in handed_back]), (
-                "the worker took the job once, and gave it back"
-            )
-            assert fake.calls("/webhook") == []
-
-            start_api(port=api_port)
-            await wait_for(lambda: probe_says(200), 60, "the worker to see its API back")
-        finally:
-            await redis.aclose()
+        start_api(port=api_port)
+        await wait_for(lambda: worker.says(200), 60, "the worker to see its API back")
+    finally:
+        await redis.aclose()
     await fake.wait_for_calls("/webhook", 1, timeout_s=30)
     assert [call.body["action"] for call in fake.calls("/webhook")] == ["ANNOTATION_CREATED"]
 
@@ -182,35 +169,22 @@ async def test_chunks_in_flight_when_the_api_dies_are_reported_once_it_is_back(
     chunk is leased or predicted twice."""
     await import_texts(api, project["id"], 40)
     backend = await connect_backend(api, project["id"], fake.url, batch_size=10)
-    api_port, probe_port = free_port(), free_port()
-    worker_url = f"http://127.0.0.1:{probe_port}"
+    api_port = free_port()
     own_api, _ = start_api(port=api_port)
-    start_worker(
-        LABELLOOP_API_URL=f"http://127.0.0.1:{api_port}", LABELLOOP_WORKER_PROBE_PORT=str(probe_port)
+    worker = WorkerOnApi(start_worker, api_port)
+    await wait_for(lambda: worker.says(200), 60, "the worker to be ready")
+    fake.configure(predict_delay_s=1.5)
+    job_id = (await api.post(f"/api/ml/{backend['id']}/predict")).json()["job_id"]
+    await fake.wait_for_calls("/predict", 4, timeout_s=30)
+    own_api.kill()
+    own_api.wait(timeout=10)
+    await wait_for(
+        lambda: worker.says(503, "annotation API not ready"), 30, "the reports to find the API gone"
     )
-    async with httpx.AsyncClient() as client:
-
-        async def probe_says(status: int, reason: str = "") -> bool:
-            answer = await _probe(client, worker_url)
-            return (
-                answer is not None
-                and answer.status_code == status
-                and answer.json().get("reason", "").startswith(reason)
-            )
-
-        await wait_for(lambda: probe_says(200), 60, "the worker to be ready")
-        fake.configure(predict_delay_s=1.5)
-        job_id = (await api.post(f"/api/ml/{backend['id']}/predict")).json()["job_id"]
-        await fake.wait_for_calls("/predict", 4, timeout_s=30)
-        own_api.kill()
-        own_api.wait(timeout=10)
-        await wait_for(
-            lambda: probe_says(503, "annotation API not ready"), 30, "the reports to find the API gone"
-        )
-        # Longer than a call's ordinary retries (0.5 + 1 + 2 s) take to give up.
-        await asyncio.sleep(4.5)
-        start_api(port=api_port)
-        job = await wait_job(api, job_id, timeout_s=60)
+    # Longer than a call's ordinary retries (0.5 + 1 + 2 s) take to give up.
+    await asyncio.sleep(4.5)
+    start_api(port=api_port)
+    job = await wait_job(api, job_id, timeout_s=60)
     assert job["status"] == "completed", job
     assert (job["done"], job["predicted"], job["failed"]) == (40, 40, 0), job
     attempts = await db.fetchval("SELECT max(attempts) FROM job_chunk WHERE job_id = $1", job_id)
@@ -230,18 +204,10 @@ async def test_a_training_run_that_ends_while_the_api_is_down_is_reported_once_i
     call's ordinary retries, still reaches the API once it is back, and the job completes."""
     await import_texts(api, project["id"], 2)
     backend = await connect_backend(api, project["id"], fake.url)
-    api_port, probe_port = free_port(), free_port()
+    api_port = free_port()
     own_api, _ = start_api(port=api_port)
-    start_worker(
-        LABELLOOP_API_URL=f"http://127.0.0.1:{api_port}", LABELLOOP_WORKER_PROBE_PORT=str(probe_port)
-    )
-    async with httpx.AsyncClient() as client:
-
-        async def worker_ready() -> bool:
-            answer = await _probe(client, f"http://127.0.0.1:{probe_port}")
-            return answer is not None and answer.status_code == 200
-
-        await wait_for(worker_ready, 60, "the worker to be ready")
+    worker = WorkerOnApi(start_worker, api_port)
+    await wait_for(lambda: worker.says(200), 60, "the worker to be ready")
     fake.configure(webhook_delay_s=1.5)
     job_id = (await api.post(f"/api/ml/{backend['id']}/train")).json()["job_id"]
     await fake.wait_for_calls("/webhook", 1, timeout_s=30)
