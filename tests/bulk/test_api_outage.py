@@ -10,6 +10,7 @@ same database) records the jobs meanwhile.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from typing import Any
 
 import asyncpg
@@ -46,6 +47,17 @@ class WorkerOnApi:
             except httpx.TransportError:
                 return False
         return answer.status_code == status and answer.json().get("reason", "").startswith(reason)
+
+
+async def _api_and_its_worker(
+    start_api: StartApi, start_worker: StartWorker
+) -> tuple[subprocess.Popen[bytes], int, WorkerOnApi]:
+    """An API process of the worker's own (to kill and start again on its port), and the worker, ready."""
+    api_port = free_port()
+    own_api, _ = start_api(port=api_port)
+    worker = WorkerOnApi(start_worker, api_port)
+    await wait_for(lambda: worker.says(200), 60, "the worker to be ready")
+    return own_api, api_port, worker
 
 
 async def test_a_worker_started_before_its_api_leaves_every_job_queued_until_the_api_is_ready(
@@ -123,12 +135,9 @@ async def test_a_job_that_finds_its_api_gone_goes_back_on_the_queue_and_the_work
     back; then the event is delivered, once."""
     task_ids = await import_texts(api, project["id"], 2)
     await connect_backend(api, project["id"], fake.url)
-    api_port = free_port()
-    own_api, _ = start_api(port=api_port)
-    worker = WorkerOnApi(start_worker, api_port)
+    own_api, api_port, worker = await _api_and_its_worker(start_api, start_worker)
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        await wait_for(lambda: worker.says(200), 60, "the worker to be ready")
         own_api.kill()
         own_api.wait(timeout=10)
         annotated = await api.post(
@@ -169,10 +178,7 @@ async def test_chunks_in_flight_when_the_api_dies_are_reported_once_it_is_back(
     chunk is leased or predicted twice."""
     await import_texts(api, project["id"], 40)
     backend = await connect_backend(api, project["id"], fake.url, batch_size=10)
-    api_port = free_port()
-    own_api, _ = start_api(port=api_port)
-    worker = WorkerOnApi(start_worker, api_port)
-    await wait_for(lambda: worker.says(200), 60, "the worker to be ready")
+    own_api, api_port, worker = await _api_and_its_worker(start_api, start_worker)
     fake.configure(predict_delay_s=1.5)
     job_id = (await api.post(f"/api/ml/{backend['id']}/predict")).json()["job_id"]
     await fake.wait_for_calls("/predict", 4, timeout_s=30)
@@ -204,10 +210,7 @@ async def test_a_training_run_that_ends_while_the_api_is_down_is_reported_once_i
     call's ordinary retries, still reaches the API once it is back, and the job completes."""
     await import_texts(api, project["id"], 2)
     backend = await connect_backend(api, project["id"], fake.url)
-    api_port = free_port()
-    own_api, _ = start_api(port=api_port)
-    worker = WorkerOnApi(start_worker, api_port)
-    await wait_for(lambda: worker.says(200), 60, "the worker to be ready")
+    own_api, api_port, _ = await _api_and_its_worker(start_api, start_worker)
     fake.configure(webhook_delay_s=1.5)
     job_id = (await api.post(f"/api/ml/{backend['id']}/train")).json()["job_id"]
     await fake.wait_for_calls("/webhook", 1, timeout_s=30)
