@@ -58,7 +58,7 @@ def make_engine(
 ) -> AsyncEngine:
     """A pool of ``pool_size`` connections, plus ``max_overflow`` on demand (default: as many again).
 
-    Unless ``ping_after_idle_s`` is None, a connection leaving the pool is checked first (``_checked_out``),
+    Unless ``ping_after_idle_s`` is None, a connection leaving the pool is checked first (``_check_on_checkout``),
     so one Postgres dropped is replaced before a request uses it. Without the check, the first request on
     such a connection is answered 503 with ``Retry-After`` (``errors.py``) and the pool reconnects.
     """

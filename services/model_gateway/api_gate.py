@@ -3,10 +3,10 @@
 Every job starts with a call to the API (a chunk's lease, a backend's pending events, a training job's
 start). A worker that took jobs while the API was down, starting or restarting would fail each of them at
 that first call, log a traceback for each, and drop them from the queue for the API's sweepers to put back
-later. So the gate starts closed and closes again whenever a job's first call cannot connect; while it is
+later. So the gate starts closed and closes again whenever a call to the API cannot connect; while it is
 closed, the poll loop asks the API's ``/ready`` (database reachable, schema current) instead of taking
-jobs, and the job that found the API gone goes back on the queue (``hand_back``), untouched, since
-nothing reached the API.
+jobs. A job whose first call found the API gone goes back on the queue (``hand_back``), untouched, since
+nothing reached the API; a chunk already predicted keeps reporting (``worker._post_retrying``).
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ log = logging.getLogger(__name__)
 _CHECK_TIMEOUT = httpx.Timeout(5.0)
 _WAIT_MAX_S = 2.0
 """The longest pause between two ``/ready`` checks while the gate is closed."""
-HAND_BACK_S = 1.0
+_HAND_BACK_S = 1.0
 """How long a job handed back waits on the queue before any worker may take it again."""
 
 
 class ApiGate:
+    """One worker process's gate (``ChunkApi.gate``): open, or closed since when and why."""
+
     def __init__(self, api_url: str) -> None:
         self.api_url = api_url
         self.closed_since: float | None = time.monotonic()
@@ -92,4 +94,4 @@ def hand_back(ctx: dict[str, Any], exc: BaseException) -> Retry:
     """
     gate: ApiGate = ctx["api_gate"]
     gate.close(f"{type(exc).__name__}: {exc}")
-    return Retry(defer=HAND_BACK_S)
+    return Retry(defer=_HAND_BACK_S)
