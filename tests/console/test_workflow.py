@@ -172,3 +172,14 @@ async def test_sign_in_create_import_predict_label_train(
     await expect(page.locator("tr[data-version='fake-v1']")).to_have_count(0)
     versions = (await api.get(f"/api/projects/{project_id}/model-versions")).json()
     assert "fake-v1" not in versions
+
+    # The data manager's job panel: each job's card counts what its kind does. A training run shows its
+    # status and version, no task counts; the prediction job its predicted tasks.
+    await page.get_by_role("link", name="Data manager").click()
+    training = page.locator(".job", has_text="Training")
+    await expect(training.locator(".badge")).to_have_text("completed")
+    await expect(training).not_to_contain_text("predicted")
+    await expect(page.locator(".job", has_text="Retrieve predictions").first).to_contain_text(
+        f"{len(TEXTS)} predicted"
+    )
+    await shot(page, "14-job-panel")

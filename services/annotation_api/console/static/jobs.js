@@ -4,7 +4,11 @@ import { api, followJob, TERMINAL } from "./api.js";
 import { h, mount, fmtNumber, fmtDuration, badge, toast } from "./ui.js";
 
 const HIDDEN_KEY = "labelloop.hiddenJobs";
-const KIND_LABEL = { predict: "Retrieve predictions", train: "Training", predictions_to_annotations: "Create annotations" };
+const KIND_LABEL = {
+  predict: "Retrieve predictions", train: "Training", predictions_to_annotations: "Create annotations",
+  delete_project: "Delete project", delete_tasks: "Delete tasks", delete_predictions: "Delete predictions",
+  delete_annotations: "Delete annotations",
+};
 
 function hidden() { try { return new Set(JSON.parse(localStorage.getItem(HIDDEN_KEY) || "[]")); } catch { return new Set(); } }
 function hide(id) { const s = hidden(); s.add(id); localStorage.setItem(HIDDEN_KEY, JSON.stringify([...s].slice(-200))); }
@@ -60,17 +64,25 @@ export class JobPanel {
             ? h("button", { class: "btn btn-ghost small", type: "button", "aria-label": `Dismiss job ${job.id}`, onclick: () => { hide(job.id); card.remove(); this.cards.delete(job.id); if (!this.cards.size) this.el.hidden = true; } }, "✕")
             : h("button", { class: "btn small", type: "button", onclick: async () => { try { this.draw(card, await api(`/api/jobs/${job.id}/cancel`, { method: "POST" })); } catch (err) { toast(err.message, "error"); } } }, "Cancel"))),
       h("div", { class: "job-bar" }, h("progress", { max: 100, value: pct, "aria-label": `Job ${job.id} progress` }), h("span", { class: "pct", "data-testid": "job-percent" }, `${pct}%`)),
-      h("div", { class: "job-stats muted" },
-        h("span", {}, `${fmtNumber(job.done)} / ${fmtNumber(job.total)} done`),
-        h("span", {}, `${fmtNumber(job.predicted)} predicted`),
-        h("span", {}, `${fmtNumber(job.skipped)} skipped`),
-        h("span", { class: job.failed ? "bad" : "" }, `${fmtNumber(job.failed)} failed`),
-        job.rate ? h("span", {}, `${job.rate.toFixed(1)} tasks/s`) : null,
-        !TERMINAL.has(job.status) && job.eta_s !== null && job.eta_s !== undefined ? h("span", {}, `ETA ${fmtDuration(job.eta_s)}`) : null),
+      this.stats(job),
       job.error ? h("div", { class: "alert alert-error" }, job.error) : null,
       silentModel(job) ? h("p", { class: "muted small", "data-testid": "job-hint" },
         "The model answered with no prediction for these tasks. Many models stay silent until they have learned from a few annotations (the example backend needs two labels): label some tasks, then retrieve again.") : null,
       errors.length ? h("ul", { class: "job-errors" }, errors.map((e) => h("li", {}, e.task ? `Task ${e.task}: ` : "", e.message || JSON.stringify(e)))) : null);
+  }
+
+  // Counts that mean something for the job's kind: a training run has none (its status and error say it
+  // all); only a prediction job has predicted / skipped / failed tasks.
+  stats(job) {
+    if (job.kind === "train") return null;
+    const predict = job.kind === "predict";
+    return h("div", { class: "job-stats muted" },
+      h("span", {}, `${fmtNumber(job.done)} / ${fmtNumber(job.total)} done`),
+      predict ? h("span", {}, `${fmtNumber(job.predicted)} predicted`) : null,
+      predict ? h("span", {}, `${fmtNumber(job.skipped)} skipped`) : null,
+      predict || job.failed ? h("span", { class: job.failed ? "bad" : "" }, `${fmtNumber(job.failed)} failed`) : null,
+      job.rate ? h("span", {}, `${job.rate.toFixed(1)} tasks/s`) : null,
+      !TERMINAL.has(job.status) && job.eta_s !== null && job.eta_s !== undefined ? h("span", {}, `ETA ${fmtDuration(job.eta_s)}`) : null);
   }
 
   stop() { this.stops.forEach((s) => s()); }
