@@ -1,4 +1,5 @@
-"""Alembic environment: async engine, URL from ``DATABASE_URL``, models' metadata for autogenerate."""
+"""Alembic environment: the API's engine (``db.make_engine``, so ``DATABASE_URL`` takes the same parameters,
+e.g. ``?sslmode=require``), URL from ``DATABASE_URL``, models' metadata for autogenerate."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import os
 
 from alembic import context
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
+from services.annotation_api.db import make_engine
 from services.annotation_api.models import Base
 from shared.settings import asyncpg_url
 
@@ -27,7 +28,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_async_engine(_url())
+    engine = make_engine(_url(), pool_size=1, ping_after_idle_s=None)
     async with engine.connect() as connection:
         await connection.run_sync(_run)
     await engine.dispose()

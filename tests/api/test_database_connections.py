@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.annotation_api.db import make_engine, raw_connection
 from services.annotation_api.settings import ApiSettings
+from tests.support.databases import alembic
 from tests.support.waiting import wait_for
 
 _TERMINATE_OTHERS = """
@@ -88,3 +89,18 @@ async def test_a_connection_used_moments_ago_goes_out_unpinged(
     finally:
         await engine.dispose()
     assert seen == last_statement
+
+
+async def test_database_urls_take_libpq_parameters(database_url: str) -> None:
+    """Managed Postgres services hand out URLs like ``…?sslmode=require``: the API's pools and the
+    migrations take libpq's parameters (SQLAlchemy's asyncpg dialect refused ``sslmode``)."""
+    url = f"{database_url}?sslmode=disable&application_name=labelloop-url-test"
+    migrated = alembic(url, "upgrade", "head")
+    assert migrated.returncode == 0, migrated.stderr
+    engine = make_engine(url, 1)
+    try:
+        async with engine.begin() as conn:
+            name = (await conn.execute(text("SELECT current_setting('application_name')"))).scalar()
+    finally:
+        await engine.dispose()
+    assert name == "labelloop-url-test"
