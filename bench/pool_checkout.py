@@ -16,12 +16,11 @@ import asyncio
 import os
 import statistics
 import time
-from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bench.harness import bench_database
+from bench.harness import bench_database, cpu_seconds_by_tree
 from services.annotation_api.db import PLAN_EACH_EXECUTION, make_engine, raw_connection
 from shared.settings import asyncpg_url
 
@@ -30,8 +29,7 @@ Figures = tuple[float, float, float]
 
 
 def _server_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds_by_tree({"backend": [pid]})["backend"]
 
 
 async def _requests(engine: AsyncEngine, count: int) -> Figures:
