@@ -25,6 +25,12 @@ _WAIT_MAX_S = 2.0
 """The longest pause between two ``/ready`` checks while the gate is closed."""
 _HAND_BACK_S = 1.0
 """How long a job handed back waits on the queue before any worker may take it again."""
+_BACKOFF_MAX_S = 2.0
+
+
+def backoff_s(attempt: int) -> float:
+    """The pause after the ``attempt``-th failed call to the API (from 1): 0.5, 1, 2, then 2 s."""
+    return min(_BACKOFF_MAX_S, 0.5 * 2.0 ** (attempt - 1))
 
 
 class ApiGate:

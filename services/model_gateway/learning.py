@@ -33,7 +33,7 @@ import orjson
 from arq import ArqRedis
 from pydantic import BaseModel, ValidationError
 
-from services.model_gateway.api_gate import hand_back
+from services.model_gateway.api_gate import backoff_s, hand_back
 from services.model_gateway.backend_client import CallFailure
 from services.model_gateway.predictor import BackendGateway
 from shared.gateway_contract import BackendSpec, WebhookRequest, WebhookResult
@@ -58,7 +58,6 @@ EVENTS_PER_BATCH = 100
 _AGAIN_TTL_S = 3600
 _REPORT_PATIENCE_S = 120.0
 """How long a training outcome keeps being reported to an API that is down or failing (a restart)."""
-_REPORT_BACKOFF_MAX_S = 2.0
 _BACKEND_DELETED = "the backend was deleted"
 
 # Compare-and-delete / compare-and-extend: a lock is only ever touched by the run holding it.
@@ -301,13 +300,13 @@ async def _report(api: httpx.AsyncClient, job_id: int, report: TrainReport) -> T
             return TrainOutcome.model_validate_json(await _call(api, "POST", path, report))
         except (httpx.TransportError, ApiRefused) as exc:
             attempt += 1
-            backoff_s = min(_REPORT_BACKOFF_MAX_S, 0.5 * 2 ** (attempt - 1))
+            pause_s = backoff_s(attempt)
             if (isinstance(exc, ApiRefused) and exc.status_code < 500) or (
-                time.monotonic() + backoff_s > give_up_at
+                time.monotonic() + pause_s > give_up_at
             ):
                 raise
             log.warning("training job %s: report failed (%s), retrying", job_id, exc)
-            await asyncio.sleep(backoff_s)
+            await asyncio.sleep(pause_s)
 
 
 async def train_backend(ctx: dict[str, Any], job_id: int, carried: dict[str, str] | None = None) -> str:

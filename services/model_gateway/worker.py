@@ -43,7 +43,7 @@ from arq.worker import Retry, Worker
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from services.model_gateway.api_gate import ApiGate, hand_back
+from services.model_gateway.api_gate import ApiGate, backoff_s, hand_back
 from services.model_gateway.learning import deliver_events, train_backend
 from services.model_gateway.predictor import BackendGateway
 from services.model_gateway.settings import GatewaySettings
@@ -73,7 +73,6 @@ _API_DOWN = (aiohttp.ClientError, asyncio.TimeoutError)
 _DEFAULT_LEASE_S = 120.0
 _API_ATTEMPTS = 4
 """Completing is idempotent, so a transient API failure (restart, deadlock victim) is simply retried."""
-_RETRY_BACKOFF_MAX_S = 2.0
 _REDIS_DOWN = (RedisError, OSError)
 """Redis unreachable or restarting; a connection lost mid-``WATCH`` even surfaces as a WatchError."""
 _REDIS_BACKOFF_MAX_S = 2.0
@@ -215,16 +214,16 @@ async def _post_retrying(
                 await asyncio.sleep(busy_s * random.uniform(1.0, 1.5))  # jitter: not all back at once
                 continue
             attempt += 1
-            backoff_s = min(_RETRY_BACKOFF_MAX_S, 0.5 * 2 ** (attempt - 1))
+            pause_s = backoff_s(attempt)
             final = isinstance(exc, ApiCallFailed) and exc.status_code < 500 and exc.status_code != 409
             if retry_until is None:
                 final = final or attempt == _API_ATTEMPTS
             else:
-                final = final or time.monotonic() + backoff_s > retry_until
+                final = final or time.monotonic() + pause_s > retry_until
             if final:
                 raise
             log.warning("POST %s failed (%s), retrying", path, exc)
-            await asyncio.sleep(backoff_s)
+            await asyncio.sleep(pause_s)
 
 
 async def _predict_while_leased(
