@@ -27,7 +27,7 @@ from services.annotation_api.auth.dependencies import (
     is_service_token,
     user_key,
 )
-from services.annotation_api.auth.service import token_digest, token_for_key
+from services.annotation_api.auth.service import token_digest, token_for_digest
 
 RECENT_TOKEN_S = 10.0
 """How long a token found valid passes this check without a lookup."""
@@ -82,7 +82,7 @@ class AuthenticateBeforeBodyMiddleware:
             return None
         maker: async_sessionmaker[AsyncSession] = state.sessionmaker
         async with maker() as session:
-            if await token_for_key(session, key) is None:
+            if await token_for_digest(session, digest) is None:
                 return INVALID_TOKEN
         self._recent.remember(digest)
         return None

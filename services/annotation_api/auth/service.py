@@ -27,10 +27,15 @@ def new_token_key() -> str:
 
 
 async def token_for_key(session: AsyncSession, key: str) -> tuple[User, ApiToken] | None:
+    return await token_for_digest(session, token_digest(key))
+
+
+async def token_for_digest(session: AsyncSession, digest: str) -> tuple[User, ApiToken] | None:
+    """The token stored under ``digest`` (``token_digest`` of its key) and its user, or None."""
     stmt = (
         select(User, ApiToken)
         .join(ApiToken, ApiToken.user_id == User.id)
-        .where(ApiToken.key_digest == token_digest(key))
+        .where(ApiToken.key_digest == digest)
     )
     row = (await session.execute(stmt)).one_or_none()
     return None if row is None else (row[0], row[1])
