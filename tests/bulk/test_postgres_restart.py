@@ -12,7 +12,7 @@ and are predicted and stored again, which the exactly-once count below covers.
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import os
 import signal
 from collections.abc import Iterator
@@ -66,6 +66,7 @@ async def test_postgres_killed_mid_job_users_get_503_and_the_job_ends_exactly_on
     database_url: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="labelloop.access")  # the workers' chunk calls log at DEBUG
     await import_texts(api, project["id"], TASKS)
     backend = await connect_backend(api, project["id"], fake.url, batch_size=10)
     async with httpx.AsyncClient() as client:
@@ -85,8 +86,16 @@ async def test_postgres_killed_mid_job_users_get_503_and_the_job_ends_exactly_on
         assert answer.status_code == 503, answer.text
         assert answer.headers["Retry-After"] == "1"
         assert "database" in answer.json()["detail"]
-    await asyncio.sleep(1.0)  # the worker's calls meet the outage too
 
+    async def a_chunk_call_met_the_outage() -> bool:
+        return any(
+            record.name == "labelloop.access"
+            and str(getattr(record, "path", "")).startswith("/internal/chunks/")
+            and getattr(record, "status", None) == 503
+            for record in caplog.records
+        )
+
+    await wait_for(a_chunk_call_met_the_outage, 30, "the worker's chunk calls to meet the outage")
     EmbeddedPostgres(own_postgres.data_dir, durable=True, port=own_postgres.port).start()
 
     async def project_readable() -> bool:
