@@ -10,9 +10,10 @@ End to end = ``POST /api/dm/actions?id=retrieve_tasks_predictions`` until the jo
 followed on its event stream, as the console does: ``bench.history.wait_job``): chunking, queueing, leasing,
 the gateway's batching/validation/version tagging, and every prediction stored in Postgres with counters.
 Direct = the bench process posting the same ``/predict`` batches to the backend with the same total
-concurrency (workers × per-backend limit) and decoding the answers, nothing stored. The ratio says how close to "limited by the backend" we are. The CPU of importing the
-tasks before the run and of deleting them after it (``delete_tasks``, its VACUUM included) is printed too:
-import + predict + delete per task is the whole life of a predicted task.
+concurrency (workers × per-backend limit) and decoding the answers, nothing stored. The ratio says how close
+to "limited by the backend" we are. The CPU of importing the tasks before the run and of deleting them after
+it (``delete_tasks``, its VACUUM included) is printed too: import + predict + delete per task is the whole
+life of a predicted task.
 
 The stack is ``make run``'s layout: the users' API, ``--internal-apis`` API processes serving the workers'
 ``/internal`` calls, the gateway API and the workers. During each end-to-end run a reader fetches a task
