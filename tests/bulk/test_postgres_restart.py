@@ -112,10 +112,17 @@ async def test_postgres_killed_mid_job_users_get_503_and_the_job_ends_exactly_on
     finally:
         await conn.close()
 
-    # The API's background loops (the sweeper runs every 0.2 s here) said it once each way, no traceback.
+    async def notifications_back() -> bool:
+        return any(r.getMessage().startswith("job notifications received again") for r in caplog.records)
+
+    await wait_for(notifications_back, 30, "the job notifications' connection to be opened again")
+    # The API's background loops (the sweeper runs every 0.2 s here, the notifications' connection is
+    # retried every 2 s) said it once each way, no traceback.
     lines = [record.getMessage() for record in caplog.records]
     assert sum(line.startswith("chunk sweep: database unreachable") for line in lines) == 1, lines
     assert sum(line.startswith("chunk sweep: database reachable again") for line in lines) == 1, lines
+    assert sum(line.startswith("job notifications not received") for line in lines) == 1, lines
+    assert sum(line.startswith("job notifications received again") for line in lines) == 1, lines
     loops = ("jobs.background", "events.background", "ml_backends.monitor")
     failed = [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and r.name.endswith(loops)]
     assert failed == [], failed

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 from fastapi import FastAPI
@@ -180,26 +181,48 @@ class JobDoorbell:
 async def listen_loop(database_url: str, wake: asyncio.Event) -> None:
     """Wake this process's runner whenever another process records a job (``JobDoorbell``).
 
-    A connection of its own, outside the pools; re-opened after a loss (checked every
-    ``_LISTEN_CHECK_S``). While it is down the runner still polls: a job starts at most
-    ``job_poll_interval_s`` late.
+    A connection of its own, outside the pools, opened again every ``_RELISTEN_S`` once lost. While it is
+    down the runner still polls: a job starts at most ``job_poll_interval_s`` late. The loss is logged
+    once, and the return once.
     """
     dsn = plain_postgres_url(database_url)
+    lost_since: float | None = None
+
+    def listening() -> None:
+        nonlocal lost_since
+        if lost_since is not None:
+            log.warning("job notifications received again after %.1f s", time.monotonic() - lost_since)
+            lost_since = None
+
     while True:
-        conn: asyncpg.Connection | None = None
         try:
-            conn = await asyncpg.connect(dsn)
-            await conn.add_listener(JOB_CHANNEL, lambda *_: wake.set())
-            wake.set()  # a job recorded while nobody listened
-            while not conn.is_closed():
-                await asyncio.sleep(_LISTEN_CHECK_S)
-                await conn.execute("SELECT 1", timeout=_LISTEN_CHECK_S)
+            await _listen_until_lost(dsn, wake, listening)
+            reason = "the connection closed"
         except Exception as exc:
-            log.warning("job notifications not received (%s); the runner polls meanwhile", exc)
-        finally:
-            if conn is not None:
-                conn.terminate()
+            reason = str(exc) or type(exc).__name__
+        if lost_since is None:
+            lost_since = time.monotonic()
+            log.warning("job notifications not received (%s); the runner polls meanwhile", reason)
         await asyncio.sleep(_RELISTEN_S)
+
+
+async def _listen_until_lost(dsn: str, wake: asyncio.Event, listening: Callable[[], None]) -> None:
+    """LISTEN on one connection until it is lost: asyncpg says at once when Postgres closes it, and a
+    ``SELECT 1`` every ``_LISTEN_CHECK_S`` finds one a network dropped silently."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        closed = asyncio.Event()
+        conn.add_termination_listener(lambda _: closed.set())
+        await conn.add_listener(JOB_CHANNEL, lambda *_: wake.set())
+        wake.set()  # a job recorded while nobody listened
+        listening()
+        while not closed.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closed.wait(), _LISTEN_CHECK_S)
+            if not closed.is_set():
+                await conn.execute("SELECT 1", timeout=_LISTEN_CHECK_S)
+    finally:
+        conn.terminate()
 
 
 @contextlib.asynccontextmanager
