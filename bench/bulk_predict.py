@@ -41,7 +41,17 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.bulk_ops import quantiles, reader
-from bench.harness import API_TOKEN, bench_database, cpu_seconds_by_tree, full_stack, make_texts, postgres_pid
+from bench.harness import (
+    API_TOKEN,
+    Memory,
+    bench_database,
+    cpu_seconds_by_tree,
+    full_stack,
+    make_texts,
+    memory_by_tree,
+    postgres_pid,
+    reset_peaks_by_tree,
+)
 from bench.history import (
     Figure,
     Stopwatch,
@@ -52,6 +62,10 @@ from bench.history import (
     wait_job,
 )
 from tests.fakes.fake_backend import SENTIMENT_CONFIG
+
+_NOT_OURS = ("backend", "Postgres")
+"""Process kinds whose memory is not labelloop's: the fake backend, and Postgres (shared buffers sized
+by its configuration, counted again in each backend's RSS)."""
 
 
 def _check(response: httpx.Response) -> None:
@@ -126,6 +140,9 @@ class EndToEnd:
     import_cpu_s: dict[str, float]
     delete_cpu_s: dict[str, float]
     """CPU seconds per kind of process to import the tasks before the run, and to delete them after it."""
+    memory: dict[str, tuple[Memory, Memory, Memory]]
+    """RSS per kind of labelloop process: before the import, after the job (peak since the import's
+    start), after the delete (peak since the import's start)."""
     tasks: list[dict[str, Any]]
     """The tasks as the backend sees them (for the direct calls)."""
     project: dict[str, Any]
@@ -148,6 +165,9 @@ async def end_to_end(
     _check(created)
     project: dict[str, Any] = created.json()
     texts = make_texts(size)
+    ours = {kind: kind_pids for kind, kind_pids in pids.items() if kind not in _NOT_OURS}
+    memory_start = memory_by_tree(ours)
+    reset_peaks_by_tree(ours)
     cpu_start = cpu_seconds_by_tree(pids)
     imported = await api.post(
         f"/api/projects/{project['id']}/import",
@@ -182,6 +202,7 @@ async def end_to_end(
         job = await wait_job(api, job_id)
         elapsed = clock.until_finished(job)
     cpu_after = cpu_seconds_by_tree(pids)
+    memory_after = memory_by_tree(ours)
     buckets_after = await internal_buckets(internal_urls)
     cpu = {kind: cpu_after[kind] - cpu_before[kind] for kind in pids}
     if job["status"] != "completed" or job["done"] != size:
@@ -191,6 +212,7 @@ async def end_to_end(
         raise RuntimeError(f"{stored} predictions stored for {size} tasks")
     await action(api, "delete_tasks", project["id"])
     cpu_deleted = cpu_seconds_by_tree(pids)
+    memory_deleted = memory_by_tree(ours)
     tasks = [
         {"id": task_id, "data": text, "meta": {}, "project": project["id"]}
         for task_id, text in zip(task_ids, texts, strict=True)
@@ -200,6 +222,7 @@ async def end_to_end(
         cpu,
         {kind: cpu_before[kind] - cpu_start[kind] for kind in pids},
         {kind: cpu_deleted[kind] - cpu_after[kind] for kind in pids},
+        {kind: (memory_start[kind], memory_after[kind], memory_deleted[kind]) for kind in ours},
         tasks,
         project,
         quantiles(read_latencies),
@@ -299,6 +322,14 @@ async def measure(
             lifecycle = (sum(run_e2e.import_cpu_s.values()) + sum(run_e2e.delete_cpu_s.values())) / size * 1e6
             print(
                 f"{'':>9}import + predict + delete, all processes: {lifecycle + per_task['all']:.0f} µs per task",
+                flush=True,
+            )
+            print(
+                f"{'':>9}RSS MB before / after the job / after the delete (peak since the import): "
+                + ", ".join(
+                    f"{kind} {start.now:.0f} / {job.now:.0f} ({job.peak:.0f}) / {deleted.now:.0f} ({deleted.peak:.0f})"
+                    for kind, (start, job, deleted) in run_e2e.memory.items()
+                ),
                 flush=True,
             )
             print(f"{'':>9}reader during the job: {run_e2e.reader}", flush=True)

@@ -18,25 +18,18 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import httpx
 import orjson
 
 from bench.gateway_overhead import SERVICE_TOKEN, process
+from bench.harness import rss_mb
 from devstack.embedded import free_port
 from devstack.run import GATEWAY_UVICORN_ARGS
 from tests.fakes.fake_backend import SENTIMENT_CONFIG
 
 SLICE = b"a" * 65536
 PROJECT = {"id": 1, "created_at_ts": 1_700_000_000, "label_config": SENTIMENT_CONFIG}
-
-
-def rss_mb(pid: int | str = "self") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 async def hostile(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -163,6 +163,69 @@ def cpu_seconds_by_tree(roots: dict[str, list[int]]) -> dict[str, float]:
     return totals
 
 
+def _status_kb(pid: int | str, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/{pid}/status")
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    return _status_kb(pid, "VmRSS") / 1024
+
+
+def peak_mb(pid: int | str = "self") -> float:
+    """The highest RSS since the process started or since ``reset_peak`` (VmHWM)."""
+    return _status_kb(pid, "VmHWM") / 1024
+
+
+def reset_peak(pid: int | str) -> None:
+    """Writing 5 to clear_refs resets VmHWM to the current RSS (Linux 4.0+, own processes)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (``/proc/<pid>/task/*/children``)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for thread in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo.extend(int(child) for child in thread.read_text().split())
+    return found
+
+
+@dataclass(frozen=True)
+class Memory:
+    """RSS of a kind's processes (and their descendants), summed, in MB."""
+
+    now: float
+    peak: float
+    """The sum of each process's own peak since ``reset_peaks_by_tree``: at least the peak of the sum."""
+
+
+def reset_peaks_by_tree(roots: dict[str, list[int]]) -> None:
+    for pids in roots.values():
+        for root in pids:
+            for pid in _tree(root):
+                with contextlib.suppress(OSError):
+                    reset_peak(pid)
+
+
+def memory_by_tree(roots: dict[str, list[int]]) -> dict[str, Memory]:
+    """RSS now and at peak for each kind, over its processes and their descendants (Linux ``/proc``)."""
+    totals: dict[str, Memory] = {}
+    for kind, pids in roots.items():
+        now = peak = 0.0
+        for root in pids:
+            for pid in _tree(root):
+                with contextlib.suppress(OSError):  # exited meanwhile
+                    now, peak = now + rss_mb(pid), peak + peak_mb(pid)
+        totals[kind] = Memory(now, peak)
+    return totals
+
+
 async def postgres_pid(database_url: str) -> int:
     """The pid of the Postgres server (postmaster) behind ``database_url``: its backends' parent."""
     conn = await asyncpg.connect(database_url.replace("+asyncpg", ""))

@@ -16,33 +16,12 @@ import argparse
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
-from bench.harness import LABEL_CONFIG, BenchApi, bench_api
+from bench.harness import LABEL_CONFIG, BenchApi, bench_api, peak_mb, reset_peak, rss_mb
 
 _PIECE = 64 * 1024
 _PREDICTED_TASKS = 10_000
 """Tasks the ``/import/predictions`` body spreads its predictions over (ids are consecutive)."""
-
-
-def _status_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/{pid}/status")
-
-
-def rss_mb(pid: int) -> float:
-    return _status_kb(pid, "VmRSS") / 1024
-
-
-def peak_mb(pid: int) -> float:
-    return _status_kb(pid, "VmHWM") / 1024
-
-
-def reset_peak(pid: int) -> None:
-    """Writing 5 to clear_refs resets VmHWM to the current RSS (Linux 4.0+, own processes)."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def _task_lines(megabytes: float, task: bytes, first: int = 0, modulo: int = 0) -> Iterator[bytes]:
