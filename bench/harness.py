@@ -25,7 +25,7 @@ import asyncpg
 import httpx
 
 from devstack.embedded import free_port
-from tests.support.databases import alembic, drop_database, recreate_database, unique_name
+from tests.support.databases import alembic, drop_database, own_redis_database, recreate_database, unique_name
 
 BENCH_TOKEN = "bench0123456789abcdef0123456789abcdef0123"
 API_TOKEN = "bench0123456789abcdef0123456789abcdef0bulk"
@@ -258,12 +258,14 @@ def full_stack(
     extra_env: dict[str, str] | None = None,
     internal_apis: int = 0,
 ) -> Iterator[Stack]:
-    """Start backend, API, gateway and workers; yields them as a ``Stack``; stops them all.
+    """Start backend, API, gateway and workers, on ``redis_url``'s server in a Redis database of their own
+    (``own_redis_database``); yields them as a ``Stack``; stops them all.
 
     ``internal_apis``: that many more API processes serve the workers' ``/internal`` calls (worker ``i``
     calls process ``i mod internal_apis``) and run the background loops, which the users' API then does
     not (unless ``LABELLOOP_BACKGROUND_LOOPS`` is set in the environment: the layout before), as
     ``make run`` with one."""
+    redis_url = own_redis_database(redis_url)  # never make run's queue: its worker would take our chunks
     api_port, gateway_port, backend_port = free_port(), free_port(), free_port()
     api_url, gateway_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{gateway_port}"
     backend_url = f"http://127.0.0.1:{backend_port}"

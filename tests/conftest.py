@@ -7,17 +7,16 @@ real Alembic migrations built once per session; ``redis_url`` is an emptied Redi
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from devstack.embedded import EmbeddedStack, free_port
 from services.annotation_api.main import create_app as create_api_app
@@ -25,7 +24,13 @@ from services.annotation_api.settings import ApiSettings
 from services.model_gateway.main import create_app as create_gateway_app
 from services.model_gateway.settings import GatewaySettings
 from tests.fakes.fake_backend import FakeBackend
-from tests.support.databases import alembic, drop_database, recreate_database, unique_name
+from tests.support.databases import (
+    alembic,
+    drop_database,
+    own_redis_database,
+    recreate_database,
+    unique_name,
+)
 from tests.support.servers import ServerThread
 from tests.support.workers import RunBurst, drain
 
@@ -70,28 +75,11 @@ async def database_url(stack_env: dict[str, str], template_database: str) -> Asy
     await drop_database(stack_env["DATABASE_URL"], name)
 
 
-REDIS_DATABASES = 16
-"""A stock Redis's database count; database 0 holds only the allocation counter."""
-
-
 @pytest.fixture
-async def redis_url(stack_env: dict[str, str]) -> AsyncIterator[str]:
+async def redis_url(stack_env: dict[str, str]) -> str:
     """An emptied Redis database of the test's own (arq queue, locks, breaker state): tests running in
     parallel, up to ``REDIS_DATABASES - 1`` at once, never see each other's keys."""
-    server = stack_env["REDIS_URL"]
-    client = aioredis.Redis.from_url(server)
-    try:
-        number = 1 + (await client.incr("labelloop-tests:next-db") - 1) % (REDIS_DATABASES - 1)
-    finally:
-        await client.aclose()
-    parts = urlsplit(server)
-    url = urlunsplit((parts.scheme, parts.netloc, f"/{number}", parts.query, parts.fragment))
-    client = aioredis.Redis.from_url(url)
-    try:
-        await client.flushdb()
-    finally:
-        await client.aclose()
-    yield url
+    return await asyncio.to_thread(own_redis_database, stack_env["REDIS_URL"])
 
 
 @dataclass

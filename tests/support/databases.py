@@ -1,4 +1,5 @@
-"""Test databases: one migrated template per session, and a fresh copy of it for every test.
+"""Test databases: one migrated template per session, and a fresh copy of it for every test; a Redis
+database of each test's (and benchmark's) own.
 
 ``CREATE DATABASE … TEMPLATE`` copies the migrated schema in tens of milliseconds, which gives every test
 its own empty database (the isolation we chose over rolled-back transactions, because the servers under
@@ -15,9 +16,31 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import redis
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _counter = itertools.count()
+
+
+REDIS_DATABASES = 16
+"""A stock Redis's database count; database 0 is ``make run``'s and holds the allocation counter."""
+_REDIS_COUNTER = "labelloop-tests:next-db"
+
+
+def own_redis_database(server_url: str) -> str:
+    """An emptied Redis database of the caller's own on ``server_url``'s server, one of 1 to 15 in turn.
+
+    Workers take every job in their database's queue: a test or benchmark sharing ``make run``'s database
+    (0) would have its chunks taken by ``make run``'s worker, and the other way round. Up to
+    ``REDIS_DATABASES - 1`` callers at once never see each other's keys.
+    """
+    with redis.Redis.from_url(server_url) as client:
+        number = 1 + (int(client.incr(_REDIS_COUNTER)) - 1) % (REDIS_DATABASES - 1)
+    parts = urlsplit(server_url)
+    url = urlunsplit((parts.scheme, parts.netloc, f"/{number}", parts.query, parts.fragment))
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return url
 
 
 def with_database(url: str, name: str) -> str:
