@@ -11,7 +11,6 @@ One bad item anywhere rolls back everything: the request's transaction holds it 
 from __future__ import annotations
 
 import gc
-import io
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -30,6 +29,8 @@ from services.annotation_api.imports.service import (
     BATCH_BYTES,
     MAX_MODEL_VERSION_LENGTH,
     UNDEFINED_MODEL_VERSION,
+    copy_rows,
+    copy_text,
     release_free_memory,
     suspect_encoding,
 )
@@ -127,10 +128,6 @@ def _version(item: dict[str, Any], path: str) -> str:
     return version
 
 
-def _copy_text(value: str) -> bytes:
-    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r").encode()
-
-
 def _check_batch(stream: _Stream, raw: bytes) -> _Batch:
     """Parse and check one ``[item, …]`` slice; the first bad item is named by its index in the body."""
     batch = _Batch(first_index=stream.next_index)
@@ -158,7 +155,7 @@ def _check_batch(stream: _Stream, raw: bytes) -> _Batch:
                 stream.project_id,
                 result,
                 b"\\N" if score is None else repr(float(score)).encode(),
-                _copy_text(version),
+                copy_text(version),
             )
         )
         batch.task_ids.append(task)
@@ -190,9 +187,7 @@ async def _write(conn: asyncpg.Connection, stream: _Stream, batch: _Batch) -> No
                 f"{batch.first_index + offset}.task",
                 f"task {task} is not a task of project {stream.project_id}",
             )
-    await conn.copy_to_table(
-        "prediction", source=io.BytesIO(b"".join(batch.lines)), columns=_COLUMNS, format="text"
-    )
+    await copy_rows(conn, "prediction", _COLUMNS, batch.lines)
 
 
 async def import_predictions(session: AsyncSession, project_id: int, body: AsyncIterator[bytes]) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
-import io
 import re
 import time
 from collections.abc import AsyncIterator
@@ -146,7 +145,7 @@ def _copy_json(value: Any, path: str) -> bytes:
     return encoded.replace(b"\\", b"\\\\")
 
 
-def _copy_text(value: str) -> bytes:
+def copy_text(value: str) -> bytes:
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r").encode()
 
 
@@ -348,9 +347,17 @@ class ImportOutcome:
     labeled: int = 0
 
 
-async def _copy(conn: asyncpg.Connection, table: str, columns: tuple[str, ...], lines: list[bytes]) -> None:
-    """COPY … FROM STDIN in text format: rows are pre-encoded bytes, no per-value Python codec calls."""
-    await conn.copy_to_table(table, source=io.BytesIO(b"".join(lines)), columns=columns, format="text")
+async def copy_rows(
+    conn: asyncpg.Connection, table: str, columns: tuple[str, ...], lines: list[bytes]
+) -> None:
+    """COPY … FROM STDIN in text format: rows are pre-encoded bytes, no per-value Python codec calls.
+
+    The rows go as one buffer (a ``memoryview``: asyncpg would take ``bytes`` for a file name). Not a
+    file object: for one, asyncpg defines a reader class per call, a reference cycle holding the file
+    until the cyclic collector's next full pass, which here (``tune_garbage_collector``) can be hundreds of
+    imports away: each import's whole body stayed in memory.
+    """
+    await conn.copy_to_table(table, source=memoryview(b"".join(lines)), columns=columns, format="text")
 
 
 async def _write_batch(
@@ -366,21 +373,20 @@ async def _write_batch(
             b"%d\t%d\t%s\t%s\t%s\t%d\t%d\n"
             % (task_id, project_id, data, meta, _BOOL[done > 0], done, cancelled)
         )
-    await _copy(conn, "task", _TASK_COLUMNS, task_lines)
+    await copy_rows(conn, "task", _TASK_COLUMNS, task_lines)
     if parsed.annotations:
         lines = [
             b"%d\t%d\t%s\t%s\t%s\t%s\t%d\n"
             % (ids[index], project_id, result, _BOOL[cancelled], _BOOL[truth], _copy_float(lead), user.id)
             for index, result, cancelled, truth, lead in parsed.annotations
         ]
-        await _copy(conn, "annotation", _ANNOTATION_COLUMNS, lines)
+        await copy_rows(conn, "annotation", _ANNOTATION_COLUMNS, lines)
     if parsed.predictions:
         lines = [
-            b"%d\t%d\t%s\t%s\t%s\n"
-            % (ids[index], project_id, result, _copy_float(score), _copy_text(version))
+            b"%d\t%d\t%s\t%s\t%s\n" % (ids[index], project_id, result, _copy_float(score), copy_text(version))
             for index, result, score, version in parsed.predictions
         ]
-        await _copy(conn, "prediction", _PREDICTION_COLUMNS, lines)
+        await copy_rows(conn, "prediction", _PREDICTION_COLUMNS, lines)
     outcome.task_count += len(ids)
     outcome.annotation_count += len(parsed.annotations)
     outcome.prediction_count += len(parsed.predictions)
