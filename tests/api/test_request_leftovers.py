@@ -1,9 +1,9 @@
-"""What an import leaves behind once answered: no memory that only the cyclic garbage collector frees.
+"""What requests leave behind once answered for the cyclic garbage collector, which the services run
+rarely (``shared.runtime.tune_garbage_collector``): a cycle holding a request's body stays in memory until
+the next collection, so each such request adds its body to the API's RSS.
 
-The services collect reference cycles rarely (``shared.runtime.tune_garbage_collector``), so a cycle an
-import leaves holding its rows stays in memory for hundreds of imports: each one's body added to the
-API's RSS until the next full collection. Here the collector is held off during the import, then run
-once; the memory that run freed (``tracemalloc``) is what the import had left to it.
+Here the automatic collector is held off, then run once; the memory that run frees (``tracemalloc``) is
+what the requests had left to it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import httpx
 import orjson
 import pytest
 
+from shared.runtime import BODY_BYTES_PER_COLLECTION
 from tests.support.builders import choice, create_project, import_tasks
 
 _ROWS = 2000
@@ -26,8 +27,8 @@ _PADDING = "x" * 1000
 
 @pytest.fixture
 def collector_held_off() -> Iterator[None]:
-    """No automatic collection while the test runs (the import turns the collector on again, so a
-    threshold no allocation count reaches, rather than ``gc.disable``); memory allocations traced."""
+    """No automatic collection while the test runs (imports turn the collector on again, so a threshold
+    no allocation count reaches, rather than ``gc.disable``); memory allocations traced."""
     thresholds = gc.get_threshold()
     gc.collect()
     gc.set_threshold(10**9)
@@ -67,3 +68,17 @@ async def test_an_import_leaves_no_reference_cycle_holding_its_rows(
     assert response.status_code == 201, response.text
 
     assert freed_by_the_collector() < len(body) // 10  # ~3% with the fix; the whole body without
+
+
+@pytest.mark.usefixtures("collector_held_off")
+async def test_bad_bodies_leave_at_most_a_budget_of_garbage(api: httpx.AsyncClient) -> None:
+    """A request failing with its body held (here: JSON cut short) leaves its body in reference cycles
+    (exception, traceback, frames). The API collects them once ``BODY_BYTES_PER_COLLECTION`` of bodies
+    came in, so twenty ~4 MB bad bodies (80 MB, each held twice: bytes and decoded text) leave at most
+    what came after the last collection."""
+    body = b'{"title": "' + b"x" * 4_000_000 + b'", "label_config": '
+    for _ in range(20):
+        response = await api.post("/api/projects", content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400, response.text
+
+    assert freed_by_the_collector() < BODY_BYTES_PER_COLLECTION  # 24 MB here; 160 MB without the budget
