@@ -78,7 +78,7 @@ async def database_url(stack_env: dict[str, str], template_database: str) -> Asy
 @pytest.fixture
 async def redis_url(stack_env: dict[str, str]) -> str:
     """An emptied Redis database of the test's own (arq queue, locks, breaker state): tests running in
-    parallel, up to ``REDIS_DATABASES - 1`` at once, never see each other's keys."""
+    parallel, up to 15 at once (``tests.support.databases.own_redis_database``), never see each other's keys."""
     return await asyncio.to_thread(own_redis_database, stack_env["REDIS_URL"])
 
 
