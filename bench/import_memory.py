@@ -4,8 +4,10 @@ Imports streamed from the client in 64 KB pieces (the client never holds the bod
 ~1 KB tasks (default 200 MB), ``--tiny-mb`` of ~13-byte tasks (default 20 MB, about 1.5M tasks),
 ``--pred-mb`` of tasks with one inline ~1 KB prediction each (``/import``, default 200 MB), and
 ``--pred-mb`` of ~1 KB predictions for existing tasks (``/import/predictions``, spread over 10k tasks).
-For each it prints the RSS before, the peak during the request (VmHWM, reset first) and the RSS once
-the request is over; the goal is a peak under 512 MB and an "after" near the baseline.
+Then the ~1 KB-task import again, ``--repeat`` times (what an import leaves must not add up), and
+``--bad-bodies`` requests whose ~4 MB JSON body is cut short (what a failed request holds must not add up).
+For each it prints the RSS before, the peak during the request(s) (VmHWM, reset first) and the RSS once
+they are over; the goal is a peak under 512 MB and an "after" near the baseline.
 
     make bench-import-memory BENCH_ARGS="--big-mb 50 --tiny-mb 5 --pred-mb 50"
 """
@@ -83,6 +85,8 @@ async def main() -> None:
     parser.add_argument("--big-mb", type=float, default=200, help="body size of the ~1 KB-task import")
     parser.add_argument("--tiny-mb", type=float, default=20, help="body size of the tiny-task import")
     parser.add_argument("--pred-mb", type=float, default=200, help="body size of each prediction import")
+    parser.add_argument("--repeat", type=int, default=3, help="times the ~1 KB-task import is repeated")
+    parser.add_argument("--bad-bodies", type=int, default=40, help="requests with a cut-short ~4 MB body")
     args = parser.parse_args()
     big_task = b'{"text": "task %d ' + b"x" * 1000 + b'"}'
     # ~1 KB of prediction: a valid choice, its region carrying a long meta text (stored, checked).
@@ -113,6 +117,34 @@ async def main() -> None:
         first = min(response.json()["task_ids"])
         lines = _task_lines(args.pred_mb, prediction + b', "task": %d}', first, _PREDICTED_TASKS)
         await measure(api, "predictions", args.pred_mb, lines, project_id, "import/predictions")
+        for repeat in range(args.repeat):
+            lines = _task_lines(args.big_mb, big_task)
+            await measure(
+                api, f"1KB #{repeat + 2}", args.big_mb, lines, await _project(api, "again"), "import"
+            )
+        await measure_bad_bodies(api, args.bad_bodies)
+
+
+async def measure_bad_bodies(api: BenchApi, count: int) -> None:
+    """``count`` project creations whose ~4 MB body (the JSON routes' cap) is cut short: each a 400."""
+    body = b'{"title": "' + b"x" * 4_000_000 + b'", "label_config": '
+    before = rss_mb(api.pid)
+    reset_peak(api.pid)
+    started = time.perf_counter()
+    for _ in range(count):
+        response = await api.client.post(
+            "/api/projects", content=body, headers={"Content-Type": "application/json"}
+        )
+        if response.status_code != 400:
+            raise RuntimeError(f"a cut-short body got {response.status_code}: {response.text[:200]}")
+    elapsed = time.perf_counter() - started
+    peak = peak_mb(api.pid)
+    await asyncio.sleep(2)
+    name = f"bad x{count}"
+    megabytes = count * len(body) / 1e6
+    print(
+        f"{name:<10} {megabytes:>7.0f} {0:>10,} {elapsed:>8.1f} {before:>10.0f} {peak:>9.0f} {rss_mb(api.pid):>9.0f}"
+    )
 
 
 async def measure_warmup(api: BenchApi) -> None:
