@@ -9,6 +9,8 @@ its code needs, and drops only what the previous release no longer used), and th
 code rolls out, so old instances keep serving on the newer schema. A revision this code does not know is
 taken to be such a later one; a known revision other than the head is older, and not ready.
 
+Nor is it ready while its Redis database is claimed by another deployment (``redis_claim``).
+
 A ready answer also says whether the process runs the background loops (``background_loops``): a
 process without them serves requests only, and some other API process must run them.
 """
@@ -73,6 +75,8 @@ async def ready(request: Request) -> JsonResponse:
         reason = f"database not reachable or not migrated: {type(exc).__name__}: {exc}"
         return JsonResponse({"status": "not ready", "reason": reason[:500]}, status_code=503)
     problem = schema_problem(current)
+    if problem is None:
+        problem = request.app.state.redis_claim.conflict
     if problem is not None:
         return JsonResponse({"status": "not ready", "reason": problem}, status_code=503)
     loops: bool = request.app.state.settings.background_loops

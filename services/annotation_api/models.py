@@ -9,6 +9,7 @@ counted when read (a few index entries per task). Relationships are
 from __future__ import annotations
 
 import enum
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    Uuid,
     func,
     select,
     text,
@@ -54,6 +56,15 @@ def _updated() -> Mapped[datetime]:
     return mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
     )
+
+
+class Deployment(Base):
+    """One row: the id this database's deployment claims its Redis database with (``redis_claim``)."""
+
+    __tablename__ = "deployment"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, server_default=text("gen_random_uuid()"))
+    created_at: Mapped[datetime] = _created()
 
 
 class Organization(Base):

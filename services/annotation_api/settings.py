@@ -96,6 +96,13 @@ class ApiSettings(CommonSettings, RedisSettingsMixin):
         "with the loops on (woken through Postgres `NOTIFY`); at least one must run. `make run` turns "
         "them off in the users' API and on in the `/internal` one.",
     )
+    redis_claim_ttl_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long this deployment's claim on its Redis database outlives its last API process "
+        "(renewed every third of it): a Redis database is one deployment's, and an API finding it claimed "
+        "by another is not ready.",
+    )
     job_poll_interval_s: float = Field(
         default=1.0, gt=0, description="How often each API replica looks for background jobs to advance."
     )

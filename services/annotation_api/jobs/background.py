@@ -31,6 +31,7 @@ from services.annotation_api.jobs.service import sweep
 from services.annotation_api.jobs.watchdog import fail_stalled
 from services.annotation_api.ml_backends.gateway_client import close_gateway_client, gateway_client
 from services.annotation_api.ml_backends.monitor import Rechecks, monitor_loop
+from services.annotation_api.redis_claim import RedisClaim
 from services.annotation_api.settings import ApiSettings
 from shared.metrics import JOB_RUNNER_BATCHES
 from shared.settings import plain_postgres_url
@@ -227,9 +228,10 @@ async def _listen_until_lost(dsn: str, wake: asyncio.Event, listening: Callable[
 
 @contextlib.asynccontextmanager
 async def background(app: FastAPI, settings: ApiSettings) -> AsyncIterator[None]:
-    """Start the chunk queue, and the loops when ``settings.background_loops``, for the app's lifetime;
-    stop and close them after. Without the loops, what requests need stays: the chunk queue (they
-    enqueue after commit), the doorbell and backend re-checks (asked for by ``/internal`` calls)."""
+    """Start the chunk queue, the Redis claim, and the loops when ``settings.background_loops``, for the
+    app's lifetime; stop and close them after. Without the loops, what requests need stays: the chunk
+    queue (they enqueue after commit), the doorbell, backend re-checks (asked for by ``/internal`` calls)
+    and the claim (``/ready`` reads it)."""
     queue = ChunkQueue(settings.redis_url)
     app.state.chunk_queue = queue
     maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
@@ -237,7 +239,9 @@ async def background(app: FastAPI, settings: ApiSettings) -> AsyncIterator[None]
     app.state.rechecks = rechecks
     doorbell = JobDoorbell(settings.background_loops)
     app.state.job_doorbell = doorbell
-    tasks: list[asyncio.Task[None]] = []
+    claim = RedisClaim(settings.redis_url, settings.redis_claim_ttl_s)
+    app.state.redis_claim = claim
+    tasks = [asyncio.create_task(claim.keep(maker, queue), name="redis-claim")]
     if settings.background_loops:
         loops = {
             "job-runner": runner_loop(app, maker, app.state.engine, queue, settings),
@@ -247,7 +251,7 @@ async def background(app: FastAPI, settings: ApiSettings) -> AsyncIterator[None]
             "event-delivery": delivery_loop(maker, queue, settings),
             "job-watchdog": watchdog_loop(maker, settings),
         }
-        tasks = [asyncio.create_task(loop, name=name) for name, loop in loops.items()]
+        tasks += [asyncio.create_task(loop, name=name) for name, loop in loops.items()]
     else:
         log.info("background loops off: jobs recorded here are run by the API processes that have them on")
     try:
