@@ -134,14 +134,9 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 6
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds_by_tree(roots: dict[str, list[int]]) -> dict[str, float]:
-    """CPU seconds (user + system) used so far by each kind's processes and all their descendants (Linux
-    ``/proc``), children that already exited included (their parent has reaped their time).
-
-    A difference of two samples is what the kind used in between, even if processes came and went.
-    """
-    children: dict[int, list[int]] = {}
-    used: dict[int, float] = {}
+def _processes() -> dict[int, tuple[int, float]]:
+    """Every process's parent and the CPU seconds (user + system) it and its reaped children used (``/proc``)."""
+    found: dict[int, tuple[int, float]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -149,18 +144,38 @@ def cpu_seconds_by_tree(roots: dict[str, list[int]]) -> dict[str, float]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:  # exited meanwhile
             continue
-        pid = int(entry.name)
-        children.setdefault(int(fields[1]), []).append(pid)
-        used[pid] = sum(int(field) for field in fields[11:15]) / _CLOCK_TICKS  # utime stime cutime cstime
-    totals: dict[str, float] = {}
+        used = sum(int(field) for field in fields[11:15]) / _CLOCK_TICKS  # utime stime cutime cstime
+        found[int(entry.name)] = (int(fields[1]), used)
+    return found
+
+
+def _trees(roots: dict[str, list[int]], processes: dict[int, tuple[int, float]]) -> dict[str, list[int]]:
+    """Each kind's processes and all their descendants."""
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in processes.items():
+        children.setdefault(parent, []).append(pid)
+    trees: dict[str, list[int]] = {}
     for kind, pids in roots.items():
-        total, todo = 0.0, list(pids)
+        tree, todo = [], list(pids)
         while todo:
             pid = todo.pop()
-            total += used.get(pid, 0.0)
+            tree.append(pid)
             todo.extend(children.get(pid, ()))
-        totals[kind] = total
-    return totals
+        trees[kind] = tree
+    return trees
+
+
+def cpu_seconds_by_tree(roots: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each kind's processes and all their descendants (Linux
+    ``/proc``), children that already exited included (their parent has reaped their time).
+
+    A difference of two samples is what the kind used in between, even if processes came and went.
+    """
+    processes = _processes()
+    return {
+        kind: sum(processes[pid][1] for pid in tree if pid in processes)
+        for kind, tree in _trees(roots, processes).items()
+    }
 
 
 def _status_kb(pid: int | str, field: str) -> int:
@@ -184,18 +199,6 @@ def reset_peak(pid: int | str) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (``/proc/<pid>/task/*/children``)."""
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        for thread in Path(f"/proc/{current}/task").glob("*/children"):
-            with contextlib.suppress(OSError):
-                todo.extend(int(child) for child in thread.read_text().split())
-    return found
-
-
 @dataclass(frozen=True)
 class Memory:
     """RSS of a kind's processes (and their descendants), summed, in MB."""
@@ -206,22 +209,20 @@ class Memory:
 
 
 def reset_peaks_by_tree(roots: dict[str, list[int]]) -> None:
-    for pids in roots.values():
-        for root in pids:
-            for pid in _tree(root):
-                with contextlib.suppress(OSError):
-                    reset_peak(pid)
+    for tree in _trees(roots, _processes()).values():
+        for pid in tree:
+            with contextlib.suppress(OSError):  # exited meanwhile
+                reset_peak(pid)
 
 
 def memory_by_tree(roots: dict[str, list[int]]) -> dict[str, Memory]:
     """RSS now and at peak for each kind, over its processes and their descendants (Linux ``/proc``)."""
     totals: dict[str, Memory] = {}
-    for kind, pids in roots.items():
+    for kind, tree in _trees(roots, _processes()).items():
         now = peak = 0.0
-        for root in pids:
-            for pid in _tree(root):
-                with contextlib.suppress(OSError):  # exited meanwhile
-                    now, peak = now + rss_mb(pid), peak + peak_mb(pid)
+        for pid in tree:
+            with contextlib.suppress(OSError):  # exited meanwhile
+                now, peak = now + rss_mb(pid), peak + peak_mb(pid)
         totals[kind] = Memory(now, peak)
     return totals
 
