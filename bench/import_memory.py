@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from bench.harness import LABEL_CONFIG, BenchApi, bench_api, peak_mb, reset_peak, rss_mb
 
@@ -54,28 +54,56 @@ async def _project(api: BenchApi, name: str) -> int:
     return project_id
 
 
+async def _measured(
+    api: BenchApi, name: str, megabytes: float, requests: Callable[[], Awaitable[int]]
+) -> None:
+    """Run ``requests`` (it returns the rows stored) and print the API's RSS before, at peak and after."""
+    before = rss_mb(api.pid)
+    reset_peak(api.pid)
+    started = time.perf_counter()
+    rows = await requests()
+    elapsed = time.perf_counter() - started
+    peak = peak_mb(api.pid)
+    await asyncio.sleep(2)  # let the API finish its after-request work before reading what it kept
+    after = rss_mb(api.pid)
+    print(
+        f"{name:<10} {megabytes:>7.0f} {rows:>10,} {elapsed:>8.1f} {before:>10.0f} {peak:>9.0f} {after:>9.0f}"
+    )
+
+
 async def measure(
     api: BenchApi, name: str, megabytes: float, lines: Iterator[bytes], project_id: int, path: str
 ) -> None:
     """Stream ``lines`` (``megabytes`` of them) to ``path`` of the project and print the RSS figures."""
-    before = rss_mb(api.pid)
-    reset_peak(api.pid)
-    started = time.perf_counter()
-    response = await api.client.post(
-        f"/api/projects/{project_id}/{path}",
-        content=_body(lines),
-        headers={"Content-Type": "application/json"},
-    )
-    elapsed = time.perf_counter() - started
-    response.raise_for_status()
-    peak = peak_mb(api.pid)
-    await asyncio.sleep(2)  # let the API finish its after-request work before reading what it kept
-    after = rss_mb(api.pid)
-    body = response.json()
-    rows = body.get("task_count", body.get("created", 0))
-    print(
-        f"{name:<10} {megabytes:>7.0f} {rows:>10,} {elapsed:>8.1f} {before:>10.0f} {peak:>9.0f} {after:>9.0f}"
-    )
+
+    async def stream() -> int:
+        response = await api.client.post(
+            f"/api/projects/{project_id}/{path}",
+            content=_body(lines),
+            headers={"Content-Type": "application/json"},
+        )
+        response.raise_for_status()
+        body = response.json()
+        rows: int = body.get("task_count", body.get("created", 0))
+        return rows
+
+    await _measured(api, name, megabytes, stream)
+
+
+async def measure_bad_bodies(api: BenchApi, count: int) -> None:
+    """``count`` project creations whose ~4 MB body (the JSON routes' cap) is cut short: each a 400."""
+    body = b'{"title": "' + b"x" * 4_000_000 + b'", "label_config": '
+
+    async def refused() -> int:
+        for _ in range(count):
+            response = await api.client.post(
+                "/api/projects", content=body, headers={"Content-Type": "application/json"}
+            )
+            if response.status_code != 400:
+                raise RuntimeError(f"a cut-short body got {response.status_code}: {response.text[:200]}")
+        return 0
+
+    await _measured(api, f"bad x{count}", count * len(body) / 1e6, refused)
 
 
 async def main() -> None:
@@ -123,28 +151,6 @@ async def main() -> None:
                 api, f"1KB #{repeat + 2}", args.big_mb, lines, await _project(api, "again"), "import"
             )
         await measure_bad_bodies(api, args.bad_bodies)
-
-
-async def measure_bad_bodies(api: BenchApi, count: int) -> None:
-    """``count`` project creations whose ~4 MB body (the JSON routes' cap) is cut short: each a 400."""
-    body = b'{"title": "' + b"x" * 4_000_000 + b'", "label_config": '
-    before = rss_mb(api.pid)
-    reset_peak(api.pid)
-    started = time.perf_counter()
-    for _ in range(count):
-        response = await api.client.post(
-            "/api/projects", content=body, headers={"Content-Type": "application/json"}
-        )
-        if response.status_code != 400:
-            raise RuntimeError(f"a cut-short body got {response.status_code}: {response.text[:200]}")
-    elapsed = time.perf_counter() - started
-    peak = peak_mb(api.pid)
-    await asyncio.sleep(2)
-    name = f"bad x{count}"
-    megabytes = count * len(body) / 1e6
-    print(
-        f"{name:<10} {megabytes:>7.0f} {0:>10,} {elapsed:>8.1f} {before:>10.0f} {peak:>9.0f} {rss_mb(api.pid):>9.0f}"
-    )
 
 
 async def measure_warmup(api: BenchApi) -> None:
