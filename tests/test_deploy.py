@@ -89,8 +89,8 @@ def test_memory_limits_fit_the_body_and_response_caps() -> None:
         int(caps["LABELLOOP_MAX_REQUEST_BYTES"]),
         int(caps["LABELLOOP_MAX_RESPONSE_BYTES"]),
     )
-    # An import body (or a chunk report, on the internal API) is parsed whole: its Python objects take
-    # several times its size.
+    # A chunk report (internal API) is parsed whole: its Python objects take several times its size. The
+    # users' API streams imports and would need less; it gets the same bound.
     for name in ("labelloop-api", "labelloop-api-internal"):
         assert limits[name] >= 256 * MI + 8 * request_cap, name
     for name in ("labelloop-gateway", "labelloop-worker"):
