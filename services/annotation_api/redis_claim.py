@@ -61,7 +61,7 @@ class RedisClaim:
         holder = await pool.get(CLAIM_KEY)
         if holder is None:
             return  # lapsed between the two calls: taken next round
-        holder_id = holder.decode() if isinstance(holder, bytes) else str(holder)
+        holder_id = holder.decode()  # arq's client answers bytes
         if holder_id == deployment:
             await pool.pexpire(CLAIM_KEY, ttl_ms)
             self._ours()
