@@ -19,12 +19,13 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
-from services.annotation_api.data_manager.jobs import delete_prediction_batch
+from services.annotation_api.data_manager.jobs import _DELETE_TASKS, delete_prediction_batch
 from services.annotation_api.data_manager.selection import TaskSelection
 from services.annotation_api.db import PLAN_EACH_EXECUTION, make_engine, raw_connection
 from services.annotation_api.jobs import repository as repo
 from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
 from tests.support.builders import choice, connect_backend, create_project, import_texts
+from tests.support.databases import insert_tasks
 
 pytestmark = pytest.mark.usefixtures("gateway_server")
 
@@ -212,12 +213,7 @@ async def test_a_prediction_delete_batch_reads_only_its_tasks_predictions(
     predictions, and with the project and version in the condition it read all the project's predictions of
     the version by that index: once per batch, so a big project's delete was quadratic."""
     backend = await connect_backend(api, project["id"], fake.url)
-    task_ids = await db.fetchval(
-        "WITH made AS (INSERT INTO task (project_id, data) SELECT $1, jsonb_build_object('text', 't' || n)"
-        " FROM generate_series(1, $2) AS n RETURNING id) SELECT array_agg(id) FROM made",
-        project["id"],
-        50 * TASKS,
-    )
+    task_ids = await insert_tasks(db, project["id"], 50 * TASKS)
     await _predict_all(db, task_ids, project["id"], backend["id"])
     await db.execute("UPDATE prediction SET model_version = 'old'")  # an older version on every task
     await _predict_all(db, task_ids, project["id"], backend["id"])
@@ -238,3 +234,28 @@ async def test_a_prediction_delete_batch_reads_only_its_tasks_predictions(
         assert (tasks, deleted) == (batch, expected)
         assert tuple(read.one()) == (0, expected)
         await transaction.rollback()
+
+
+async def test_a_task_delete_batch_counts_its_predictions_by_the_task_index(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    db: asyncpg.Connection,
+    engine: AsyncEngine,
+) -> None:
+    """A task delete batch counts the predictions it removes (for the project's counter) by probing the
+    task index with the batch's ids. Counted with ``IN (SELECT …)``, the planner hash-joined a scan of the
+    whole prediction index, every project's, once per batch of every delete."""
+    backend = await connect_backend(api, project["id"], fake.url)
+    task_ids = await insert_tasks(db, project["id"], 50 * TASKS)
+    await _predict_all(db, task_ids, project["id"], backend["id"])
+    await db.execute("VACUUM ANALYZE task, prediction")
+    batch = task_ids[: 5 * TASKS // 2]
+
+    async with engine.connect() as conn:
+        explained = await conn.execute(
+            text(f"EXPLAIN (ANALYZE, FORMAT JSON) {_DELETE_TASKS.text}"), {"ids": batch}
+        )
+        plan = explained.scalar_one()[0]["Plan"]
+        await conn.rollback()
+    assert _scanned(plan, "prediction") <= len(batch), plan

@@ -100,3 +100,14 @@ async def project_predictions(db: asyncpg.Connection, project_id: int | None = N
         project_id,
     )
     return int(value)
+
+
+async def insert_tasks(db: asyncpg.Connection, project_id: int, count: int) -> list[int]:
+    """``count`` text tasks straight into the table (much faster than an import at 100k); their ids, in order."""
+    made = await db.fetchval(
+        "WITH made AS (INSERT INTO task (project_id, data) SELECT $1, jsonb_build_object('text', 't' || n)"
+        " FROM generate_series(1, $2) AS n RETURNING id) SELECT array_agg(id ORDER BY id) FROM made",
+        project_id,
+        count,
+    )
+    return list(made)

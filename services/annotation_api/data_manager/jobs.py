@@ -19,6 +19,7 @@ from services.annotation_api import outbox
 from services.annotation_api.counters import add_to_project_counters, refresh_task_counters
 from services.annotation_api.data_manager.registry import ActionContext
 from services.annotation_api.data_manager.selection import TaskSelection
+from services.annotation_api.db import keep_index_plans
 from services.annotation_api.ids import id_array
 from services.annotation_api.jobs import runner
 from services.annotation_api.models import Annotation, Job, JobStatus, Prediction, Project
@@ -64,7 +65,9 @@ def started_answer(job: Job, doing: str) -> dict[str, Any]:
 
 # Deletes the batch's tasks (their annotations, predictions and locks go with them by cascade) and
 # returns what they counted, so the project's counters move by exact deltas: the tasks are locked. The
-# statement's snapshot still shows the predictions the cascade removes once it ends.
+# statement's snapshot still shows the predictions the cascade removes once it ends. They are counted by
+# one index probe per task (``= ANY(ARRAY(…))``): ``IN (SELECT …)`` was planned as a hash join over the
+# whole prediction index, every project's, once per batch.
 _DELETE_TASKS = text(
     """
     WITH gone AS (
@@ -72,7 +75,7 @@ _DELETE_TASKS = text(
         RETURNING id, total_annotations, is_labeled
     )
     SELECT count(*), COALESCE(sum(total_annotations), 0),
-           (SELECT count(*) FROM prediction p WHERE p.task_id IN (SELECT id FROM gone)),
+           (SELECT count(*) FROM prediction p WHERE p.task_id = ANY(ARRAY(SELECT id FROM gone))),
            count(*) FILTER (WHERE is_labeled)
     FROM gone
     """
@@ -84,6 +87,7 @@ async def delete_task_batch(session: AsyncSession, project_id: int, locked_ids: 
     if not locked_ids:
         return 0
     await runner.flush_stats_at_commit(session)
+    await keep_index_plans(session)
     row = (await session.execute(_DELETE_TASKS, {"ids": list(locked_ids)})).one()
     tasks, annotations, predictions, labeled = (int(value) for value in row)
     await add_to_project_counters(

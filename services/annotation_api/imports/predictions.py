@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
 from services.annotation_api.counters import add_to_project_counters
-from services.annotation_api.db import driver_connection
+from services.annotation_api.db import driver_connection, keep_index_plans
 from services.annotation_api.errors import BadRequest
 from services.annotation_api.ids import BIGINT_MAX
 from services.annotation_api.imports.service import (
@@ -194,6 +194,7 @@ async def import_predictions(session: AsyncSession, project_id: int, body: Async
     """Stream a JSON list of predictions into the project; how many were created."""
     project = await get_project(session, project_id, key_share=True)
     stream = _Stream(await parse_config(project.label_config), project_id)
+    await keep_index_plans(session)
     conn = await driver_connection(session)
     created = 0
     last_version: str | None = None

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
 from services.annotation_api.counters import add_to_project_counters
-from services.annotation_api.db import driver_connection
+from services.annotation_api.db import driver_connection, keep_index_plans
 from services.annotation_api.errors import BadRequest
 from services.annotation_api.imports.stream import ListSplitter, body_pieces
 from services.annotation_api.models import User
@@ -422,6 +422,7 @@ async def import_tasks(
     started = time.perf_counter()
     project = await get_project(session, project_id, key_share=True)
     stream = _Stream(await parse_config(project.label_config))
+    await keep_index_plans(session)
     conn = await driver_connection(session)
     outcome = ImportOutcome()
     try:

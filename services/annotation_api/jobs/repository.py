@@ -25,7 +25,7 @@ import orjson
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.annotation_api.db import driver_connection
+from services.annotation_api.db import INDEX_PLANS_KEPT, driver_connection
 from services.annotation_api.models import JobChunk
 from shared.gateway_contract import ReportedPrediction, TaskError
 
@@ -52,10 +52,7 @@ async def plan_chunks(
     return sorted(int(row[0]) for row in await session.execute(_PLAN_CHUNKS, params))
 
 
-_CHUNK_SETTINGS = text(
-    "SELECT set_config('synchronous_commit', 'off', true), set_config('enable_seqscan', 'off', true), "
-    "set_config('plan_cache_mode', 'auto', true)"
-)
+_CHUNK_SETTINGS = text(f"SELECT set_config('synchronous_commit', 'off', true), {INDEX_PLANS_KEPT}")
 
 
 async def begin_chunk_transaction(session: AsyncSession) -> asyncpg.Connection:
