@@ -9,8 +9,9 @@ DATABASE_URL / REDIS_URL are set). The benchmark uses its own database and drops
 End to end = ``POST /api/dm/actions?id=retrieve_tasks_predictions`` until the job's ``finished_at`` (the job
 followed on its event stream, as the console does: ``bench.history.wait_job``): chunking, queueing, leasing,
 the gateway's batching/validation/version tagging, and every prediction stored in Postgres with counters.
-Direct = the bench process posting the same ``/predict`` batches to the backend with the same total
-concurrency (workers × per-backend limit) and decoding the answers, nothing stored. The ratio says how close
+Direct = the bench process posting the same ``/predict`` batches to the backend with the same concurrency
+(the backend's ``max_concurrency``, which holds for all workers together) and decoding the answers, nothing
+stored. The ratio says how close
 to "limited by the backend" we are. The CPU of importing the tasks before the run and of deleting them after
 it (``delete_tasks``, its VACUUM included) is printed too: import + predict + delete per task is the whole
 life of a predicted task, printed for all processes and for labelloop's and Postgres only (without the
@@ -286,7 +287,6 @@ async def measure(
 ) -> tuple[dict[int, Run], list[int]]:
     """One pass over ``args.sizes``, each ``args.repeat`` times, printed as it goes: (the fastest run per
     size, the projects made). The fastest, because on a shared machine the others measure the neighbours."""
-    concurrency = args.workers * args.max_concurrency
     kinds = list(pids)
     print(
         f"{'tasks':>8} {'end to end':>14} {'direct':>14} {'ratio':>7}   CPU µs per task: "
@@ -300,7 +300,9 @@ async def measure(
                 api, backend_url, size, args.batch_size, args.max_concurrency, pids, internal_urls
             )
             projects.append(int(run_e2e.project["id"]))
-            direct_s = await direct(backend_url, run_e2e.project, run_e2e.tasks, args.batch_size, concurrency)
+            direct_s = await direct(
+                backend_url, run_e2e.project, run_e2e.tasks, args.batch_size, args.max_concurrency
+            )
             e2e_rate, direct_rate = size / run_e2e.seconds, size / direct_s
             per_task = {kind: run_e2e.cpu_s[kind] / size * 1e6 for kind in kinds}
             per_task["all"] = sum(per_task.values())
@@ -353,10 +355,10 @@ async def main_async(args: argparse.Namespace) -> None:
             pids = {**running.pids, "Postgres": [await postgres_pid(database_url)]}
             headers = {"Authorization": f"Token {API_TOKEN}"}
             async with httpx.AsyncClient(base_url=running.api_url, headers=headers, timeout=600) as api:
-                concurrency = args.workers * args.max_concurrency
                 print(
                     f"bulk prediction: {args.workers} gateway workers, batch {args.batch_size}, "
-                    f"{args.max_concurrency} concurrent calls per worker ({concurrency} in all), "
+                    f"{args.max_concurrency} concurrent calls to the backend (its max_concurrency, shared by "
+                    "the workers; the direct calls use as many), "
                     f"{args.internal_apis} /internal API process(es), {os.cpu_count()} CPUs, "
                     f"load {os.getloadavg()[0]:.1f}"
                 )
@@ -412,7 +414,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--workers", type=int, default=2, help="gateway worker processes")
     parser.add_argument("--batch-size", type=int, default=100, help="tasks per /predict call")
-    parser.add_argument("--max-concurrency", type=int, default=4, help="concurrent calls per worker")
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=4,
+        help="the backend's max_concurrency: concurrent calls of all workers together, and of the direct calls",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per size and pass; the fastest counts")
     parser.add_argument(
         "--internal-apis",
