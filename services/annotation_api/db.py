@@ -67,6 +67,9 @@ async def keep_index_plans(session: AsyncSession) -> None:
     For the transactions that write rows by the thousand: planned again for each row, a foreign key cost
     Postgres ~8 µs per row COPYed (task → project, prediction → task) and ~25 µs per task deleted (three
     cascades: predictions, annotations, locks), twice to four times the write itself (``bench/README.md``).
+    Only where each later statement of the transaction has one right index (a key, the task index): a kept
+    plan serves any values, so one whose best index depends on them (a project's size, a model version's
+    share) must not run under it.
     """
     await session.execute(_KEEP_INDEX_PLANS)
 

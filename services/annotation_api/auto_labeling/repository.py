@@ -8,7 +8,6 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.annotation_api.db import keep_index_plans
 from services.annotation_api.outbox import ANNOTATION_CREATED
 from services.annotation_api.tasks.repository import PARENT_PREDICTION
 
@@ -79,7 +78,6 @@ async def annotations_from_predictions(
         "threshold": threshold,
         "user": user_id,
     }
-    await keep_index_plans(session)
     return [(row[0], row[1]) for row in await session.execute(_CREATE, params)]
 
 
