@@ -681,6 +681,8 @@ class BackendCaller:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+        if self.slots is not None:
+            await self.slots.aclose()
 
 
 def _oversized_head(exc: BaseException) -> bool:

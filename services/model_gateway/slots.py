@@ -1,11 +1,19 @@
 """Per-backend concurrency across processes: ``max_concurrency`` holds for all workers together.
 
 Each process already limits its own calls (``resilience.Limiter``); N worker processes would still allow N
-times the setting. Here a Redis sorted set per backend holds one member per call in flight, scored by
-when its lease expires (Redis server time, so clocks of workers do not matter). Taking a slot first drops
-expired members (a worker that died frees its slots within one lease), then adds itself if fewer than the
-limit remain; a held slot's lease is renewed while the call runs. When Redis fails, calls go on under the
+times the setting. Here a Redis sorted set per backend holds one member per slot taken, scored by when its
+lease expires (Redis server time, so clocks of workers do not matter). Taking a slot first drops expired
+members (a worker that died frees its slots within one lease), then adds itself if fewer than the limit
+remain; a slot's lease is renewed while this process holds it. When Redis fails, calls go on under the
 per-process limit alone rather than stop: a Redis outage must not stop predictions.
+
+A process keeps a slot for its own next call: a finished call hands its slot straight to a call of this
+process waiting for one, or keeps it ``keep_s`` for the next. A bulk chunk makes one call per batch of
+tasks, back to back, and taking and giving back each cost a Redis round trip per call (~15% of a
+worker's CPU, bench/README.md); kept, a slot is taken once per ``reuse_s`` at most. It then goes back to
+Redis, so other processes get their turn, and a changed ``max_concurrency`` applies within that time.
+Calls that wait queue in their process, first come first served, behind one poller per backend that asks
+Redis every ``poll_s`` to ``poll_max_s``: not one poll per waiting call.
 """
 
 from __future__ import annotations
@@ -15,7 +23,9 @@ import contextlib
 import hashlib
 import logging
 import secrets
+from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -48,15 +58,43 @@ return 1
 )
 
 
+@dataclass(eq=False)
+class _Slot:
+    """A member of a backend's set that this process holds, in use or kept for its next call."""
+
+    key: str
+    holder: str
+    taken_at: float
+    renewing: asyncio.Task[None]
+    giving_back: asyncio.TimerHandle | None = field(default=None)
+
+
 class BackendSlots:
     """See the module docstring. ``hold`` raises TimeoutError when no slot frees up within ``wait_s``."""
 
-    def __init__(self, redis: Redis, *, lease_s: float = 15.0, poll_s: float = 0.02) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        lease_s: float = 15.0,
+        poll_s: float = 0.01,
+        poll_max_s: float = 0.05,
+        keep_s: float = 0.005,
+        reuse_s: float = 1.0,
+    ) -> None:
         self._redis = redis
         self._lease_ms = int(lease_s * 1000)
         self._poll_s = poll_s
+        self._poll_max_s = poll_max_s
+        self._keep_s = keep_s
+        self._reuse_s = reuse_s
         self._take = redis.register_script(_TAKE)
         self._renew = redis.register_script(_RENEW)
+        self._kept: dict[str, list[_Slot]] = {}
+        self._waiting: dict[str, deque[asyncio.Future[_Slot]]] = {}
+        self._limits: dict[str, int] = {}
+        self._pollers: dict[str, asyncio.Task[None]] = {}
+        self._giving_back: set[asyncio.Task[None]] = set()
 
     @staticmethod
     def key(backend: str) -> str:
@@ -64,38 +102,152 @@ class BackendSlots:
 
     @contextlib.asynccontextmanager
     async def hold(self, backend: str, limit: int, wait_s: float) -> AsyncIterator[None]:
-        key, holder = self.key(backend), secrets.token_hex(8)
         try:
-            taken = await self._acquire(key, holder, limit, wait_s)
+            slot = await self._acquire(self.key(backend), limit, wait_s)
         except RedisError as exc:
             log.warning("backend slots unavailable, per-process limit only: %s", exc)
             yield
             return
-        if not taken:
+        if slot is None:
             raise TimeoutError
-        renewing = asyncio.create_task(self._keep(key, holder))
         try:
             yield
         finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RedisError):
-                await renewing
-            with contextlib.suppress(RedisError):
-                await self._redis.zrem(key, holder)
+            self._put_back(slot)
 
-    async def _acquire(self, key: str, holder: str, limit: int, wait_s: float) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
+    async def aclose(self) -> None:
+        """Give back the slots kept for calls that will not come, so other processes need not wait a lease."""
+        for poller in list(self._pollers.values()):
+            poller.cancel()
+        kept = [slot for slots in self._kept.values() for slot in slots]
+        self._kept.clear()
+        for slot in kept:
+            if slot.giving_back is not None:
+                slot.giving_back.cancel()
+            await self._give_back(slot)
+        if self._giving_back:
+            await asyncio.gather(*self._giving_back, return_exceptions=True)
+
+    async def _acquire(self, key: str, limit: int, wait_s: float) -> _Slot | None:
+        """A kept slot, one taken from Redis, or one handed over within ``wait_s``; None when none came."""
+        kept = self._reuse(key)
+        if kept is not None:
+            return kept
+        queue = self._waiting.setdefault(key, deque())
+        if not queue:
+            taken = await self._take_one(key, limit)
+            if taken is not None:
+                return taken
+        waiter: asyncio.Future[_Slot] = asyncio.get_running_loop().create_future()
+        queue.append(waiter)
+        self._limits[key] = limit
+        if key not in self._pollers:
+            self._pollers[key] = asyncio.create_task(self._poll(key))
+        try:
+            await asyncio.wait({waiter}, timeout=wait_s)
+        except BaseException:
+            self._forget(queue, waiter)
+            raise
+        if waiter.done():
+            return waiter.result()
+        self._forget(queue, waiter)
+        return None
+
+    def _forget(self, queue: deque[asyncio.Future[_Slot]], waiter: asyncio.Future[_Slot]) -> None:
+        """A waiter whose call stopped waiting; a slot handed to it meanwhile goes to the next one."""
+        if not waiter.done():
+            waiter.cancel()
+            queue.remove(waiter)
+        elif waiter.exception() is None:
+            self._put_back(waiter.result())
+
+    async def _take_one(self, key: str, limit: int) -> _Slot | None:
+        holder = secrets.token_hex(8)
+        if not await self._take(keys=[key], args=[limit, self._lease_ms, holder]):
+            return None
+        renewing = asyncio.create_task(self._keep_renewed(key, holder))
+        return _Slot(key, holder, asyncio.get_running_loop().time(), renewing)
+
+    async def _poll(self, key: str) -> None:
+        """Take slots from Redis for this process's waiting calls, first come first served, while any wait.
+
+        One poller per backend and process, however many calls wait: Redis is asked every ``poll_s`` to
+        ``poll_max_s`` (backing off), not once per waiting call; slots this process gives back go to its
+        waiting calls directly (``_put_back``).
+        """
+        queue = self._waiting[key]
         delay = self._poll_s
-        while True:
-            if await self._take(keys=[key], args=[limit, self._lease_ms, holder]):
-                return True
-            if loop.time() + delay >= deadline:
-                return False
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+        try:
+            while queue:
+                try:
+                    taken = await self._take_one(key, self._limits[key])
+                except RedisError as exc:
+                    while queue:
+                        queue.popleft().set_exception(exc)
+                    return
+                if taken is not None:
+                    if not self._hand_over(taken):
+                        self._put_back(taken)  # its call stopped waiting meanwhile
+                    delay = self._poll_s
+                    continue
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, self._poll_max_s)
+        finally:
+            del self._pollers[key]
 
-    async def _keep(self, key: str, holder: str) -> None:
+    def _reuse(self, key: str) -> _Slot | None:
+        """The slot this process kept most recently for the backend, if it may still be reused."""
+        kept = self._kept.get(key)
+        while kept:
+            slot = kept.pop()
+            if slot.giving_back is not None:
+                slot.giving_back.cancel()
+                slot.giving_back = None
+            if asyncio.get_running_loop().time() - slot.taken_at < self._reuse_s:
+                return slot
+            self._give_back_later(slot)
+        return None
+
+    def _put_back(self, slot: _Slot) -> None:
+        """After a call: hand the slot to a waiting call, keep it for the next, or give it back to Redis."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - slot.taken_at >= self._reuse_s:
+            self._give_back_later(slot)
+            return
+        if not self._hand_over(slot):
+            slot.giving_back = loop.call_later(self._keep_s, self._unkeep, slot)
+            self._kept.setdefault(slot.key, []).append(slot)
+
+    def _hand_over(self, slot: _Slot) -> bool:
+        """To the call of this process that has waited longest, if any."""
+        waiting = self._waiting.get(slot.key)
+        while waiting:
+            waiter = waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(slot)
+                return True
+        return False
+
+    def _unkeep(self, slot: _Slot) -> None:
+        """No call of this process took the kept slot within ``keep_s``: it goes back to Redis."""
+        kept = self._kept.get(slot.key, [])
+        if slot in kept:
+            kept.remove(slot)
+            self._give_back_later(slot)
+
+    def _give_back_later(self, slot: _Slot) -> None:
+        task = asyncio.get_running_loop().create_task(self._give_back(slot))
+        self._giving_back.add(task)
+        task.add_done_callback(self._giving_back.discard)
+
+    async def _give_back(self, slot: _Slot) -> None:
+        slot.renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError, RedisError):
+            await slot.renewing
+        with contextlib.suppress(RedisError):
+            await self._redis.zrem(slot.key, slot.holder)
+
+    async def _keep_renewed(self, key: str, holder: str) -> None:
         while True:
             await asyncio.sleep(self._lease_ms / 3000)
             await self._renew(keys=[key], args=[self._lease_ms, holder])

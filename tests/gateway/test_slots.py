@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 import redis.asyncio as aioredis
@@ -18,8 +19,12 @@ async def redis(redis_url: str) -> aioredis.Redis:
     await client.aclose()
 
 
+async def members(redis: aioredis.Redis, backend: str = "http://b") -> list[bytes]:
+    return list(await redis.zrange(BackendSlots.key(backend), 0, -1))
+
+
 async def test_the_limit_holds_and_a_released_slot_is_free_again(redis: aioredis.Redis) -> None:
-    slots = BackendSlots(redis)
+    slots = BackendSlots(redis, keep_s=0.2)
     async with slots.hold("http://b", 1, 1.0):
         with pytest.raises(TimeoutError):
             async with slots.hold("http://b", 1, 0.1):
@@ -27,18 +32,111 @@ async def test_the_limit_holds_and_a_released_slot_is_free_again(redis: aioredis
         async with slots.hold("http://other", 1, 0.1):  # other backends have their own slots
             pass
     async with slots.hold("http://b", 1, 0.1):
-        assert await redis.zcard(BackendSlots.key("http://b")) == 1
-    assert await redis.zcard(BackendSlots.key("http://b")) == 0
+        assert len(await members(redis)) == 1
+
+    other_process = BackendSlots(redis, poll_max_s=0.01)
+    with pytest.raises(TimeoutError):  # kept for this process's next call a moment longer
+        async with other_process.hold("http://b", 1, 0.05):
+            pass
+
+    async def given_back() -> bool:
+        return not await members(redis)
+
+    await wait_for(given_back, 10, "the kept slot to go back to Redis")
+    async with other_process.hold("http://b", 1, 0.1):
+        assert len(await members(redis)) == 1
+    await other_process.aclose()
+    await slots.aclose()
+
+
+async def test_back_to_back_calls_of_a_process_reuse_its_slot(redis: aioredis.Redis) -> None:
+    """What a chunk's batches do: the slot is taken from Redis once, not once per call."""
+    slots = BackendSlots(redis, keep_s=10.0, reuse_s=10.0)
+    async with slots.hold("http://b", 2, 1.0):
+        first = await members(redis)
+    for _ in range(5):
+        async with slots.hold("http://b", 2, 1.0):
+            assert await members(redis) == first
+    await slots.aclose()
+    assert await members(redis) == [], "closing gives back what the process kept"
+
+
+async def test_a_waiting_call_gets_the_slot_of_a_call_that_finishes(redis: aioredis.Redis) -> None:
+    """Handed over at once: with a 5 s poll, only the hand-over can let the second call in within 2 s."""
+    slots = BackendSlots(redis, poll_s=5.0)
+    second_in = asyncio.Event()
+
+    async def second_call() -> None:
+        async with slots.hold("http://b", 1, 10.0):
+            second_in.set()
+            await asyncio.sleep(0.1)
+
+    async with slots.hold("http://b", 1, 1.0):
+        first = await members(redis)
+        waiting = asyncio.create_task(second_call())
+        await asyncio.sleep(0.1)
+        assert not second_in.is_set()
+    await asyncio.wait_for(second_in.wait(), 2)
+    assert await members(redis) == first, "the same slot, not a second one"
+    await waiting
+    await slots.aclose()
+
+
+async def test_calls_waiting_in_a_process_get_slots_first_come_first_served(redis: aioredis.Redis) -> None:
+    """They queue behind one poller: not each polling Redis with its own backoff, where a late caller
+    polling at the right moment overtakes those waiting longer."""
+    slots, entered = BackendSlots(redis), []
+
+    async def call(n: int) -> None:
+        async with slots.hold("http://b", 1, 10.0):
+            entered.append(n)
+            await asyncio.sleep(0.02)
+
+    other_process = BackendSlots(redis)
+    async with other_process.hold("http://b", 1, 1.0):
+        calls = []
+        for n in range(6):
+            calls.append(asyncio.create_task(call(n)))
+            await asyncio.sleep(0.03)
+    await other_process.aclose()
+    await asyncio.gather(*calls)
+    await slots.aclose()
+    assert entered == list(range(6))
+    assert await members(redis) == []
+
+
+async def test_a_slot_goes_back_to_redis_after_reuse_s_so_other_processes_get_their_turn(
+    redis: aioredis.Redis,
+) -> None:
+    busy = BackendSlots(redis, reuse_s=0.3, keep_s=10.0)
+    stop = asyncio.Event()
+
+    async def back_to_back_calls() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with busy.hold("http://b", 1, 1.0):
+                    await asyncio.sleep(0.01)
+
+    calls = asyncio.create_task(back_to_back_calls())
+    other_process = BackendSlots(redis)
+    try:
+        async with other_process.hold("http://b", 1, 10.0):
+            other_turn = await members(redis)
+        await other_process.aclose()
+    finally:
+        stop.set()
+        await calls
+        await busy.aclose()
+    assert len(other_turn) == 1
 
 
 async def test_a_slot_whose_holder_died_expires_with_its_lease(redis: aioredis.Redis) -> None:
     """A worker killed mid-call never releases nor renews: its slot is free once the lease runs out."""
     dead = BackendSlots(redis, lease_s=0.3)
-    holding = asyncio.create_task(dead._acquire(BackendSlots.key("http://b"), "dead-worker", 1, 1.0))
-    assert await holding  # taken, and nobody will renew or release it
+    assert await dead._take(keys=[BackendSlots.key("http://b")], args=[1, 300, "dead-worker"])
     async with BackendSlots(redis).hold("http://b", 1, 10.0):
-        members = await redis.zrange(BackendSlots.key("http://b"), 0, -1)
-        assert b"dead-worker" not in members and len(members) == 1
+        taken = await members(redis)
+        assert b"dead-worker" not in taken and len(taken) == 1
 
 
 async def test_a_held_slot_is_renewed_while_the_call_runs(redis: aioredis.Redis) -> None:
@@ -54,3 +152,24 @@ async def test_a_held_slot_is_renewed_while_the_call_runs(redis: aioredis.Redis)
         with pytest.raises(TimeoutError):
             async with slots.hold("http://b", 1, 0.05):
                 pass
+
+
+async def test_a_process_that_keeps_no_slot_still_serves_its_waiting_calls(redis: aioredis.Redis) -> None:
+    """``reuse_s=0``: every slot goes back after its call, but one the poller takes goes to a waiting call."""
+    slots, other_process = BackendSlots(redis, reuse_s=0.0), BackendSlots(redis)
+    async with other_process.hold("http://b", 1, 1.0):
+        waiting = asyncio.create_task(_hold_once(slots))
+        await asyncio.sleep(0.1)
+    await other_process.aclose()
+    await asyncio.wait_for(waiting, 5)
+    await slots.aclose()
+
+    async def given_back() -> bool:
+        return not await members(redis)
+
+    await wait_for(given_back, 10, "the slot to go back after its call")
+
+
+async def _hold_once(slots: BackendSlots) -> None:
+    async with slots.hold("http://b", 1, 10.0):
+        pass
