@@ -37,7 +37,6 @@ from services.annotation_api.ml_backends.service import (
     backend_spec,
     follow_model_version,
     project_ref,
-    record_version,
 )
 from services.annotation_api.models import (
     Job,
@@ -481,10 +480,9 @@ async def _apply_report(
         predictions=predictions,
     )
     predicted = set(inserted)
-    if backend_id is not None:
+    if backend_id is not None and predictions:
         # The version a backend predicts with can run ahead of the one its last check saw.
-        for version in sorted({p.model_version for p in predictions}):
-            await record_version(session, backend_id, version)
+        await repo.record_versions(conn, backend_id, [p.model_version for p in predictions])
     errors = [e for e in report.errors if e.task_id in in_chunk and e.task_id not in predicted]
     failed = {e.task_id for e in errors}
     reported = {p.task_id for p in predictions} | failed
