@@ -9,6 +9,7 @@ each chunk statement's plan (EXPLAIN ANALYZE, rolled back) must read no more row
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -26,6 +27,7 @@ from services.annotation_api.jobs import repository as repo
 from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
 from tests.support.builders import choice, connect_backend, create_project, import_texts
 from tests.support.databases import insert_tasks
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("gateway_server")
 
@@ -259,3 +261,61 @@ async def test_a_task_delete_batch_counts_its_predictions_by_the_task_index(
         plan = explained.scalar_one()[0]["Plan"]
         await conn.rollback()
     assert _scanned(plan, "prediction") <= len(batch), plan
+
+
+async def test_a_locked_window_reads_only_its_own_tasks_whatever_came_before_it(
+    api: httpx.AsyncClient, project: dict[str, Any], db: asyncpg.Connection, engine: AsyncEngine
+) -> None:
+    """A job's first window in a project newer than others starts at the project's first task. The
+    planner walked the primary key from id 0 for rows it must lock, filtering on the project: every older
+    project's task was read."""
+    older = await create_project(api, SENTIMENT_CONFIG)
+    await insert_tasks(db, older["id"], 50 * TASKS)
+    task_ids = await insert_tasks(db, project["id"], 10 * TASKS)
+    await db.execute("VACUUM ANALYZE task")
+    batch = 5 * TASKS // 2
+
+    async with engine.connect() as conn:
+        transaction = await conn.begin()
+        selection = TaskSelection.from_params(AsyncSession(bind=conn), project["id"], {"all": True})
+        assert await selection.window(0, batch, lock=True) == task_ids[:batch]
+        read = await conn.execute(
+            text("SELECT seq_tup_read, idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'task'")
+        )
+        seq_read, fetched = read.one()
+        assert seq_read == 0 and fetched < 2 * batch, fetched
+        with pytest.raises(asyncpg.LockNotAvailableError):
+            await db.execute("SELECT id FROM task WHERE id = $1 FOR UPDATE NOWAIT", task_ids[batch - 1])
+        await transaction.rollback()
+
+
+async def test_a_locked_window_with_a_task_deleted_meanwhile_is_not_taken_for_the_last(
+    project: dict[str, Any], db: asyncpg.Connection, engine: AsyncEngine, database_url: str
+) -> None:
+    """Jobs stop at a window shorter than asked: one whose task another transaction deleted while the
+    window waited for its lock still answers its full length, the next task in its place."""
+    task_ids = await insert_tasks(db, project["id"], 30)
+    deleter = await asyncpg.connect(database_url)
+    try:
+        deleting = deleter.transaction()
+        await deleting.start()
+        await deleter.execute("DELETE FROM task WHERE id = $1", task_ids[5])
+        async with engine.connect() as conn:
+            transaction = await conn.begin()
+            selection = TaskSelection.from_params(AsyncSession(bind=conn), project["id"], {"all": True})
+            window = asyncio.create_task(selection.window(0, 10, lock=True))
+
+            async def waiting_for_the_lock() -> bool:
+                return bool(
+                    await db.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock'"
+                    )
+                )
+
+            await wait_for(waiting_for_the_lock, 10, "the window to wait for the deleted task's lock")
+            await deleting.commit()
+            assert await window == task_ids[:5] + task_ids[6:11]
+            await transaction.rollback()
+    finally:
+        await deleter.close()

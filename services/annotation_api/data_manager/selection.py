@@ -32,7 +32,9 @@ class TaskSelection:
 
     def condition(self) -> ColumnElement[bool]:
         """A WHERE condition on ``Task`` selecting exactly these tasks."""
-        in_project = Task.project_id == self.project_id
+        return self._condition(Task.project_id == self.project_id)
+
+    def _condition(self, in_project: ColumnElement[bool]) -> ColumnElement[bool]:
         if not self.all:
             return in_project & (Task.id == any_(id_array(self.included)))
         if self.excluded:
@@ -74,7 +76,21 @@ class TaskSelection:
     def window_ids(self, after: int, limit: int) -> Select[int]:
         """``SELECT task.id`` of the next ``limit`` selected ids above ``after``, ascending: one batch of a
         background job, for a statement that keeps the ids in Postgres."""
-        return self.task_ids().where(Task.id > after).order_by(Task.id).limit(limit)
+        return self.ids_above(after).limit(limit)
+
+    def ids_above(self, after: int) -> Select[int]:
+        """The selected ids above ``after`` in id order, read along the task index on ``(project_id, id)``.
+
+        The project is bounded as a range (``BETWEEN p AND p``) and the rows ordered by ``(project_id, id)``:
+        with ``project_id = p``, that order is the same as ``id`` alone to the planner, which could then walk
+        the primary key from ``after`` filtering on the project, assuming its tasks spread over all ids. A
+        job's first window in a project newer than others read every older project's task that way (a
+        window of 5,000 behind 100,000 older tasks: 105,000 rows), whenever the rows were to be locked or
+        the visibility map lagged recent writes.
+        """
+        in_project = Task.project_id.between(self.project_id, self.project_id)
+        stmt = select(Task.id).where(self._condition(in_project), Task.id > after)
+        return stmt.order_by(Task.project_id, Task.id)
 
     async def window(self, after: int, limit: int, *, lock: bool = False) -> list[int]:
         """The ids of ``window_ids``. ``lock`` takes them ``FOR UPDATE`` (in id order, so batches and

@@ -170,10 +170,10 @@ async def _plan_step(ctx: runner.StepContext) -> bool:
     size = int(params["chunk_size"])
     window = max(size, ctx.batch_size // size * size)
     selection = TaskSelection.from_params(session, job.project_id, params["selection"])
-    stmt = selection.task_ids().where(Task.id > ctx.cursor)
+    stmt = selection.ids_above(ctx.cursor)
     if params.get("unlabeled"):
         stmt = stmt.where(Task.is_labeled.is_(False))
-    ids = list((await session.scalars(stmt.order_by(Task.id).limit(window))).all())
+    ids = list((await session.scalars(stmt.limit(window))).all())
     planned = int(params.get("planned", 0)) + len(ids)
     if ids:
         chunk_ids = await repo.plan_chunks(session, job.id, ids, size, int(params.get("chunks", 0)))
