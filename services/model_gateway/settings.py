@@ -144,13 +144,14 @@ class GatewaySettings(CommonSettings, RedisSettingsMixin):
     )
     worker_probe_host: str = Field(default="0.0.0.0", description="Worker only: address the listener binds.")
     worker_max_jobs: int = Field(
-        default=4,
+        default=3,
         ge=1,
         description="Worker only: queued jobs one worker runs at once (bulk-prediction chunks, webhook "
         "deliveries, training calls). Each chunk is a lease and a report to the API; chunks beyond what "
         "the API processes can serve at once only wait there, so they wait on the queue instead, where "
-        "any worker can take them. Fewer shorten the /internal calls' tail at some throughput: on two "
-        "shared cores, 2 per worker kept their p99 under 130 ms for 15-30% fewer tasks/s (bench/README).",
+        "any worker can take them. With 1000-task chunks on two shared cores, 4 per worker took the "
+        "/internal calls' p99 to 175-225 ms and 3 kept it at 144-150 ms for the same CPU per task "
+        "(bench/README).",
     )
     worker_drain_grace_s: float = Field(
         default=20.0,
