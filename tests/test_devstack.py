@@ -84,16 +84,20 @@ def test_run_keeps_the_loops_off_the_users_api_and_stops_when_postgres_dies(tmp_
         LABELLOOP_INTERNAL_API_PORT=str(free_port()),
         LABELLOOP_GATEWAY_PORT=str(free_port()),
         LABELLOOP_EXAMPLE_BACKEND_PORT=str(free_port()),
+        LABELLOOP_NER_BACKEND_PORT=str(free_port()),
+        LABELLOOP_WORKER_PROBE_PORT=str(free_port()),
         LABELLOOP_EXAMPLE_BACKEND="examples.simple_backend",
     )
-    run = subprocess.Popen(
-        [sys.executable, "-m", "devstack.run"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    errors = tmp_path / "run.stderr"
+    with errors.open("w") as stderr:  # the child keeps its own copy
+        run = subprocess.Popen(
+            [sys.executable, "-m", "devstack.run"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     lines: list[str] = []
     up = threading.Event()
 
@@ -107,7 +111,7 @@ def test_run_keeps_the_loops_off_the_users_api_and_stops_when_postgres_dies(tmp_
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        assert up.wait(timeout=90), "".join(lines)
+        assert up.wait(timeout=90), "".join(lines) + errors.read_text()[-3000:]
         loops = {
             name: httpx.get(f"http://127.0.0.1:{env[name]}/ready").json()["background_loops"]
             for name in ("LABELLOOP_API_PORT", "LABELLOOP_INTERNAL_API_PORT")
