@@ -262,19 +262,6 @@ async def hold_backend(conn: asyncpg.Connection, backend_id: int) -> bool:
     return await conn.fetchrow(_HOLD_BACKEND, backend_id) is not None
 
 
-_RECORD_VERSIONS = """
-    INSERT INTO ml_backend_version (ml_backend_id, model_version)
-    SELECT $1, v FROM unnest($2::text[]) AS v WHERE v <> ''
-    ON CONFLICT DO NOTHING
-"""
-
-
-async def record_versions(conn: asyncpg.Connection, backend_id: int, versions: Sequence[str]) -> None:
-    """``ml_backends.service.record_version`` for a report's versions, in one statement on the chunk's
-    connection: once per chunk, where the ORM's insert cost the API ~0.5 ms of CPU (bench/README.md)."""
-    await conn.execute(_RECORD_VERSIONS, backend_id, sorted(set(versions)))
-
-
 _LOCK_TASKS = "SELECT id FROM task WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE"
 
 

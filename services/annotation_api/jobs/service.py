@@ -37,6 +37,7 @@ from services.annotation_api.ml_backends.service import (
     backend_spec,
     follow_model_version,
     project_ref,
+    record_versions,
 )
 from services.annotation_api.models import (
     Job,
@@ -480,9 +481,9 @@ async def _apply_report(
         predictions=predictions,
     )
     predicted = set(inserted)
-    if backend_id is not None and predictions:
+    if backend_id is not None:
         # The version a backend predicts with can run ahead of the one its last check saw.
-        await repo.record_versions(conn, backend_id, [p.model_version for p in predictions])
+        await record_versions(session, backend_id, [p.model_version for p in predictions])
     errors = [e for e in report.errors if e.task_id in in_chunk and e.task_id not in predicted]
     failed = {e.task_id for e in errors}
     reported = {p.task_id for p in predictions} | failed

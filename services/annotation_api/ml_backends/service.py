@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import func, inspect, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, inspect, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.auth.access import hidden, only_visible
@@ -34,7 +34,6 @@ from services.annotation_api.ml_backends.schemas import (
 from services.annotation_api.models import (
     MlBackend,
     MlBackendState,
-    MlBackendVersion,
     Project,
     Task,
 )
@@ -119,11 +118,19 @@ async def get_project(session: AsyncSession, project_id: int) -> Project:
     return project
 
 
-async def record_version(session: AsyncSession, backend_id: int, model_version: str) -> None:
-    """Remember when the backend's version was first seen (its history); seeing it again changes nothing."""
-    if model_version:
-        stmt = insert(MlBackendVersion).values(ml_backend_id=backend_id, model_version=model_version)
-        await session.execute(stmt.on_conflict_do_nothing())
+_RECORD_VERSIONS = text(
+    "INSERT INTO ml_backend_version (ml_backend_id, model_version)"
+    " SELECT :backend, v FROM unnest(CAST(:versions AS text[])) AS v ON CONFLICT DO NOTHING"
+)
+
+
+async def record_versions(session: AsyncSession, backend_id: int, versions: Iterable[str | None]) -> None:
+    """Remember when each of the backend's versions was first seen (its history); seeing one again changes
+    nothing. One statement however many versions: a chunk report records its predictions' versions
+    with it, where an ORM insert per version cost the API ~0.5 ms of CPU per chunk."""
+    known = sorted({version for version in versions if version})
+    if known:
+        await session.execute(_RECORD_VERSIONS, {"backend": backend_id, "versions": known})
 
 
 async def get_backend(session: AsyncSession, backend_id: int) -> MlBackend:
@@ -209,7 +216,7 @@ async def create_backend(
             .values(model_version=backend.model_version)
         )
     await session.flush()
-    await record_version(session, backend.id, backend.model_version)
+    await record_versions(session, backend.id, [backend.model_version])
     await session.refresh(backend)
     return backend
 
@@ -258,7 +265,7 @@ async def update_backend(
         if result.model_version and "model_version" not in changes:
             backend.model_version = result.model_version
     await session.flush()
-    await record_version(session, backend.id, backend.model_version)
+    await record_versions(session, backend.id, [backend.model_version])
     await session.refresh(backend)
     return backend
 
@@ -321,7 +328,7 @@ async def follow_model_version(
     """The backend reported ``version`` (a check, training, or predictions it returned): record it when
     auto-update is on (or none was known), and move the project's shown version if it followed the backend.
     Every reported version enters the backend's history, whether it is followed or not."""
-    await record_version(session, backend.id, version)
+    await record_versions(session, backend.id, [version])
     old_version = backend.model_version
     if version != old_version and (backend.auto_update or not old_version):
         backend.model_version = version
