@@ -115,6 +115,10 @@ class BackendSlots:
         finally:
             self._put_back(slot)
 
+    def waiting(self, backend: str) -> int:
+        """Calls of this process waiting for a slot of the backend."""
+        return len(self._waiting.get(self.key(backend), ()))
+
     async def aclose(self) -> None:
         """Give back the slots kept for calls that will not come, so other processes need not wait a lease."""
         for poller in list(self._pollers.values()):

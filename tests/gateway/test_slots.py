@@ -23,6 +23,20 @@ async def members(redis: aioredis.Redis, backend: str = "http://b") -> list[byte
     return list(await redis.zrange(BackendSlots.key(backend), 0, -1))
 
 
+async def waiting_calls(slots: BackendSlots, count: int) -> None:
+    async def queued() -> bool:
+        return slots.waiting("http://b") == count
+
+    await wait_for(queued, 5, f"{count} calls waiting for a slot")
+
+
+async def given_back(redis: aioredis.Redis) -> None:
+    async def none_held() -> bool:
+        return not await members(redis)
+
+    await wait_for(none_held, 10, "every slot to go back to Redis")
+
+
 async def test_the_limit_holds_and_a_released_slot_is_free_again(redis: aioredis.Redis) -> None:
     slots = BackendSlots(redis, keep_s=0.2)
     async with slots.hold("http://b", 1, 1.0):
@@ -39,10 +53,7 @@ async def test_the_limit_holds_and_a_released_slot_is_free_again(redis: aioredis
         async with other_process.hold("http://b", 1, 0.05):
             pass
 
-    async def given_back() -> bool:
-        return not await members(redis)
-
-    await wait_for(given_back, 10, "the kept slot to go back to Redis")
+    await given_back(redis)
     async with other_process.hold("http://b", 1, 0.1):
         assert len(await members(redis)) == 1
     await other_process.aclose()
@@ -74,7 +85,7 @@ async def test_a_waiting_call_gets_the_slot_of_a_call_that_finishes(redis: aiore
     async with slots.hold("http://b", 1, 1.0):
         first = await members(redis)
         waiting = asyncio.create_task(second_call())
-        await asyncio.sleep(0.1)
+        await waiting_calls(slots, 1)
         assert not second_in.is_set()
     await asyncio.wait_for(second_in.wait(), 2)
     assert await members(redis) == first, "the same slot, not a second one"
@@ -97,7 +108,7 @@ async def test_calls_waiting_in_a_process_get_slots_first_come_first_served(redi
         calls = []
         for n in range(6):
             calls.append(asyncio.create_task(call(n)))
-            await asyncio.sleep(0.03)
+            await waiting_calls(slots, n + 1)
     await other_process.aclose()
     await asyncio.gather(*calls)
     await slots.aclose()
@@ -159,15 +170,11 @@ async def test_a_process_that_keeps_no_slot_still_serves_its_waiting_calls(redis
     slots, other_process = BackendSlots(redis, reuse_s=0.0), BackendSlots(redis)
     async with other_process.hold("http://b", 1, 1.0):
         waiting = asyncio.create_task(_hold_once(slots))
-        await asyncio.sleep(0.1)
+        await waiting_calls(slots, 1)
     await other_process.aclose()
     await asyncio.wait_for(waiting, 5)
     await slots.aclose()
-
-    async def given_back() -> bool:
-        return not await members(redis)
-
-    await wait_for(given_back, 10, "the slot to go back after its call")
+    await given_back(redis)
 
 
 async def _hold_once(slots: BackendSlots) -> None:
