@@ -18,7 +18,7 @@ import httpx
 import orjson
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
 from services.annotation_api.data_manager.jobs import _DELETE_TASKS, delete_prediction_batch
 from services.annotation_api.data_manager.selection import TaskSelection
@@ -64,6 +64,16 @@ def _scanned(node: dict[str, Any], relation: str) -> float:
     for child in node.get("Plans", ()):
         total += _scanned(child, relation)
     return total
+
+
+async def _rows_read(conn: AsyncConnection, table: str) -> tuple[int, int]:
+    """Rows this transaction read from ``table``: by sequential scans, and fetched by index scans."""
+    read = await conn.execute(
+        text("SELECT seq_tup_read, idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = :table"),
+        {"table": table},
+    )
+    seq_read, fetched = read.one()
+    return int(seq_read), int(fetched)
 
 
 async def _plan(engine: AsyncEngine, statement: str, args: tuple[Any, ...]) -> dict[str, Any]:
@@ -227,14 +237,9 @@ async def test_a_prediction_delete_batch_reads_only_its_tasks_predictions(
         session = AsyncSession(bind=conn)
         selection = TaskSelection.from_params(session, project["id"], {"all": True})
         tasks, _, deleted = await delete_prediction_batch(session, selection, 0, batch, model_version)
-        read = await conn.execute(
-            text(
-                "SELECT seq_tup_read, idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'prediction'"
-            )
-        )
         expected = batch if model_version else 2 * batch
         assert (tasks, deleted) == (batch, expected)
-        assert tuple(read.one()) == (0, expected)
+        assert await _rows_read(conn, "prediction") == (0, expected)
         await transaction.rollback()
 
 
@@ -279,10 +284,7 @@ async def test_a_locked_window_reads_only_its_own_tasks_whatever_came_before_it(
         transaction = await conn.begin()
         selection = TaskSelection.from_params(AsyncSession(bind=conn), project["id"], {"all": True})
         assert await selection.window(0, batch, lock=True) == task_ids[:batch]
-        read = await conn.execute(
-            text("SELECT seq_tup_read, idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'task'")
-        )
-        seq_read, fetched = read.one()
+        seq_read, fetched = await _rows_read(conn, "task")
         assert seq_read == 0 and fetched < 2 * batch, fetched
         with pytest.raises(asyncpg.LockNotAvailableError):
             await db.execute("SELECT id FROM task WHERE id = $1 FOR UPDATE NOWAIT", task_ids[batch - 1])

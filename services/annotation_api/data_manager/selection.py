@@ -94,7 +94,8 @@ class TaskSelection:
 
     async def window(self, after: int, limit: int, *, lock: bool = False) -> list[int]:
         """The ids of ``window_ids``. ``lock`` takes them ``FOR UPDATE`` (in id order, so batches and
-        writers cannot deadlock)."""
+        writers cannot deadlock). Fewer than ``limit`` ids means the selection's end, which jobs rely on:
+        a task deleted while the window waits for its lock gives its place to the next one."""
         stmt = self.window_ids(after, limit)
         if lock:
             stmt = stmt.with_for_update()
