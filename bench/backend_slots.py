@@ -16,13 +16,13 @@ import argparse
 import asyncio
 import os
 import secrets
-import statistics
 import time
 from collections.abc import Callable
 
 import uvloop
 from redis.asyncio import Redis
 
+from bench.harness import print_rounds
 from services.model_gateway.slots import BackendSlots
 
 LIMIT = 4
@@ -70,16 +70,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 f"µs per call, {concurrent} calling at once, max_concurrency {LIMIT} "
                 f"({args.calls} calls x {args.rounds} rounds, load {os.getloadavg()[0]:.1f})"
             )
-            baseline = [
-                statistics.median(f[i] for f in rounds["taken per call (baseline)"]) for i in range(2)
-            ]
-            for name, figures in rounds.items():
-                medians = [statistics.median(f[i] for f in figures) for i in range(2)]
-                line = "  ".join(
-                    f"{column} {' '.join(f'{f[i]:4.0f}' for f in figures)} ({medians[i] / baseline[i]:.2f})"
-                    for i, column in enumerate(["worker CPU", "Redis CPU"])
-                )
-                print(f"  {name:27} {line}")
+            print_rounds(rounds, "taken per call (baseline)", ["worker CPU", "Redis CPU"])
     finally:
         await redis.aclose()
 

@@ -16,7 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -393,3 +393,21 @@ async def latencies(
         await call()
         samples.append((loop.time() - started) * 1000)
     return statistics.median(samples), percentile(samples, 0.99)
+
+
+def print_rounds(
+    rounds: Mapping[str, Sequence[Sequence[float]]], baseline: str, columns: Sequence[str]
+) -> None:
+    """One line per variant: each column's figure for every round, then the ratio of its median to the
+    baseline variant's (the in-process A/B benchmarks, rounds alternated between variants)."""
+    medians = {
+        name: [statistics.median(figure[i] for figure in figures) for i in range(len(columns))]
+        for name, figures in rounds.items()
+    }
+    for name, figures in rounds.items():
+        line = "  ".join(
+            f"{column} {' '.join(f'{figure[i]:4.0f}' for figure in figures)} "
+            f"({medians[name][i] / medians[baseline][i]:.2f})"
+            for i, column in enumerate(columns)
+        )
+        print(f"  {name:27} {line}")

@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import time
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bench.harness import bench_database, cpu_seconds_by_tree
+from bench.harness import bench_database, cpu_seconds_by_tree, print_rounds
 from services.annotation_api.db import PLAN_EACH_EXECUTION, make_engine, raw_connection
 from shared.settings import asyncpg_url
 
@@ -70,15 +69,7 @@ async def main_async(args: argparse.Namespace) -> None:
             for engine in engines.values():
                 await engine.dispose()
     print(f"µs per request ({args.requests} requests x {args.rounds} rounds, load {os.getloadavg()[0]:.1f})")
-    baseline = [statistics.median(f[i] for f in rounds["pool_pre_ping (baseline)"]) for i in range(3)]
-    for name, figures in rounds.items():
-        medians = [statistics.median(f[i] for f in figures) for i in range(3)]
-        columns = ["client CPU", "Postgres CPU", "wall"]
-        line = "  ".join(
-            f"{column} {' '.join(f'{f[i]:4.0f}' for f in figures)} ({medians[i] / baseline[i]:.2f})"
-            for i, column in enumerate(columns)
-        )
-        print(f"  {name:27} {line}")
+    print_rounds(rounds, "pool_pre_ping (baseline)", ["client CPU", "Postgres CPU", "wall"])
 
 
 def main() -> None:
