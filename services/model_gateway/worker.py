@@ -76,6 +76,7 @@ _API_ATTEMPTS = 4
 _REDIS_DOWN = (RedisError, OSError)
 """Redis unreachable or restarting; a connection lost mid-``WATCH`` even surfaces as a WatchError."""
 _REDIS_BACKOFF_MAX_S = 2.0
+_BUSY_PING_EVERY_S = 1.0
 _DRAIN_MARGIN_S = 10.0
 """After the grace period, time to report or release the chunks before arq cancels what is left."""
 _STALLED_AFTER_S = 60.0
@@ -451,6 +452,7 @@ class ReconnectingWorker(Worker):
 
     _down_since: float | None = None
     _last_poll: float = 0.0
+    _last_busy_ping: float = 0.0
     settings: GatewaySettings
 
     async def main(self) -> None:
@@ -521,6 +523,7 @@ class ReconnectingWorker(Worker):
             await asyncio.sleep(gate.wait_s(self.poll_delay_s))
             return
         try:
+            await self._check_redis_while_busy()
             await super()._poll_iteration()
         except _REDIS_DOWN as exc:
             now = time.monotonic()
@@ -534,6 +537,17 @@ class ReconnectingWorker(Worker):
         if self._down_since is not None:
             log.warning("Redis reachable again after %.1f s", time.monotonic() - self._down_since)
             self._down_since = None
+
+    async def _check_redis_while_busy(self) -> None:
+        """Ping Redis once a second while every job slot is taken.
+
+        arq reads the queue only when a slot is free, so a worker whose jobs are all running (chunks
+        waiting on a slow backend) sent Redis nothing and stayed ready through an outage.
+        """
+        now = time.monotonic()
+        if self.job_counter >= self.max_jobs and now - self._last_busy_ping >= _BUSY_PING_EVERY_S:
+            self._last_busy_ping = now
+            await self.pool.ping()
 
 
 def create_worker(settings: GatewaySettings | None = None) -> ReconnectingWorker:
