@@ -48,6 +48,14 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSONB, list[Any]: JSONB}
 
 
+TASK_REFERENCE = (
+    "Its task, kept by statement-level triggers instead of a foreign key (migration 0012): an insert locks "
+    "its tasks and fails on a missing one with the key's error, a task delete takes the rows with it."
+)
+"""A foreign key's triggers run a query per row: one check per bulk-predicted task, three cascades per
+deleted task. The triggers do the same once per statement (``migrations/versions/0012_…``)."""
+
+
 def _created() -> Mapped[datetime]:
     return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
 
@@ -140,7 +148,7 @@ class Project(Base):
 
 class Prediction(Base):
     """Every bulk-predicted task inserts one, so each index and foreign key here is paid per task: only
-    what reads and deletes need (migrations 0007_lean_predictions and 0010 say why each of the others
+    what reads and deletes need (migrations 0007_lean_predictions, 0010 and 0012 say why each of the others
     went; ``make bench-insert`` prices them)."""
 
     __tablename__ = "prediction"
@@ -156,9 +164,9 @@ class Prediction(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"))
+    task_id: Mapped[int] = mapped_column(BigInteger, doc=TASK_REFERENCE)
     project_id: Mapped[int] = mapped_column(
-        Integer, doc="Its task's project (no foreign key: it goes with its task, by the task's key)."
+        Integer, doc="Its task's project (no foreign key: it goes with its task, see ``task_id``)."
     )
     result: Mapped[list[Any]] = mapped_column(JSONB)
     score: Mapped[float | None] = mapped_column(Double)
@@ -215,7 +223,7 @@ class Annotation(Base):
     __table_args__ = (Index("ix_annotation_project_id_id", "project_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[int] = mapped_column(BigInteger, index=True, doc=TASK_REFERENCE)
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
     result: Mapped[list[Any]] = mapped_column(JSONB, default=list)
     was_cancelled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
@@ -422,6 +430,6 @@ class TaskLock(Base):
 
     __tablename__ = "task_lock"
 
-    task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"), primary_key=True)
+    task_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, doc=TASK_REFERENCE)
     user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
