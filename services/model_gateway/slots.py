@@ -13,7 +13,11 @@ tasks, back to back, and taking and giving back each cost a Redis round trip per
 worker's CPU, bench/README.md); kept, a slot is taken once per ``reuse_s`` at most. It then goes back to
 Redis, so other processes get their turn, and a changed ``max_concurrency`` applies within that time.
 Calls that wait queue in their process, first come first served, behind one poller per backend that asks
-Redis every ``poll_s`` to ``poll_max_s``: not one poll per waiting call.
+Redis every ``poll_s`` to ``poll_max_s``: not one poll per waiting call. Each Redis round trip costs a worker
+about as much CPU as validating a hundred predictions, so they are batched: one poll takes a slot for every
+waiting call that fits under the limit (a chunk's batches start together), one renewal per backend covers
+every slot the process holds, and slots going back in the same instant go in one command (kept slots go
+back on a ``keep_s`` grid, so those of one burst of calls go together).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import secrets
 from collections import deque
 from collections.abc import AsyncIterator
@@ -36,22 +41,30 @@ _NOW_MS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
+# ARGV: the limit, the lease (ms), then one new member per slot wanted; the first N of them get a slot.
 _TAKE = (
     _NOW_MS
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
-  return 1
+local free = tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[1])
+local taken = 0
+while taken < free and taken + 3 <= #ARGV do
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[taken + 3])
+  taken = taken + 1
 end
-return 0
+if taken > 0 then
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
+end
+return taken
 """
 )
+# ARGV: the lease (ms), then the members to renew (those still in the set).
 _RENEW = (
     _NOW_MS
     + """
-redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[2])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
+end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2)
 return 1
 """
@@ -65,7 +78,6 @@ class _Slot:
     key: str
     holder: str
     taken_at: float
-    renewing: asyncio.Task[None]
     giving_back: asyncio.TimerHandle | None = field(default=None)
 
 
@@ -88,12 +100,17 @@ class BackendSlots:
         self._poll_max_s = poll_max_s
         self._keep_s = keep_s
         self._reuse_s = reuse_s
-        self._take = redis.register_script(_TAKE)
+        self._take_script = redis.register_script(_TAKE)
         self._renew = redis.register_script(_RENEW)
         self._kept: dict[str, list[_Slot]] = {}
         self._waiting: dict[str, deque[asyncio.Future[_Slot]]] = {}
         self._limits: dict[str, int] = {}
         self._pollers: dict[str, asyncio.Task[None]] = {}
+        self._held: dict[str, set[str]] = {}
+        """Members this process holds per backend, in use or kept: what its renewer renews."""
+        self._renewers: dict[str, asyncio.Task[None]] = {}
+        self._returning: dict[str, list[str]] = {}
+        """Members to give back per backend, sent together by one task (``_give_back_later``)."""
         self._giving_back: set[asyncio.Task[None]] = set()
 
     @staticmethod
@@ -128,9 +145,11 @@ class BackendSlots:
         for slot in kept:
             if slot.giving_back is not None:
                 slot.giving_back.cancel()
-            await self._give_back(slot)
+            self._give_back_later(slot)
         if self._giving_back:
             await asyncio.gather(*self._giving_back, return_exceptions=True)
+        for renewer in list(self._renewers.values()):
+            renewer.cancel()
 
     async def _acquire(self, key: str, limit: int, wait_s: float) -> _Slot | None:
         """A kept slot, one taken from Redis, or one handed over within ``wait_s``; None when none came."""
@@ -138,10 +157,6 @@ class BackendSlots:
         if kept is not None:
             return kept
         queue = self._waiting.setdefault(key, deque())
-        if not queue:
-            taken = await self._take_one(key, limit)
-            if taken is not None:
-                return taken
         waiter: asyncio.Future[_Slot] = asyncio.get_running_loop().create_future()
         queue.append(waiter)
         self._limits[key] = limit
@@ -165,33 +180,41 @@ class BackendSlots:
         elif waiter.exception() is None:
             self._put_back(waiter.result())
 
-    async def _take_one(self, key: str, limit: int) -> _Slot | None:
-        holder = secrets.token_hex(8)
-        if not await self._take(keys=[key], args=[limit, self._lease_ms, holder]):
-            return None
-        renewing = asyncio.create_task(self._keep_renewed(key, holder))
-        return _Slot(key, holder, asyncio.get_running_loop().time(), renewing)
+    async def _take(self, key: str, limit: int, count: int) -> list[_Slot]:
+        """Up to ``count`` slots from Redis, in one round trip: as many as the limit leaves free."""
+        holders = [secrets.token_hex(8) for _ in range(count)]
+        taken = int(await self._take_script(keys=[key], args=[limit, self._lease_ms, *holders]))
+        if not taken:
+            return []
+        self._held.setdefault(key, set()).update(holders[:taken])
+        renewer = self._renewers.get(key)
+        if renewer is None or renewer.done():
+            self._renewers[key] = asyncio.create_task(self._keep_renewed(key))
+        now = asyncio.get_running_loop().time()
+        return [_Slot(key, holder, now) for holder in holders[:taken]]
 
     async def _poll(self, key: str) -> None:
         """Take slots from Redis for this process's waiting calls, first come first served, while any wait.
 
-        One poller per backend and process, however many calls wait: Redis is asked every ``poll_s`` to
-        ``poll_max_s`` (backing off), not once per waiting call; slots this process gives back go to its
-        waiting calls directly (``_put_back``).
+        One poller per backend and process, however many calls wait: each poll asks Redis for a slot per
+        waiting call in one round trip, every ``poll_s`` to ``poll_max_s`` (backing off) while none is
+        free; slots this process gives back go to its waiting calls directly (``_put_back``).
         """
         queue = self._waiting[key]
         delay = self._poll_s
         try:
             while queue:
+                wanted = min(len(queue), self._limits[key])
                 try:
-                    taken = await self._take_one(key, self._limits[key])
+                    taken = await self._take(key, self._limits[key], wanted)
                 except RedisError as exc:
                     while queue:
                         queue.popleft().set_exception(exc)
                     return
-                if taken is not None:
-                    if not self._hand_over(taken):
-                        self._put_back(taken)  # its call stopped waiting meanwhile
+                for slot in taken:
+                    if not self._hand_over(slot):
+                        self._put_back(slot)  # its call stopped waiting meanwhile
+                if len(taken) == wanted:
                     delay = self._poll_s
                     continue
                 await asyncio.sleep(delay)
@@ -219,7 +242,9 @@ class BackendSlots:
             self._give_back_later(slot)
             return
         if not self._hand_over(slot):
-            slot.giving_back = loop.call_later(self._keep_s, self._unkeep, slot)
+            # On a grid of keep_s: slots kept in one burst of calls go back at the same instant, together.
+            due = (math.floor(loop.time() / self._keep_s) + 2) * self._keep_s if self._keep_s > 0 else 0.0
+            slot.giving_back = loop.call_at(due, self._unkeep, slot)
             self._kept.setdefault(slot.key, []).append(slot)
 
     def _hand_over(self, slot: _Slot) -> bool:
@@ -240,18 +265,32 @@ class BackendSlots:
             self._give_back_later(slot)
 
     def _give_back_later(self, slot: _Slot) -> None:
-        task = asyncio.get_running_loop().create_task(self._give_back(slot))
-        self._giving_back.add(task)
-        task.add_done_callback(self._giving_back.discard)
+        """Give the slot back to Redis with the others given back in this instant: one command for all."""
+        held = self._held.get(slot.key)
+        if held is not None:
+            held.discard(slot.holder)
+        returning = self._returning.setdefault(slot.key, [])
+        returning.append(slot.holder)
+        if len(returning) == 1:
+            task = asyncio.get_running_loop().create_task(self._give_back(slot.key))
+            self._giving_back.add(task)
+            task.add_done_callback(self._giving_back.discard)
 
-    async def _give_back(self, slot: _Slot) -> None:
-        slot.renewing.cancel()
-        with contextlib.suppress(asyncio.CancelledError, RedisError):
-            await slot.renewing
+    async def _give_back(self, key: str) -> None:
+        holders = self._returning.pop(key)
         with contextlib.suppress(RedisError):
-            await self._redis.zrem(slot.key, slot.holder)
+            await self._redis.zrem(key, *holders)
 
-    async def _keep_renewed(self, key: str, holder: str) -> None:
-        while True:
+    async def _keep_renewed(self, key: str) -> None:
+        """Renew every slot this process holds of the backend, one round trip per ``lease_s / 3``."""
+        while self._held.get(key):
             await asyncio.sleep(self._lease_ms / 3000)
-            await self._renew(keys=[key], args=[self._lease_ms, holder])
+            held = self._held.get(key)
+            if not held:
+                return
+            try:
+                await self._renew(keys=[key], args=[self._lease_ms, *held])
+            except RedisError as exc:
+                log.warning(
+                    "backend slots not renewed (%s); trying again in %.1f s", exc, self._lease_ms / 3000
+                )

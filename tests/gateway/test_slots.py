@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -15,6 +17,25 @@ from tests.support.waiting import wait_for
 @pytest.fixture
 async def redis(redis_url: str) -> aioredis.Redis:
     client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+class CountingRedis(aioredis.Redis):
+    """A real client that counts the commands it sends, by name."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent: Counter[str] = Counter()
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.sent[str(args[0]).upper()] += 1
+        return await super().execute_command(*args, **options)
+
+
+@pytest.fixture
+async def counting(redis_url: str) -> CountingRedis:
+    client = CountingRedis.from_url(redis_url)
     yield client
     await client.aclose()
 
@@ -144,7 +165,7 @@ async def test_a_slot_goes_back_to_redis_after_reuse_s_so_other_processes_get_th
 async def test_a_slot_whose_holder_died_expires_with_its_lease(redis: aioredis.Redis) -> None:
     """A worker killed mid-call never releases nor renews: its slot is free once the lease runs out."""
     dead = BackendSlots(redis, lease_s=0.3)
-    assert await dead._take(keys=[BackendSlots.key("http://b")], args=[1, 300, "dead-worker"])
+    assert await dead._take_script(keys=[BackendSlots.key("http://b")], args=[1, 300, "dead-worker"])
     async with BackendSlots(redis).hold("http://b", 1, 10.0):
         taken = await members(redis)
         assert b"dead-worker" not in taken and len(taken) == 1
@@ -180,3 +201,39 @@ async def test_a_process_that_keeps_no_slot_still_serves_its_waiting_calls(redis
 async def _hold_once(slots: BackendSlots) -> None:
     async with slots.hold("http://b", 1, 10.0):
         pass
+
+
+async def test_calls_starting_together_take_their_slots_in_one_round_trip(counting: CountingRedis) -> None:
+    """A chunk's batches start at once: one poll takes a slot for each (here all four fit the limit)."""
+    slots, inside, all_in = BackendSlots(counting), 0, asyncio.Event()
+
+    async def call() -> None:
+        nonlocal inside
+        async with slots.hold("http://b", 4, 5.0):
+            inside += 1
+            if inside == 4:
+                all_in.set()
+            await asyncio.wait_for(all_in.wait(), 5)
+
+    await asyncio.gather(*(call() for _ in range(4)))
+    assert counting.sent["EVALSHA"] + counting.sent["EVAL"] == 1, counting.sent
+    await slots.aclose()
+
+
+async def test_slots_kept_by_one_burst_go_back_in_one_command(counting: CountingRedis) -> None:
+    slots, all_in = BackendSlots(counting, keep_s=1.0), asyncio.Event()
+    calls_in = 0
+
+    async def call() -> None:
+        nonlocal calls_in
+        async with slots.hold("http://b", 3, 5.0):
+            calls_in += 1
+            if calls_in == 3:
+                all_in.set()
+            await asyncio.wait_for(all_in.wait(), 5)
+
+    await asyncio.gather(*(call() for _ in range(3)))
+    assert len(await members(counting)) == 3, "kept for the next calls a moment"
+    await given_back(counting)
+    assert counting.sent["ZREM"] == 1, counting.sent
+    await slots.aclose()
