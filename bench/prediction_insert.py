@@ -49,14 +49,14 @@ async def variants(conn: asyncpg.Connection) -> list[Variant]:
             "DROP INDEX bench_prediction_backend",
         ),
         (
-            "+ the per-row foreign key to task (before 0012)",
+            "+ the per-row key to task (before 0012)",
             "DROP TRIGGER prediction_task_inserted ON prediction; "
             "ALTER TABLE prediction ADD CONSTRAINT fk_prediction_task_id_task "
             "FOREIGN KEY (task_id) REFERENCES task (id) ON DELETE CASCADE",
             f"ALTER TABLE prediction DROP CONSTRAINT fk_prediction_task_id_task; {trigger}",
         ),
         (
-            "- any check of the task (no key, no trigger)",
+            "- any check of the task (no key or trigger)",
             "DROP TRIGGER prediction_task_inserted ON prediction",
             trigger,
         ),
