@@ -84,6 +84,28 @@ async def test_action_predicts_all_tasks_in_chunks(
     assert [item["id"] for item in listed] == [job["id"]]
 
 
+@pytest.mark.api_settings(job_batch_size=20)
+async def test_chunks_are_the_selections_ids_in_runs_of_chunk_size_across_planning_steps(
+    api: httpx.AsyncClient, project: dict[str, Any], fake: FakeBackend, db: asyncpg.Connection
+) -> None:
+    """Planning windows the selection and writes its chunk rows in Postgres, 20 ids (two chunks) a step."""
+    task_ids = await import_texts(api, project["id"], 47)
+    excluded = task_ids[3:5] + task_ids[30:31]
+    await connect_backend(api, project["id"], fake.url)
+    body = {"selectedItems": {"all": True, "excluded": excluded}}
+    response = await retrieve(api, project["id"], body)
+    assert response.status_code == 200, response.text
+    job_id = response.json()["job_id"]
+    await wait_planned(db, job_id)
+
+    rows = await db.fetch("SELECT seq, task_ids FROM job_chunk WHERE job_id = $1 ORDER BY id", job_id)
+    selected = [task_id for task_id in task_ids if task_id not in excluded]
+    assert [row["seq"] for row in rows] == list(range(5))
+    assert [list(row["task_ids"]) for row in rows] == [selected[i : i + 10] for i in range(0, 44, 10)]
+    job = (await api.get(f"/api/jobs/{job_id}")).json()
+    assert job["total"] == 44
+
+
 async def test_tasks_answered_without_a_prediction_are_done_but_not_predicted(
     api: httpx.AsyncClient,
     project: dict[str, Any],

@@ -1,7 +1,7 @@
 """The SQL of bulk jobs: chunking a selection, leasing, exactly-once completion, sweeping.
 
-Every statement is set-based: a planning batch is one INSERT of chunk rows, and a finished chunk is a
-handful of statements whatever its size.
+Every statement is set-based: a planning batch is one statement that windows the selection and inserts its
+chunk rows, and a finished chunk is a handful of statements whatever its size.
 
 The per-chunk statements find tasks and predictions by task id only, in ``MATERIALIZED`` CTEs, and compare
 project, backend and version outside them. Given ``ml_backend_id = :backend`` or ``project_id = :project``
@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import select, text
+from sqlalchemy import Select, func, insert, literal, select, text
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.db import INDEX_PLANS_KEPT, driver_connection
@@ -32,24 +34,48 @@ from shared.gateway_contract import ReportedPrediction, TaskError
 ERRORS_SAMPLE_MAX = 50
 
 
-# One planning batch: consecutive runs of ``size`` ids (already in id order) become chunk rows.
-_PLAN_CHUNKS = text(
-    """
-    INSERT INTO job_chunk (job_id, seq, task_ids, status, enqueued_at)
-    SELECT :job, :first_seq + (u.n - 1) / :size, array_agg(u.id ORDER BY u.n), 'pending', now()
-    FROM unnest(CAST(:ids AS bigint[])) WITH ORDINALITY AS u(id, n)
-    GROUP BY (u.n - 1) / :size
-    RETURNING id
-    """
-)
+@dataclass(frozen=True)
+class Planned:
+    """What one planning step made: its chunk rows, and the window of ids they cover."""
+
+    chunk_ids: list[int]
+    """Ascending."""
+    tasks: int
+    last_task_id: int | None
+
+
+def _plan_chunks_statement(job_id: int, window: Select[int], size: int, first_seq: int) -> Select[Any]:
+    win = window.cte("win")
+    numbered = select(win.c.id, func.row_number().over(order_by=win.c.id).label("n")).cte("numbered")
+    group = (numbered.c.n - 1).self_group().op("/")(size)  # integer division: runs of ``size`` ids
+    rows = select(
+        literal(job_id),
+        literal(first_seq) + group,
+        func.array_agg(aggregate_order_by(numbered.c.id, numbered.c.n)),
+        literal("pending"),
+        func.now(),
+    ).group_by(group)
+    made = (
+        insert(JobChunk)
+        .from_select(["job_id", "seq", "task_ids", "status", "enqueued_at"], rows, include_defaults=False)
+        .returning(JobChunk.id)
+        .cte("made")
+    )
+    return select(
+        select(func.array_agg(made.c.id)).scalar_subquery(),
+        select(func.count()).select_from(win).scalar_subquery(),
+        select(func.max(win.c.id)).scalar_subquery(),
+    )
 
 
 async def plan_chunks(
-    session: AsyncSession, job_id: int, task_ids: Sequence[int], size: int, first_seq: int
-) -> list[int]:
-    """Chunk rows for these ordered task ids, numbered from ``first_seq``; their ids, ascending."""
-    params = {"job": job_id, "ids": list(task_ids), "size": size, "first_seq": first_seq}
-    return sorted(int(row[0]) for row in await session.execute(_PLAN_CHUNKS, params))
+    session: AsyncSession, job_id: int, window: Select[int], size: int, first_seq: int
+) -> Planned:
+    """Chunk rows of ``size`` consecutive ids for the ids ``window`` selects (in id order), numbered from
+    ``first_seq``, in one statement: the ids stay in Postgres. Read into the API and sent back as an array,
+    they cost the ``/internal`` API ~1 µs of CPU per planned task."""
+    row = (await session.execute(_plan_chunks_statement(job_id, window, size, first_seq))).one()
+    return Planned(sorted(row[0] or ()), int(row[1]), None if row[2] is None else int(row[2]))
 
 
 _CHUNK_SETTINGS = text(f"SELECT set_config('synchronous_commit', 'off', true), {INDEX_PLANS_KEPT}")

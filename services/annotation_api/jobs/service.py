@@ -174,19 +174,18 @@ async def _plan_step(ctx: runner.StepContext) -> bool:
     stmt = selection.ids_above(ctx.cursor)
     if params.get("unlabeled"):
         stmt = stmt.where(Task.is_labeled.is_(False))
-    ids = list((await session.scalars(stmt.limit(window))).all())
-    planned = int(params.get("planned", 0)) + len(ids)
-    if ids:
-        chunk_ids = await repo.plan_chunks(session, job.id, ids, size, int(params.get("chunks", 0)))
+    made = await repo.plan_chunks(session, job.id, stmt.limit(window), size, int(params.get("chunks", 0)))
+    planned = int(params.get("planned", 0)) + made.tasks
+    if made.tasks:
         job.params = {
             **params,
-            "cursor": ids[-1],
+            "cursor": made.last_task_id,
             "planned": planned,
-            "chunks": int(params.get("chunks", 0)) + len(chunk_ids),
+            "chunks": int(params.get("chunks", 0)) + len(made.chunk_ids),
         }
         job.total = max(job.total, planned)
-        _enqueue_after_commit(session, ctx.queue, chunk_ids, params.get("carried"))
-    if len(ids) == window:
+        _enqueue_after_commit(session, ctx.queue, made.chunk_ids, params.get("carried"))
+    if made.tasks == window:
         return False
     job.step = None
     job.total = planned
