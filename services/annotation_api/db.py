@@ -74,6 +74,30 @@ async def keep_index_plans(session: AsyncSession) -> None:
     await session.execute(_KEEP_INDEX_PLANS)
 
 
+_SCAN_IN_INDEX_ORDER = text(
+    "SELECT current_setting('enable_seqscan'), current_setting('enable_bitmapscan'),"
+    " set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)"
+)
+_RESTORE_SCANS = text(
+    "SELECT set_config('enable_seqscan', :seqscan, true), set_config('enable_bitmapscan', :bitmapscan, true)"
+)
+
+
+@asynccontextmanager
+async def scanning_in_index_order(session: AsyncSession) -> AsyncIterator[None]:
+    """Within the block, a window of task ids (``TaskSelection.ids_above``) reads the task index in order, a
+    window's worth, whatever the statistics say; the transaction's settings are restored after it.
+
+    Right after a big import, before autovacuum has analyzed the table, Postgres estimated a few hundred
+    rows above the cursor, chose a bitmap scan of all of them and a sort: each window of 5,000 read every
+    task after it, quadratic in the project. At a million tasks bulk prediction's planning took 38 s of
+    Postgres (``bench/README.md``). Only the window: a later statement may need a bitmap scan.
+    """
+    previous = (await session.execute(_SCAN_IN_INDEX_ORDER)).one()
+    yield
+    await session.execute(_RESTORE_SCANS, {"seqscan": previous[0], "bitmapscan": previous[1]})
+
+
 def make_engine(
     database_url: str,
     pool_size: int = 10,

@@ -22,7 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, c
 
 from services.annotation_api.data_manager.jobs import _DELETE_TASKS, delete_prediction_batch
 from services.annotation_api.data_manager.selection import TaskSelection
-from services.annotation_api.db import PLAN_EACH_EXECUTION, make_engine, raw_connection
+from services.annotation_api.db import (
+    PLAN_EACH_EXECUTION,
+    make_engine,
+    raw_connection,
+    scanning_in_index_order,
+)
 from services.annotation_api.jobs import repository as repo
 from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
 from tests.support.builders import choice, connect_backend, create_project, import_texts
@@ -288,6 +293,44 @@ async def test_a_locked_window_reads_only_its_own_tasks_whatever_came_before_it(
         assert seq_read == 0 and fetched < 2 * batch, fetched
         with pytest.raises(asyncpg.LockNotAvailableError):
             await db.execute("SELECT id FROM task WHERE id = $1 FOR UPDATE NOWAIT", task_ids[batch - 1])
+        await transaction.rollback()
+
+
+async def test_windows_read_only_their_tasks_when_statistics_predate_the_tasks(
+    project: dict[str, Any], db: asyncpg.Connection, engine: AsyncEngine
+) -> None:
+    """Statistics of an empty table, as right after a big import before autovacuum analyzed it: the planner
+    expected a few rows above the cursor and read all of them with a bitmap scan, then sorted (bulk
+    prediction's planning was quadratic in the project). A job's window and a planning step read a window."""
+    await db.execute("VACUUM ANALYZE task")
+    task_ids = await insert_tasks(db, project["id"], 20 * TASKS)
+    job_id = await db.fetchval(
+        "INSERT INTO job (kind, project_id, selection, params, status, total)"
+        " VALUES ('predict', $1, '{}', '{}', 'running', 0) RETURNING id",
+        project["id"],
+    )
+    batch, cursor = TASKS // 2, task_ids[len(task_ids) // 4]
+    above = [task_id for task_id in task_ids if task_id > cursor]
+
+    async with engine.connect() as conn:
+        transaction = await conn.begin()
+        session = AsyncSession(bind=conn)
+        selection = TaskSelection.from_params(session, project["id"], {"all": True})
+        assert await selection.window(cursor, batch) == above[:batch]
+        seq_read, fetched = await _rows_read(conn, "task")
+        assert seq_read == 0 and fetched < 2 * batch, fetched
+        scans = await conn.execute(
+            text("SELECT current_setting('enable_seqscan'), current_setting('enable_bitmapscan')")
+        )
+        assert tuple(scans.one()) == ("on", "on"), "the settings outlived the window"
+
+        async with scanning_in_index_order(session):
+            planned = await repo.plan_chunks(
+                session, job_id, selection.ids_above(cursor).limit(batch), 100, 0
+            )
+        assert (planned.tasks, planned.last_task_id, len(planned.chunk_ids)) == (batch, above[batch - 1], 10)
+        seq_read, fetched = await _rows_read(conn, "task")
+        assert seq_read == 0 and fetched < 4 * batch, fetched
         await transaction.rollback()
 
 

@@ -19,7 +19,7 @@ from services.annotation_api import outbox
 from services.annotation_api.counters import add_to_project_counters, refresh_task_counters
 from services.annotation_api.data_manager.registry import ActionContext
 from services.annotation_api.data_manager.selection import TaskSelection
-from services.annotation_api.db import keep_index_plans
+from services.annotation_api.db import keep_index_plans, scanning_in_index_order
 from services.annotation_api.ids import id_array
 from services.annotation_api.jobs import runner
 from services.annotation_api.models import Annotation, Job, JobStatus, Prediction, Project
@@ -139,7 +139,8 @@ async def delete_prediction_batch(
         select(func.max(batch.c.id)).scalar_subquery(),
         select(func.count()).select_from(gone).scalar_subquery(),
     )
-    tasks, last, deleted = (await session.execute(stmt)).one()
+    async with scanning_in_index_order(session):
+        tasks, last, deleted = (await session.execute(stmt)).one()
     if deleted:
         await add_to_project_counters(session, selection.project_id, predictions=-deleted)
     return int(tasks), int(last or after), int(deleted)

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, all_, any_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.annotation_api.db import scanning_in_index_order
 from services.annotation_api.errors import BadRequest
 from services.annotation_api.ids import BIGINT_MAX, id_array
 from services.annotation_api.models import Task
@@ -86,7 +87,8 @@ class TaskSelection:
         the primary key from ``after`` filtering on the project, assuming its tasks spread over all ids. A
         job's first window in a project newer than others read every older project's task that way (a
         window of 5,000 behind 100,000 older tasks: 105,000 rows), whenever the rows were to be locked or
-        the visibility map lagged recent writes.
+        the visibility map lagged recent writes. Run it under ``db.scanning_in_index_order`` (``window``
+        does): with statistics older than the project's tasks, it was read by a bitmap scan and a sort.
         """
         in_project = Task.project_id.between(self.project_id, self.project_id)
         stmt = select(Task.id).where(self._condition(in_project), Task.id > after)
@@ -99,7 +101,8 @@ class TaskSelection:
         stmt = self.window_ids(after, limit)
         if lock:
             stmt = stmt.with_for_update()
-        return list((await self.session.scalars(stmt)).all())
+        async with scanning_in_index_order(self.session):
+            return list((await self.session.scalars(stmt)).all())
 
     def to_params(self) -> dict[str, Any]:
         """The selection as a job stores it (the runner rebuilds it with ``from_params``)."""
