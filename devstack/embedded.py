@@ -16,6 +16,7 @@ import fcntl
 import importlib.util
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -45,11 +46,35 @@ class StackInUse(EmbeddedServiceError):
         self.running = running
 
 
+_LOWEST_PORT = 20_000
+
+
+def _ephemeral_ports_start() -> int:
+    """Where the kernel's range of source ports for outbound connections starts (Linux; else IANA's)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49_152
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now, below the kernel's ephemeral range.
+
+    A port that ``bind(0)`` gives comes from the range outbound connections take their source ports from:
+    between this check and the server's own bind, a connection (to Postgres, say) could take it, and the
+    server then exits with "address already in use" (it happened to a benchmark's second API process). A port
+    below that range is only ever taken by a bind.
+    """
+    start = _ephemeral_ports_start()
+    for _ in range(50):
+        port = random.randrange(_LOWEST_PORT, start) if start > _LOWEST_PORT + 1000 else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise EmbeddedServiceError("no free TCP port on 127.0.0.1")
 
 
 def _package_dir(name: str) -> Path:

@@ -17,12 +17,13 @@ from typing import Any
 import httpx
 import pytest
 
+from devstack.embedded import free_port
 from services.annotation_api.settings import ApiSettings
 from services.model_gateway.settings import GatewaySettings
 from tests.conftest import SERVICE_TOKEN, TEST_API_TOKEN
 from tests.fakes.fake_backend import SENTIMENT_CONFIG
 from tests.support.builders import create_project
-from tests.support.servers import bound_socket, first_answer
+from tests.support.servers import first_answer
 from tests.support.settings import narrowed_api_settings
 from tests.support.waiting import wait_for
 
@@ -81,12 +82,6 @@ def start_worker(gateway_settings: GatewaySettings) -> Iterator[StartWorker]:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
-
-
-def free_port() -> int:
-    with bound_socket() as sock:
-        port: int = sock.getsockname()[1]
-    return port
 
 
 class WorkerProcess:
