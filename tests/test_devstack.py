@@ -128,3 +128,6 @@ def test_run_keeps_the_loops_off_the_users_api_and_stops_when_postgres_dies(tmp_
         if run.poll() is None:
             run.send_signal(signal.SIGTERM)
             run.wait(timeout=30)
+        reader.join(timeout=10)
+        if run.stdout is not None:
+            run.stdout.close()
