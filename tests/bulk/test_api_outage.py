@@ -18,8 +18,9 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from devstack.embedded import free_port
 from shared.jobs import QUEUE_NAME
-from tests.bulk.conftest import StartApi, StartWorker, free_port
+from tests.bulk.conftest import StartApi, StartWorker
 from tests.fakes.fake_backend import FakeBackend
 from tests.support.builders import choice, connect_backend, import_texts
 from tests.support.waiting import wait_for, wait_job

@@ -26,7 +26,6 @@ from services.annotation_api.db import (
     PLAN_EACH_EXECUTION,
     make_engine,
     raw_connection,
-    scanning_in_index_order,
 )
 from services.annotation_api.jobs import repository as repo
 from tests.fakes.fake_backend import SENTIMENT_CONFIG, FakeBackend
@@ -324,10 +323,7 @@ async def test_windows_read_only_their_tasks_when_statistics_predate_the_tasks(
         )
         assert tuple(scans.one()) == ("on", "on"), "the settings outlived the window"
 
-        async with scanning_in_index_order(session):
-            planned = await repo.plan_chunks(
-                session, job_id, selection.ids_above(cursor).limit(batch), 100, 0
-            )
+        planned = await repo.plan_chunks(session, job_id, selection.ids_above(cursor).limit(batch), 100, 0)
         assert (planned.tasks, planned.last_task_id, len(planned.chunk_ids)) == (batch, above[batch - 1], 10)
         seq_read, fetched = await _rows_read(conn, "task")
         assert seq_read == 0 and fetched < 4 * batch, fetched

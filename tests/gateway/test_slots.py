@@ -203,36 +203,32 @@ async def _hold_once(slots: BackendSlots) -> None:
         pass
 
 
-async def test_calls_starting_together_take_their_slots_in_one_round_trip(counting: CountingRedis) -> None:
-    """A chunk's batches start at once: one poll takes a slot for each (here all four fit the limit)."""
-    slots, inside, all_in = BackendSlots(counting), 0, asyncio.Event()
+async def calls_together(slots: BackendSlots, count: int) -> None:
+    """``count`` calls with ``count`` slots allowed, each holding its slot until all are in."""
+    inside, all_in = 0, asyncio.Event()
 
     async def call() -> None:
         nonlocal inside
-        async with slots.hold("http://b", 4, 5.0):
+        async with slots.hold("http://b", count, 5.0):
             inside += 1
-            if inside == 4:
+            if inside == count:
                 all_in.set()
             await asyncio.wait_for(all_in.wait(), 5)
 
-    await asyncio.gather(*(call() for _ in range(4)))
+    await asyncio.gather(*(call() for _ in range(count)))
+
+
+async def test_calls_starting_together_take_their_slots_in_one_round_trip(counting: CountingRedis) -> None:
+    """A chunk's batches start at once: one poll takes a slot for each (here all four fit the limit)."""
+    slots = BackendSlots(counting)
+    await calls_together(slots, 4)
     assert counting.sent["EVALSHA"] + counting.sent["EVAL"] == 1, counting.sent
     await slots.aclose()
 
 
 async def test_slots_kept_by_one_burst_go_back_in_one_command(counting: CountingRedis) -> None:
-    slots, all_in = BackendSlots(counting, keep_s=1.0), asyncio.Event()
-    calls_in = 0
-
-    async def call() -> None:
-        nonlocal calls_in
-        async with slots.hold("http://b", 3, 5.0):
-            calls_in += 1
-            if calls_in == 3:
-                all_in.set()
-            await asyncio.wait_for(all_in.wait(), 5)
-
-    await asyncio.gather(*(call() for _ in range(3)))
+    slots = BackendSlots(counting, keep_s=1.0)
+    await calls_together(slots, 3)
     assert len(await members(counting)) == 3, "kept for the next calls a moment"
     await given_back(counting)
     assert counting.sent["ZREM"] == 1, counting.sent

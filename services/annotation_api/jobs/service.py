@@ -31,7 +31,6 @@ from services.annotation_api.db import (
     after_commit,
     driver_connection,
     raw_connection,
-    scanning_in_index_order,
 )
 from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.jobs import dedupe, runner
@@ -179,8 +178,7 @@ async def _plan_step(ctx: runner.StepContext) -> bool:
     stmt = selection.ids_above(ctx.cursor)
     if params.get("unlabeled"):
         stmt = stmt.where(Task.is_labeled.is_(False))
-    async with scanning_in_index_order(session):
-        made = await repo.plan_chunks(session, job.id, stmt.limit(window), size, int(params.get("chunks", 0)))
+    made = await repo.plan_chunks(session, job.id, stmt.limit(window), size, int(params.get("chunks", 0)))
     planned = int(params.get("planned", 0)) + made.tasks
     if made.tasks:
         job.params = {
