@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,8 @@ class StackInUse(EmbeddedServiceError):
 
 
 _LOWEST_PORT = 20_000
+_RESERVATIONS_KEPT = 256
+_reservations: deque[socket.socket] = deque()
 
 
 def _ephemeral_ports_start() -> int:
@@ -58,22 +61,34 @@ def _ephemeral_ports_start() -> int:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now, below the kernel's ephemeral range.
+    """A TCP port on 127.0.0.1 that nothing uses, below the kernel's ephemeral range, reserved for this process.
 
     A port that ``bind(0)`` gives comes from the range outbound connections take their source ports from:
     between this check and the server's own bind, a connection (to Postgres, say) could take it, and the
     server then exits with "address already in use" (it happened to a benchmark's second API process). A port
     below that range is only ever taken by a bind.
+
+    The probe socket stays bound, with ``SO_REUSEADDR`` set after its bind and never listening, so a later
+    ``free_port`` -- in this process or in another one, such as a parallel test process -- finds the port taken
+    and picks another, while the server the port is meant for still binds it: every server here sets
+    ``SO_REUSEADDR`` (uvicorn, asyncio, PostgreSQL, Redis). Random picks alone handed one port to two servers
+    (a test's API and gateway, once in a CI run). The oldest reservations are let go past
+    ``_RESERVATIONS_KEPT``.
     """
     start = _ephemeral_ports_start()
     for _ in range(50):
         port = random.randrange(_LOWEST_PORT, start) if start > _LOWEST_PORT + 1000 else 0
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(sock.getsockname()[1])
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            continue
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _reservations.append(sock)
+        while len(_reservations) > _RESERVATIONS_KEPT:
+            _reservations.popleft().close()
+        return int(sock.getsockname()[1])
     raise EmbeddedServiceError("no free TCP port on 127.0.0.1")
 
 
