@@ -29,16 +29,21 @@ class ValueRule(NamedTuple):
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_str_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    if not isinstance(value, list):
+        return False
+    for item in value:  # noqa: SIM110 -- all() over a generator costs more, for every region of every prediction
+        if not isinstance(item, str):
+            return False
+    return True
 
 
 def _unknown(control: ControlTag, labels: list[str]) -> list[str]:
     allowed = control.allowed_labels
-    if allowed is None:
+    if allowed is None or allowed.issuperset(labels):
         return []
     return [label for label in labels if label not in allowed]
 
@@ -137,7 +142,11 @@ def validate_score(score: Any) -> list[str]:
     """Errors for a prediction/region score: it must be absent (None) or a finite number."""
     if score is None or _is_number(score):
         return []
-    return [f"score must be a finite number or null, got {score!r}"]
+    return [_score_error(score)]
+
+
+def _score_error(score: Any) -> str:
+    return f"score must be a finite number or null, got {score!r}"
 
 
 def validate_result(config: LabelConfig, result: Any) -> list[str]:
@@ -170,39 +179,42 @@ def _region_ids(result: list[Any]) -> set[str]:
 
 def _region_errors(config: LabelConfig, region: dict[str, Any], index: int) -> list[str]:
     """Errors of one ordinary (not relation) region; runs for every region of every bulk prediction."""
+    # Messages name ``result[index]`` only once something is wrong: valid regions build no strings.
     from_name = region.get("from_name")
     control = config.control(from_name) if isinstance(from_name, str) else None
-    where = f"result[{index}]"
     if control is None:
-        return [f"{where}.from_name: {from_name!r} does not name a control tag"]
+        return [f"result[{index}].from_name: {from_name!r} does not name a control tag"]
     errors = []
-    if region.get("to_name") not in control.to_name:
+    to_name = region.get("to_name")
+    if to_name not in control.to_name:
         errors.append(
-            f"{where}.to_name: {region.get('to_name')!r} is not a toName of "
-            f"{control.name!r} {list(control.to_name)}"
+            f"result[{index}].to_name: {to_name!r} is not a toName of {control.name!r} {list(control.to_name)}"
         )
-    errors.extend(validate_score(region.get("score")))
+    score = region.get("score")
+    if score is not None and not _is_number(score):
+        errors.append(_score_error(score))
     accepted = config.region_types[control.name]
     region_type = region.get("type")
     if not isinstance(region_type, str) or region_type not in accepted:
         errors.append(
-            f"{where}.type: {region_type!r} does not fit {control.name!r}, expected one of {sorted(accepted)}"
+            f"result[{index}].type: {region_type!r} does not fit {control.name!r}, "
+            f"expected one of {sorted(accepted)}"
         )
         return errors
     value = region.get("value")
     if not isinstance(value, dict):
-        return [*errors, f"{where}.value: must be an object"]
+        return [*errors, f"result[{index}].value: must be an object"]
     rule = VALUE_RULES[region_type]
     if rule is not None:
-        if rule.key not in value:
-            errors.append(f"{where}.value.{rule.key}: missing")
-        else:
-            problem = rule.check(value[rule.key], control)
-            if problem:
-                errors.append(f"{where}.value.{rule.key}: {problem}")
-    for key in _PERCENT_KEYS:
-        if key in value and not (_is_number(value[key]) and 0 <= value[key] <= 100):
-            errors.append(f"{where}.value.{key}: must be a percentage from 0 to 100")
+        key = rule.key
+        if key not in value:
+            errors.append(f"result[{index}].value.{key}: missing")
+        elif problem := rule.check(value[key], control):
+            errors.append(f"result[{index}].value.{key}: {problem}")
+    if not value.keys().isdisjoint(_PERCENT_KEYS):
+        for key in _PERCENT_KEYS:
+            if key in value and not (_is_number(value[key]) and 0 <= value[key] <= 100):
+                errors.append(f"result[{index}].value.{key}: must be a percentage from 0 to 100")
     return errors
 
 

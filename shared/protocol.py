@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -152,9 +152,9 @@ class CountMismatch(StrEnum):
     """Any other count: nothing can be attributed to a task, record a per-task error."""
 
 
-@dataclass(frozen=True, slots=True)
-class NormalizedPrediction:
-    """One prediction with its version resolved (None = the backend never said which)."""
+class NormalizedPrediction(NamedTuple):
+    """One prediction with its version resolved (None = the backend never said which). A named tuple:
+    one is built per bulk-predicted task, and a frozen dataclass costs several times more to build."""
 
     result: list[dict[str, Any]]
     score: float | None
@@ -185,27 +185,37 @@ def decode_json(content: bytes) -> Any:
         raise ProtocolError(f"response is not JSON: {snippet!r}") from None
 
 
+def _where(index: int, sub: int | None) -> str:
+    """Where in the body an entry is: ``results[3]``, or ``results[3][1]`` inside a list of predictions.
+    Built only for a message: valid entries pay for no strings."""
+    return f"results[{index}]" if sub is None else f"results[{index}][{sub}]"
+
+
 def _prediction(
-    raw: Any, where: str, top_version: str | None, setup_version: str | None
+    raw: Any, index: int, sub: int | None, top_version: str | None, setup_version: str | None
 ) -> NormalizedPrediction:
     if not isinstance(raw, dict):
-        raise ProtocolError(f"{where} is {type(raw).__name__}, expected a prediction object")
+        raise ProtocolError(f"{_where(index, sub)} is {type(raw).__name__}, expected a prediction object")
     result = raw.get("result")
     if not isinstance(result, list):
-        raise ProtocolError(f"{where}.result is {type(result).__name__}, expected a list")
+        raise ProtocolError(f"{_where(index, sub)}.result is {type(result).__name__}, expected a list")
     for region in result:
         if not isinstance(region, dict):
-            raise ProtocolError(f"{where}.result holds a {type(region).__name__}, expected objects")
+            raise ProtocolError(
+                f"{_where(index, sub)}.result holds a {type(region).__name__}, expected objects"
+            )
     score = raw.get("score")
     if score is not None:
         if isinstance(score, str):  # Label Studio reads scores with float(); "0.8" is seen in the wild
             with contextlib.suppress(ValueError):
                 score = float(score)
-        if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
-            raise ProtocolError(f"{where}.score is not a finite number: {str(score)[:40]!r}")
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise ProtocolError(f"{_where(index, sub)}.score is not a finite number: {str(score)[:40]!r}")
         score = float(score)
-    version = _normalize_version(raw.get("model_version"), where) or top_version or setup_version
-    return NormalizedPrediction(result=result, score=score, model_version=version)
+    version = raw.get("model_version")
+    if version is not None and (type(version) is not str or version in _UNDEFINED_VERSIONS):
+        version = _normalize_version(version, _where(index, sub))
+    return NormalizedPrediction(result, score, version or top_version or setup_version)
 
 
 def normalize_predict_response(
@@ -234,18 +244,16 @@ def normalize_predict_response(
 
     per_task: list[list[NormalizedPrediction]] = []
     for index, entry in enumerate(results):
-        where = f"results[{index}]"
-        if isinstance(entry, list):
+        if isinstance(entry, dict):
+            per_task.append([_prediction(entry, index, None, top_version, setup_version)])
+        elif isinstance(entry, list):
             per_task.append(
-                [
-                    _prediction(raw, f"{where}[{sub}]", top_version, setup_version)
-                    for sub, raw in enumerate(entry)
-                ]
+                [_prediction(raw, index, sub, top_version, setup_version) for sub, raw in enumerate(entry)]
             )
-        elif isinstance(entry, dict):
-            per_task.append([_prediction(entry, where, top_version, setup_version)])
         else:
-            raise ProtocolError(f"{where} is {type(entry).__name__}, expected a prediction object or a list")
+            raise ProtocolError(
+                f"results[{index}] is {type(entry).__name__}, expected a prediction object or a list"
+            )
 
     count = len(results)
     if count == 1 and task_count > 1:

@@ -46,7 +46,7 @@ from redis.exceptions import RedisError
 
 from services.model_gateway.api_gate import ApiGate, backoff_s, hand_back
 from services.model_gateway.learning import deliver_events, train_backend
-from services.model_gateway.predictor import BackendGateway
+from services.model_gateway.predictor import BackendGateway, Predicted
 from services.model_gateway.settings import GatewaySettings
 from services.model_gateway.slots import BackendSlots
 from services.model_gateway.worker_probes import ProbeServer
@@ -56,7 +56,6 @@ from shared.gateway_contract import (
     ChunkHeartbeat,
     ChunkLease,
     ChunkRelease,
-    PredictTasksResult,
 )
 from shared.jobs import QUEUE_NAME
 from shared.logging import adopted_context, configure_logging, outgoing_request_headers
@@ -230,14 +229,14 @@ async def _post_retrying(
 
 async def _predict_while_leased(
     api: ChunkApi, gateway: BackendGateway, chunk_id: int, lease: ChunkLease, drain: Drain
-) -> PredictTasksResult | None:
+) -> Predicted | None:
     """Predict the leased tasks, heartbeating so a slow backend does not lose the lease.
 
     None when the API says the chunk was cancelled, deleted (404) or finished elsewhere meanwhile: the
     work stops at once. Raises ``ChunkReleased`` when the worker is draining and its grace period ends first.
     """
     assert lease.backend is not None and lease.project is not None
-    predicting = asyncio.create_task(gateway.predict(lease.backend, lease.project, lease.tasks))
+    predicting = asyncio.create_task(gateway.predict_rows(lease.backend, lease.project, lease.tasks))
     stopping = asyncio.create_task(drain.started.wait())
     interval = max((lease.lease_s or _DEFAULT_LEASE_S) / 3, 0.05)
     next_beat = time.monotonic() + interval
@@ -290,26 +289,21 @@ def parse_lease(content: bytes) -> ChunkLease:
     return ChunkLease.model_validate(json.loads(content))
 
 
-def encode_report(result: PredictTasksResult, sent: list[int]) -> bytes:
+def encode_report(result: Predicted, sent: list[int]) -> bytes:
     """The ``ChunkReport`` body: each result, validated by the predictor, encoded once into its
     ``result_json``, which the API stores as it is. A result orjson cannot write (nested deeper than it
     goes) becomes its task's error rather than failing the report."""
     errors = [{"task_id": error.task_id, "message": error.message} for error in result.errors]
     predictions = []
-    for prediction in result.predictions:
+    for task_id, regions, score, version in result.predictions:
         try:
-            result_json = orjson.dumps(prediction.result).decode()
+            result_json = orjson.dumps(regions).decode()
         except orjson.JSONEncodeError as exc:
             message = f"prediction not stored: its result cannot be written as JSON ({exc})"
-            errors.append({"task_id": prediction.task_id, "message": message})
+            errors.append({"task_id": task_id, "message": message})
             continue
         predictions.append(
-            {
-                "task_id": prediction.task_id,
-                "result_json": result_json,
-                "score": prediction.score,
-                "model_version": prediction.model_version,
-            }
+            {"task_id": task_id, "result_json": result_json, "score": score, "model_version": version}
         )
     report = {
         "predictions": predictions,
@@ -344,7 +338,7 @@ async def _process_chunk(ctx: dict[str, Any], chunk_id: int) -> tuple[str, str]:
         raise hand_back(ctx, exc) from None
     if lease.status != "leased":
         return "gone", f"chunk {chunk_id} already {lease.status}"
-    result = PredictTasksResult()
+    result = Predicted([], [], None)
     if lease.tasks:
         try:
             predicted = await _predict_while_leased(api, gateway, chunk_id, lease, ctx["drain"])

@@ -14,8 +14,9 @@ import pytest
 from pydantic import ValidationError
 
 from services.annotation_api.jobs.schemas import parse_report
+from services.model_gateway.predictor import Predicted, PredictedRow
 from services.model_gateway.worker import encode_report, parse_lease
-from shared.gateway_contract import BackendSpec, ChunkReport, PredictTasksResult, TaskError, TaskPrediction
+from shared.gateway_contract import BackendSpec, ChunkReport, TaskError
 
 REGION = {"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["A"]}}
 
@@ -75,13 +76,10 @@ def test_a_body_that_is_no_lease_is_refused_as_pydantic_would(body: bytes) -> No
 
 
 def test_the_report_carries_each_result_as_text_the_api_keeps() -> None:
-    result = PredictTasksResult(
-        predictions=[
-            TaskPrediction(task_id=1, result=[REGION], score=0.25, model_version="v1"),
-            TaskPrediction(task_id=2, result=[], score=None, model_version="v1"),
-        ],
-        errors=[TaskError(task_id=3, message="timeout")],
-        model_version="v1",
+    result = Predicted(
+        [PredictedRow(1, [REGION], 0.25, "v1"), PredictedRow(2, [], None, "v1")],
+        [TaskError(task_id=3, message="timeout")],
+        "v1",
     )
     body = encode_report(result, [1, 2, 3])
     assert ChunkReport.model_validate_json(body).sent == [1, 2, 3]  # the contract's shape
@@ -96,12 +94,10 @@ def test_a_result_orjson_cannot_write_becomes_its_tasks_error() -> None:
     deep: Any = REGION
     for _ in range(300):
         deep = {"inner": deep}
-    result = PredictTasksResult(
-        predictions=[
-            TaskPrediction(task_id=1, result=[REGION], model_version="v1"),
-            TaskPrediction(task_id=2, result=[{**REGION, "meta": deep}], model_version="v1"),
-        ],
-        model_version="v1",
+    result = Predicted(
+        [PredictedRow(1, [REGION], None, "v1"), PredictedRow(2, [{**REGION, "meta": deep}], None, "v1")],
+        [],
+        "v1",
     )
     report = parse_report(encode_report(result, [1, 2]))
     assert [p.task_id for p in report.predictions] == [1]
