@@ -36,7 +36,7 @@ from services.annotation_api.errors import BadRequest, NotFound
 from services.annotation_api.jobs import dedupe, runner
 from services.annotation_api.jobs import repository as repo
 from services.annotation_api.jobs.queue import REDIS_DOWN, ChunkQueue
-from services.annotation_api.jobs.schemas import JobOut, Unfolded
+from services.annotation_api.jobs.schemas import JobOut, ParsedReport, Unfolded
 from services.annotation_api.ml_backends.service import (
     backend_spec,
     follow_model_version,
@@ -58,7 +58,6 @@ from shared.gateway_contract import (
     ChunkHeartbeat,
     ChunkLease,
     ChunkRelease,
-    ChunkReport,
     TaskError,
 )
 from shared.logging import carried_context
@@ -418,7 +417,7 @@ async def _fail_job(session: AsyncSession, job_id: int, error: str) -> None:
     )
 
 
-async def complete_chunk(session: AsyncSession, chunk_id: int, report: ChunkReport) -> ChunkAck:
+async def complete_chunk(session: AsyncSession, chunk_id: int, report: ParsedReport) -> ChunkAck:
     """Apply a worker's report once: a second report for the same chunk changes nothing."""
     conn = await repo.begin_chunk_transaction(session)
     finished = await repo.finish_chunk(conn, chunk_id)
@@ -463,18 +462,18 @@ async def _apply_report(
     job: repo.ChunkJob,
     chunk_id: int,
     task_ids: list[int],
-    report: ChunkReport,
+    report: ParsedReport,
 ) -> repo.JobEnd:
     """Store the report's predictions and counts on the chunk (flipped to done by the caller), and
     finish the job if that was its last chunk."""
     assert job.project_id is not None  # a project delete cancels the chunks before the project goes
     in_chunk = set(task_ids)
-    predictions = [p for p in report.predictions if p.task_id in in_chunk]
+    predictions = report.predictions.of_tasks(in_chunk)
     # A backend deleted meanwhile leaves its predictions with no backend, as it does its stored ones.
     backend_id = job.ml_backend_id
     if backend_id is not None and predictions and not await repo.hold_backend(conn, backend_id):
         backend_id = None
-    await repo.lock_tasks(conn, [p.task_id for p in predictions])
+    await repo.lock_tasks(conn, predictions.task_ids)
     inserted = await repo.insert_predictions(
         conn,
         project_id=job.project_id,
@@ -486,12 +485,12 @@ async def _apply_report(
     predicted = set(inserted)
     if backend_id is not None:
         # The version a backend predicts with can run ahead of the one its last check saw.
-        await record_versions(session, backend_id, [p.model_version for p in predictions])
+        await record_versions(session, backend_id, predictions.versions)
     errors = [e for e in report.errors if e.task_id in in_chunk and e.task_id not in predicted]
     failed = {e.task_id for e in errors}
-    reported = {p.task_id for p in predictions} | failed
+    reported = set(predictions.task_ids) | failed
     # A prediction not stored because the task already had it (or is gone) is a skip, not new work.
-    already = {p.task_id for p in predictions} - predicted - failed
+    already = set(predictions.task_ids) - predicted - failed
     skipped = len(already) + await _unsent(conn, job, task_ids, reported, report)
     # The job's and the project's counters move later, in batches (repo.fold_chunks): no hot row.
     await repo.record_on_chunk(
@@ -510,7 +509,11 @@ async def _apply_report(
 
 
 async def _unsent(
-    conn: asyncpg.Connection, job: repo.ChunkJob, task_ids: list[int], reported: set[int], report: ChunkReport
+    conn: asyncpg.Connection,
+    job: repo.ChunkJob,
+    task_ids: list[int],
+    reported: set[int],
+    report: ParsedReport,
 ) -> int:
     """Tasks of the chunk its lease left out: already predicted, deleted, or claimed by another job.
 
@@ -535,7 +538,7 @@ def _count_tasks(backend_id: int | None, predicted: int, failed: int) -> Callabl
     return count
 
 
-async def _follow_reported_version(session: AsyncSession, job: repo.ChunkJob, report: ChunkReport) -> None:
+async def _follow_reported_version(session: AsyncSession, job: repo.ChunkJob, report: ParsedReport) -> None:
     """The version the backend predicted with becomes the job's and (with auto-update) the backend's,
     in the transaction that stores those predictions, so the three never disagree when someone looks.
 
@@ -608,5 +611,5 @@ async def _give_up(session: AsyncSession, chunk_id: int, attempts: int) -> None:
     job, task_ids = finished
     message = f"gave up after {attempts} attempts: the worker processing this chunk kept dying"
     log.warning("chunk %s of job %s: %s", chunk_id, job.id, message)
-    report = ChunkReport(errors=[TaskError(task_id=task_id, message=message) for task_id in task_ids])
+    report = ParsedReport(errors=[TaskError(task_id=task_id, message=message) for task_id in task_ids])
     await _apply_report(session, conn, job, chunk_id, task_ids, report)
