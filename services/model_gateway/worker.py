@@ -36,12 +36,12 @@ from typing import Any
 import aiohttp
 import httpx
 import orjson
+import pydantic_core
 import uvloop
 from arq.connections import RedisSettings
 from arq.constants import in_progress_key_prefix
 from arq.typing import WorkerCoroutine
 from arq.worker import Retry, Worker
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from services.model_gateway.api_gate import ApiGate, backoff_s, hand_back
@@ -278,15 +278,26 @@ async def _predict_while_leased(
 
 
 def parse_lease(content: bytes) -> ChunkLease:
-    """The lease, also when a task is nested deeper than pydantic's JSON parser goes (about 200 levels,
-    the lease's own included): the standard library's parser then reads it, exactly (integers beyond 64
-    bits stay integers), so the predictor can fail that task alone instead of the whole chunk."""
+    """The lease: its envelope validated, its tasks kept as the JSON parser built them.
+
+    Validating the tasks as ``list[dict[str, Any]]`` copied every task dict once more, ~0.3 µs per
+    bulk-predicted task. A task nested deeper than pydantic's parser goes (about 200 levels, the lease's
+    own included) is read by the standard library's parser, exactly (integers beyond 64 bits stay
+    integers), so the predictor can fail that task alone instead of the whole chunk. A body that is not
+    JSON, or whose tasks are not all objects, gets pydantic's own error.
+    """
     try:
-        return ChunkLease.model_validate_json(content)
-    except ValidationError as exc:
-        if not any("recursion limit" in error["msg"] for error in exc.errors()):
-            raise
-    return ChunkLease.model_validate(json.loads(content))
+        body = pydantic_core.from_json(content, cache_strings="keys")
+    except ValueError as exc:
+        if "recursion limit" not in str(exc):
+            return ChunkLease.model_validate_json(content)  # refuses it, saying why
+        body = json.loads(content)
+    tasks = body.get("tasks") if isinstance(body, dict) else None
+    if not (isinstance(tasks, list) and set(map(type, tasks)) <= {dict}):
+        return ChunkLease.model_validate(body)
+    lease = ChunkLease.model_validate({**body, "tasks": []})
+    lease.tasks = tasks
+    return lease
 
 
 def encode_report(result: Predicted, sent: list[int]) -> bytes:
