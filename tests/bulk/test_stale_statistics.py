@@ -111,7 +111,8 @@ def _chunk_statements(
             chunk,
             [orjson.dumps([region]).decode()] * len(chunk),
             [0.5] * len(chunk),
-            ["v2"] * len(chunk),
+            None,  # the chunk's one version, as the next argument
+            "v2",
         ),
     )
 
