@@ -370,7 +370,10 @@ class JobChunk(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
     seq: Mapped[int] = mapped_column(Integer)
-    task_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    task_ids: Mapped[list[int]] = mapped_column(
+        ARRAY(BigInteger),
+        doc="Stored out of line uncompressed (migration 0013): written once, read a few times.",
+    )
     status: Mapped[str] = mapped_column(String(20), default="pending", server_default="pending")
     """pending, leased, done or cancelled: the lease cycle, moved by the SQL in jobs/."""
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -23,8 +23,8 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import Select, func, insert, literal, select, text
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy import BigInteger, Select, func, insert, literal, select, text, true, type_coerce
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.db import INDEX_PLANS_KEPT, driver_connection, scanning_in_index_order
@@ -46,16 +46,25 @@ class Planned:
 
 
 def _plan_chunks_statement(job_id: int, window: Select[int], size: int, first_seq: int) -> Select[Any]:
+    """The window's ids aggregated once, in order, and cut into runs of ``size`` by array slices.
+
+    Numbering every id with ``row_number()`` and grouping by ``(n - 1) / size`` sorted the window twice:
+    with the TOAST compression of the chunk arrays (see migration ``0013``) it cost Postgres ~2 µs of
+    CPU per planned task, the slices ~0.4 (bench/README).
+    """
     win = window.cte("win")
-    numbered = select(win.c.id, func.row_number().over(order_by=win.c.id).label("n")).cte("numbered")
-    group = (numbered.c.n - 1).self_group().op("/")(size)  # integer division: runs of ``size`` ids
+    ordered = type_coerce(func.array_agg(aggregate_order_by(win.c.id, win.c.id)), ARRAY(BigInteger))
+    agg = select(ordered.label("ids")).cte("agg")
+    last_run = (func.cardinality(agg.c.ids) - 1).self_group().op("/")(size)  # integer division; NULL: no ids
+    runs = func.generate_series(0, last_run).table_valued("run").render_derived(name="runs")
+    run = runs.c.run
     rows = select(
         literal(job_id),
-        literal(first_seq) + group,
-        func.array_agg(aggregate_order_by(numbered.c.id, numbered.c.n)),
+        literal(first_seq) + run,
+        agg.c.ids[run * size + 1 : (run + 1) * size],
         literal("pending"),
         func.now(),
-    ).group_by(group)
+    ).select_from(agg.join(runs, true()))
     made = (
         insert(JobChunk)
         .from_select(["job_id", "seq", "task_ids", "status", "enqueued_at"], rows, include_defaults=False)
@@ -64,9 +73,9 @@ def _plan_chunks_statement(job_id: int, window: Select[int], size: int, first_se
     )
     return select(
         select(func.array_agg(made.c.id)).scalar_subquery(),
-        select(func.count()).select_from(win).scalar_subquery(),
-        select(func.max(win.c.id)).scalar_subquery(),
-    )
+        func.coalesce(func.cardinality(agg.c.ids), 0),
+        agg.c.ids[func.cardinality(agg.c.ids)],
+    ).select_from(agg)
 
 
 async def plan_chunks(
