@@ -96,7 +96,7 @@ async def test_postgres_killed_mid_job_users_get_503_and_the_job_ends_exactly_on
         )
 
     await wait_for(a_chunk_call_met_the_outage, 30, "the worker's chunk calls to meet the outage")
-    EmbeddedPostgres(own_postgres.data_dir, durable=True, port=own_postgres.port).start()
+    own_postgres.start()  # the same server object, so the fixture stops it afterwards
 
     async def project_readable() -> bool:
         return (await api.get(f"/api/projects/{project['id']}")).status_code == 200
