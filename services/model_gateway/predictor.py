@@ -100,7 +100,7 @@ class PredictedRow(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Predicted:
-    """What ``BackendGateway.predict_rows`` answers: predictions and errors in task order.
+    """What ``BackendGateway.predict`` answers: predictions and errors in task order.
 
     Plain tuples, not pydantic models: the worker encodes them straight into its chunk report, one per
     bulk-predicted task, and a model per prediction cost it about 1 µs each. ``as_result`` makes the
@@ -291,27 +291,6 @@ class BackendGateway:
     # ---- predict ---------------------------------------------------------------------------
 
     async def predict(
-        self,
-        backend: BackendSpec,
-        project: ProjectRef,
-        tasks: list[dict[str, Any]],
-        *,
-        context: dict[str, Any] | None = None,
-        interactive: bool = False,
-        max_response_bytes: int | None = None,
-    ) -> PredictTasksResult:
-        """``predict_rows`` as the routes' ``PredictTasksResult``."""
-        predicted = await self.predict_rows(
-            backend,
-            project,
-            tasks,
-            context=context,
-            interactive=interactive,
-            max_response_bytes=max_response_bytes,
-        )
-        return predicted.as_result()
-
-    async def predict_rows(
         self,
         backend: BackendSpec,
         project: ProjectRef,

@@ -248,7 +248,7 @@ async def _predict(
     max_response_bytes: int | None = None,
 ) -> PredictTasksResult:
     try:
-        return await gateway.predict(
+        predicted = await gateway.predict(
             backend,
             project,
             tasks,
@@ -258,6 +258,7 @@ async def _predict(
         )
     except ValueError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    return predicted.as_result()
 
 
 async def predict_tasks(body: PredictTasksRequest, request: Request) -> Response:

@@ -236,7 +236,7 @@ async def _predict_while_leased(
     work stops at once. Raises ``ChunkReleased`` when the worker is draining and its grace period ends first.
     """
     assert lease.backend is not None and lease.project is not None
-    predicting = asyncio.create_task(gateway.predict_rows(lease.backend, lease.project, lease.tasks))
+    predicting = asyncio.create_task(gateway.predict(lease.backend, lease.project, lease.tasks))
     stopping = asyncio.create_task(drain.started.wait())
     interval = max((lease.lease_s or _DEFAULT_LEASE_S) / 3, 0.05)
     next_beat = time.monotonic() + interval

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from shared.gateway_contract import PredictTasksResult, ProjectRef
+from services.model_gateway.predictor import Predicted
+from shared.gateway_contract import ProjectRef
 from tests.fakes.fake_backend import FakeBackend
 from tests.gateway.conftest import MakeGateway, spec, tasks
 
@@ -27,7 +28,7 @@ async def _predict(
     body: Any,
     count: int,
     **spec_fields: Any,
-) -> PredictTasksResult:
+) -> Predicted:
     fake.configure(predict_body=body)
     return await make_gateway().predict(spec(fake, **spec_fields), project, tasks(count))
 

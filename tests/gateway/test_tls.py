@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from services.model_gateway.predictor import BackendGateway
-from shared.gateway_contract import BackendSpec, PredictTasksResult, ProjectRef
+from services.model_gateway.predictor import BackendGateway, Predicted
+from shared.gateway_contract import BackendSpec, ProjectRef
 from tests.fakes.raw_backend import RawBackend, serve_raw
 from tests.gateway.conftest import MakeGateway, tasks
 
@@ -47,7 +47,7 @@ def _server_context(cert: trustme.LeafCert, client_ca: trustme.CA | None = None)
     return context
 
 
-async def _predict(gateway: BackendGateway, backend: RawBackend, project: ProjectRef) -> PredictTasksResult:
+async def _predict(gateway: BackendGateway, backend: RawBackend, project: ProjectRef) -> Predicted:
     return await gateway.predict(BackendSpec(url=backend.url), project, tasks(1), interactive=True)
 
 
