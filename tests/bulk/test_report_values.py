@@ -44,8 +44,8 @@ def test_a_prediction_with_a_nul_becomes_its_tasks_error_and_the_others_are_kept
         }
     )
     report = parse_report(raw)
-    assert [p.task_id for p in report.predictions] == [1, 5]
-    assert orjson.loads(report.predictions[1].result_json) == escaped_backslash
+    assert report.predictions.task_ids == [1, 5]
+    assert orjson.loads(report.predictions.results[1]) == escaped_backslash
     errors = {e.task_id: e.message for e in report.errors}
     assert errors[4] == "timeout"
     assert "result.0.value.choices.0" in errors[2] and "NUL" in errors[2]
@@ -55,7 +55,7 @@ def test_a_prediction_with_a_nul_becomes_its_tasks_error_and_the_others_are_kept
 def test_results_are_kept_as_the_text_that_came() -> None:
     text = '[ {"from_name": "sentiment", "value": {"n": 1.50}} ]'
     report = parse_report(orjson.dumps({"predictions": [{**prediction(1, []), "result_json": text}]}))
-    assert report.predictions[0].result_json == text
+    assert report.predictions.results == [text]
 
 
 def test_a_report_model_version_with_a_nul_is_refused_by_name() -> None:

@@ -84,7 +84,10 @@ def test_the_report_carries_each_result_as_text_the_api_keeps() -> None:
     body = encode_report(result, [1, 2, 3])
     assert ChunkReport.model_validate_json(body).sent == [1, 2, 3]  # the contract's shape
     report = parse_report(body)
-    stored = [(p.task_id, orjson.loads(p.result_json), p.score, p.model_version) for p in report.predictions]
+    rows = report.predictions
+    stored = list(
+        zip(rows.task_ids, map(orjson.loads, rows.results), rows.scores, rows.versions, strict=True)
+    )
     assert stored == [(1, [REGION], 0.25, "v1"), (2, [], None, "v1")]
     assert [(e.task_id, e.message) for e in report.errors] == [(3, "timeout")]
     assert (report.model_version, report.sent) == ("v1", [1, 2, 3])
@@ -100,6 +103,6 @@ def test_a_result_orjson_cannot_write_becomes_its_tasks_error() -> None:
         "v1",
     )
     report = parse_report(encode_report(result, [1, 2]))
-    assert [p.task_id for p in report.predictions] == [1]
+    assert report.predictions.task_ids == [1]
     ((task_id, message),) = [(e.task_id, e.message) for e in report.errors]
     assert task_id == 2 and "cannot be written as JSON" in message

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, Field
@@ -155,22 +155,13 @@ def _list(body: dict[str, Any], field: str) -> list[Any]:
     return value
 
 
-class ReportedRow(NamedTuple):
-    """One prediction of a report, as ``ReportedPrediction`` describes it on the wire."""
-
-    task_id: int
-    result_json: str
-    score: float | None
-    model_version: str
-
-
 @dataclass(slots=True)
 class ReportedRows:
     """A report's predictions as the columns the insert sends Postgres, in report order.
 
     Built in one pass over the decoded body: a pydantic model per prediction, then a list per column,
-    cost the ``/internal`` API ~1.5 µs of CPU per bulk-predicted task (bench/README). Iterating or
-    indexing gives ``ReportedRow``s.
+    cost the ``/internal`` API ~1.5 µs of CPU per bulk-predicted task (bench/README). Each column holds
+    what ``ReportedPrediction`` says of that field on the wire.
     """
 
     task_ids: list[int] = field(default_factory=list)
@@ -180,16 +171,6 @@ class ReportedRows:
 
     def __len__(self) -> int:
         return len(self.task_ids)
-
-    def __iter__(self) -> Iterator[ReportedRow]:
-        return map(
-            ReportedRow._make, zip(self.task_ids, self.results, self.scores, self.versions, strict=True)
-        )
-
-    def __getitem__(self, index: int) -> ReportedRow:
-        return ReportedRow(
-            self.task_ids[index], self.results[index], self.scores[index], self.versions[index]
-        )
 
     def only(self, keep: Callable[[int], bool]) -> ReportedRows:
         """The rows at the positions ``keep`` accepts."""
