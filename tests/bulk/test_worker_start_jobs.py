@@ -13,6 +13,7 @@ from arq.connections import RedisSettings
 from arq.constants import in_progress_key_prefix
 from arq.worker import func
 
+from services.model_gateway.api_gate import ApiGate
 from services.model_gateway.worker import ReconnectingWorker
 
 QUEUE = "labelloop:test-start-jobs"
@@ -54,3 +55,49 @@ async def test_a_worker_starts_queued_jobs_no_one_runs_up_to_its_slots(pool: Arq
     await asyncio.wait_for(worker.start_jobs([b"a", b"d"]), 5)
     assert sorted(worker.tasks) == ["d"]
     await asyncio.gather(*worker.tasks.values())
+
+
+async def test_a_full_worker_starts_the_next_queued_job_when_one_finishes_not_at_its_next_poll(
+    pool: ArqRedis,
+) -> None:
+    """No poll loop runs here at all: only ``_refill_as_jobs_finish`` can start b and c."""
+    started = {job_id: asyncio.Event() for job_id in "abc"}
+    release = {job_id: asyncio.Event() for job_id in "abc"}
+
+    async def hold(ctx: dict[str, Any], name: str) -> None:
+        started[name].set()
+        await release[name].wait()
+
+    worker = ReconnectingWorker(
+        functions=[func(hold, name="hold")],
+        redis_pool=pool,
+        queue_name=QUEUE,
+        max_jobs=1,
+        handle_signals=False,
+        keep_result=0,
+    )
+    for job_id in "abc":
+        await pool.enqueue_job("hold", job_id, _job_id=job_id, _queue_name=QUEUE)
+    gate = ApiGate("http://127.0.0.1:9")
+    gate.closed_since = None  # the API answered ready
+    await asyncio.wait_for(worker.start_jobs([b"a", b"b", b"c"]), 5)
+    await asyncio.wait_for(started["a"].wait(), 5)
+
+    refilling = asyncio.create_task(worker._refill_as_jobs_finish(gate))
+    for finishing, following in (("a", "b"), ("b", "c")):
+        assert not started[following].is_set()
+        release[finishing].set()
+        await asyncio.wait_for(started[following].wait(), 5)
+    release["c"].set()
+    await asyncio.wait_for(refilling, 5)  # the queue is empty: a free slot ends the refill
+    assert worker.job_counter == 0
+
+    for job_id in "de":
+        await pool.enqueue_job("hold", "a", _job_id=job_id, _queue_name=QUEUE)
+    release["a"].clear()
+    await asyncio.wait_for(worker.start_jobs([b"d", b"e"]), 5)
+    gate.close("the API went away")
+    await asyncio.wait_for(worker._refill_as_jobs_finish(gate), 5)  # a closed gate starts nothing more
+    release["a"].set()
+    await asyncio.gather(*worker.tasks.values())
+    assert sorted(worker.tasks) == ["d"], "e waits on the queue for the gate to open"
