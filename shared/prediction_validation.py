@@ -142,11 +142,7 @@ def validate_score(score: Any) -> list[str]:
     """Errors for a prediction/region score: it must be absent (None) or a finite number."""
     if score is None or _is_number(score):
         return []
-    return [_score_error(score)]
-
-
-def _score_error(score: Any) -> str:
-    return f"score must be a finite number or null, got {score!r}"
+    return [f"score must be a finite number or null, got {score!r}"]
 
 
 def validate_result(config: LabelConfig, result: Any) -> list[str]:
@@ -191,8 +187,8 @@ def _region_errors(config: LabelConfig, region: dict[str, Any], index: int) -> l
             f"result[{index}].to_name: {to_name!r} is not a toName of {control.name!r} {list(control.to_name)}"
         )
     score = region.get("score")
-    if score is not None and not _is_number(score):
-        errors.append(_score_error(score))
+    if score is not None:  # most regions have none: no call, no list
+        errors += validate_score(score)
     accepted = config.region_types[control.name]
     region_type = region.get("type")
     if not isinstance(region_type, str) or region_type not in accepted:

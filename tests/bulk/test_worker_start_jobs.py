@@ -4,9 +4,10 @@ its slots, without waiting for one to free up (``ReconnectingWorker.start_jobs``
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import httpx
 import pytest
 from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
@@ -26,20 +27,25 @@ async def pool(redis_url: str) -> AsyncIterator[ArqRedis]:
     await redis.aclose()
 
 
+def worker_of(pool: ArqRedis, hold: Callable[..., Awaitable[None]], max_jobs: int) -> ReconnectingWorker:
+    """A worker running ``hold`` jobs from this module's queue, with no poll loop: the test drives it."""
+    return ReconnectingWorker(
+        functions=[func(hold, name="hold")],
+        redis_pool=pool,
+        queue_name=QUEUE,
+        max_jobs=max_jobs,
+        handle_signals=False,
+        keep_result=0,
+    )
+
+
 async def test_a_worker_starts_queued_jobs_no_one_runs_up_to_its_slots(pool: ArqRedis) -> None:
     release = asyncio.Event()
 
     async def hold(ctx: dict[str, Any]) -> None:
         await release.wait()
 
-    worker = ReconnectingWorker(
-        functions=[func(hold, name="hold")],
-        redis_pool=pool,
-        queue_name=QUEUE,
-        max_jobs=2,
-        handle_signals=False,
-        keep_result=0,
-    )
+    worker = worker_of(pool, hold, max_jobs=2)
     for job_id in "abcd":
         await pool.enqueue_job("hold", _job_id=job_id, _queue_name=QUEUE)
     await pool.psetex(in_progress_key_prefix + "a", 60_000, b"1")  # another worker runs it
@@ -58,7 +64,7 @@ async def test_a_worker_starts_queued_jobs_no_one_runs_up_to_its_slots(pool: Arq
 
 
 async def test_a_full_worker_starts_the_next_queued_job_when_one_finishes_not_at_its_next_poll(
-    pool: ArqRedis,
+    pool: ArqRedis, api: httpx.AsyncClient
 ) -> None:
     """No poll loop runs here at all: only ``_refill_as_jobs_finish`` can start b and c."""
     started = {job_id: asyncio.Event() for job_id in "abc"}
@@ -68,18 +74,11 @@ async def test_a_full_worker_starts_the_next_queued_job_when_one_finishes_not_at
         started[name].set()
         await release[name].wait()
 
-    worker = ReconnectingWorker(
-        functions=[func(hold, name="hold")],
-        redis_pool=pool,
-        queue_name=QUEUE,
-        max_jobs=1,
-        handle_signals=False,
-        keep_result=0,
-    )
+    worker = worker_of(pool, hold, max_jobs=1)
     for job_id in "abc":
         await pool.enqueue_job("hold", job_id, _job_id=job_id, _queue_name=QUEUE)
-    gate = ApiGate("http://127.0.0.1:9")
-    gate.closed_since = None  # the API answered ready
+    gate = ApiGate(str(api.base_url))
+    assert await gate.check(api), gate.reason  # the real API answers ready: the gate opens
     await asyncio.wait_for(worker.start_jobs([b"a", b"b", b"c"]), 5)
     await asyncio.wait_for(started["a"].wait(), 5)
 

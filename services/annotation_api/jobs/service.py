@@ -488,9 +488,10 @@ async def _apply_report(
         await record_versions(session, backend_id, predictions.versions)
     errors = [e for e in report.errors if e.task_id in in_chunk and e.task_id not in predicted]
     failed = {e.task_id for e in errors}
-    reported = set(predictions.task_ids) | failed
+    reported_ids = set(predictions.task_ids)
+    reported = reported_ids | failed
     # A prediction not stored because the task already had it (or is gone) is a skip, not new work.
-    already = set(predictions.task_ids) - predicted - failed
+    already = reported_ids - predicted - failed
     skipped = len(already) + await _unsent(conn, job, task_ids, reported, report)
     # The job's and the project's counters move later, in batches (repo.fold_chunks): no hot row.
     await repo.record_on_chunk(
