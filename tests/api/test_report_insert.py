@@ -70,3 +70,35 @@ async def test_a_chunk_stores_each_prediction_with_its_version_shared_or_not(db:
         (three, "v2", None, [{"n": three}]),
     ]
     assert {r["ml_backend_id"] for r in stored} == {BACKEND}
+
+
+async def test_results_and_scores_reach_postgres_whole_whatever_they_hold(db: asyncpg.Connection) -> None:
+    """The insert sends a chunk's results as one text split at ``RESULT_SEPARATOR`` and its ids and scores
+    as lists of numbers: commas, brackets, ``null`` and the separator's own escape inside a result, and
+    scores no short decimal writes exactly, must all come back as sent."""
+    organization = await db.fetchval("INSERT INTO organization (title) VALUES ('o') RETURNING id")
+    project = await db.fetchval(
+        "INSERT INTO project (title, label_config, organization_id) VALUES ('p', '<View/>', $1) RETURNING id",
+        organization,
+    )
+    tasks = await insert_tasks(db, project, 4)
+    texts = [
+        '[{"t": "a,b {1,2} null", "n": [1, 2]}]',
+        '[ {"t": "\\u001e and \\u001E, escaped", "u": "caf\\u00e9 \\ud83d\\ude00"} ]',
+        "[]",
+        '[{"t": "\\\\x1e is four characters here"}]',
+    ]
+    scores = [0.1, None, 1 / 3, 12345678901234567890.0]
+    raw = orjson.dumps(
+        {
+            "predictions": [
+                {"task_id": task, "result_json": text, "score": score, "model_version": "v1"}
+                for task, text, score in zip(tasks, texts, scores, strict=True)
+            ]
+        }
+    )
+    assert sorted(await store(db, project, tasks, raw)) == tasks
+    stored = await db.fetch("SELECT task_id, result, score FROM prediction ORDER BY task_id")
+    assert [(r["task_id"], orjson.loads(r["result"]), r["score"]) for r in stored] == [
+        (task, orjson.loads(text), score) for task, text, score in zip(tasks, texts, scores, strict=True)
+    ]

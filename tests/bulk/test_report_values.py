@@ -80,6 +80,10 @@ def test_a_report_list_that_is_not_a_list_is_refused_by_name(field: str, value: 
         ("", "predictions.1.result_json"),
         ('["a raw NUL\x00"]', "predictions.1.result_json"),  # not JSON: found while looking for NULs
         ('["\\u0000", ', "predictions.1.result_json"),
+        # Not JSON either; the insert splits a chunk's results at this character, so one holding it
+        # would become two results and shift the others onto the wrong tasks.
+        ('[]\x1e[{"a": 1}]', "predictions.1.result_json"),
+        ('["\x1e"]', "predictions.1.result_json"),
     ],
 )
 def test_a_result_that_is_not_json_text_of_a_list_is_refused_by_name(result_json: object, field: str) -> None:

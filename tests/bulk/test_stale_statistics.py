@@ -97,20 +97,22 @@ async def _plan(engine: AsyncEngine, statement: str, args: tuple[Any, ...]) -> d
 def _chunk_statements(
     chunk: list[int], project_id: int, backend_id: int
 ) -> Iterator[tuple[str, str, tuple[Any, ...]]]:
-    yield "tasks_to_predict", repo._TASKS_TO_PREDICT, (chunk, backend_id, "v2")
+    ids = repo.number_list(chunk)
+    yield "tasks_to_predict", repo._TASKS_TO_PREDICT, (ids, backend_id, "v2")
     yield "count_skipped", repo._COUNT_SKIPPED, (chunk, [], backend_id, "v2")
+    yield "lock_tasks", repo._LOCK_TASKS, (ids,)
     (region,) = choice("Positive")
     yield (
         "insert_predictions",
         repo._INSERT_PREDICTIONS,
         (
-            chunk,
+            ids,
             project_id,
             backend_id,
             None,
-            chunk,
-            [orjson.dumps([region]).decode()] * len(chunk),
-            [0.5] * len(chunk),
+            ids,
+            repo.RESULT_SEPARATOR.join([orjson.dumps([region]).decode()] * len(chunk)),
+            repo.number_list([0.5] * len(chunk)),
             None,  # the chunk's one version, as the next argument
             "v2",
         ),

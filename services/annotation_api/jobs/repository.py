@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.annotation_api.db import INDEX_PLANS_KEPT, driver_connection, scanning_in_index_order
-from services.annotation_api.jobs.schemas import ReportedRows
+from services.annotation_api.jobs.schemas import RESULT_SEPARATOR, ReportedRows
 from services.annotation_api.models import JobChunk
 from shared.gateway_contract import TaskError
 
@@ -211,7 +211,7 @@ async def chunk_state(session: AsyncSession, chunk_id: int) -> tuple[int, str] |
 _TASKS_TO_PREDICT = """
     WITH has AS MATERIALIZED (
         SELECT task_id, ml_backend_id, model_version FROM prediction
-        WHERE task_id = ANY($1::bigint[])
+        WHERE task_id = ANY(string_to_array($1, ',')::bigint[])
     )
     SELECT count(*),
            COALESCE(
@@ -222,7 +222,7 @@ _TASKS_TO_PREDICT = """
                '[]'
            )::text
     FROM task t
-    WHERE t.id = ANY($1::bigint[])
+    WHERE t.id = ANY(string_to_array($1, ',')::bigint[])
       AND NOT EXISTS (
           SELECT 1 FROM has p
           WHERE p.task_id = t.id AND p.ml_backend_id = $2 AND p.model_version = $3
@@ -234,7 +234,7 @@ async def tasks_to_predict(
     conn: asyncpg.Connection, task_ids: list[int], backend_id: int, version: str
 ) -> tuple[int, str]:
     """``(count, JSON array)`` of the chunk's tasks that still exist and lack this backend's version."""
-    row = await conn.fetchrow(_TASKS_TO_PREDICT, task_ids, backend_id, version)
+    row = await conn.fetchrow(_TASKS_TO_PREDICT, number_list(task_ids), backend_id, version)
     assert row is not None  # an aggregate
     return int(row[0]), str(row[1])
 
@@ -299,7 +299,11 @@ async def hold_backend(conn: asyncpg.Connection, backend_id: int) -> bool:
     return await conn.fetchrow(_HOLD_BACKEND, backend_id) is not None
 
 
-_LOCK_TASKS = "SELECT id FROM task WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE"
+_LOCK_TASKS = """
+    SELECT count(*) FROM (
+        SELECT FROM task WHERE id = ANY(string_to_array($1, ',')::bigint[]) ORDER BY id FOR NO KEY UPDATE
+    ) AS locked
+"""
 
 
 async def lock_tasks(conn: asyncpg.Connection, task_ids: Sequence[int]) -> None:
@@ -313,30 +317,50 @@ async def lock_tasks(conn: asyncpg.Connection, task_ids: Sequence[int]) -> None:
     does not wait for the chunk.
     """
     if task_ids:
-        await conn.execute(_LOCK_TASKS, sorted(set(task_ids)))
+        await conn.fetchval(_LOCK_TASKS, number_list(sorted(set(task_ids))))
 
 
+def number_list(values: list[int] | list[float | None]) -> str:
+    """Numbers as one text parameter, ``1,2,3`` (``null`` for None), which the statement splits.
+
+    asyncpg encodes a ``bigint[]`` or ``float8[]`` parameter at ~0.2-0.3 µs of the API's CPU per element,
+    a ``text[]`` at ~0.4-0.6 µs (its per-element checks); orjson writes this text at a tenth of that, and
+    Postgres splits and casts it at about the cost of reading the binary array."""
+    return orjson.dumps(values)[1:-1].decode()
+
+
+# Every parameter of a thousand values is one text (``number_list``, ``RESULT_SEPARATOR``), split here.
+# The ids stored come back as one array: a row per prediction cost the API as much again to read.
 _INSERT_PREDICTIONS = """
     WITH chunk AS MATERIALIZED (
-        SELECT id, project_id FROM task WHERE id = ANY($1::bigint[])
+        SELECT id, project_id FROM task WHERE id = ANY(string_to_array($1, ',')::bigint[])
     ),
     has AS MATERIALIZED (
         SELECT task_id, ml_backend_id, model_version FROM prediction
-        WHERE task_id = ANY($1::bigint[])
+        WHERE task_id = ANY(string_to_array($1, ',')::bigint[])
+    ),
+    stored AS (
+        INSERT INTO prediction
+            (task_id, project_id, result, score, model_version, ml_backend_id, job_id, created_at, updated_at)
+        SELECT u.task_id, $2, u.result::jsonb, u.score, u.model_version, $3, $4, now(), now()
+        FROM (
+            SELECT task_id::bigint AS task_id, result, NULLIF(score, 'null')::float8 AS score,
+                   COALESCE(model_version, $9) AS model_version
+            FROM ROWS FROM (
+                unnest(string_to_array($5, ',')),
+                unnest(string_to_array($6, E'\\x1e')),
+                unnest(string_to_array($7, ',')),
+                unnest($8::text[])
+            ) AS v(task_id, result, score, model_version)
+        ) u
+        JOIN chunk t ON t.id = u.task_id AND t.project_id = $2
+        WHERE NOT EXISTS (
+            SELECT 1 FROM has p
+            WHERE p.task_id = u.task_id AND p.ml_backend_id = $3 AND p.model_version = u.model_version
+        )
+        RETURNING task_id
     )
-    INSERT INTO prediction
-        (task_id, project_id, result, score, model_version, ml_backend_id, job_id, created_at, updated_at)
-    SELECT u.task_id, $2, u.result::jsonb, u.score, u.model_version, $3, $4, now(), now()
-    FROM (
-        SELECT task_id, result, score, COALESCE(model_version, $9) AS model_version
-        FROM unnest($5::bigint[], $6::text[], $7::float8[], $8::text[]) AS v(task_id, result, score, model_version)
-    ) u
-    JOIN chunk t ON t.id = u.task_id AND t.project_id = $2
-    WHERE NOT EXISTS (
-        SELECT 1 FROM has p
-        WHERE p.task_id = u.task_id AND p.ml_backend_id = $3 AND p.model_version = u.model_version
-    )
-    RETURNING task_id
+    SELECT COALESCE(array_agg(task_id), '{}') FROM stored
 """
 
 
@@ -360,19 +384,19 @@ async def insert_predictions(
     versions = (
         None if predictions.versions.count(shared_version) == len(predictions) else predictions.versions
     )
-    rows = await conn.fetch(
+    stored: list[int] = await conn.fetchval(
         _INSERT_PREDICTIONS,
-        chunk_task_ids,
+        number_list(chunk_task_ids),
         project_id,
         backend_id,
         job_id,
-        predictions.task_ids,
-        predictions.results,
-        predictions.scores,
+        number_list(predictions.task_ids),
+        RESULT_SEPARATOR.join(predictions.results),
+        number_list(predictions.scores),
         versions,
         shared_version,
     )
-    return [row[0] for row in rows]
+    return stored
 
 
 # The report's counts go on the chunk's own row (already locked by finish_chunk): completions of one

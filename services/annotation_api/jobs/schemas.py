@@ -155,6 +155,11 @@ def _list(body: dict[str, Any], field: str) -> list[Any]:
     return value
 
 
+RESULT_SEPARATOR = "\x1e"
+"""Between the results of a chunk in the insert's one text parameter: no JSON text holds it unescaped
+(``parse_report`` refuses a result that does), so splitting there gives back each result whole."""
+
+
 @dataclass(slots=True)
 class ReportedRows:
     """A report's predictions as the columns the insert sends Postgres, in report order.
@@ -226,6 +231,8 @@ def parse_report(raw: bytes) -> ParsedReport:
     version = body.get("model_version")
     if version is not None and not isinstance(version, str):
         raise BadRequest("must be a string or null", field="model_version")
+    if b"\\u001e" in raw or b"\\u001E" in raw:  # rare: only then look for which result holds it
+        _refuse_separator(predictions)
     if b"\\u0000" in raw:  # rare: only then look for where (orjson already refused lone surrogates)
         if version is not None and (problem := text_problem(version)):
             raise BadRequest(problem, field="model_version")
@@ -269,6 +276,17 @@ def _unfit(index: int) -> BadRequest:
         "needs task_id (int), result_json (str), model_version (str), score (number or null)",
         field=f"predictions.{index}",
     )
+
+
+def _refuse_separator(predictions: ReportedRows) -> None:
+    """A 400 naming the first result that holds ``RESULT_SEPARATOR``: no JSON text holds it unescaped,
+    and the insert splits the chunk's results there (``repository.insert_predictions``)."""
+    for index, text in enumerate(predictions.results):
+        if RESULT_SEPARATOR in text:
+            raise BadRequest(
+                "is not valid JSON: it holds the control character U+001E unescaped",
+                field=f"predictions.{index}.result_json",
+            )
 
 
 def _storable(predictions: ReportedRows, errors: list[TaskError]) -> ReportedRows:
