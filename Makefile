@@ -10,7 +10,7 @@ UV_VERSION := uv==0.13.9
 RUN_EXTRAS := embedded,examples
 DEV_EXTRAS := dev,$(RUN_EXTRAS)
 
-.PHONY: lock run test lint typecheck pytest editor migrate openapi docs bench-import bench-import-memory bench-list bench-bulk bench-ops bench-insert bench-requests bench-checkout bench-slots bench-scale bench-gateway bench-gateway-memory demo clean
+.PHONY: lock run test lint typecheck pytest editor migrate openapi docs bench-import bench-import-memory bench-list bench-bulk bench-ops bench-insert bench-requests bench-checkout bench-params bench-slots bench-scale bench-gateway bench-gateway-memory demo clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -105,6 +105,10 @@ bench-requests: $(VENV)/.runtime
 # What checking a pooled connection costs a request: SQLAlchemy's pool_pre_ping against the users' pool's check.
 bench-checkout: $(VENV)/.runtime
 	$(PY) -m devstack.exec -- $(PY) -m bench.pool_checkout $(BENCH_ARGS)
+
+# What handing a chunk's predictions to Postgres costs: asyncpg arrays against one text per column.
+bench-params: $(VENV)/.runtime
+	$(PY) -m devstack.exec -- $(PY) -m bench.chunk_params $(BENCH_ARGS)
 
 # What a backend concurrency slot costs a worker per call: taken from Redis per call, or kept for the next.
 bench-slots: $(VENV)/.runtime
