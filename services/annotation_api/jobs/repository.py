@@ -207,6 +207,15 @@ async def chunk_state(session: AsyncSession, chunk_id: int) -> tuple[int, str] |
     return None if row is None else (int(row[0]), str(row[1]))
 
 
+def number_list(values: list[int] | list[float | None]) -> str:
+    """Numbers as one text parameter, ``1,2,3`` (``null`` for None), which the statement splits.
+
+    asyncpg encodes a ``bigint[]`` or ``float8[]`` parameter at ~0.2-0.3 µs of the API's CPU per element,
+    a ``text[]`` at ~0.4-0.6 µs (its per-element checks); orjson writes this text at a small fraction of that, and
+    Postgres splits and casts it at about the cost of reading the binary array (``make bench-params``)."""
+    return orjson.dumps(values)[1:-1].decode()
+
+
 # The tasks leave as one JSON text built by Postgres: the API never decodes and re-encodes task data.
 _TASKS_TO_PREDICT = """
     WITH has AS MATERIALIZED (
@@ -318,15 +327,6 @@ async def lock_tasks(conn: asyncpg.Connection, task_ids: Sequence[int]) -> None:
     """
     if task_ids:
         await conn.fetchval(_LOCK_TASKS, number_list(sorted(set(task_ids))))
-
-
-def number_list(values: list[int] | list[float | None]) -> str:
-    """Numbers as one text parameter, ``1,2,3`` (``null`` for None), which the statement splits.
-
-    asyncpg encodes a ``bigint[]`` or ``float8[]`` parameter at ~0.2-0.3 µs of the API's CPU per element,
-    a ``text[]`` at ~0.4-0.6 µs (its per-element checks); orjson writes this text at a tenth of that, and
-    Postgres splits and casts it at about the cost of reading the binary array."""
-    return orjson.dumps(values)[1:-1].decode()
 
 
 # Every parameter of a thousand values is one text (``number_list``, ``RESULT_SEPARATOR``), split here.
