@@ -300,8 +300,12 @@ async def measure(
                 api, backend_url, size, args.batch_size, args.max_concurrency, pids, internal_urls
             )
             projects.append(int(run_e2e.project["id"]))
+            backend_before = cpu_seconds_by_tree({"backend": pids["backend"]})["backend"]
             direct_s = await direct(
                 backend_url, run_e2e.project, run_e2e.tasks, args.batch_size, args.max_concurrency
+            )
+            direct_backend_us = (
+                (cpu_seconds_by_tree({"backend": pids["backend"]})["backend"] - backend_before) / size * 1e6
             )
             e2e_rate, direct_rate = size / run_e2e.seconds, size / direct_s
             per_task = {kind: run_e2e.cpu_s[kind] / size * 1e6 for kind in kinds}
@@ -340,6 +344,13 @@ async def measure(
                     f"{kind} {start.now:.0f} / {job.now:.0f} ({job.peak:.0f}) / {deleted.now:.0f} ({deleted.peak:.0f})"
                     for kind, (start, job, deleted) in run_e2e.memory.items()
                 ),
+                flush=True,
+            )
+            # The same answers cost the backend the same work: a gap between the two is the machine's speed
+            # moving between the job and the direct calls, which moves the ratio with it.
+            print(
+                f"{'':>9}the backend's CPU µs per task: {per_task['backend']:.1f} during the job, "
+                f"{direct_backend_us:.1f} during the direct calls",
                 flush=True,
             )
             print(f"{'':>9}reader during the job: {run_e2e.reader}", flush=True)
