@@ -34,9 +34,11 @@ _AS_ARRAYS = """
     SELECT count(*) FROM unnest($1::bigint[], $2::text[], $3::float8[]) AS v(task_id, result, score)
     WHERE v.result::jsonb IS NOT NULL AND v.score IS DISTINCT FROM -1
 """
-_AS_TEXTS = """
+_AS_TEXTS = f"""
     SELECT count(*) FROM ROWS FROM (
-        unnest(string_to_array($1, ',')), unnest(string_to_array($2, E'\\x1e')), unnest(string_to_array($3, ','))
+        unnest(string_to_array($1, ',')),
+        unnest(string_to_array($2, chr({ord(RESULT_SEPARATOR)}))),
+        unnest(string_to_array($3, ','))
     ) AS v(task_id, result, score)
     WHERE v.task_id::bigint IS NOT NULL AND v.result::jsonb IS NOT NULL
       AND NULLIF(v.score, 'null')::float8 IS DISTINCT FROM -1

@@ -331,7 +331,7 @@ async def lock_tasks(conn: asyncpg.Connection, task_ids: Sequence[int]) -> None:
 
 # Every parameter of a thousand values is one text (``number_list``, ``RESULT_SEPARATOR``), split here.
 # The ids stored come back as one array: a row per prediction cost the API as much again to read.
-_INSERT_PREDICTIONS = """
+_INSERT_PREDICTIONS = f"""
     WITH chunk AS MATERIALIZED (
         SELECT id, project_id FROM task WHERE id = ANY(string_to_array($1, ',')::bigint[])
     ),
@@ -348,7 +348,7 @@ _INSERT_PREDICTIONS = """
                    COALESCE(model_version, $9) AS model_version
             FROM ROWS FROM (
                 unnest(string_to_array($5, ',')),
-                unnest(string_to_array($6, E'\\x1e')),
+                unnest(string_to_array($6, chr({ord(RESULT_SEPARATOR)}))),
                 unnest(string_to_array($7, ',')),
                 unnest($8::text[])
             ) AS v(task_id, result, score, model_version)
@@ -360,7 +360,7 @@ _INSERT_PREDICTIONS = """
         )
         RETURNING task_id
     )
-    SELECT COALESCE(array_agg(task_id), '{}') FROM stored
+    SELECT COALESCE(array_agg(task_id), '{{}}') FROM stored
 """
 
 
