@@ -11,8 +11,10 @@ followed on its event stream, as the console does: ``bench.history.wait_job``): 
 the gateway's batching/validation/version tagging, and every prediction stored in Postgres with counters.
 Direct = the bench process posting the same ``/predict`` batches to the backend with the same concurrency
 (the backend's ``max_concurrency``, which holds for all workers together) and decoding the answers, nothing
-stored. The ratio says how close
-to "limited by the backend" we are. The CPU of importing the tasks before the run and of deleting them after
+stored, right before the job and again right after it, each once the stack is quiet. The ceiling is the mean
+of the two rates: this VM's speed moves by tens of percent within a minute, and a ceiling that brackets the
+job follows it better than one pass (each pass's own ratio is printed too). The ratio says how close to
+"limited by the backend" we are. The CPU of importing the tasks before the run and of deleting them after
 it (``delete_tasks``, its VACUUM included) is printed too: import + predict + delete per task is the whole
 life of a predicted task, printed for all processes and for labelloop's and Postgres only (without the
 backend, which is the user's model: the measure issue 9 sets a goal for).
@@ -133,6 +135,21 @@ def internal_latencies(before: Buckets, after: Buckets) -> str:
 
 
 @dataclass(frozen=True)
+class Direct:
+    """One pass of the direct calls: its rate, and the CPU the backend and the rest of the stack spent."""
+
+    rate: float
+    backend_us: float
+    """The backend's CPU µs per task: the same answers as during the job, so a gauge of the machine's speed
+    in each pass and in the job (where it also pays for sharing the cores with the busy stack)."""
+    others_s: dict[str, float]
+    """CPU seconds of labelloop's processes and Postgres meanwhile, by kind (not the bench's): their background
+    work (autovacuum, sweeps) competes with the direct calls."""
+    waited_s: float
+    """How long the stack took to go quiet before the pass."""
+
+
+@dataclass(frozen=True)
 class EndToEnd:
     """One action-to-completed-job run as the users and the operators see it."""
 
@@ -145,8 +162,8 @@ class EndToEnd:
     memory: dict[str, tuple[Memory, Memory, Memory]]
     """RSS per kind of labelloop process: before the import, after the job (peak since the import's
     start), after the delete (peak since the import's start)."""
-    tasks: list[dict[str, Any]]
-    """The tasks as the backend sees them (for the direct calls)."""
+    direct: tuple[Direct, Direct]
+    """The same batches sent straight to the backend right before the job, and right after it."""
     project: dict[str, Any]
     reader: str
     internal: str
@@ -179,6 +196,10 @@ async def end_to_end(
     )
     _check(imported)
     task_ids: list[int] = imported.json()["task_ids"]
+    tasks = [
+        {"id": task_id, "data": text, "meta": {}, "project": project["id"]}
+        for task_id, text in zip(task_ids, texts, strict=True)
+    ]
     backend = await api.post(
         "/api/ml",
         json={
@@ -189,6 +210,8 @@ async def end_to_end(
         },
     )
     _check(backend)
+    cpu_imported = cpu_seconds_by_tree(pids)
+    direct_before = await direct(backend_url, project, tasks, batch_size, max_concurrency, pids)
 
     buckets_before = await internal_buckets(internal_urls)
     cpu_before = cpu_seconds_by_tree(pids)
@@ -205,6 +228,7 @@ async def end_to_end(
         elapsed = clock.until_finished(job)
     cpu_after = cpu_seconds_by_tree(pids)
     memory_after = memory_by_tree(ours)
+    direct_after = await direct(backend_url, project, tasks, batch_size, max_concurrency, pids)
     buckets_after = await internal_buckets(internal_urls)
     cpu = {kind: cpu_after[kind] - cpu_before[kind] for kind in pids}
     if job["status"] != "completed" or job["done"] != size:
@@ -212,20 +236,17 @@ async def end_to_end(
     stored = (await api.get(f"/api/projects/{project['id']}")).json()["total_predictions_number"]
     if stored != size:
         raise RuntimeError(f"{stored} predictions stored for {size} tasks")
+    cpu_delete_start = cpu_seconds_by_tree(pids)
     await action(api, "delete_tasks", project["id"])
     cpu_deleted = cpu_seconds_by_tree(pids)
     memory_deleted = memory_by_tree(ours)
-    tasks = [
-        {"id": task_id, "data": text, "meta": {}, "project": project["id"]}
-        for task_id, text in zip(task_ids, texts, strict=True)
-    ]
     return EndToEnd(
         elapsed,
         cpu,
-        {kind: cpu_before[kind] - cpu_start[kind] for kind in pids},
-        {kind: cpu_deleted[kind] - cpu_after[kind] for kind in pids},
+        {kind: cpu_imported[kind] - cpu_start[kind] for kind in pids},
+        {kind: cpu_deleted[kind] - cpu_delete_start[kind] for kind in pids},
         {kind: (memory_start[kind], memory_after[kind], memory_deleted[kind]) for kind in ours},
-        tasks,
+        (direct_before, direct_after),
         project,
         quantiles(read_latencies),
         internal_latencies(buckets_before, buckets_after),
@@ -233,9 +254,14 @@ async def end_to_end(
 
 
 async def direct(
-    backend_url: str, project: dict[str, Any], tasks: list[dict[str, Any]], batch_size: int, concurrency: int
-) -> float:
-    """Seconds to send the same batches straight to the backend and decode every answer."""
+    backend_url: str,
+    project: dict[str, Any],
+    tasks: list[dict[str, Any]],
+    batch_size: int,
+    concurrency: int,
+    pids: dict[str, list[int]],
+) -> Direct:
+    """Send the same batches straight to the backend and decode every answer, once the stack is quiet."""
     created = int(time.time())
     batches = [tasks[start : start + batch_size] for start in range(0, len(tasks), batch_size)]
     bodies = [
@@ -264,9 +290,34 @@ async def direct(
                 response.raise_for_status()
                 orjson.loads(response.content)
 
+        waited = await quiet(pids)
+        cpu_before = cpu_seconds_by_tree(pids)
         started = time.perf_counter()
         await asyncio.gather(*(drain() for _ in range(concurrency)))
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        cpu = cpu_seconds_by_tree(pids)
+    spent = {kind: cpu[kind] - cpu_before[kind] for kind in pids}
+    return Direct(len(tasks) / seconds, spent.pop("backend") / len(tasks) * 1e6, spent, waited)
+
+
+def busiest(cpu_s: dict[str, float]) -> str:
+    """CPU seconds in all, and the kind of process that spent most of them."""
+    kind = max(cpu_s, key=cpu_s.__getitem__)
+    return f"{sum(cpu_s.values()):.2f} s ({kind} {cpu_s[kind]:.2f})"
+
+
+async def quiet(pids: dict[str, list[int]], busy_share: float = 0.05, limit_s: float = 120.0) -> float:
+    """Wait until the stack's processes use less than ``busy_share`` of one core over half a second (after a
+    job, Postgres' autovacuum of the new rows would compete with the direct calls and lower the ceiling);
+    returns the seconds waited, ``limit_s`` at most."""
+    started = time.perf_counter()
+    window = 0.5
+    while time.perf_counter() - started < limit_s:
+        before = sum(cpu_seconds_by_tree(pids).values())
+        await asyncio.sleep(window)
+        if sum(cpu_seconds_by_tree(pids).values()) - before < busy_share * window:
+            break
+    return time.perf_counter() - started
 
 
 @dataclass(frozen=True)
@@ -300,14 +351,9 @@ async def measure(
                 api, backend_url, size, args.batch_size, args.max_concurrency, pids, internal_urls
             )
             projects.append(int(run_e2e.project["id"]))
-            backend_before = cpu_seconds_by_tree({"backend": pids["backend"]})["backend"]
-            direct_s = await direct(
-                backend_url, run_e2e.project, run_e2e.tasks, args.batch_size, args.max_concurrency
-            )
-            direct_backend_us = (
-                (cpu_seconds_by_tree({"backend": pids["backend"]})["backend"] - backend_before) / size * 1e6
-            )
-            e2e_rate, direct_rate = size / run_e2e.seconds, size / direct_s
+            before, after = run_e2e.direct
+            # The ceiling brackets the job: the mean of the direct rates right before and right after it.
+            e2e_rate, direct_rate = size / run_e2e.seconds, (before.rate + after.rate) / 2
             per_task = {kind: run_e2e.cpu_s[kind] / size * 1e6 for kind in kinds}
             per_task["all"] = sum(per_task.values())
             run = Run(e2e_rate, e2e_rate / direct_rate, per_task)
@@ -346,11 +392,15 @@ async def measure(
                 ),
                 flush=True,
             )
-            # The same answers cost the backend the same work: a gap between the two is the machine's speed
-            # moving between the job and the direct calls, which moves the ratio with it.
+            # The same answers cost the backend the same work: a gap between the passes is the machine's
+            # speed moving, which moves the ratio with it.
             print(
-                f"{'':>9}the backend's CPU µs per task: {per_task['backend']:.1f} during the job, "
-                f"{direct_backend_us:.1f} during the direct calls",
+                f"{'':>9}direct calls before / after the job: {before.rate:.0f} / {after.rate:.0f} t/s "
+                f"(ratio to each: {e2e_rate / before.rate:.2f} / {e2e_rate / after.rate:.2f}); "
+                f"the backend's CPU µs per task: {before.backend_us:.1f} / {after.backend_us:.1f}, "
+                f"{per_task['backend']:.1f} during the job; the stack's CPU meanwhile: "
+                f"{busiest(before.others_s)} / {busiest(after.others_s)} (quiet after {before.waited_s:.1f} / "
+                f"{after.waited_s:.1f} s)",
                 flush=True,
             )
             print(f"{'':>9}reader during the job: {run_e2e.reader}", flush=True)
