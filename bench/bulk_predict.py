@@ -146,7 +146,9 @@ class Direct:
     """CPU seconds of labelloop's processes and Postgres meanwhile, by kind (not the bench's): their background
     work (autovacuum, sweeps) competes with the direct calls."""
     waited_s: float
-    """How long the stack took to go quiet before the pass."""
+    """How long the stack took to go quiet before the pass (before each, if there were several)."""
+    passes: int
+    """Passes made: the last one counts."""
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,11 @@ async def end_to_end(
     )
 
 
+_DIRECT_ATTEMPTS = 3
+_BACKGROUND_SHARE = 0.04
+"""A direct pass counts once the stack's own work used less than this share of the cores meanwhile."""
+
+
 async def direct(
     backend_url: str,
     project: dict[str, Any],
@@ -261,7 +268,8 @@ async def direct(
     concurrency: int,
     pids: dict[str, list[int]],
 ) -> Direct:
-    """Send the same batches straight to the backend and decode every answer, once the stack is quiet."""
+    """Send the same batches straight to the backend and decode every answer, once the stack is quiet; again
+    (``_DIRECT_ATTEMPTS`` passes at most) while the stack's background work competed with the pass."""
     created = int(time.time())
     batches = [tasks[start : start + batch_size] for start in range(0, len(tasks), batch_size)]
     bodies = [
@@ -275,13 +283,10 @@ async def direct(
         )
         for batch in batches
     ]
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=backend_url, limits=limits, timeout=100) as client:
 
-        async def drain() -> None:
+        async def drain(queue: asyncio.Queue[bytes]) -> None:
             while not queue.empty():
                 body = queue.get_nowait()
                 response = await client.post(
@@ -290,14 +295,23 @@ async def direct(
                 response.raise_for_status()
                 orjson.loads(response.content)
 
-        waited = await quiet(pids)
-        cpu_before = cpu_seconds_by_tree(pids)
-        started = time.perf_counter()
-        await asyncio.gather(*(drain() for _ in range(concurrency)))
-        seconds = time.perf_counter() - started
-        cpu = cpu_seconds_by_tree(pids)
-    spent = {kind: cpu[kind] - cpu_before[kind] for kind in pids}
-    return Direct(len(tasks) / seconds, spent.pop("backend") / len(tasks) * 1e6, spent, waited)
+        waited, passes, competed = 0.0, 0, True
+        while competed and passes < _DIRECT_ATTEMPTS:
+            passes += 1
+            waited += await quiet(pids)
+            queue: asyncio.Queue[bytes] = asyncio.Queue()
+            for body in bodies:
+                queue.put_nowait(body)
+            cpu_before = cpu_seconds_by_tree(pids)
+            started = time.perf_counter()
+            await asyncio.gather(*(drain(queue) for _ in range(concurrency)))
+            seconds = time.perf_counter() - started
+            cpu = cpu_seconds_by_tree(pids)
+            spent = {kind: cpu[kind] - cpu_before[kind] for kind in pids}
+            backend_s = spent.pop("backend")
+            # Autovacuum of a job's new rows may start during the pass: measure it again, not a lower ceiling.
+            competed = sum(spent.values()) >= _BACKGROUND_SHARE * seconds * (os.cpu_count() or 1)
+    return Direct(len(tasks) / seconds, backend_s / len(tasks) * 1e6, spent, waited, passes)
 
 
 def busiest(cpu_s: dict[str, float]) -> str:
@@ -400,7 +414,7 @@ async def measure(
                 f"the backend's CPU µs per task: {before.backend_us:.1f} / {after.backend_us:.1f}, "
                 f"{per_task['backend']:.1f} during the job; the stack's CPU meanwhile: "
                 f"{busiest(before.others_s)} / {busiest(after.others_s)} (quiet after {before.waited_s:.1f} / "
-                f"{after.waited_s:.1f} s)",
+                f"{after.waited_s:.1f} s; passes {before.passes} / {after.passes})",
                 flush=True,
             )
             print(f"{'':>9}reader during the job: {run_e2e.reader}", flush=True)
