@@ -52,9 +52,14 @@ StartWorker = Callable[..., subprocess.Popen[bytes]]
 
 
 @pytest.fixture
-def start_worker(gateway_settings: GatewaySettings) -> Iterator[StartWorker]:
-    """Start real worker processes (``python -m services.model_gateway.worker``); killed after the test."""
+def start_worker(gateway_settings: GatewaySettings, tmp_path: Path) -> Iterator[StartWorker]:
+    """Start real worker processes (``python -m services.model_gateway.worker``); killed after the test.
+
+    Each worker's warnings and errors go to a file, whose end is printed after the test: pytest shows it
+    when the test failed, so a worker's side of a failure is on record.
+    """
     started: list[subprocess.Popen[bytes]] = []
+    logs: list[Path] = []
     env = {
         **os.environ,
         "REDIS_URL": gateway_settings.redis_url,
@@ -67,14 +72,17 @@ def start_worker(gateway_settings: GatewaySettings) -> Iterator[StartWorker]:
     }
 
     def start(**extra_env: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.model_gateway.worker"],
-            cwd=REPO_ROOT,
-            env={**env, **extra_env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        log = tmp_path / f"worker-{len(started)}.log"
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "services.model_gateway.worker"],
+                cwd=REPO_ROOT,
+                env={**env, **extra_env},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
         started.append(process)
+        logs.append(log)
         return process
 
     yield start
@@ -82,6 +90,10 @@ def start_worker(gateway_settings: GatewaySettings) -> Iterator[StartWorker]:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+    for process, log in zip(started, logs, strict=True):
+        lines = log.read_text(errors="replace").splitlines()
+        print(f"--- {log.name} (exit {process.returncode}), last 40 of {len(lines)} lines:")
+        print("\n".join(lines[-40:]))
 
 
 class WorkerProcess:

@@ -49,6 +49,20 @@ async def some_done_but_not_all(api: httpx.AsyncClient, job_id: int) -> None:
     await wait_for(progressed, 60, f"job {job_id} to make progress")
 
 
+async def finished_job(api: httpx.AsyncClient, db: asyncpg.Connection, job_id: int) -> dict[str, Any]:
+    """The job once it finished; on a timeout, the error also lists its chunks not done (Postgres' side of
+    a stall: which chunks, how many attempts, how long their leases still run)."""
+    try:
+        return await wait_job(api, job_id, timeout_s=90)
+    except AssertionError as exc:
+        rows = await db.fetch(
+            "SELECT id, status, attempts, lease_expires_at - now() AS lease_left, enqueued_at "
+            "FROM job_chunk WHERE job_id = $1 AND status <> 'done' ORDER BY id",
+            job_id,
+        )
+        raise AssertionError(f"{exc}; chunks not done: {[dict(row) for row in rows]}") from None
+
+
 async def assert_each_prediction_once(db: asyncpg.Connection, job: dict[str, Any]) -> None:
     assert job["status"] == "completed", job
     assert (job["done"], job["failed"]) == (TASKS, 0), job
@@ -82,7 +96,7 @@ async def test_worker_killed_mid_job_another_finishes_it(
 
     gate.set()
     start_worker()
-    job = await wait_job(api, job_id, timeout_s=90)
+    job = await finished_job(api, db, job_id)
     await assert_each_prediction_once(db, job)
     retried = await db.fetchval("SELECT count(*) FROM job_chunk WHERE attempts > 1")
     assert retried > 0, "chunks the dead worker held were leased again"
@@ -109,7 +123,7 @@ async def test_redis_flushed_mid_job_the_sweeper_requeues(
     assert waiting > 0, "the flush must drop queued chunks"
     gate.set()
 
-    job = await wait_job(api, job_id, timeout_s=90)
+    job = await finished_job(api, db, job_id)
     await assert_each_prediction_once(db, job)
 
 
@@ -129,7 +143,7 @@ async def test_max_concurrency_holds_across_worker_processes(
     job_id = response.json()["job_id"]
     start_worker()
     start_worker()
-    job = await wait_job(api, job_id, timeout_s=90)
+    job = await finished_job(api, db, job_id)
     assert (job["status"], job["done"], job["failed"]) == ("completed", 120, 0), job
     assert len(fake.calls("/predict")) == 24
     assert fake.max_concurrency == 2

@@ -38,7 +38,10 @@ async def wait_job(
         job = response.json()
         return job["status"] in statuses
 
-    await wait_for(finished, timeout_s, f"job {job_id} to reach {sorted(statuses)}")
+    try:
+        await wait_for(finished, timeout_s, f"job {job_id} to reach {sorted(statuses)}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last read: {job}") from None
     return job
 
 
