@@ -178,6 +178,12 @@ def cpu_seconds_by_tree(roots: dict[str, list[int]]) -> dict[str, float]:
     }
 
 
+def cpu_seconds_of_tree(pid: int) -> float:
+    """CPU seconds used so far by one process and its descendants (``cpu_seconds_by_tree`` for one root),
+    e.g. a Postgres server process of a benchmark's connection."""
+    return cpu_seconds_by_tree({"tree": [pid]})["tree"]
+
+
 def _status_kb(pid: int | str, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):

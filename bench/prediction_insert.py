@@ -19,21 +19,15 @@ import os
 import asyncpg
 import orjson
 
-from bench.harness import bench_database, cpu_seconds_by_tree, postgres_pid
+from bench.harness import bench_database, cpu_seconds_of_tree, postgres_pid
 from services.annotation_api.jobs.repository import insert_predictions, lock_tasks
-from shared.gateway_contract import ReportedPrediction
+from services.annotation_api.jobs.schemas import ReportedRows
 from shared.settings import plain_postgres_url
 from tests.fakes.fake_backend import SENTIMENT_CONFIG
 from tests.support.builders import choice
 
 Variant = tuple[str, str, str]
 """(name, the statement that makes it from the migrated schema, the statement that undoes it)."""
-
-
-def postgres_cpu_s(server_pid: int) -> float:
-    """CPU of the whole Postgres server so far: the benchmark's backend, and the WAL writer, checkpointer
-    and any parallel workers its statements keep busy (in these runs the backend's own within 0.2 µs)."""
-    return cpu_seconds_by_tree({"Postgres": [server_pid]})["Postgres"]
 
 
 async def variants(conn: asyncpg.Connection) -> list[Variant]:
@@ -66,25 +60,24 @@ async def variants(conn: asyncpg.Connection) -> list[Variant]:
 async def store_all(
     conn: asyncpg.Connection, server_pid: int, project_id: int, task_ids: list[int], chunk: int
 ) -> float:
-    """Postgres CPU µs per prediction to store one for every task, chunk by chunk as reports do."""
+    """Postgres CPU µs per prediction to store one for every task, chunk by chunk as reports do: the whole
+    server's process tree, so the WAL writer, checkpointer and any parallel workers the statements keep busy
+    count too (in these runs the backend's own was within 0.2 µs of it)."""
     await conn.execute("TRUNCATE prediction")
     result = orjson.dumps(choice("Positive")).decode()
     reports = [
-        [
-            ReportedPrediction(task_id=task_id, result_json=result, score=0.5, model_version="v1")
-            for task_id in task_ids[start : start + chunk]
-        ]
-        for start in range(0, len(task_ids), chunk)
+        ReportedRows(ids, [result] * len(ids), [0.5] * len(ids), ["v1"] * len(ids))
+        for ids in (task_ids[start : start + chunk] for start in range(0, len(task_ids), chunk))
     ]
-    started = postgres_cpu_s(server_pid)
+    started = cpu_seconds_of_tree(server_pid)
     for report in reports:
-        ids = [prediction.task_id for prediction in report]
+        ids = report.task_ids
         async with conn.transaction():
             await lock_tasks(conn, ids)
             await insert_predictions(
                 conn, project_id=project_id, backend_id=1, job_id=1, chunk_task_ids=ids, predictions=report
             )
-    return (postgres_cpu_s(server_pid) - started) / len(task_ids) * 1e6
+    return (cpu_seconds_of_tree(server_pid) - started) / len(task_ids) * 1e6
 
 
 async def main_async(args: argparse.Namespace) -> None:
