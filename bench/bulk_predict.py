@@ -198,10 +198,14 @@ async def end_to_end(
     )
     _check(imported)
     task_ids: list[int] = imported.json()["task_ids"]
-    tasks = [
-        {"id": task_id, "data": text, "meta": {}, "project": project["id"]}
-        for task_id, text in zip(task_ids, texts, strict=True)
-    ]
+    bodies = direct_bodies(
+        project,
+        [
+            {"id": task_id, "data": text, "meta": {}, "project": project["id"]}
+            for task_id, text in zip(task_ids, texts, strict=True)
+        ],
+        batch_size,
+    )
     backend = await api.post(
         "/api/ml",
         json={
@@ -213,7 +217,7 @@ async def end_to_end(
     )
     _check(backend)
     cpu_imported = cpu_seconds_by_tree(pids)
-    direct_before = await direct(backend_url, project, tasks, batch_size, max_concurrency, pids)
+    direct_before = await direct(backend_url, bodies, size, max_concurrency, pids)
 
     buckets_before = await internal_buckets(internal_urls)
     cpu_before = cpu_seconds_by_tree(pids)
@@ -230,7 +234,7 @@ async def end_to_end(
         elapsed = clock.until_finished(job)
     cpu_after = cpu_seconds_by_tree(pids)
     memory_after = memory_by_tree(ours)
-    direct_after = await direct(backend_url, project, tasks, batch_size, max_concurrency, pids)
+    direct_after = await direct(backend_url, bodies, size, max_concurrency, pids)
     buckets_after = await internal_buckets(internal_urls)
     cpu = {kind: cpu_after[kind] - cpu_before[kind] for kind in pids}
     if job["status"] != "completed" or job["done"] != size:
@@ -260,19 +264,11 @@ _BACKGROUND_SHARE = 0.04
 """A direct pass counts once the stack's own work used less than this share of the cores meanwhile."""
 
 
-async def direct(
-    backend_url: str,
-    project: dict[str, Any],
-    tasks: list[dict[str, Any]],
-    batch_size: int,
-    concurrency: int,
-    pids: dict[str, list[int]],
-) -> Direct:
-    """Send the same batches straight to the backend and decode every answer, once the stack is quiet; again
-    (``_DIRECT_ATTEMPTS`` passes at most) while the stack's background work competed with the pass."""
+def direct_bodies(project: dict[str, Any], tasks: list[dict[str, Any]], batch_size: int) -> list[bytes]:
+    """The ``/predict`` bodies of the job's batches, as the backend gets them, encoded once for every pass."""
     created = int(time.time())
     batches = [tasks[start : start + batch_size] for start in range(0, len(tasks), batch_size)]
-    bodies = [
+    return [
         orjson.dumps(
             {
                 "tasks": batch,
@@ -283,6 +279,13 @@ async def direct(
         )
         for batch in batches
     ]
+
+
+async def direct(
+    backend_url: str, bodies: list[bytes], size: int, concurrency: int, pids: dict[str, list[int]]
+) -> Direct:
+    """Send the batches straight to the backend and decode every answer, once the stack is quiet; again
+    (``_DIRECT_ATTEMPTS`` passes at most) while the stack's background work competed with the pass."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=backend_url, limits=limits, timeout=100) as client:
 
@@ -311,7 +314,7 @@ async def direct(
             backend_s = spent.pop("backend")
             # Autovacuum of a job's new rows may start during the pass: measure it again, not a lower ceiling.
             competed = sum(spent.values()) >= _BACKGROUND_SHARE * seconds * (os.cpu_count() or 1)
-    return Direct(len(tasks) / seconds, backend_s / len(tasks) * 1e6, spent, waited, passes)
+    return Direct(size / seconds, backend_s / size * 1e6, spent, waited, passes)
 
 
 def busiest(cpu_s: dict[str, float]) -> str:

@@ -22,8 +22,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-from bench.harness import bench_database, cpu_seconds_by_tree, make_texts, print_rounds
-from services.annotation_api.jobs.repository import RESULT_SEPARATOR, number_list
+from bench.harness import bench_database, cpu_seconds_of_tree, make_texts, print_rounds
+from services.annotation_api.jobs.repository import number_list
+from services.annotation_api.jobs.schemas import RESULT_SEPARATOR
 from shared.settings import plain_postgres_url
 from tests.fakes.fake_backend import default_predict
 
@@ -64,14 +65,14 @@ def _variants(count: int) -> dict[str, Variant]:
 async def _calls(conn: asyncpg.Connection, variant: Variant, count: int, expected: int) -> Figures:
     statement, arguments = variant
     pid = conn.get_server_pid()
-    server = cpu_seconds_by_tree({"backend": [pid]})["backend"]
+    server = cpu_seconds_of_tree(pid)
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(count):
         if await conn.fetchval(statement, *arguments()) != expected:
             raise RuntimeError("the parameters did not arrive whole")
     return (
         (time.process_time() - cpu) / count * 1e6,
-        (cpu_seconds_by_tree({"backend": [pid]})["backend"] - server) / count * 1e6,
+        (cpu_seconds_of_tree(pid) - server) / count * 1e6,
         (time.perf_counter() - wall) / count * 1e6,
     )
 

@@ -19,7 +19,7 @@ import time
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bench.harness import bench_database, cpu_seconds_by_tree, print_rounds
+from bench.harness import bench_database, cpu_seconds_of_tree, print_rounds
 from services.annotation_api.db import PLAN_EACH_EXECUTION, make_engine, raw_connection
 from shared.settings import asyncpg_url
 
@@ -27,20 +27,16 @@ Figures = tuple[float, float, float]
 """µs per request: client CPU, Postgres CPU, wall."""
 
 
-def _server_cpu_s(pid: int) -> float:
-    return cpu_seconds_by_tree({"backend": [pid]})["backend"]
-
-
 async def _requests(engine: AsyncEngine, count: int) -> Figures:
     async with engine.begin() as conn:
         pid = (await raw_connection(conn)).get_server_pid()
-    cpu, server, wall = time.process_time(), _server_cpu_s(pid), time.perf_counter()
+    cpu, server, wall = time.process_time(), cpu_seconds_of_tree(pid), time.perf_counter()
     for _ in range(count):
         async with engine.begin() as conn:
             await conn.execute(text("SELECT 1"))
     return (
         (time.process_time() - cpu) / count * 1e6,
-        (_server_cpu_s(pid) - server) / count * 1e6,
+        (cpu_seconds_of_tree(pid) - server) / count * 1e6,
         (time.perf_counter() - wall) / count * 1e6,
     )
 
