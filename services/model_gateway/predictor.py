@@ -37,7 +37,7 @@ from shared.gateway_contract import (
 )
 from shared.json_values import find_bad_value
 from shared.label_config import LabelConfig, LabelConfigError, parse_label_config_cached
-from shared.prediction_validation import validate_result, validate_score
+from shared.prediction_validation import validate_result
 from shared.protocol import (
     CountMismatch,
     HealthResponse,
@@ -90,12 +90,16 @@ def _problems_text(problems: list[str]) -> str:
 
 
 class PredictedRow(NamedTuple):
-    """One stored-to-be prediction, validated and version-tagged."""
+    """One stored-to-be prediction, validated and version-tagged.
+
+    ``result_json`` is ``result`` written as JSON once, as it was validated: the text a chunk report
+    carries and the API stores as it is."""
 
     task_id: int
     result: list[Any]
     score: float | None
     model_version: str
+    result_json: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +117,12 @@ class Predicted:
 
     def as_result(self) -> PredictTasksResult:
         return PredictTasksResult(
-            predictions=[TaskPrediction(**row._asdict()) for row in self.predictions],
+            predictions=[
+                TaskPrediction(
+                    task_id=row.task_id, result=row.result, score=row.score, model_version=row.model_version
+                )
+                for row in self.predictions
+            ],
             errors=self.errors,
             model_version=self.model_version,
         )
@@ -121,12 +130,21 @@ class Predicted:
 
 @dataclass(slots=True)
 class _Collector:
-    """Predictions and errors of one predict() call, kept in task order whatever order batches finish."""
+    """Predictions and errors of one predict() call, kept in task order whatever order batches finish.
+
+    Each result is written as JSON and checked against the label config as its batch's answer is read,
+    while the answer's objects are still in the CPU's caches. ``verdicts`` keeps the config's verdict on
+    each result text seen in the call: a classifier answers the same few results for most of its tasks,
+    and a repeated one is checked once. The text decides the verdict: decoded JSON holds no NaN or
+    infinity, so two results written alike are alike. The texts are the rows' own, so the map holds no
+    more than a slot per prediction of the call.
+    """
 
     config: LabelConfig
     positions: dict[int, int]
     predictions: list[tuple[int, PredictedRow]] = field(default_factory=list)
     errors: list[tuple[int, TaskError]] = field(default_factory=list)
+    verdicts: dict[str, list[str]] = field(default_factory=dict)
 
     def fail(self, tasks: Sequence[dict[str, Any]], message: str) -> None:
         for task in tasks:
@@ -134,17 +152,25 @@ class _Collector:
             self.errors.append((self.positions[task_id], TaskError(task_id=task_id, message=message)))
 
     def add(self, task_id: int, result: list[Any], score: float | None, version: str | None) -> None:
-        """Keep a prediction if it fits the label config, else record why it was rejected."""
-        problems = validate_result(self.config, result)
-        if score is not None:
-            problems += validate_score(score)
+        """Keep a prediction if it fits the label config and can be written as JSON (orjson writes
+        less nesting than it reads), else record why it was rejected. Its ``score`` is a finite number
+        or None already (``normalize_predict_response``)."""
         position = self.positions[task_id]
+        try:
+            result_json = orjson.dumps(result).decode()
+        except orjson.JSONEncodeError as exc:
+            message = f"prediction not stored: its result cannot be written as JSON ({exc})"
+            self.errors.append((position, TaskError(task_id=task_id, message=message)))
+            return
+        problems = self.verdicts.get(result_json)
+        if problems is None:
+            problems = self.verdicts[result_json] = validate_result(self.config, result)
         if problems:
             message = f"prediction rejected, it does not fit the label config: {_problems_text(problems)}"
             self.errors.append((position, TaskError(task_id=task_id, message=message)))
             return
         self.predictions.append(
-            (position, PredictedRow(task_id, result, score, version or UNDEFINED_VERSION))
+            (position, PredictedRow(task_id, result, score, version or UNDEFINED_VERSION, result_json))
         )
 
     def result(self, fallback_version: str | None) -> Predicted:

@@ -303,24 +303,14 @@ def parse_lease(content: bytes) -> ChunkLease:
 
 
 def encode_report(result: Predicted, sent: list[int]) -> bytes:
-    """The ``ChunkReport`` body: each result, validated by the predictor, encoded once into its
-    ``result_json``, which the API stores as it is. A result orjson cannot write (nested deeper than it
-    goes) becomes its task's error rather than failing the report."""
-    errors = [{"task_id": error.task_id, "message": error.message} for error in result.errors]
-    predictions = []
-    for task_id, regions, score, version in result.predictions:
-        try:
-            result_json = orjson.dumps(regions).decode()
-        except orjson.JSONEncodeError as exc:
-            message = f"prediction not stored: its result cannot be written as JSON ({exc})"
-            errors.append({"task_id": task_id, "message": message})
-            continue
-        predictions.append(
-            {"task_id": task_id, "result_json": result_json, "score": score, "model_version": version}
-        )
+    """The ``ChunkReport`` body: each result as the JSON text the predictor wrote while validating it
+    (``result_json``), which the API stores as it is."""
     report = {
-        "predictions": predictions,
-        "errors": errors,
+        "predictions": [
+            {"task_id": task_id, "result_json": text, "score": score, "model_version": version}
+            for task_id, _, score, version, text in result.predictions
+        ],
+        "errors": [{"task_id": error.task_id, "message": error.message} for error in result.errors],
         "model_version": result.model_version,
         "sent": sent,
     }

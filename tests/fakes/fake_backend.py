@@ -133,7 +133,8 @@ class Behaviour:
     """/webhook bodies containing this text anywhere answer 422, a NUL in the detail (a backend rejecting
     one kind of event)."""
     predict_body: Any = None
-    """When set, /predict answers exactly this JSON whatever it is asked (odd but legal shapes)."""
+    """When set, /predict answers exactly this JSON whatever it is asked (odd but legal shapes); bytes go
+    as they are (JSON that orjson would not write)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,8 +451,11 @@ class FakeBackend:
         try:
             await self._gate(number)
             await self._pause(self.behaviour.predict_delay_s)
-            if self.behaviour.predict_body is not None:
-                return _json(self.behaviour.predict_body)
+            answer = self.behaviour.predict_body
+            if isinstance(answer, bytes):
+                return Response(answer, media_type="application/json")
+            if answer is not None:
+                return _json(answer)
             return self._predictions(body["tasks"], (body.get("params") or {}).get("context"))
         finally:
             with self.lock:

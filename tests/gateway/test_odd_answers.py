@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from services.model_gateway.predictor import Predicted
@@ -103,6 +104,20 @@ async def test_an_empty_result_is_a_prediction_of_nothing(
     """Label Studio stores it (the model looked and found nothing), so do we."""
     result = await _predict(make_gateway, fake, project, {"results": [{"result": [], "score": 0.1}]}, 1)
     assert [(p.result, p.score) for p in result.predictions] == [([], 0.1)] and result.errors == []
+
+
+async def test_a_result_nested_deeper_than_json_is_written_fails_its_task_alone(
+    make_gateway: MakeGateway, fake: FakeBackend, project: ProjectRef
+) -> None:
+    """orjson reads 1024 levels but writes 255: such a result could not travel in the chunk report."""
+    deep = "[" * 300 + "1" + "]" * 300
+    region = orjson.dumps(POSITIVE[0])[:-1] + b', "meta": ' + deep.encode() + b"}"
+    body = b'{"results": [' + orjson.dumps(prediction()) + b', {"result": [' + region + b"]}]}"
+    result = await _predict(make_gateway, fake, project, body, 2)
+    assert [(p.task_id, orjson.loads(p.result_json)) for p in result.predictions] == [(1, POSITIVE)]
+    ((error,),) = [result.errors]
+    assert error.task_id == 2
+    assert error.message.startswith("prediction not stored: its result cannot be written as JSON")
 
 
 @pytest.mark.parametrize(

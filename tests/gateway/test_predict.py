@@ -7,6 +7,7 @@ import logging
 import time
 from typing import Any
 
+import orjson
 import pytest
 
 from services.model_gateway.predictor import BackendGateway
@@ -116,6 +117,31 @@ async def test_predictions_that_do_not_fit_the_label_config_become_counted_error
     assert "['Maybe'] not among the labels of 'sentiment'" in result.errors[0].message
     assert "'nope' does not name a control tag" in result.errors[1].message
     assert result.errors[0].message.startswith("prediction rejected, it does not fit the label config: ")
+
+
+async def test_a_result_repeated_across_batches_gets_the_same_verdict_each_time(
+    make_gateway: MakeGateway, fake: FakeBackend, project: ProjectRef
+) -> None:
+    """A classifier answers the same few results again and again; each is judged like its first copy, and
+    one region's own score is part of what is judged."""
+
+    def predict(task: dict[str, Any]) -> list[dict[str, Any]]:
+        if task["id"] % 3 == 0:
+            return [choice("Maybe")]
+        if task["id"] % 3 == 1:
+            return [choice("Positive")]
+        scored = choice("Positive")
+        scored["result"][0]["score"] = "high" if task["id"] == 5 else 0.5
+        return [scored]
+
+    fake.configure(predict_fn=predict)
+    result = await make_gateway().predict(spec(fake, batch_size=2), project, tasks(9))
+    assert [p.task_id for p in result.predictions] == [1, 2, 4, 7, 8]
+    assert all(orjson.loads(p.result_json) == p.result for p in result.predictions)
+    assert [e.task_id for e in result.errors] == [3, 5, 6, 9]
+    messages = {e.task_id: e.message for e in result.errors}
+    assert all("['Maybe'] not among the labels" in messages[task_id] for task_id in (3, 6, 9))
+    assert "score must be a finite number or null, got 'high'" in messages[5]
 
 
 async def test_backend_that_cannot_batch_is_remembered(
