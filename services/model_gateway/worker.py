@@ -82,6 +82,8 @@ _REFILL_FOR_S = 1.0
 _DRAIN_MARGIN_S = 10.0
 """After the grace period, time to report or release the chunks before arq cancels what is left."""
 _STALLED_AFTER_S = 60.0
+_RUNNING_CHECKS = 16
+"""Queued job ids ``start_jobs`` asks Redis about per round trip: more than five workers of three jobs run."""
 SERVICE = "gateway-worker"
 
 
@@ -506,30 +508,35 @@ class ReconnectingWorker(Worker):
         A job stays on the queue until it finishes, and arq checked every id it read with three Redis round
         trips (WATCH, EXISTS, ZSCORE) before finding it running, here or on another worker: with two
         workers, 3.5 such checks per chunk, more round trips than the chunk's own. The ids this worker runs
-        are skipped without asking, the in-progress keys of the others are read in one pipelined round
-        trip, and reading stops once no slot is free; arq's own check still guards the start.
+        are skipped without asking, the in-progress keys of the others are read pipelined,
+        ``_RUNNING_CHECKS`` ids per round trip, and reading stops once no slot is free; arq's own check
+        still guards the start. Reading all the ids arq read (up to 100) cost ~35 EXISTS per chunk: the
+        jobs running elsewhere are the oldest, at the head of the queue, and a free slot takes one of the
+        next ids.
 
         arq takes a concurrency slot before it reads the job from Redis and only returns it on the
         paths it expects; a connection error there would shrink the worker by one slot per outage.
         """
         candidates = [job_id for job_id in job_ids if job_id.decode() not in self.tasks]
-        if not candidates:
-            return
-        async with self.pool.pipeline(transaction=False) as pipe:
-            for job_id in candidates:
-                pipe.exists(in_progress_key_prefix + job_id.decode())
-            running_elsewhere = await pipe.execute()
-        for job_id, elsewhere in zip(candidates, running_elsewhere, strict=True):
+        for start in range(0, len(candidates), _RUNNING_CHECKS):
             if self.job_counter >= self.max_jobs:
                 return
-            if elsewhere:
-                continue
-            try:
-                await super().start_jobs([job_id])
-            except _REDIS_DOWN:
-                self.job_counter -= 1
-                self.sem.release()
-                raise
+            checked = candidates[start : start + _RUNNING_CHECKS]
+            async with self.pool.pipeline(transaction=False) as pipe:
+                for job_id in checked:
+                    pipe.exists(in_progress_key_prefix + job_id.decode())
+                running_elsewhere = await pipe.execute()
+            for job_id, elsewhere in zip(checked, running_elsewhere, strict=True):
+                if self.job_counter >= self.max_jobs:
+                    return
+                if elsewhere:
+                    continue
+                try:
+                    await super().start_jobs([job_id])
+                except _REDIS_DOWN:
+                    self.job_counter -= 1
+                    self.sem.release()
+                    raise
 
     async def _poll_iteration(self) -> None:
         self._last_poll = time.monotonic()

@@ -63,6 +63,37 @@ async def test_a_worker_starts_queued_jobs_no_one_runs_up_to_its_slots(pool: Arq
     await asyncio.gather(*worker.tasks.values())
 
 
+async def exists_calls(pool: ArqRedis) -> int:
+    return int((await pool.info("commandstats")).get("cmdstat_exists", {}).get("calls", 0))
+
+
+async def test_a_worker_asks_about_the_queue_head_first_and_further_only_while_it_has_a_slot(
+    pool: ArqRedis,
+) -> None:
+    """Jobs other workers run are the oldest; asking about all the ids arq read (up to 100) for one free
+    slot cost ~35 EXISTS per chunk at a million tasks."""
+    release = asyncio.Event()
+
+    async def hold(ctx: dict[str, Any]) -> None:
+        await release.wait()
+
+    job_ids = [f"job-{number:02}" for number in range(40)]
+    for job_id in job_ids:
+        await pool.enqueue_job("hold", _job_id=job_id, _queue_name=QUEUE)
+    for job_id in job_ids[:20]:  # run elsewhere: more than one round trip's worth
+        await pool.psetex(in_progress_key_prefix + job_id, 60_000, b"1")
+    worker = worker_of(pool, hold, max_jobs=2)
+
+    before = await exists_calls(pool)
+    await asyncio.wait_for(worker.start_jobs([job_id.encode() for job_id in job_ids]), 5)
+    assert sorted(worker.tasks) == ["job-20", "job-21"]
+    checked = await exists_calls(pool) - before
+    assert checked < len(job_ids), "the ids past the job that filled the last slot were asked about too"
+
+    release.set()
+    await asyncio.gather(*worker.tasks.values())
+
+
 async def test_a_full_worker_starts_the_next_queued_job_when_one_finishes_not_at_its_next_poll(
     pool: ArqRedis, api: httpx.AsyncClient
 ) -> None:
