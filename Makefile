@@ -10,7 +10,7 @@ UV_VERSION := uv==0.13.9
 RUN_EXTRAS := embedded,examples
 DEV_EXTRAS := dev,$(RUN_EXTRAS)
 
-.PHONY: lock run test lint typecheck pytest editor migrate openapi docs bench-import bench-import-memory bench-list bench-bulk bench-ops bench-insert bench-requests bench-checkout bench-params bench-slots bench-scale bench-gateway bench-gateway-memory demo clean
+.PHONY: lock run test lint typecheck pytest editor migrate openapi docs bench-import bench-import-memory bench-list bench-bulk bench-ops bench-insert bench-requests bench-checkout bench-params bench-slots bench-scale bench-gateway bench-gateway-memory bench-chunk demo clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -128,6 +128,11 @@ demo: $(VENV)/.runtime
 # gateway's HTTP route, alternated, p50/p99 of each. Extra flags: make bench-gateway BENCH_ARGS="--calls 5000"
 bench-gateway: $(VENV)/.runtime
 	$(PY) -m devstack.exec -- $(PY) -m bench.gateway_overhead $(BENCH_ARGS)
+
+# A gateway worker's own CPU per task for a chunk (lease read, predictions over HTTP, report written), in
+# one process against instant fake backends: repeated results against one result per task.
+bench-chunk: $(VENV)/.runtime
+	$(PY) -m bench.chunk_predict $(BENCH_ARGS)
 
 # Gateway and worker RSS under hostile backends (endless bodies and headers) and hostile clients (huge
 # bodies, unauthenticated bodies, huge heads): peak under a bound, back to baseline after each.

@@ -24,7 +24,7 @@ gateway worker → API (service token):
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -154,28 +154,40 @@ class ChunkRelease(BaseModel):
     )
 
 
-class ReportedPrediction(BaseModel):
-    """A bulk prediction as the worker reports it: the result already validated and encoded once.
+ResultText = Annotated[
+    str, Field(pattern=r"^[ \t\n\r]*\[", json_schema_extra={"contentMediaType": "application/json"})
+]
 
-    The API stores ``result_json`` into the jsonb column as it is (Postgres checks its syntax), instead of
-    parsing every region into Python objects and encoding them again; a text Postgres refuses fails the
-    whole report with a 400 naming the field.
+
+class ReportedPredictions(BaseModel):
+    """A chunk's predictions as the worker reports them, in columns: the ``n``-th entry of each list is the
+    ``n``-th prediction's. Each result is already validated against the label config and written as JSON.
+
+    The API stores each ``results`` text into the jsonb column as it is (Postgres checks its syntax),
+    instead of parsing every region into Python objects and encoding them again; a text Postgres refuses
+    fails the whole report with a 400 naming it. Columns, not an object per prediction: a thousand objects
+    cost the API more to read than everything else in a report.
     """
 
-    task_id: int = Field(description="The task's id.")
-    result_json: str = Field(
-        pattern=r"^[ \t\n\r]*\[",
-        json_schema_extra={"contentMediaType": "application/json"},
-        description="The regions (a JSON array, validated against the label config by the gateway) as JSON text.",
+    task_ids: list[int] = Field(default=[], description="The task of each prediction.")
+    results: list[ResultText] = Field(
+        default=[],
+        description="The regions of each (a JSON array, validated against the label config by the gateway) as JSON text.",
     )
-    score: float | None = Field(default=None, description="The model's confidence, if given.")
-    model_version: str = Field(description="The version the backend tagged it with.")
+    scores: list[float | None] = Field(default=[], description="The model's confidence in each, if given.")
+    model_versions: list[str] | None = Field(
+        default=None,
+        description="The version the backend tagged each with; null when all have the report's model_version.",
+    )
 
 
 class ChunkReport(BaseModel):
-    predictions: list[ReportedPrediction] = []
+    predictions: ReportedPredictions = ReportedPredictions()
     errors: list[TaskError] = []
-    model_version: str | None = None
+    model_version: str | None = Field(
+        default=None,
+        description="The version every prediction has; null when they differ (or there are none).",
+    )
     sent: list[int] | None = Field(
         default=None,
         description="Ids of the tasks the lease gave the worker; the chunk's others count as skipped.",

@@ -305,13 +305,19 @@ def parse_lease(content: bytes) -> ChunkLease:
 
 
 def encode_report(result: Predicted, sent: list[int]) -> bytes:
-    """The ``ChunkReport`` body: each result as the JSON text the predictor wrote while validating it
-    (``result_json``), which the API stores as it is."""
+    """The ``ChunkReport`` body: the predictions in columns, each result as the JSON text the predictor
+    wrote while validating it, which the API stores as it is. Their versions go once, as the report's
+    ``model_version``, when they all share it (a chunk's nearly always do)."""
+    rows = result.predictions
+    predictions: dict[str, Any] = {
+        "task_ids": [row.task_id for row in rows],
+        "results": [row.result_json for row in rows],
+        "scores": [row.score for row in rows],
+    }
+    if result.model_version is None and rows:
+        predictions["model_versions"] = [row.model_version for row in rows]
     report = {
-        "predictions": [
-            {"task_id": task_id, "result_json": text, "score": score, "model_version": version}
-            for task_id, _, score, version, text in result.predictions
-        ],
+        "predictions": predictions,
         "errors": [{"task_id": error.task_id, "message": error.message} for error in result.errors],
         "model_version": result.model_version,
         "sent": sent,

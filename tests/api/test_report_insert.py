@@ -11,6 +11,7 @@ import orjson
 
 from services.annotation_api.jobs import repository as repo
 from services.annotation_api.jobs.schemas import parse_report
+from tests.support.builders import chunk_report
 from tests.support.databases import insert_tasks
 
 BACKEND = 7
@@ -18,17 +19,9 @@ BACKEND = 7
 
 def report_of(*predictions: tuple[int, str, float | None]) -> bytes:
     return orjson.dumps(
-        {
-            "predictions": [
-                {
-                    "task_id": task_id,
-                    "result_json": f'[{{"n": {task_id}}}]',
-                    "score": score,
-                    "model_version": version,
-                }
-                for task_id, version, score in predictions
-            ]
-        }
+        chunk_report(
+            (task_id, f'[{{"n": {task_id}}}]', score, version) for task_id, version, score in predictions
+        )
     )
 
 
@@ -89,14 +82,7 @@ async def test_results_and_scores_reach_postgres_whole_whatever_they_hold(db: as
         '[{"t": "\\\\x1e is four characters here"}]',
     ]
     scores = [0.1, None, 1 / 3, 12345678901234567890.0]
-    raw = orjson.dumps(
-        {
-            "predictions": [
-                {"task_id": task, "result_json": text, "score": score, "model_version": "v1"}
-                for task, text, score in zip(tasks, texts, scores, strict=True)
-            ]
-        }
-    )
+    raw = orjson.dumps(chunk_report(zip(tasks, texts, scores, ["v1"] * len(tasks), strict=True)))
     assert sorted(await store(db, project, tasks, raw)) == tasks
     stored = await db.fetch("SELECT task_id, result, score FROM prediction ORDER BY task_id")
     assert [(r["task_id"], orjson.loads(r["result"]), r["score"]) for r in stored] == [

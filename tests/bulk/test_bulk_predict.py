@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import SERVICE_TOKEN
 from tests.fakes.fake_backend import FakeBackend
-from tests.support.builders import choice, connect_backend, import_texts
+from tests.support.builders import choice, chunk_report, connect_backend, import_texts
 from tests.support.waiting import wait_for, wait_job, wait_planned
 from tests.support.workers import RunBurst
 
@@ -275,24 +275,19 @@ async def test_internal_routes_apply_a_report_once_and_refuse_client_tokens(
     assert lease["status"] == "leased" and [task["id"] for task in lease["tasks"]] == task_ids
     assert lease["backend"]["url"] == fake.url and lease["lease_s"] > 0
     result_json = orjson.dumps(choice("Positive")).decode()
-    report = {
-        "predictions": [
-            {"task_id": task_ids[0], "result_json": result_json, "score": 0.5, "model_version": "fake-v1"},
-            {"task_id": task_ids[1], "result_json": result_json, "score": 0.7, "model_version": "fake-v1"},
-        ],
-        "errors": [{"task_id": task_ids[2], "message": "backend choked"}],
-    }
-    malformed = {"predictions": [{"task_id": "x", "result_json": [], "model_version": 1}]}
+    errors = [{"task_id": task_ids[2], "message": "backend choked"}]
+    rows = [(task_ids[0], result_json, 0.5, "fake-v1"), (task_ids[1], result_json, 0.7, "fake-v1")]
+    report = chunk_report(rows, errors=errors)
+    malformed = chunk_report([(task_ids[0], "[]", None, "fake-v1")])
+    malformed["predictions"]["task_ids"] = ["x"]
     refused = await api.post(f"/internal/chunks/{chunk_id}/complete", json=malformed, headers=service)
-    assert refused.status_code == 400 and "predictions.0" in refused.json()["validation_errors"]
+    assert refused.status_code == 400 and "predictions.task_ids" in refused.json()["validation_errors"]
     # Results are stored as the text they came in: one Postgres refuses fails the whole report, by name.
     for bad in ('[{"from_name": "sentiment",', '["\\ud800"]', "{}"):
-        unstorable = {
-            "predictions": [report["predictions"][0], {**report["predictions"][1], "result_json": bad}]
-        }
+        unstorable = chunk_report([rows[0], (task_ids[1], bad, 0.7, "fake-v1")], errors=errors)
         refused = await api.post(f"/internal/chunks/{chunk_id}/complete", json=unstorable, headers=service)
         assert refused.status_code == 400, (bad, refused.text)
-        assert list(refused.json()["validation_errors"]) == ["predictions.1.result_json"], refused.text
+        assert list(refused.json()["validation_errors"]) == ["predictions.results.1"], refused.text
     assert await db.fetchval("SELECT count(*) FROM prediction") == 0
     first = await api.post(f"/internal/chunks/{chunk_id}/complete", json=report, headers=service)
     assert first.json() == {"accepted": True, "job_status": "completed"}
@@ -401,12 +396,9 @@ async def test_reports_of_two_backends_over_the_same_tasks_never_deadlock(
 
     async def report(chunk_id: int) -> httpx.Response:
         lease = (await api.post(f"/internal/chunks/{chunk_id}/lease", headers=service)).json()
-        predictions = [
-            {"task_id": task["id"], "result_json": result_json, "score": 0.5, "model_version": "fake-v1"}
-            for task in lease["tasks"]
-        ]
+        rows = [(task["id"], result_json, 0.5, "fake-v1") for task in lease["tasks"]]
         return await api.post(
-            f"/internal/chunks/{chunk_id}/complete", json={"predictions": predictions}, headers=service
+            f"/internal/chunks/{chunk_id}/complete", json=chunk_report(rows), headers=service
         )
 
     for pair in zip(*chunks, strict=True):

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import SERVICE_TOKEN
 from tests.fakes.fake_backend import FakeBackend
-from tests.support.builders import choice, connect_backend, import_texts
+from tests.support.builders import choice, chunk_report, connect_backend, import_texts
 from tests.support.waiting import wait_for, wait_job, wait_planned
 
 pytestmark = pytest.mark.usefixtures("gateway_server")
@@ -40,13 +40,10 @@ async def _complete(api: httpx.AsyncClient, chunk_id: int, lease: dict[str, Any]
     """Report a prediction for every task of the lease but the first, which fails."""
     result_json = orjson.dumps(choice("Positive")).decode()
     first, *rest = lease["tasks"]
-    body = {
-        "predictions": [
-            {"task_id": task["id"], "result_json": result_json, "score": 0.5, "model_version": "fake-v1"}
-            for task in rest
-        ],
-        "errors": [{"task_id": first["id"], "message": "no answer"}],
-    }
+    body = chunk_report(
+        [(task["id"], result_json, 0.5, "fake-v1") for task in rest],
+        errors=[{"task_id": first["id"], "message": "no answer"}],
+    )
     return await api.post(f"/internal/chunks/{chunk_id}/complete", json=body, headers=SERVICE)
 
 
@@ -88,7 +85,7 @@ async def test_concurrent_completions_share_no_row_and_counters_stay_exact(
 
     # A report delivered again changes nothing.
     again = await api.post(
-        f"/internal/chunks/{chunk_ids[0]}/complete", json={"predictions": [], "errors": []}, headers=SERVICE
+        f"/internal/chunks/{chunk_ids[0]}/complete", json={"errors": []}, headers=SERVICE
     )
     assert again.json()["accepted"] is False
 

@@ -76,6 +76,13 @@ def default_predict(task: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"result": [region], "score": 0.9 if positive else 0.6}]
 
 
+def distinct_predict(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """``default_predict`` with a region id of the task's own: no two results are written alike."""
+    (prediction,) = default_predict(task)
+    region = {**prediction["result"][0], "id": f"task-{task.get('id')}"}
+    return [{**prediction, "result": [region]}]
+
+
 @dataclass(slots=True)
 class Behaviour:
     """What the fake backend does; slots make a misspelled field an error instead of a no-op."""
@@ -564,10 +571,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mode", choices=["v2", "v1"], default="v2")
     parser.add_argument("--model-version", default=DEFAULT_MODEL_VERSION)
     parser.add_argument("--predict-delay-s", type=float, default=0.0)
+    parser.add_argument(
+        "--distinct-results", action="store_true", help="a region id per task: no two results alike"
+    )
     args = parser.parse_args(argv)
     behaviour = Behaviour(
         mode=args.mode, model_version=args.model_version, predict_delay_s=args.predict_delay_s
     )
+    if args.distinct_results:
+        behaviour.predict_fn = distinct_predict
     backend = FakeBackend(args.port, behaviour=behaviour, record=False)
     print(f"fake ML backend ({args.mode}) on {backend.url}", flush=True)
     backend.serve_forever()

@@ -1,7 +1,9 @@
-"""Builders the suites share: a text-classification project, its tasks and a connected ML backend."""
+"""Builders the suites share: a text-classification project, its tasks, a connected ML backend, and the
+chunk reports a gateway worker posts."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
@@ -27,6 +29,19 @@ def choice(label: str) -> list[dict[str, Any]]:
             "value": {"choices": [label]},
         }
     ]
+
+
+def chunk_report(predictions: Iterable[tuple[int, str, float | None, str]], **fields: Any) -> dict[str, Any]:
+    """A ``ChunkReport`` body (``fields``: errors, model_version, sent) with these predictions, each
+    ``(task id, result as JSON text, score, model version)``, in the wire's columns."""
+    rows = list(predictions)
+    columns = {
+        "task_ids": [row[0] for row in rows],
+        "results": [row[1] for row in rows],
+        "scores": [row[2] for row in rows],
+        "model_versions": [row[3] for row in rows],
+    }
+    return {"predictions": columns, **fields}
 
 
 async def create_project(

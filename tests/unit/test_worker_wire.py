@@ -75,19 +75,31 @@ def test_a_body_that_is_no_lease_is_refused_as_pydantic_would(body: bytes) -> No
 
 def test_the_report_carries_each_result_as_text_the_api_keeps() -> None:
     text = orjson.dumps([REGION]).decode()
-    result = Predicted(
-        [PredictedRow(1, [REGION], 0.25, "v1", text), PredictedRow(2, [], None, "v1", "[]")],
-        [TaskError(task_id=3, message="timeout")],
-        "v1",
-    )
+    rows = [PredictedRow(1, [REGION], 0.25, "v1", text), PredictedRow(2, [], None, "v1", "[]")]
+    result = Predicted(rows, [TaskError(task_id=3, message="timeout")], "v1")
     body = encode_report(result, [1, 2, 3])
     assert ChunkReport.model_validate_json(body).sent == [1, 2, 3]  # the contract's shape
+    assert orjson.loads(body)["predictions"].get("model_versions") is None  # once, as the report's
     report = parse_report(body)
-    rows = report.predictions
-    assert rows.results == [text, "[]"]  # the predictor's text, as it is
+    rows_read = report.predictions
+    assert rows_read.results == [text, "[]"]  # the predictor's text, as it is
     stored = list(
-        zip(rows.task_ids, map(orjson.loads, rows.results), rows.scores, rows.versions, strict=True)
+        zip(
+            rows_read.task_ids,
+            map(orjson.loads, rows_read.results),
+            rows_read.scores,
+            rows_read.versions,
+            strict=True,
+        )
     )
     assert stored == [(1, [REGION], 0.25, "v1"), (2, [], None, "v1")]
     assert [(e.task_id, e.message) for e in report.errors] == [(3, "timeout")]
     assert (report.model_version, report.sent) == ("v1", [1, 2, 3])
+
+
+def test_predictions_of_different_versions_each_carry_theirs() -> None:
+    rows = [PredictedRow(1, [], None, "v1", "[]"), PredictedRow(2, [], 0.5, "v2", "[]")]
+    body = encode_report(Predicted(rows, [], None), [1, 2])
+    assert ChunkReport.model_validate_json(body).predictions.model_versions == ["v1", "v2"]
+    report = parse_report(body)
+    assert (report.predictions.versions, report.model_version) == (["v1", "v2"], None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -164,9 +164,10 @@ RESULT_SEPARATOR = "\x1e"
 class ReportedRows:
     """A report's predictions as the columns the insert sends Postgres, in report order.
 
-    Built in one pass over the decoded body: a pydantic model per prediction, then a list per column,
-    cost the ``/internal`` API ~1.5 µs of CPU per bulk-predicted task (bench/README). Each column holds
-    what ``ReportedPrediction`` says of that field on the wire.
+    The wire's own columns, checked (``parse_report``): a pydantic model per prediction, then a list per
+    column, cost the ``/internal`` API ~1.5 µs of CPU per bulk-predicted task (bench/README), and an
+    object per prediction checked one by one still ~1 µs. Each column holds what ``ReportedPredictions``
+    says of it on the wire, ``versions`` one per prediction however the wire sent them.
     """
 
     task_ids: list[int] = field(default_factory=list)
@@ -207,12 +208,12 @@ class ParsedReport:
 
 
 def parse_report(raw: bytes) -> ParsedReport:
-    """A ``ChunkReport`` from a worker's body: orjson, then one pass over the predictions that checks
-    each as ``ReportedPrediction`` says and names the first that does not fit.
+    """A ``ChunkReport`` from a worker's body: orjson, then each column checked as ``ReportedPredictions``
+    says, a 400 naming the first value that does not fit.
 
-    Every bulk-predicted task passes through here. Each result stays the JSON text the worker encoded
-    (``result_json``): it is stored as it is and Postgres checks its syntax (``unstorable_result`` names a
-    text it refused); only a report holding an escaped NUL has its results parsed here (``_storable``).
+    Every bulk-predicted task passes through here. Each result stays the JSON text the worker encoded: it is
+    stored as it is and Postgres checks its syntax (``unstorable_result`` names a text it refused); only a
+    report holding an escaped NUL has its results parsed here (``_storable``).
     """
     try:
         body = orjson.loads(raw)
@@ -220,7 +221,10 @@ def parse_report(raw: bytes) -> ParsedReport:
         raise BadRequest(f"malformed JSON: {exc}", field="body") from None
     if not isinstance(body, dict):
         raise BadRequest("A chunk report must be a JSON object.", field="body")
-    predictions = _columns(_list(body, "predictions"))
+    version = body.get("model_version")
+    if version is not None and not isinstance(version, str):
+        raise BadRequest("must be a string or null", field="model_version")
+    predictions = _columns(body.get("predictions"), version)
     errors: list[TaskError] = []
     for index, item in enumerate(_list(body, "errors")):
         if not (
@@ -228,9 +232,6 @@ def parse_report(raw: bytes) -> ParsedReport:
         ):
             raise BadRequest("needs task_id (int) and message (str)", field=f"errors.{index}")
         errors.append(TaskError.model_construct(task_id=item["task_id"], message=item["message"]))
-    version = body.get("model_version")
-    if version is not None and not isinstance(version, str):
-        raise BadRequest("must be a string or null", field="model_version")
     # One scan for ``\\u00``, how JSON escapes a control character (the worker's orjson escapes nothing else
     # so): with a thousand escaped quotes in a report, each scan for a pattern that starts with a backslash
     # costs ~0.1 ms. Only when it is there, the scans for the two characters that matter.
@@ -248,38 +249,47 @@ def parse_report(raw: bytes) -> ParsedReport:
     return ParsedReport(predictions, errors, version, sent)
 
 
-def _columns(items: list[Any]) -> ReportedRows:
-    """The predictions in columns; a 400 naming the first one that does not fit."""
-    rows = ReportedRows()
-    task_ids, results, scores, versions = rows.task_ids, rows.results, rows.scores, rows.versions
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise _unfit(index)
-        task_id: Any = item.get("task_id")
-        result, score, version = item.get("result_json"), item.get("score"), item.get("model_version")
-        if not (
-            _int(task_id)
-            and isinstance(result, str)
-            and isinstance(version, str)
-            and (score is None or isinstance(score, int | float))
-        ):
-            raise _unfit(index)
-        if not result.startswith("[") and not result.lstrip(_JSON_SPACE).startswith("["):
+_NUMBER_OR_NULL: frozenset[type] = frozenset({float, int, type(None)})
+
+
+def _columns(value: Any, report_version: str | None) -> ReportedRows:
+    """The predictions' columns, each checked for its type in one C-level pass over its values (bool is
+    not a number here), then for its length; a 400 naming the first column or result that does not fit."""
+    if value is None:
+        return ReportedRows()
+    if not isinstance(value, dict):
+        raise BadRequest(
+            "must be an object of columns: task_ids, results, scores, model_versions", field="predictions"
+        )
+    task_ids = _column(value, "task_ids", {int}, "task ids (integers)")
+    results = _column(value, "results", {str}, "JSON texts")
+    scores = _column(value, "scores", _NUMBER_OR_NULL, "numbers or nulls")
+    if value.get("model_versions") is not None:
+        versions = _column(value, "model_versions", {str}, "strings")
+    elif report_version is None and task_ids:
+        raise BadRequest("needed when the report's model_version is null", field="predictions.model_versions")
+    else:
+        versions = [report_version] * len(task_ids)
+    for name, column in (("results", results), ("scores", scores), ("model_versions", versions)):
+        if len(column) != len(task_ids):
             raise BadRequest(
-                "must be a JSON array of regions, as text", field=f"predictions.{index}.result_json"
+                f"has {len(column)} entries for {len(task_ids)} task_ids", field=f"predictions.{name}"
             )
-        task_ids.append(task_id)
-        results.append(result)
-        scores.append(score if score is None or type(score) is float else float(score))
-        versions.append(version)
-    return rows
+    for index, text in enumerate(results):
+        if not text.startswith("[") and not text.lstrip(_JSON_SPACE).startswith("["):
+            raise BadRequest("must be a JSON array of regions, as text", field=f"predictions.results.{index}")
+    if int in set(map(type, scores)):
+        scores = [float(score) if type(score) is int else score for score in scores]
+    return ReportedRows(task_ids, results, scores, versions)
 
 
-def _unfit(index: int) -> BadRequest:
-    return BadRequest(
-        "needs task_id (int), result_json (str), model_version (str), score (number or null)",
-        field=f"predictions.{index}",
-    )
+def _column(columns: dict[str, Any], name: str, types: Set[type], what: str) -> list[Any]:
+    value = columns.get(name)
+    if value is None:
+        return []
+    if not (isinstance(value, list) and set(map(type, value)) <= types):
+        raise BadRequest(f"must be a list of {what}", field=f"predictions.{name}")
+    return value
 
 
 def _refuse_separator(predictions: ReportedRows) -> None:
@@ -289,7 +299,7 @@ def _refuse_separator(predictions: ReportedRows) -> None:
         if RESULT_SEPARATOR in text:
             raise BadRequest(
                 "is not valid JSON: it holds the control character U+001E unescaped",
-                field=f"predictions.{index}.result_json",
+                field=f"predictions.results.{index}",
             )
 
 
@@ -314,22 +324,22 @@ def _storable(predictions: ReportedRows, errors: list[TaskError]) -> ReportedRow
     return predictions.only(storable)
 
 
-def _decoded(result_json: str, index: int) -> Any:
+def _decoded(text: str, index: int) -> Any:
     try:
-        return orjson.loads(result_json)
+        return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"is not valid JSON: {exc}", field=f"predictions.{index}.result_json") from None
+        raise BadRequest(f"is not valid JSON: {exc}", field=f"predictions.results.{index}") from None
 
 
 def unstorable_result(raw: bytes) -> BadRequest | None:
     """After Postgres refused a value of a report (``parse_report`` accepted it): the 400 naming the
-    ``result_json`` that is not JSON, or None when every one is (the refusal was about something else).
+    result text that is not JSON, or None when every one is (the refusal was about something else).
 
     Only on that error path: the report was applied in one transaction, so nothing of it was stored.
     """
-    for index, item in enumerate(orjson.loads(raw).get("predictions") or []):
+    for index, text in enumerate((orjson.loads(raw).get("predictions") or {}).get("results") or []):
         try:
-            orjson.loads(item["result_json"])
+            orjson.loads(text)
         except orjson.JSONDecodeError as exc:
-            return BadRequest(f"is not valid JSON: {exc}", field=f"predictions.{index}.result_json")
+            return BadRequest(f"is not valid JSON: {exc}", field=f"predictions.results.{index}")
     return None
