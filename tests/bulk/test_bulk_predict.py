@@ -301,6 +301,39 @@ async def test_internal_routes_apply_a_report_once_and_refuse_client_tokens(
     assert relet["status"] == "done"
 
 
+async def test_a_report_of_a_worker_from_before_the_columns_is_stored_during_a_roll_out(
+    api: httpx.AsyncClient,
+    project: dict[str, Any],
+    fake: FakeBackend,
+    db: asyncpg.Connection,
+) -> None:
+    """Workers of the previous release post an object per prediction; the API reads that for one release."""
+    task_ids = await import_texts(api, project["id"], 2)
+    await connect_backend(api, project["id"], fake.url)
+    started = (await retrieve(api, project["id"])).json()
+    await wait_planned(db, started["job_id"])
+    chunk_id = await db.fetchval("SELECT id FROM job_chunk WHERE job_id = $1", started["job_id"])
+    service = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
+    await api.post(f"/internal/chunks/{chunk_id}/lease", headers=service)
+    result_json = orjson.dumps(choice("Positive")).decode()
+    rows = [
+        {"task_id": task_id, "result_json": result_json, "score": 0.5, "model_version": "fake-v1"}
+        for task_id in task_ids
+    ]
+    unstorable = {"predictions": [rows[0], {**rows[1], "result_json": '["\\ud800"]'}]}
+    refused = await api.post(f"/internal/chunks/{chunk_id}/complete", json=unstorable, headers=service)
+    assert refused.status_code == 400, refused.text
+    assert list(refused.json()["validation_errors"]) == ["predictions.1.result_json"], refused.text
+    stored = await api.post(
+        f"/internal/chunks/{chunk_id}/complete", json={"predictions": rows}, headers=service
+    )
+    assert stored.json() == {"accepted": True, "job_status": "completed"}
+    results = await db.fetch("SELECT task_id, result, score FROM prediction ORDER BY task_id")
+    assert [(r["task_id"], orjson.loads(r["result"]), r["score"]) for r in results] == [
+        (task_id, choice("Positive"), 0.5) for task_id in task_ids
+    ]
+
+
 async def test_cancel_stops_a_worker_mid_chunk_and_drops_its_results(
     api: httpx.AsyncClient,
     project: dict[str, Any],

@@ -84,9 +84,7 @@ async def test_concurrent_completions_share_no_row_and_counters_stay_exact(
     assert tasks_page["total_predictions"] == TASKS - len(chunk_ids)
 
     # A report delivered again changes nothing.
-    again = await api.post(
-        f"/internal/chunks/{chunk_ids[0]}/complete", json={"errors": []}, headers=SERVICE
-    )
+    again = await api.post(f"/internal/chunks/{chunk_ids[0]}/complete", json={"errors": []}, headers=SERVICE)
     assert again.json()["accepted"] is False
 
     # The fold (run by the runner loop once woken, here by a new job) moves the counts onto the rows.

@@ -75,7 +75,7 @@ def test_a_report_model_version_with_a_nul_is_refused_by_name() -> None:
     assert refused.value.field == "model_version"
 
 
-@pytest.mark.parametrize("value", [0.5, 3, "x", [{"task_id": 1}]])
+@pytest.mark.parametrize("value", [0.5, 3, "x"])
 def test_predictions_that_are_not_an_object_of_columns_are_refused_by_name(value: object) -> None:
     with pytest.raises(BadRequest) as refused:
         parse_report(orjson.dumps({"predictions": value}))
@@ -111,6 +111,22 @@ def test_a_column_of_the_wrong_type_or_length_is_refused_by_name(column: str, va
     with pytest.raises(BadRequest) as refused:
         parse_report(orjson.dumps(body))
     assert refused.value.field == f"predictions.{column}"
+
+
+def test_a_report_of_an_object_per_prediction_is_read_for_one_release() -> None:
+    """What workers of the previous release post; the next release reads columns only."""
+    rows = [
+        {"task_id": 1, "result_json": orjson.dumps(RESULT).decode(), "score": 1, "model_version": "v1"},
+        {"task_id": 2, "result_json": "[]", "score": None, "model_version": "v2"},
+    ]
+    report = parse_report(orjson.dumps({"predictions": rows}))
+    predictions = report.predictions
+    assert (predictions.task_ids, predictions.results) == ([1, 2], [rows[0]["result_json"], "[]"])
+    assert (predictions.scores, predictions.versions) == ([1.0, None], ["v1", "v2"])
+    for bad in ({**rows[1], "task_id": True}, {**rows[1], "result_json": "{}"}, {**rows[1], "score": "1"}, 7):
+        with pytest.raises(BadRequest) as refused:
+            parse_report(orjson.dumps({"predictions": [rows[0], bad]}))
+        assert refused.value.field == "predictions.1"
 
 
 @pytest.mark.parametrize(

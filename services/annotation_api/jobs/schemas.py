@@ -224,7 +224,8 @@ def parse_report(raw: bytes) -> ParsedReport:
     version = body.get("model_version")
     if version is not None and not isinstance(version, str):
         raise BadRequest("must be a string or null", field="model_version")
-    predictions = _columns(body.get("predictions"), version)
+    listed = body.get("predictions")
+    predictions = _rows(listed) if isinstance(listed, list) else _columns(listed, version)
     errors: list[TaskError] = []
     for index, item in enumerate(_list(body, "errors")):
         if not (
@@ -283,6 +284,36 @@ def _columns(value: Any, report_version: str | None) -> ReportedRows:
     return ReportedRows(task_ids, results, scores, versions)
 
 
+def _rows(items: list[Any]) -> ReportedRows:
+    """A report of a worker from before the columns (an object per prediction), read for one release so
+    API processes and workers can be rolled in any order (README, "Rolling out a new release"); the next
+    release drops it. A 400 names the first prediction that does not fit."""
+    rows = ReportedRows()
+    task_ids, results, scores, versions = rows.task_ids, rows.results, rows.scores, rows.versions
+    for index, item in enumerate(items):
+        fields: dict[str, Any] = item if isinstance(item, dict) else {}
+        task_id: Any = fields.get("task_id")
+        result = fields.get("result_json")
+        score, version = fields.get("score"), fields.get("model_version")
+        if not (
+            _int(task_id)
+            and isinstance(result, str)
+            and result.lstrip(_JSON_SPACE).startswith("[")
+            and isinstance(version, str)
+            and (score is None or (isinstance(score, int | float) and not isinstance(score, bool)))
+        ):
+            raise BadRequest(
+                "needs task_id (int), result_json (a JSON array as text), model_version (str), "
+                "score (number or null)",
+                field=f"predictions.{index}",
+            )
+        task_ids.append(task_id)
+        results.append(result)
+        scores.append(None if score is None else float(score))
+        versions.append(version)
+    return rows
+
+
 def _column(columns: dict[str, Any], name: str, types: Set[type], what: str) -> list[Any]:
     value = columns.get(name)
     if value is None:
@@ -337,9 +368,20 @@ def unstorable_result(raw: bytes) -> BadRequest | None:
 
     Only on that error path: the report was applied in one transaction, so nothing of it was stored.
     """
-    for index, text in enumerate((orjson.loads(raw).get("predictions") or {}).get("results") or []):
+    predictions = orjson.loads(raw).get("predictions") or {}
+    if isinstance(predictions, list):  # a report of a worker from before the columns (``_rows``)
+        texts = [
+            (f"predictions.{index}.result_json", item["result_json"])
+            for index, item in enumerate(predictions)
+        ]
+    else:
+        texts = [
+            (f"predictions.results.{index}", text)
+            for index, text in enumerate(predictions.get("results") or [])
+        ]
+    for field_name, text in texts:
         try:
             orjson.loads(text)
         except orjson.JSONDecodeError as exc:
-            return BadRequest(f"is not valid JSON: {exc}", field=f"predictions.results.{index}")
+            return BadRequest(f"is not valid JSON: {exc}", field=field_name)
     return None
