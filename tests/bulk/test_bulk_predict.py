@@ -257,17 +257,24 @@ async def test_bad_requests(
     assert await db.fetchval("SELECT count(*) FROM job") == 0
 
 
+async def one_chunk_job(
+    api: httpx.AsyncClient, db: asyncpg.Connection, project_id: int, backend_url: str, count: int
+) -> tuple[list[int], int, int]:
+    """``count`` new tasks and a job predicting them, planned as one chunk: (task ids, job id, chunk id)."""
+    task_ids = await import_texts(api, project_id, count)
+    await connect_backend(api, project_id, backend_url)
+    job_id = (await retrieve(api, project_id)).json()["job_id"]
+    await wait_planned(db, job_id)
+    return task_ids, job_id, await db.fetchval("SELECT id FROM job_chunk WHERE job_id = $1", job_id)
+
+
 async def test_internal_routes_apply_a_report_once_and_refuse_client_tokens(
     api: httpx.AsyncClient,
     project: dict[str, Any],
     fake: FakeBackend,
     db: asyncpg.Connection,
 ) -> None:
-    task_ids = await import_texts(api, project["id"], 3)
-    await connect_backend(api, project["id"], fake.url)
-    started = (await retrieve(api, project["id"])).json()
-    await wait_planned(db, started["job_id"])
-    chunk_id = await db.fetchval("SELECT id FROM job_chunk WHERE job_id = $1", started["job_id"])
+    task_ids, job_id, chunk_id = await one_chunk_job(api, db, project["id"], fake.url, 3)
 
     assert (await api.post(f"/internal/chunks/{chunk_id}/lease")).status_code == 401
     service = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
@@ -294,7 +301,7 @@ async def test_internal_routes_apply_a_report_once_and_refuse_client_tokens(
     again = await api.post(f"/internal/chunks/{chunk_id}/complete", json=report, headers=service)
     assert again.json()["accepted"] is False
     assert await db.fetchval("SELECT count(*) FROM prediction") == 2
-    job = (await api.get(f"/api/jobs/{started['job_id']}")).json()
+    job = (await api.get(f"/api/jobs/{job_id}")).json()
     assert (job["done"], job["failed"], job["skipped"]) == (2, 1, 0)
     assert job["errors"] == [{"task": task_ids[2], "message": "backend choked"}]
     relet = (await api.post(f"/internal/chunks/{chunk_id}/lease", headers=service)).json()
@@ -308,11 +315,7 @@ async def test_a_report_of_a_worker_from_before_the_columns_is_stored_during_a_r
     db: asyncpg.Connection,
 ) -> None:
     """Workers of the previous release post an object per prediction; the API reads that for one release."""
-    task_ids = await import_texts(api, project["id"], 2)
-    await connect_backend(api, project["id"], fake.url)
-    started = (await retrieve(api, project["id"])).json()
-    await wait_planned(db, started["job_id"])
-    chunk_id = await db.fetchval("SELECT id FROM job_chunk WHERE job_id = $1", started["job_id"])
+    task_ids, _, chunk_id = await one_chunk_job(api, db, project["id"], fake.url, 2)
     service = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
     await api.post(f"/internal/chunks/{chunk_id}/lease", headers=service)
     result_json = orjson.dumps(choice("Positive")).decode()
