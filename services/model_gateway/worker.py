@@ -82,6 +82,8 @@ _REFILL_FOR_S = 1.0
 _DRAIN_MARGIN_S = 10.0
 """After the grace period, time to report or release the chunks before arq cancels what is left."""
 _STALLED_AFTER_S = 60.0
+_RUNNING_MARK_S = 30.0
+"""How long Redis keeps a started job marked running (arq's in-progress key) unless its worker renews it."""
 _RUNNING_CHECKS = 16
 """Queued job ids ``start_jobs`` asks Redis about per round trip: more than five workers of three jobs run."""
 SERVICE = "gateway-worker"
@@ -459,7 +461,17 @@ class ReconnectingWorker(Worker):
     _down_since: float | None = None
     _last_poll: float = 0.0
     _last_busy_ping: float = 0.0
+    _last_mark_renewal: float = 0.0
     settings: GatewaySettings
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """arq marks a job it starts as running for the longest job's timeout plus 10 s (minutes here),
+        and no other worker starts it meanwhile. A worker killed between starting a chunk's job and
+        leasing the chunk (so the API's sweeper sees it pending, not leased) left that chunk waiting all
+        that time. Here the mark lasts ``_RUNNING_MARK_S`` and the worker renews it while the job runs
+        (``_renew_running_marks``): a dead worker's jobs are started elsewhere within that time."""
+        super().__init__(*args, **kwargs)
+        self.in_progress_timeout_s = _RUNNING_MARK_S
 
     async def main(self) -> None:
         probes = ProbeServer(self._alive, self._ready)
@@ -547,6 +559,8 @@ class ReconnectingWorker(Worker):
     async def _poll_iteration(self) -> None:
         self._last_poll = time.monotonic()
         self._reap_finished()
+        with contextlib.suppress(*_REDIS_DOWN):  # an outage is noticed and waited out below
+            await self._renew_running_marks()
         gate: ApiGate = self.ctx["api_gate"]
         if not gate.is_open and not await gate.check(self.ctx["api"]):
             await asyncio.sleep(gate.wait_s(self.poll_delay_s))
@@ -589,6 +603,19 @@ class ReconnectingWorker(Worker):
             self._last_poll = time.monotonic()
             self._reap_finished()
             await super()._poll_iteration()
+
+    async def _renew_running_marks(self) -> None:
+        """Every third of ``in_progress_timeout_s``, extend the running mark of each job this worker runs,
+        in one round trip (``__init__`` says why the marks are short)."""
+        now = time.monotonic()
+        running = [job_id for job_id, task in self.tasks.items() if not task.done()]
+        if not running or now - self._last_mark_renewal < self.in_progress_timeout_s / 3:
+            return
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for job_id in running:
+                pipe.pexpire(in_progress_key_prefix + job_id, int(self.in_progress_timeout_s * 1000))
+            await pipe.execute()
+        self._last_mark_renewal = now
 
     async def _check_redis_while_busy(self) -> None:
         """Ping Redis once a second while every job slot is taken.

@@ -131,3 +131,41 @@ async def test_a_full_worker_starts_the_next_queued_job_when_one_finishes_not_at
     release["a"].set()
     await asyncio.gather(*worker.tasks.values())
     assert sorted(worker.tasks) == ["d"], "e waits on the queue for the gate to open"
+
+
+async def test_a_job_whose_worker_died_before_its_lease_is_started_by_another_within_its_mark(
+    pool: ArqRedis,
+) -> None:
+    """arq marks a started job as running for minutes; a worker killed before it leased the chunk left it
+    there that long. The mark is short and renewed while its worker lives: a live worker's job stays its
+    own, a dead worker's is started elsewhere once the mark lapses."""
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    async def hold(ctx: dict[str, Any], name: str) -> None:
+        ran.append(name)
+        await release.wait()
+
+    alive, dead, other = (worker_of(pool, hold, max_jobs=1) for _ in range(3))
+    for worker in (alive, dead, other):
+        assert worker.in_progress_timeout_s <= 30, "arq's own: the longest job's timeout + 10 s"
+        worker.in_progress_timeout_s = 0.6  # scaled down for the test
+    await pool.enqueue_job("hold", "renewed", _job_id="renewed", _queue_name=QUEUE)
+    await pool.enqueue_job("hold", "orphaned", _job_id="orphaned", _queue_name=QUEUE)
+    await asyncio.wait_for(alive.start_jobs([b"renewed"]), 5)
+    await asyncio.wait_for(dead.start_jobs([b"orphaned"]), 5)
+    ttl_ms = await pool.pttl(in_progress_key_prefix + "renewed")
+    assert 0 < ttl_ms <= 600
+    # ``dead`` stands for a killed worker: it never renews its job's mark (and its job never ends).
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 1.5  # over twice the mark
+    while loop.time() < deadline:
+        await alive._renew_running_marks()
+        await asyncio.wait_for(other.start_jobs([b"renewed", b"orphaned"]), 5)
+        await asyncio.sleep(0.1)
+    assert sorted(other.tasks) == ["orphaned"], "the renewed job stays the live worker's"
+    assert ran.count("renewed") == 1 and ran.count("orphaned") == 2
+
+    release.set()
+    await asyncio.gather(*alive.tasks.values(), *dead.tasks.values(), *other.tasks.values())
