@@ -540,11 +540,7 @@ class ReconnectingWorker(Worker):
             if self.job_counter >= self.max_jobs:
                 return
             checked = candidates[start : start + _RUNNING_CHECKS]
-            async with self.pool.pipeline(transaction=False) as pipe:
-                for job_id in checked:
-                    pipe.exists(in_progress_key_prefix + job_id.decode())
-                running_elsewhere = await pipe.execute()
-            for job_id, elsewhere in zip(checked, running_elsewhere, strict=True):
+            for job_id, elsewhere in zip(checked, await self._running_elsewhere(checked), strict=True):
                 if self.job_counter >= self.max_jobs:
                     return
                 if elsewhere:
@@ -555,6 +551,13 @@ class ReconnectingWorker(Worker):
                     self.job_counter -= 1
                     self.sem.release()
                     raise
+
+    async def _running_elsewhere(self, job_ids: list[bytes]) -> list[bool]:
+        """Whether each job is marked running (by any worker), in one round trip."""
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.exists(in_progress_key_prefix + job_id.decode())
+            return [bool(found) for found in await pipe.execute()]
 
     async def _poll_iteration(self) -> None:
         self._last_poll = time.monotonic()
@@ -608,8 +611,10 @@ class ReconnectingWorker(Worker):
         """Every third of ``in_progress_timeout_s``, extend the running mark of each job this worker runs,
         in one round trip (``__init__`` says why the marks are short)."""
         now = time.monotonic()
+        if now - self._last_mark_renewal < self.in_progress_timeout_s / 3:
+            return
         running = [job_id for job_id, task in self.tasks.items() if not task.done()]
-        if not running or now - self._last_mark_renewal < self.in_progress_timeout_s / 3:
+        if not running:
             return
         async with self.pool.pipeline(transaction=False) as pipe:
             for job_id in running:

@@ -224,8 +224,10 @@ def parse_report(raw: bytes) -> ParsedReport:
     version = body.get("model_version")
     if version is not None and not isinstance(version, str):
         raise BadRequest("must be a string or null", field="model_version")
-    listed = body.get("predictions")
-    predictions = _rows(listed) if isinstance(listed, list) else _columns(listed, version)
+    wire_predictions = body.get("predictions")
+    predictions = (
+        _rows(wire_predictions) if isinstance(wire_predictions, list) else _columns(wire_predictions, version)
+    )
     errors: list[TaskError] = []
     for index, item in enumerate(_list(body, "errors")):
         if not (
